@@ -1,0 +1,1 @@
+"""Safe unzip, delta manifests, brotli."""

@@ -1,0 +1,1 @@
+"""Sans-I/O core of the update agent: events in, effects out. No clock, no sockets, no disk."""

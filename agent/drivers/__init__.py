@@ -1,0 +1,1 @@
+"""The only code in agent/ that does I/O."""

@@ -1,0 +1,1 @@
+"""Server dialects: pure request builders and response parsers."""

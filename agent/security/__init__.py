@@ -1,0 +1,1 @@
+"""Pure verification: checksum, signature, Capgo v2 session key, AES stream."""

@@ -1,0 +1,1 @@
+"""The fleet simulator, the reference server, release tools and the otasim command."""

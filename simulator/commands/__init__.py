@@ -1,0 +1,1 @@
+"""One module per `otasim` subcommand group; each exposes register(subparsers)."""
