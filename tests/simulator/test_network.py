@@ -1,0 +1,229 @@
+"""The network wrappers really delay, throttle, cut and corrupt bytes (real loopback HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from sim_peer import Peer, blob, loopback_peer
+
+from agent.drivers.http import AsyncHttpPort, HttpRequest, make_async_port
+from agent.errors import TransportError
+from simulator.network import Mitm, NetworkProfile, ShapedPort, profile
+
+T = TypeVar("T")
+
+
+def run(test: Callable[[Peer, AsyncHttpPort], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with loopback_peer() as peer:
+            inner = make_async_port("aiohttp", max_connections=4)
+            try:
+                return await test(peer, inner)
+            finally:
+                await inner.aclose()
+
+    return asyncio.run(main())
+
+
+def shaped(
+    inner: AsyncHttpPort, seed: int = 1, mitm: Mitm | None = None, **kw: float
+) -> ShapedPort:
+    return ShapedPort(
+        inner, NetworkProfile("test", **kw), rng=random.Random(seed), clock=lambda: 0.0, mitm=mitm
+    )
+
+
+async def fetch(port: ShapedPort, url: str) -> tuple[int, bytes, dict[str, str]]:
+    async with port.stream(HttpRequest("GET", url)) as response:
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+        return response.status, body, dict(response.headers)
+
+
+def test_unshaped_profile_passes_bytes_through() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        status, body, _ = await fetch(shaped(inner), f"{peer.url}/blob/100000")
+        assert (status, body) == (200, blob(100_000))
+
+    run(case)
+
+
+def test_latency_delays_every_request() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, latency_ms=150)
+        started = time.monotonic()
+        for _ in range(3):
+            response = await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
+            assert response.status == 200
+        assert time.monotonic() - started >= 0.45
+
+    run(case)
+
+
+def test_bandwidth_cap_throttles_the_body() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, bandwidth_kbps=800)  # 100 000 bytes/s
+        started = time.monotonic()
+        _, body, _ = await fetch(port, f"{peer.url}/blob/60000")
+        assert body == blob(60_000)
+        assert time.monotonic() - started >= 0.55
+
+    run(case)
+
+
+def test_slow_retrieval_trickles() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, slow=1.0, slow_bytes_per_s=40_000)
+        started = time.monotonic()
+        _, body, _ = await fetch(port, f"{peer.url}/blob/30000")
+        assert body == blob(30_000)
+        assert time.monotonic() - started >= 0.7
+        assert port.faults["slow"] == 1
+
+    run(case)
+
+
+def test_truncation_ends_the_body_early_without_error() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, truncate=1.0)
+        status, body, headers = await fetch(port, f"{peer.url}/blob/200000")
+        assert status == 200 and headers["content-length"] == "200000"
+        assert 0 < len(body) < 200_000
+        assert body == blob(200_000)[: len(body)]
+
+    run(case)
+
+
+def test_reset_cuts_the_body_with_a_transport_error() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, reset=1.0)
+        received = b""
+        with pytest.raises(TransportError, match="reset"):
+            async with port.stream(HttpRequest("GET", f"{peer.url}/blob/200000")) as response:
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+        assert 0 < len(received) < 200_000
+        assert received == blob(200_000)[: len(received)]
+
+    run(case)
+
+
+def test_loss_fails_before_the_server_sees_anything() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        port = shaped(inner, loss=1.0)
+        with pytest.raises(TransportError):
+            await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
+        assert peer.hits == [] and port.faults["loss"] == 1
+
+    run(case)
+
+
+def test_5xx_burst_answers_503_for_burst_len_requests() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> list[int]:
+        port = ShapedPort(
+            inner,
+            NetworkProfile("burst", error_5xx=0.5, burst_len=4),
+            rng=random.Random(3),
+            clock=lambda: 0.0,
+        )
+        statuses = []
+        for _ in range(30):
+            r = await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
+            statuses.append(r.status)
+        assert len(peer.hits) == statuses.count(200)
+        return statuses
+
+    statuses = run(case)
+    assert 503 in statuses and 200 in statuses
+    runs = "".join("x" if s == 503 else "." for s in statuses).split(".")
+    assert all(len(r) % 4 == 0 for r in runs[:-1])  # whole bursts (the last may be cut)
+
+
+def test_offline_periods_follow_simulated_time_and_are_seeded() -> None:
+    now = [0.0]
+
+    async def case(peer: Peer, inner: AsyncHttpPort) -> str:
+        now[0] = 0.0
+        port = ShapedPort(
+            inner,
+            profile("offline-often"),
+            rng=random.Random(7),
+            clock=lambda: now[0],
+        )
+        pattern = ""
+        for hour in range(48):
+            now[0] = hour * 3600.0
+            try:
+                await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
+                pattern += "."
+            except TransportError:
+                pattern += "x"
+        assert len(peer.hits) == pattern.count(".")
+        return pattern
+
+    first, second = run(case), run(case)
+    assert first == second
+    assert "x" in first and "." in first
+
+
+def test_mitm_flip_changes_a_few_bits_only() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        mitm = Mitm("flip")
+        _, body, _ = await fetch(shaped(inner, mitm=mitm), f"{peer.url}/blob/50000")
+        original = blob(50_000)
+        assert len(body) == len(original)
+        diffs = [i for i in range(len(body)) if body[i] != original[i]]
+        assert 1 <= len(diffs) <= 3 and mitm.tampered["flip"] == 1
+
+    run(case)
+
+
+def test_mitm_swap_serves_another_versions_bundle() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        mitm = Mitm("swap")
+        port = shaped(inner, mitm=mitm)
+        check = HttpRequest("POST", f"{peer.url}/updates", body=b"{}")
+        peer.offer = {"version": "1.0.1", "url": f"{peer.url}/blob/3000?device_id=a"}
+        await port.send(check)
+        _, v1, _ = await fetch(port, f"{peer.url}/blob/3000?device_id=a")
+        peer.offer = {"version": "1.0.2", "url": f"{peer.url}/blob/5000?device_id=b"}
+        await port.send(check)
+        _, v2, headers = await fetch(port, f"{peer.url}/blob/5000?device_id=b")
+        assert v1 == blob(3000) and v2 == v1 and headers["content-length"] == "3000"
+        assert mitm.tampered["swap"] == 1
+
+    run(case)
+
+
+def test_mitm_replay_answers_the_older_signed_offer() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+        mitm = Mitm("replay")
+        port = shaped(inner, mitm=mitm)
+        check = HttpRequest("POST", f"{peer.url}/updates", body=b"{}")
+        old = {"version": "1.0.1", "url": f"{peer.url}/blob/1", "checksum": "aa"}
+        peer.offer = old
+        assert json.loads((await port.send(check)).body) == old
+        peer.offer = {"version": "1.0.2", "url": f"{peer.url}/blob/2", "checksum": "bb"}
+        assert json.loads((await port.send(check)).body) == old
+        assert mitm.tampered["replay"] == 1
+
+    run(case)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"loss": 1.5}, {"latency_ms": -1}, {"offline_fraction": 1.0}, {"bandwidth_kbps": 0}],
+)
+def test_profile_validation_rejects_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="network profile"):
+        NetworkProfile("bad", **bad)
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="wifi"):
+        profile("5g")
