@@ -1,0 +1,380 @@
+"""Scenario files (TOML): the fleet mix, the releases, the timeline, faults and expectations.
+
+A scenario is data. `load_scenario(name_or_path)` reads a bundled scenario by name (the
+files in `simulator/scenarios/`) or any TOML file, validates every key and returns a frozen
+`Scenario`. Errors name the file, the key and what is wrong (`ScenarioError`).
+
+Times in files are hours of simulated fleet life (`at_h`, `duration_h`); values that pick
+per device (platform, os, channel, network, behaviour, native_version) are a string, a list
+(uniform choice) or a table of weights (`{ "4g" = 3, "wifi" = 1 }`). The full format is in
+docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simulator.network import PROFILES
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+ACTIONS = (
+    "publish",
+    "rollout",
+    "pause",
+    "resume",
+    "complete",
+    "rollback",
+    "server_down",
+    "server_up",
+)
+PLATFORMS = ("ios", "android")
+# Expectation metrics: name -> whether it needs a `version`. Evaluated in simulator.metrics.
+METRICS: dict[str, bool] = {
+    "adoption": True,  # share of devices running `version` at `at_h`
+    "rolled_back": True,  # share of devices that booted `version` and were rolled back from it
+    "redownloaded": True,  # devices that downloaded `version` again after it failed for them
+    "unbootable": False,  # devices left with no bootable bundle
+    "tampered_activated": False,  # devices that activated a bundle unlike the one published
+    "stats_lost": False,  # stats events devices sent minus those the server recorded
+    "success_rate": False,  # installs that reached appReady / installs attempted
+}
+
+Choice = tuple[tuple[str, float], ...]  # (value, weight)
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid: `<file>: <key>: <what is wrong>`."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the people holding a group of phones use the app."""
+
+    launches_per_day: float = 3.0  # cold starts
+    foregrounds_per_day: float = 6.0  # returns from background
+    session_min: float = 4.0  # mean time in foreground
+    kill_share: float = 0.3  # sessions that end with the app killed instead of backgrounded
+    reboots_per_day: float = 0.05
+    disk_full_share: float = 0.0  # share of devices whose disk is full
+
+
+@dataclass(frozen=True)
+class Group:
+    share: float
+    platform: Choice
+    os: Choice
+    native_version: Choice
+    channel: Choice
+    network: Choice
+    behaviour: Choice
+    mitm: bool
+
+
+@dataclass(frozen=True)
+class Release:
+    """A bundle the simulator builds (embedded server) with its otasim behaviour file."""
+
+    version: str
+    size_kb: int = 200
+    crash_on_boot: tuple[tuple[str, float], ...] = ()  # (platform, probability)
+    boots: bool = True  # False: no index.html, never boots
+    delta: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    at_s: float
+    action: str
+    version: str | None = None
+    channel: str = "production"
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    metric: str
+    version: str | None = None
+    at_s: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def describe(self) -> str:
+        what = self.metric + (f"({self.version})" if self.version else "")
+        when = f" at {self.at_s / 3600:g} h" if self.at_s is not None else ""
+        bound = f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
+        return f"{what}{when} {bound}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str
+    description: str
+    duration_s: float
+    devices: int
+    time_scale: float
+    app_id: str
+    native_version: str
+    groups: tuple[Group, ...]
+    behaviours: dict[str, Behaviour]
+    releases: tuple[Release, ...]
+    timeline: tuple[Step, ...]
+    mitm_modes: Choice  # each device behind the MITM gets one of these modes
+    mitm_rate: float
+    expectations: tuple[Expectation, ...]
+
+
+def bundled_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load a bundled scenario by name, or a TOML file by path.
+
+    Raises:
+        ScenarioError: not found, not TOML, or any key invalid (file, key and reason named).
+    """
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(bundled_scenarios())
+        raise ScenarioError(f"{name_or_path}: no such scenario file or bundled name ({known})")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return _Reader(str(path)).scenario(raw, path.stem)
+
+
+BUILTIN_BEHAVIOURS = {
+    "daily": Behaviour(),
+    "heavy": Behaviour(launches_per_day=8, foregrounds_per_day=15, session_min=6, kill_share=0.2),
+    "rare": Behaviour(launches_per_day=0.5, foregrounds_per_day=0.5, session_min=3, kill_share=0.5),
+}
+_TOP = {
+    "name", "description", "duration_h", "devices", "time_scale", "app_id", "native_version",
+    "fleet", "behaviours", "releases", "timeline", "mitm", "expect",
+}  # fmt: skip
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+class _Reader:
+    """Validates raw TOML data into a Scenario; every error names file and key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, what: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {key}: {what}")
+
+    def table(self, raw: object, key: str, known: set[str]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.fail(key, f"expected a table, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise self.fail(
+                _join(key, unknown[0]), f"unknown key (known: {', '.join(sorted(known))})"
+            )
+        return raw
+
+    def items(self, raw: dict[str, Any], key: str) -> list[Any]:
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(key, "expected an array of tables ([[" + key + "]])")
+        return value
+
+    def number(
+        self, t: dict[str, Any], key: str, where: str, default: float | None = None,
+        lo: float = 0.0, hi: float = float("inf"),
+    ) -> float:  # fmt: skip
+        value = t.get(key, default)
+        if value is None:
+            raise self.fail(_join(where, key), "required")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(_join(where, key), f"expected a number, got {value!r}")
+        if not lo <= value <= hi:
+            raise self.fail(_join(where, key), f"{value!r} is out of range [{lo:g}, {hi:g}]")
+        return float(value)
+
+    def string(self, t: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+        value = t.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(_join(where, key), f"expected a non-empty string, got {value!r}")
+        return value
+
+    def choice(
+        self, t: dict[str, Any], key: str, where: str, default: str, allowed: object = None
+    ) -> Choice:
+        value = t.get(key, default)
+        if isinstance(value, str):
+            pairs: list[tuple[str, float]] = [(value, 1.0)]
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            pairs = [(v, 1.0) for v in value]
+        elif isinstance(value, dict) and value:
+            pairs = [(k, self.number(value, k, _join(where, key))) for k in value]
+        else:
+            raise self.fail(_join(where, key), "expected a string, a list of strings or weights")
+        for v, _ in pairs:
+            if allowed is not None and v not in allowed:  # type: ignore[operator]
+                known = ", ".join(sorted(allowed))  # type: ignore[call-overload]
+                raise self.fail(_join(where, key), f"unknown value {v!r} (known: {known})")
+        if sum(w for _, w in pairs) <= 0:
+            raise self.fail(_join(where, key), "weights must add up to more than 0")
+        return tuple(pairs)
+
+    def scenario(self, raw: dict[str, Any], stem: str) -> Scenario:
+        self.table(raw, "", _TOP)
+        behaviours = dict(BUILTIN_BEHAVIOURS)
+        for name, b in self.table(
+            raw.get("behaviours", {}), "behaviours", set(raw.get("behaviours", {}))
+        ).items():
+            behaviours[name] = self.behaviour(b, f"behaviours.{name}")
+        releases = tuple(
+            self.release(r, f"releases[{i}]") for i, r in enumerate(self.items(raw, "releases"))
+        )
+        duration_s = self.number(raw, "duration_h", "", 24, lo=0.01) * 3600
+        versions = {r.version for r in releases}
+        groups = tuple(
+            self.group(g, f"fleet[{i}]", behaviours) for i, g in enumerate(self.items(raw, "fleet"))
+        )
+        if not groups:
+            raise self.fail("fleet", "at least one [[fleet]] group is required")
+        mitm = self.table(raw.get("mitm", {}), "mitm", {"mode", "rate"})
+        modes = self.choice(mitm, "mode", "mitm", "flip", {"flip", "swap", "replay"})
+        if "mode" not in mitm and any(g.mitm for g in groups):
+            raise self.fail("mitm.mode", "required when a fleet group sets mitm = true")
+        return Scenario(
+            name=self.string(raw, "name", "", stem),
+            source=self.source,
+            description=str(raw.get("description", "")),
+            duration_s=duration_s,
+            devices=int(self.number(raw, "devices", "", 1000, lo=1)),
+            time_scale=self.number(raw, "time_scale", "", 1440, lo=1),
+            app_id=self.string(raw, "app_id", "", "com.example.otasim"),
+            native_version=self.string(raw, "native_version", "", "1.0.0"),
+            groups=groups,
+            behaviours=behaviours,
+            releases=releases,
+            timeline=tuple(
+                self.step(s, f"timeline[{i}]", versions, duration_s)
+                for i, s in enumerate(self.items(raw, "timeline"))
+            ),
+            mitm_modes=modes if "mode" in mitm else (),
+            mitm_rate=self.number(mitm, "rate", "mitm", 1.0, hi=1.0),
+            expectations=tuple(
+                self.expectation(e, f"expect[{i}]", versions, duration_s)
+                for i, e in enumerate(self.items(raw, "expect"))
+            ),
+        )
+
+    def behaviour(self, raw: object, where: str) -> Behaviour:
+        t = self.table(raw, where, set(Behaviour.__dataclass_fields__))
+        base = Behaviour()
+        values = {k: self.number(t, k, where, getattr(base, k)) for k in t}
+        for k in ("kill_share", "disk_full_share"):
+            if values.get(k, 0) > 1:
+                raise self.fail(f"{where}.{k}", "a share must be within [0, 1]")
+        return Behaviour(**values)
+
+    def release(self, raw: object, where: str) -> Release:
+        t = self.table(raw, where, {"version", "size_kb", "crash_on_boot", "boots", "delta"})
+        crash = self.table(t.get("crash_on_boot", {}), f"{where}.crash_on_boot", set(PLATFORMS))
+        boots, delta = t.get("boots", True), t.get("delta", False)
+        if not isinstance(boots, bool) or not isinstance(delta, bool):
+            raise self.fail(where, "boots and delta must be true or false")
+        return Release(
+            version=self.string(t, "version", where),
+            size_kb=int(self.number(t, "size_kb", where, 200, lo=1, hi=512 * 1024)),
+            crash_on_boot=tuple(
+                (p, self.number(crash, p, f"{where}.crash_on_boot", hi=1)) for p in crash
+            ),
+            boots=boots,
+            delta=delta,
+        )
+
+    def group(self, raw: object, where: str, behaviours: dict[str, Behaviour]) -> Group:
+        keys = {
+            "share",
+            "platform",
+            "os",
+            "native_version",
+            "channel",
+            "network",
+            "behaviour",
+            "mitm",
+        }
+        t = self.table(raw, where, keys)
+        mitm = t.get("mitm", False)
+        if not isinstance(mitm, bool):
+            raise self.fail(f"{where}.mitm", "expected true or false")
+        return Group(
+            share=self.number(t, "share", where, 1.0),
+            platform=self.choice(t, "platform", where, "android", PLATFORMS),
+            os=self.choice(t, "os", where, "14"),
+            native_version=self.choice(t, "native_version", where, "1.0.0"),
+            channel=self.choice(t, "channel", where, "production"),
+            network=self.choice(t, "network", where, "4g", set(PROFILES)),
+            behaviour=self.choice(t, "behaviour", where, "daily", set(behaviours)),
+            mitm=mitm,
+        )
+
+    def step(self, raw: object, where: str, versions: set[str], duration_s: float) -> Step:
+        t = self.table(raw, where, {"at_h", "action", "version", "channel", "percent"})
+        action = self.string(t, "action", where)
+        if action not in ACTIONS:
+            raise self.fail(
+                f"{where}.action", f"unknown action {action!r} (known: {', '.join(ACTIONS)})"
+            )
+        version = t.get("version")
+        needs_version = action in ("publish", "rollout", "rollback")
+        if needs_version and version is None:
+            raise self.fail(f"{where}.version", f"required by action {action!r}")
+        if (
+            version is not None
+            and version not in versions
+            and not (action == "rollback" and version == "builtin")
+        ):
+            raise self.fail(f"{where}.version", f"{version!r} is not one of the [[releases]]")
+        percent = self.number(t, "percent", where, None if action == "rollout" else 100, hi=100)
+        return Step(
+            at_s=self.number(t, "at_h", where, hi=duration_s / 3600) * 3600,
+            action=action,
+            version=version,
+            channel=self.string(t, "channel", where, "production"),
+            percent=percent,
+        )
+
+    def expectation(
+        self, raw: object, where: str, versions: set[str], duration_s: float
+    ) -> Expectation:
+        t = self.table(raw, where, {"metric", "version", "at_h", "min", "max"})
+        metric = self.string(t, "metric", where)
+        if metric not in METRICS:
+            raise self.fail(
+                f"{where}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})"
+            )
+        version = t.get("version")
+        if METRICS[metric] and version not in versions:
+            raise self.fail(
+                f"{where}.version",
+                f"metric {metric!r} needs the version of one of the [[releases]]",
+            )
+        if ("min" in t) == ("max" in t):
+            raise self.fail(where, "give exactly one of min or max")
+        at_h = t.get("at_h")
+        return Expectation(
+            metric=metric,
+            version=version,
+            at_s=None
+            if at_h is None
+            else self.number(t, "at_h", where, hi=duration_s / 3600) * 3600,
+            min=self.number(t, "min", where, lo=-1e18) if "min" in t else None,
+            max=self.number(t, "max", where, lo=-1e18) if "max" in t else None,
+        )

@@ -1,0 +1,90 @@
+"""Scenario files: every bundled one loads; bad files fail with file, key and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.scenario import ScenarioError, bundled_scenarios, load_scenario
+
+REQUIRED = {
+    "steady-rollout", "staged-rollout", "bad-release-rollback",
+    "server-outage", "flaky-network", "mitm-tamper",
+}  # fmt: skip
+
+MINIMAL = """
+[[fleet]]
+platform = "ios"
+[[releases]]
+version = "1.0.1"
+[[timeline]]
+at_h = 0
+action = "publish"
+version = "1.0.1"
+"""
+
+
+def test_every_required_scenario_is_bundled_and_valid() -> None:
+    assert set(bundled_scenarios()) >= REQUIRED
+    for name in bundled_scenarios():
+        scenario = load_scenario(name)
+        assert scenario.name == name and scenario.expectations and scenario.timeline
+
+
+def test_a_file_path_loads_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(MINIMAL)
+    scenario = load_scenario(str(path))
+    assert scenario.name == "mine" and scenario.duration_s == 24 * 3600
+    assert scenario.groups[0].platform == (("ios", 1.0),)
+    assert scenario.timeline[0].percent == 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        ("bogus = 1", "bogus", "unknown key"),
+        ('duration_h = "long"', "duration_h", "expected a number"),
+        ("[[expect]]\nmetric = 'speed'\nmax = 1", "expect[0].metric", "unknown metric"),
+        ("[[expect]]\nmetric = 'unbootable'", "expect[0]", "exactly one of min or max"),
+        (
+            "[[timeline]]\nat_h = 1\naction = 'publish'\nversion = '9.9.9'",
+            "timeline[1].version",
+            "not one of the [[releases]]",
+        ),
+        ("[[timeline]]\nat_h = 1\naction = 'explode'", "timeline[1].action", "unknown action"),
+        ("[[timeline]]\nat_h = 99\naction = 'pause'", "timeline[1].at_h", "out of range"),
+        ("[[fleet]]\nnetwork = '5g'", "fleet[1].network", "unknown value '5g'"),
+        ("[[fleet]]\nbehaviour = 'nightly'", "fleet[1].behaviour", "unknown value"),
+        ("[[fleet]]\nmitm = true", "mitm.mode", "required"),
+        ("[behaviours.x]\nkill_share = 2", "behaviours.x.kill_share", "within [0, 1]"),
+    ],
+)
+def test_invalid_files_name_file_key_and_reason(
+    tmp_path: Path, extra: str, key: str, reason: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    top, _, rest = extra.partition("\n[")
+    if extra.startswith("["):
+        text = MINIMAL + "\n" + extra
+    else:
+        text = top + "\n" + MINIMAL + ("\n[" + rest if rest else "")
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert reason in message
+
+
+def test_unknown_name_lists_bundled_scenarios() -> None:
+    with pytest.raises(ScenarioError, match="steady-rollout"):
+        load_scenario("no-such-scenario")
+
+
+def test_not_toml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[[fleet")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(str(path))
