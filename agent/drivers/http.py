@@ -1,20 +1,46 @@
 """The small HTTP port the drivers use: send a request, stream a (ranged) body.
 
 Drivers talk to the network only through these two protocols, so the backend is
-swappable: plain httpx everywhere, and the fastest backend chosen by measurement
-for fleets and for Locust (see docs). The simulator's network shaping wraps a port.
+swappable. Backends, chosen by measurement (docs/http.md):
+
+- asyncio: `aiohttp` (the default for fleets: httpx's async pool collapses under
+  concurrency here) and `httpx` (plain, kept available);
+- blocking: `httpx`, and `geventhttpclient` for Locust (gevent-patched processes only).
 
 Every backend translates its library's exceptions into `agent.errors.TransportError`
-(and subclasses) here, at this one boundary. HTTP error statuses are *not* exceptions:
-the caller gets the status and decides.
+subclasses here, at this one boundary. HTTP error statuses (4xx, 5xx, 429) are *not*
+exceptions: the caller gets the status and decides.
+
+Shared behaviour, whatever the backend:
+- TLS is verified by default against the system store; `verify` may name a CA bundle
+  file instead, or be False. One SSL context per process and setting (`shared_ssl_context`).
+- `HttpRequest.timeout_s` bounds the connection and every wait for bytes (an inactivity
+  timeout, as the plugin's URLSession/OkHttp do); overall deadlines belong to the driver.
+- Redirects are followed (at most `MAX_REDIRECTS`).
+- `send` reads a small body, decoded (gzip), capped at `max_body_bytes`.
+- `stream` yields the raw entity bytes (it asks for `Accept-Encoding: identity`), so a
+  `Range: bytes=N-` request resumes a download byte for byte.
+- The connection pool is bounded (`max_connections`) and shared by every device using the port.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+import functools
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Literal, Protocol
+
+from agent.errors import TransportError
+
+AsyncBackend = Literal["aiohttp", "httpx"]
+SyncBackend = Literal["httpx", "geventhttpclient"]
+
+DEFAULT_ASYNC_BACKEND: Final[AsyncBackend] = "aiohttp"  # measured: docs/http.md
+MAX_REDIRECTS: Final = 5
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -24,6 +50,7 @@ class HttpRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     timeout_s: float = 20.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # `send` only; streams are capped by the caller
 
 
 @dataclass(frozen=True)
@@ -68,3 +95,152 @@ class SyncHttpPort(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- the transport errors every backend maps its library's exceptions to ------------------
+
+
+class ConnectFailed(TransportError):
+    """No connection could be opened (refused, unreachable, name not resolved, TLS handshake)."""
+
+
+class TlsVerifyFailed(ConnectFailed):
+    """The server's certificate did not verify against the trusted CAs or its host name."""
+
+
+class TransportTimeout(TransportError):
+    """Connecting, or waiting for the next bytes, took longer than `timeout_s`."""
+
+
+class ConnectionLost(TransportError):
+    """The connection broke mid-exchange: reset, closed early, truncated or malformed HTTP."""
+
+
+class ResponseTooLarge(TransportError):
+    """`send` read more than the request's `max_body_bytes`."""
+
+
+class InvalidUrl(TransportError):
+    """The URL cannot be fetched (malformed, or not http/https)."""
+
+
+# -- helpers shared by the backends -----------------------------------------------------
+
+
+@functools.cache
+def shared_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
+    """The process-wide verifying SSL context (system CAs, or only those of `cafile`).
+
+    Creating a context loads and parses a CA bundle (slow, and about a megabyte each), so
+    every client of a process shares one per `cafile`. Under gevent, call it after
+    monkey-patching (Locust does so on import) so that it is gevent's cooperative kind.
+
+    Raises:
+        FileNotFoundError / ssl.SSLError: `cafile` is missing or not a PEM CA bundle.
+    """
+    return ssl.create_default_context(cafile=cafile)
+
+
+@functools.cache
+def _unverified_ssl_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def ssl_context_for(verify: bool | str) -> ssl.SSLContext:
+    """The shared context for a `verify` setting: True, a CA bundle path, or False."""
+    if verify is True:
+        return shared_ssl_context()
+    if verify is False:
+        return _unverified_ssl_context()
+    return shared_ssl_context(verify)
+
+
+def lower_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Response headers with lower-cased names; repeated headers joined with ", "."""
+    merged: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def stream_headers(request: HttpRequest) -> dict[str, str]:
+    """The request's headers, asking for the raw entity unless the caller chose otherwise."""
+    headers = dict(request.headers)
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = "identity"
+    return headers
+
+
+def too_large(request: HttpRequest) -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"{request.method} {request.url}: body larger than {request.max_body_bytes} bytes"
+    )
+
+
+def gevent_patched() -> bool:
+    """True when gevent has monkey-patched `socket` in this process (Locust does)."""
+    return socket.socket.__module__.startswith("gevent")
+
+
+# -- factories --------------------------------------------------------------------------
+
+
+def make_async_port(
+    backend: AsyncBackend = DEFAULT_ASYNC_BACKEND,
+    *,
+    verify: bool | str = True,
+    max_connections: int = 100,
+) -> AsyncHttpPort:
+    """An asyncio HTTP port; share one across all devices of a process.
+
+    Raises:
+        ValueError: unknown backend or `max_connections` < 1.
+        FileNotFoundError / ssl.SSLError: `verify` names an unreadable CA bundle.
+    """
+    if max_connections < 1:
+        raise ValueError("max_connections must be >= 1")
+    context = ssl_context_for(verify)
+    if backend == "aiohttp":
+        from agent.drivers.http_aiohttp import AiohttpPort
+
+        return AiohttpPort(context, max_connections=max_connections)
+    if backend == "httpx":
+        from agent.drivers.http_httpx import HttpxAsyncPort
+
+        return HttpxAsyncPort(context, max_connections=max_connections)
+    raise ValueError(f"unknown async HTTP backend {backend!r} (aiohttp, httpx)")
+
+
+def make_sync_port(
+    backend: SyncBackend = "httpx",
+    *,
+    verify: bool | str = True,
+    max_connections: int = 100,
+) -> SyncHttpPort:
+    """A blocking HTTP port (cooperative under gevent); share one across a process's devices.
+
+    Raises:
+        ValueError: unknown backend or `max_connections` < 1.
+        RuntimeError: `geventhttpclient` asked for in a process gevent has not patched.
+        FileNotFoundError / ssl.SSLError: `verify` names an unreadable CA bundle.
+    """
+    if max_connections < 1:
+        raise ValueError("max_connections must be >= 1")
+    if backend == "httpx":
+        from agent.drivers.http_httpx import HttpxSyncPort
+
+        return HttpxSyncPort(ssl_context_for(verify), max_connections=max_connections)
+    if backend == "geventhttpclient":
+        if not gevent_patched():
+            raise RuntimeError(
+                "the geventhttpclient backend runs only in a gevent-patched process "
+                "(Locust, or gevent.monkey.patch_all() first)"
+            )
+        from agent.drivers.http_gevent import GeventPort
+
+        return GeventPort(ssl_context_for(verify), max_connections=max_connections)
+    raise ValueError(f"unknown sync HTTP backend {backend!r} (httpx, geventhttpclient)")
