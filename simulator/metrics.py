@@ -1,0 +1,213 @@
+"""What a fleet run measures: per-device outcomes, requests, stats actions, adoption over time.
+
+`Metrics` is fed while the fleet runs (by `simulator.device`, from the agent's observer
+callbacks and the simulated app) and summarised at the end into the plain dict that
+`simulator.report` writes as report.json. Times are simulated seconds since the run started,
+except request latencies, which are real (the network is not time-scaled).
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from array import array
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from simulator.scenario import Expectation
+
+BUILTIN = "builtin"
+DOWNLOAD_STARTS = frozenset({"download_0", "download_zip_start", "download_manifest_start"})
+FAILURE_EXTRA = frozenset({"insufficient_disk_space", "checksum_required", "app_launch_timeout"})
+
+
+def is_failure(action: str) -> bool:
+    """True for the Capgo stats actions that report a failed step."""
+    return action.endswith("_fail") or action in FAILURE_EXTRA
+
+
+@dataclass(slots=True)
+class DeviceOutcome:
+    """What happened to one device (one row of devices.csv)."""
+
+    index: int
+    device_id: str
+    platform: str
+    os: str
+    network: str
+    behaviour: str
+    channel: str
+    mitm: str = ""
+    running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
+    download_starts: Counter[str] = field(default_factory=Counter)
+    downloads: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    booted: set[str] = field(default_factory=set)
+    confirmed: set[str] = field(default_factory=set)
+    rolled_back: set[str] = field(default_factory=set)
+    redownloaded: set[str] = field(default_factory=set)
+    crashes: int = 0
+    tampered: int = 0
+    unbootable: bool = False
+    disk_full: bool = False
+    stats_queued: int = 0
+    stats_pending: int = 0
+
+    @property
+    def version(self) -> str:
+        return self.running[-1][1]
+
+    def version_at(self, t: float) -> str:
+        i = bisect.bisect_right(self.running, (t, "\uffff")) - 1
+        return self.running[max(i, 0)][1]
+
+
+class Metrics:
+    """Counters for one run. `devices[i]` is device i's outcome."""
+
+    def __init__(self) -> None:
+        self.devices: list[DeviceOutcome] = []
+        self.latency: dict[str, array[float]] = defaultdict(lambda: array("d"))
+        self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
+        self.bytes: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.failure_times: list[tuple[float, str]] = []
+        self.rollback_times: list[float] = []
+        self.faults: Counter[str] = Counter()
+        self.mitm: Counter[str] = Counter()
+        self.steps: list[dict[str, object]] = []
+
+    def request(
+        self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
+    ) -> None:
+        """One HTTP exchange of any device (status None: no answer, a transport error)."""
+        self.latency[name].append(elapsed_s)
+        self.statuses[name]["error" if status is None else str(status)] += 1
+        if name in ("bundle", "delta file") and not failed and status is not None:
+            self.bytes["full" if name == "bundle" else "delta"] += nbytes
+
+    def stat(self, device: DeviceOutcome, action: str, version: str, t: float) -> None:
+        """A stats action the device's agent queued."""
+        version = version.split(":", 1)[0]
+        self.actions[action] += 1
+        device.stats_queued += 1
+        if action in DOWNLOAD_STARTS:
+            if version in device.rolled_back:
+                device.redownloaded.add(version)
+            device.download_starts[version] += 1
+        elif action == "download_complete":
+            device.downloads[version] += 1
+        elif action == "update_fail":
+            device.rolled_back.add(version)
+            self.rollback_times.append(t)
+        if is_failure(action):
+            device.failures[action] += 1
+            self.failure_times.append((t, action))
+
+    def ran(self, device: DeviceOutcome, version: str, t: float, *, confirmed: bool) -> None:
+        """The device's app started on `version` (confirmed: it reached appReady)."""
+        if device.running[-1][1] != version:
+            device.running.append((t, version))
+        if version != BUILTIN:
+            device.booted.add(version)
+            if confirmed:
+                device.confirmed.add(version)
+
+    def adoption(self, version: str, t: float) -> float:
+        """Share of devices running `version` at simulated time t."""
+        if not self.devices:
+            return 0.0
+        return sum(d.version_at(t) == version for d in self.devices) / len(self.devices)
+
+    def versions(self) -> list[str]:
+        seen = {v for d in self.devices for _, v in d.running}
+        return sorted(seen - {BUILTIN}, key=_version_key) + [BUILTIN] * (BUILTIN in seen)
+
+    def curve(self, duration_s: float, points: int = 97) -> list[dict[str, float]]:
+        """Adoption per version (plus cumulative failures and rollbacks) at regular times."""
+        versions = self.versions()
+        failures = sorted(t for t, _ in self.failure_times)
+        rollbacks = sorted(self.rollback_times)
+        rows = []
+        for k in range(points):
+            t = duration_s * k / (points - 1)
+            running = Counter(d.version_at(t) for d in self.devices)
+            row: dict[str, float] = {"t_h": round(t / 3600, 4)}
+            row.update({v: running[v] / max(len(self.devices), 1) for v in versions})
+            row["failures"] = bisect.bisect_right(failures, t)
+            row["rollbacks"] = bisect.bisect_right(rollbacks, t)
+            rows.append(row)
+        return rows
+
+    def time_to_adoption(self, version: str, published_s: float) -> dict[str, float | int]:
+        """Hours from publication to the device first running `version` (percentiles)."""
+        waits = sorted(
+            (next(t for t, v in d.running if v == version) - published_s) / 3600
+            for d in self.devices
+            if version in (v for _, v in d.running)
+        )
+        return {"devices": len(waits), **_percentiles(waits, digits=3)}
+
+    def latency_summary(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for name, values in sorted(self.latency.items()):
+            ms = sorted(v * 1000 for v in values)
+            errors = sum(
+                n for s, n in self.statuses[name].items() if s == "error" or s.startswith("5")
+            )
+            out[name] = {
+                "count": len(ms),
+                "errors": errors,
+                "status": dict(sorted(self.statuses[name].items())),
+                "latency_ms": _percentiles(ms, digits=1),
+            }
+        return out
+
+    def evaluate(self, expectation: Expectation, end_s: float, stats_lost: int | None) -> float:
+        """The measured value an expectation is checked against."""
+        v, devices = expectation.version, self.devices
+        at = end_s if expectation.at_s is None else expectation.at_s
+        if expectation.metric == "adoption" and v:
+            return round(self.adoption(v, at), 4)
+        if expectation.metric == "rolled_back" and v:
+            booted = [d for d in devices if v in d.booted and v not in d.confirmed]
+            return (
+                round(sum(v in d.rolled_back for d in booted) / len(booted), 4) if booted else 1.0
+            )
+        if expectation.metric == "redownloaded" and v:
+            return sum(v in d.redownloaded for d in devices)
+        if expectation.metric == "unbootable":
+            return sum(d.unbootable for d in devices)
+        if expectation.metric == "tampered_activated":
+            return sum(d.tampered > 0 for d in devices)
+        if expectation.metric == "stats_lost":
+            return float("nan") if stats_lost is None else stats_lost
+        if expectation.metric == "success_rate":
+            return self.success()[2]
+        raise ValueError(f"unknown metric {expectation.metric!r}")
+
+    def success(self) -> tuple[int, int, float]:
+        """(updates attempted, updates confirmed, rate): per device and version."""
+        attempted = sum(len(+d.download_starts) for d in self.devices)
+        succeeded = sum(len(d.confirmed) for d in self.devices)
+        return attempted, succeeded, round(succeeded / attempted, 4) if attempted else 1.0
+
+
+def _percentiles(values: list[float], digits: int) -> dict[str, float]:
+    if not values:
+        return {}
+    if len(values) == 1:
+        cuts = [values[0]] * 99
+    else:
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50": round(cuts[49], digits),
+        "p90": round(cuts[89], digits),
+        "p99": round(cuts[98], digits),
+        "max": round(values[-1], digits),
+    }
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    parts = version.replace("-", ".").split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)

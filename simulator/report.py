@@ -1,0 +1,315 @@
+"""The run report: report.json (schema in docs/simulator.md), devices.csv, timeline.csv and a
+self-contained report.html whose charts are matplotlib SVG inlined in the page.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from simulator.metrics import BUILTIN, Metrics, is_failure
+from simulator.scenario import Scenario
+
+SCHEMA = "otasim.report/1"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """How the run was set up, and what only the fleet knows (publication times, server)."""
+
+    scenario: Scenario
+    devices: int
+    seed: int
+    time_scale: float
+    server_url: str
+    embedded: bool
+    started_at: str
+    wall_s: float
+    published_s: dict[str, float]  # version -> simulated time it was published
+    server_received: int | None  # stats events the server recorded (None: not our server)
+    notes: tuple[str, ...] = ()
+
+
+def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
+    """The report.json document (see docs/simulator.md for every field)."""
+    sc, devices = info.scenario, metrics.devices
+    queued = sum(d.stats_queued for d in devices)
+    pending = sum(d.stats_pending for d in devices)
+    lost = None if info.server_received is None else queued - pending - info.server_received
+    results = []
+    for e in sc.expectations:
+        value = metrics.evaluate(e, sc.duration_s, lost)
+        ok = not math.isnan(value) and (
+            value >= e.min if e.min is not None else value <= (e.max or 0.0)
+        )
+        results.append({"expect": e.describe(), "value": _num(value), "ok": ok})
+    attempted, succeeded, rate = metrics.success()
+    final = metrics.curve(sc.duration_s, points=2)[-1]
+    return {
+        "schema": SCHEMA,
+        "scenario": {
+            "name": sc.name,
+            "description": sc.description,
+            "source": sc.source,
+            "duration_h": sc.duration_s / 3600,
+        },
+        "run": {
+            "devices": info.devices,
+            "seed": info.seed,
+            "time_scale": info.time_scale,
+            "server": info.server_url,
+            "embedded_server": info.embedded,
+            "started_at": info.started_at,
+            "wall_s": round(info.wall_s, 2),
+            "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
+            "notes": list(info.notes),
+        },
+        "passed": all(r["ok"] for r in results),
+        "expectations": results,
+        "adoption": {
+            "final": {v: round(final.get(v, 0.0), 4) for v in metrics.versions()},
+            "time_to_adoption_h": {
+                v: metrics.time_to_adoption(v, t) for v, t in sorted(info.published_s.items())
+            },
+        },
+        "updates": {
+            "attempted": attempted,
+            "succeeded": succeeded,
+            "success_rate": rate,
+            "rollbacks": len(metrics.rollback_times),
+            "devices_rolled_back": sum(bool(d.rolled_back) for d in devices),
+            "tampered_activated": sum(d.tampered > 0 for d in devices),
+            "unbootable": sum(d.unbootable for d in devices),
+            "crashes": sum(d.crashes for d in devices),
+        },
+        "failures": dict(
+            sorted(((a, n) for a, n in metrics.actions.items() if is_failure(a)), key=_by_count)
+        ),
+        "stats": {
+            "queued": queued,
+            "pending": pending,
+            "sent": queued - pending,
+            "server_received": info.server_received,
+            "lost": lost,
+            "by_action": dict(sorted(metrics.actions.items(), key=_by_count)),
+        },
+        "bytes": {**metrics.bytes, "total": sum(metrics.bytes.values())},
+        "requests": metrics.latency_summary(),
+        "faults": dict(metrics.faults),
+        "mitm": dict(metrics.mitm),
+        "timeline": metrics.steps,
+    }
+
+
+def write_report(report: dict[str, Any], metrics: Metrics, out: Path) -> Path:
+    """Write report.json, devices.csv, timeline.csv and report.html into `out`; return the html.
+
+    Raises:
+        OSError: `out` cannot be created or written.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    curve = metrics.curve(report["scenario"]["duration_h"] * 3600)
+    _write_csv(out / "timeline.csv", curve)
+    _write_csv(out / "devices.csv", [_device_row(d) for d in metrics.devices])
+    page = out / "report.html"
+    page.write_text(render_html(report, curve), encoding="utf-8")
+    return page
+
+
+def _device_row(d: Any) -> dict[str, object]:
+    return {
+        "index": d.index,
+        "device_id": d.device_id,
+        "platform": d.platform,
+        "os": d.os,
+        "network": d.network,
+        "behaviour": d.behaviour,
+        "channel": d.channel,
+        "mitm": d.mitm,
+        "final_version": d.version,
+        "versions_run": " ".join(v for _, v in d.running),
+        "downloads": sum(d.downloads.values()),
+        "failures": " ".join(f"{a}={n}" for a, n in sorted(d.failures.items())),
+        "rolled_back": " ".join(sorted(d.rolled_back)),
+        "redownloaded": " ".join(sorted(d.redownloaded)),
+        "crashes": d.crashes,
+        "tampered_activated": d.tampered,
+        "unbootable": int(d.unbootable),
+        "disk_full": int(d.disk_full),
+        "stats_queued": d.stats_queued,
+        "stats_pending": d.stats_pending,
+    }
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval=0)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
+    """The self-contained page: summary cards, expectations, charts, request table."""
+    esc = html.escape
+    run, upd, st = report["run"], report["updates"], report["stats"]
+    adoption = report["adoption"]["final"]
+    newest = next((v for v in reversed(list(adoption)) if v != BUILTIN), None)
+    cards = [  # (label, figure)
+        ("devices", f"{run['devices']:,}"),
+        (f"on {newest}" if newest else "adoption", f"{adoption.get(newest, 0):.1%}"),
+        ("update success", f"{upd['success_rate']:.1%}"),
+        ("rollbacks", f"{upd['rollbacks']:,}"),
+        ("unbootable", f"{upd['unbootable']:,}"),
+        ("tampered activated", f"{upd['tampered_activated']:,}"),
+        ("stats lost", "n/a" if st["lost"] is None else f"{st['lost']:,}"),
+        ("downloaded", _size(report["bytes"]["total"])),
+        ("speed-up", f"{run['speedup']:,}×" if run["speedup"] else "n/a"),
+    ]
+    expectations = "".join(
+        f"<tr class={'ok' if r['ok'] else 'bad'}><td>{'✔' if r['ok'] else '✘'}</td>"
+        f"<td>{esc(r['expect'])}</td><td>{r['value']}</td></tr>"
+        for r in report["expectations"]
+    )
+    requests = "".join(
+        f"<tr><td>{esc(name)}</td><td>{r['count']:,}</td><td>{r['errors']:,}</td>"
+        + "".join(f"<td>{r['latency_ms'].get(k, '')}</td>" for k in ("p50", "p90", "p99", "max"))
+        + f"<td>{esc(', '.join(f'{s}: {n}' for s, n in r['status'].items()))}</td></tr>"
+        for name, r in report["requests"].items()
+    )
+    verdict = "passed" if report["passed"] else "FAILED"
+    sc = report["scenario"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>otasim — {esc(sc["name"])} — {verdict}</title>
+<style>{_CSS}</style></head><body>
+<header><h1>{esc(sc["name"])} <span class="verdict {verdict.lower()}">{verdict}</span></h1>
+<p>{esc(sc["description"])}</p>
+<p class="meta">{run["devices"]:,} devices · {sc["duration_h"]:g} h simulated in {run["wall_s"]} s
+· seed {run["seed"]} · server {esc(run["server"])} · {esc(run["started_at"])}</p></header>
+<section class="cards">{"".join(f"<div><b>{v}</b><span>{esc(k)}</span></div>" for k, v in cards)}
+</section>
+<section><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>measured</th></tr>
+{expectations or "<tr><td></td><td>none</td><td></td></tr>"}</table></section>
+<section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}</section>
+<section class="pair"><div><h2>Failures</h2>{failures_chart(report["failures"], curve)}</div>
+<div><h2>Request latency</h2>{latency_chart(report["requests"])}</div></section>
+<section><h2>Requests</h2><table><tr><th>endpoint</th><th>count</th><th>errors</th>
+<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>statuses</th></tr>{requests}</table>
+<p class="meta">Also in this folder: report.json, devices.csv (one row per device),
+timeline.csv (adoption per version over time).</p></section>
+</body></html>
+"""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:24px;color:#1d2430}
+h1{margin:0 0 4px}h2{font-size:18px;margin:24px 0 8px}.meta{color:#667;font-size:13px}
+.verdict{font-size:15px;padding:3px 10px;border-radius:12px;vertical-align:middle}
+.verdict.passed{background:#d8f3dc;color:#1b5e20}.verdict.failed{background:#ffd6d6;color:#9b1c1c}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
+.cards div{background:#f4f6fa;border-radius:8px;padding:10px 12px}
+.cards b{display:block;font-size:22px}.cards span{color:#556;font-size:13px}
+table{border-collapse:collapse;width:100%;font-size:14px}
+td,th{border-bottom:1px solid #e3e6ec;padding:5px 8px;text-align:left}
+tr.ok td:first-child{color:#1b7e2b}tr.bad td{background:#fff1f1}tr.bad td:first-child{color:#b00}
+svg{max-width:100%;height:auto}.pair{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+"""
+
+
+# -- charts: matplotlib figures rendered to inline SVG (text kept as text) -----------------
+
+PALETTE = ["#2563eb", "#16a34a", "#f59e0b", "#db2777", "#7c3aed", "#0891b2", "#94a3b8"]
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[Figure]:
+    with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False,
+                                "axes.spines.right": False}):  # fmt: skip
+        yield Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -> str:
+    """Stacked share of devices per running version over simulated hours, steps marked."""
+    hours = [row["t_h"] for row in curve]
+    skip = {"t_h", "failures", "rollbacks"}
+    versions = [k for k in (curve[0] if curve else {}) if k not in skip]
+    with _figure(10, 3.6) as fig:
+        ax = fig.subplots()
+        colors = [("#cbd5e1" if v == BUILTIN else PALETTE[i % 6]) for i, v in enumerate(versions)]
+        ax.stackplot(hours, *[[100 * row[v] for row in curve] for v in versions],
+                     labels=versions, colors=colors, alpha=0.9)  # fmt: skip
+        for step in steps:
+            ax.axvline(step["at_h"], color="#334155", lw=0.8, ls="--")
+            ax.annotate(step["label"], (step["at_h"], 98), xytext=(3, 0), textcoords="offset points",
+                        rotation=90, fontsize=8, va="top", ha="left", color="#0f172a")  # fmt: skip
+        ax.set(xlim=(0, hours[-1] if hours else 1), ylim=(0, 100), xlabel="simulated hours",
+               ylabel="% of devices running")  # fmt: skip
+        ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, title="version")
+        return _svg(fig)
+
+
+def failures_chart(failures: dict[str, int], curve: list[dict[str, float]]) -> str:
+    """Failures by Capgo stats action, and cumulative failures/rollbacks over time."""
+    with _figure(5.2, 3.6) as fig:
+        bars, line = fig.subplots(2, 1, height_ratios=[3, 2])
+        names = list(failures)[:8][::-1]
+        bars.barh(names or ["(none)"], [failures[n] for n in names] or [0], color="#dc2626")
+        bars.set_xlabel("stats actions reported")
+        hours = [row["t_h"] for row in curve]
+        line.plot(hours, [row["failures"] for row in curve], color="#dc2626", label="failures")
+        line.plot(hours, [row["rollbacks"] for row in curve], color="#7c3aed", label="rollbacks")
+        line.set(xlabel="simulated hours", ylabel="cumulative")
+        line.legend(frameon=False, fontsize=8)
+        return _svg(fig)
+
+
+def latency_chart(requests: dict[str, dict[str, Any]]) -> str:
+    """p50 / p90 / p99 latency per endpoint (real milliseconds)."""
+    names = [n for n, r in requests.items() if r["latency_ms"]]
+    with _figure(5.2, 3.6) as fig:
+        ax = fig.subplots()
+        height = 0.26
+        for k, (q, color) in enumerate(zip(("p50", "p90", "p99"), PALETTE, strict=False)):
+            ys = [i + (k - 1) * height for i in range(len(names))]
+            ax.barh(ys, [requests[n]["latency_ms"][q] for n in names], height, label=q, color=color)
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_xlabel("milliseconds (real time)")
+        ax.legend(frameon=False, fontsize=8)
+        return _svg(fig)

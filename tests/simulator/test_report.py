@@ -1,0 +1,93 @@
+"""The report: expectations judged, files written, HTML self-contained with real SVG charts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from simulator.metrics import DeviceOutcome, Metrics
+from simulator.report import RunInfo, build_report, write_report
+from simulator.scenario import load_scenario
+
+
+def synthetic_metrics(n: int = 40) -> Metrics:
+    """A small fleet's worth of measurements: most adopt 1.0.1, a few fail and roll back."""
+    rng = random.Random(5)
+    metrics = Metrics()
+    for i in range(n):
+        d = DeviceOutcome(
+            i, f"id-{i}", "android" if i % 2 else "ios", "14", "4g", "daily", "production"
+        )
+        metrics.devices.append(d)
+        t = rng.uniform(600, 20 * 3600)
+        metrics.stat(d, "download_0", "1.0.1", t)
+        metrics.request("/updates", 200, rng.uniform(0.01, 0.08), 300, False)
+        metrics.request("bundle", 200, rng.uniform(0.05, 0.4), 300_000, False)
+        if i % 10 == 0:
+            metrics.stat(d, "checksum_fail", "1.0.1", t + 5)
+            continue
+        metrics.stat(d, "download_complete", "1.0.1", t + 5)
+        metrics.ran(d, "1.0.1", t + 60, confirmed=i % 7 != 0)
+        if i % 7 == 0:
+            metrics.stat(d, "update_fail", "1.0.1", t + 70)
+            metrics.ran(d, "builtin", t + 70, confirmed=True)
+    metrics.request("/stats", None, 0.02, 0, True)
+    metrics.steps.append({"at_h": 0.0, "label": "publish 1.0.1", "action": "publish"})
+    return metrics
+
+
+def info(server_received: int | None) -> RunInfo:
+    return RunInfo(
+        scenario=load_scenario("steady-rollout"),
+        devices=40,
+        seed=1,
+        time_scale=1440,
+        server_url="http://127.0.0.1:1",
+        embedded=True,
+        started_at="2026-01-01T00:00:00Z",
+        wall_s=60.0,
+        published_s={"1.0.1": 0.0},
+        server_received=server_received,
+    )
+
+
+def test_report_judges_expectations_from_measurements() -> None:
+    metrics = synthetic_metrics()
+    queued = sum(d.stats_queued for d in metrics.devices)
+    report = build_report(metrics, info(server_received=queued - 3))
+    by_name = {r["expect"]: r for r in report["expectations"]}
+    adoption = by_name["adoption(1.0.1) at 24 h >= 0.95"]
+    assert adoption["value"] == metrics.adoption("1.0.1", 24 * 3600) and not adoption["ok"]
+    assert by_name["unbootable <= 0"]["ok"]
+    assert by_name["stats_lost <= 0"]["value"] == 3 and not report["passed"]
+    assert report["updates"]["attempted"] == 40 and report["updates"]["rollbacks"] == 5
+    assert report["failures"]["checksum_fail"] == 4
+    assert report["bytes"]["full"] == 40 * 300_000
+    assert report["requests"]["/stats"]["errors"] == 1
+    assert report["run"]["speedup"] == 1440.0
+
+
+def test_unknown_server_stats_leave_loss_unknown_and_the_expectation_failed() -> None:
+    report = build_report(synthetic_metrics(), info(server_received=None))
+    lost = next(r for r in report["expectations"] if r["expect"].startswith("stats_lost"))
+    assert report["stats"]["lost"] is None and lost["value"] is None and not lost["ok"]
+
+
+def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> None:
+    metrics = synthetic_metrics()
+    report = build_report(metrics, info(server_received=0))
+    page = write_report(report, metrics, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["schema"] == "otasim.report/1"
+    rows = list(csv.DictReader((tmp_path / "devices.csv").read_text().splitlines()))
+    assert len(rows) == 40 and rows[0]["final_version"] == "builtin"
+    timeline = list(csv.DictReader((tmp_path / "timeline.csv").read_text().splitlines()))
+    assert float(timeline[-1]["1.0.1"]) == metrics.adoption("1.0.1", 24 * 3600)
+    text = page.read_text()
+    assert (
+        text.count("<svg") == 3
+        and "<script" not in text
+        and "http" not in text.split("<svg")[0].split("server")[0]
+    )
+    assert "FAILED" in text and "publish 1.0.1" in text
