@@ -252,8 +252,14 @@ PALETTE = ["#2563eb", "#16a34a", "#f59e0b", "#db2777", "#7c3aed", "#0891b2", "#9
 
 @contextmanager
 def _figure(width: float, height: float) -> Iterator[Figure]:
-    with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False,
-                                "axes.spines.right": False}):  # fmt: skip
+    with matplotlib.rc_context(
+        {
+            "svg.fonttype": "none",
+            "font.size": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    ):
         yield Figure(figsize=(width, height), layout="constrained")
 
 
@@ -272,14 +278,31 @@ def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -
     with _figure(10, 3.6) as fig:
         ax = fig.subplots()
         colors = [("#cbd5e1" if v == BUILTIN else PALETTE[i % 6]) for i, v in enumerate(versions)]
-        ax.stackplot(hours, *[[100 * row[v] for row in curve] for v in versions],
-                     labels=versions, colors=colors, alpha=0.9)  # fmt: skip
+        ax.stackplot(
+            hours,
+            *[[100 * row[v] for row in curve] for v in versions],
+            labels=versions,
+            colors=colors,
+            alpha=0.9,
+        )
         for step in steps:
             ax.axvline(step["at_h"], color="#334155", lw=0.8, ls="--")
-            ax.annotate(step["label"], (step["at_h"], 98), xytext=(3, 0), textcoords="offset points",
-                        rotation=90, fontsize=8, va="top", ha="left", color="#0f172a")  # fmt: skip
-        ax.set(xlim=(0, hours[-1] if hours else 1), ylim=(0, 100), xlabel="simulated hours",
-               ylabel="% of devices running")  # fmt: skip
+            ax.annotate(
+                step["label"],
+                (step["at_h"], 98),
+                xytext=(3, 0),
+                rotation=90,
+                textcoords="offset points",
+                fontsize=8,
+                va="top",
+                color="#0f172a",
+            )
+        ax.set(
+            xlim=(0, hours[-1] if hours else 1),
+            ylim=(0, 100),
+            xlabel="simulated hours",
+            ylabel="% of devices running",
+        )
         ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, title="version")
         return _svg(fig)
 
