@@ -1,0 +1,75 @@
+"""`otasim publish`: upload a release to the reference server and publish it on a channel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from simulator.errors import CommandError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="zip, (encrypt,) upload a bundle and publish it on a channel",
+        description=(
+            "Zip DIST_OR_ZIP (a built web folder, or a ready zip), encrypt it with --key "
+            "(Capgo v2: AES-128-CBC, RSA-signed checksum; the key stays local), upload it "
+            "as bundle --version and point --channel at it (or roll it out to --rollout "
+            "percent of the channel's devices). The app and channel are created if missing."
+        ),
+    )
+    p.add_argument("source", metavar="DIST_OR_ZIP", type=Path)
+    p.add_argument(
+        "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OTASIM_API_KEY"),
+        help="API key with role upload+write (env OTASIM_API_KEY)",
+    )
+    p.add_argument("--app-id", required=True, help="e.g. com.example.app")
+    p.add_argument("--version", required=True, help="bundle version, X.Y.Z")
+    p.add_argument("--channel", required=True, help="channel name, e.g. production")
+    p.add_argument("--key", type=Path, help="RSA private key PEM (encrypt and sign)")
+    p.add_argument("--delta", action="store_true", help="also upload a per-file manifest")
+    p.add_argument(
+        "--rollout",
+        type=float,
+        metavar="PERCENT",
+        help="roll out to this percentage of the channel's devices",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulator.publish import PublishError, publish
+    from simulator.release import ReleaseError
+    from simulator.server.client import AdminClient, AdminError
+
+    if not args.server or not args.api_key:
+        raise CommandError("--server and --api-key are required (or OTASIM_SERVER/OTASIM_API_KEY)")
+    if args.rollout is not None and not 0 <= args.rollout <= 100:
+        raise CommandError("--rollout is a percentage within 0..100")
+    try:
+        private_pem = args.key.read_bytes() if args.key else None
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.key}: {exc.strerror}") from exc
+    with AdminClient(args.server, args.api_key) as client:
+        try:
+            result = publish(
+                client,
+                app_id=args.app_id,
+                version=args.version,
+                channel=args.channel,
+                source=args.source,
+                private_pem=private_pem,
+                delta=args.delta,
+                rollout_percent=args.rollout,
+            )
+        except (PublishError, ReleaseError, AdminError) as exc:
+            raise CommandError(str(exc)) from exc
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,98 @@
+"""Publish a release to the reference server: zip, optionally encrypt and build the delta
+manifest (with `simulator.release`, Capgo CLI compatible), upload, then point a channel at
+it, or start a staged rollout. The private key never leaves this process."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from simulator import release
+from simulator.server.client import AdminClient, AdminError
+
+
+class PublishError(Exception):
+    """The release cannot be published as asked (bad source, delta from a zip, ...)."""
+
+
+def _ensure_app(client: AdminClient, app_id: str) -> dict[str, Any]:
+    try:
+        return client.app(app_id)
+    except AdminError as exc:
+        if exc.status != 404:
+            raise
+    client.create_app(app_id)
+    return client.app(app_id)
+
+
+def _point_channel(
+    client: AdminClient, app: dict[str, Any], channel: str, version: str, percent: float | None
+) -> dict[str, Any]:
+    """Make `channel` serve `version` (all devices, or a rollout of `percent`)."""
+    existing = {c["name"] for c in app["channels"]}
+    if channel not in existing:
+        first_public = not any(c["public"] for c in app["channels"])
+        client.set_channel(app["app_id"], channel, public=first_public)
+    if percent is None:
+        return client.set_channel(app["app_id"], channel, version=version)
+    return client.set_rollout(app["app_id"], channel, version, percent)
+
+
+def publish(
+    client: AdminClient,
+    *,
+    app_id: str,
+    version: str,
+    channel: str,
+    source: Path,
+    private_pem: bytes | None = None,
+    delta: bool = False,
+    rollout_percent: float | None = None,
+) -> dict[str, Any]:
+    """Upload `source` (a dist folder, or a zip) as bundle `version` and publish it on
+    `channel` (created if missing; public when the app has no public channel yet).
+
+    With `private_pem` the zip is encrypted and its checksum signed (Capgo v2); with `delta`
+    a per-file manifest is uploaded too (needs a dist folder). With `rollout_percent` the
+    channel keeps its version and rolls `version` out to that share of devices.
+
+    Returns {"bundle": ..., "channel": ...} as the server answered.
+
+    Raises:
+        PublishError: unusable source or options.
+        release.ReleaseError: the folder, zip or key is unusable.
+        AdminError: the server refused (e.g. 409 bundle_exists) or is unreachable.
+    """
+    if not source.exists():
+        raise PublishError(f"no such file or folder: {source}")
+    if delta and not source.is_dir():
+        raise PublishError("--delta needs the dist folder, not a zip")
+    app = _ensure_app(client, app_id)
+    with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
+        work = Path(tmp)
+        zip_path = source
+        if source.is_dir():
+            zip_path = work / "bundle.zip"
+            release.zip_dist(source, zip_path)
+        fields: dict[str, Any] = {"checksum": release.file_sha256(zip_path)}
+        if private_pem is not None:
+            sealed = release.encrypt_bundle(zip_path, private_pem, work / "bundle.encrypted.zip")
+            zip_path = sealed.path
+            fields = {
+                "checksum": sealed.checksum,
+                "session_key": sealed.session_key,
+                "key_id": sealed.key_id,
+            }
+        manifest = None
+        if delta:
+            manifest = release.build_manifest(
+                source, work / "delta", private_pem, fields.get("session_key") or None
+            )
+        bundle = client.upload_bundle(
+            app_id, version, zip_path=zip_path, manifest=manifest, **fields
+        )
+    return {
+        "bundle": bundle,
+        "channel": _point_channel(client, app, channel, version, rollout_percent),
+    }

@@ -1,0 +1,297 @@
+"""The admin API under /api/: apps, files, bundles, channels, rollouts, rollback, device
+overrides, stats, API keys and the audit log. Every route needs `Authorization: Bearer <key>`
+with a role of at least the one listed in `ROUTES`; answers are JSON, errors
+`{"error", "message"}` with 400/401/403/404/409/413."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from simulator.server import admin_store as store
+from simulator.server import rollout, semver
+from simulator.server.auth import ROLES, ApiKey, authenticate, create_key
+from simulator.server.db import transaction
+from simulator.server.model import BUILTIN, DISABLE_AUTO_UPDATE
+from simulator.server.state import ServerState
+from simulator.server.stats_query import app_stats
+from simulator.server.validation import APP_ID, DEVICE_ID
+from simulator.server.web import ApiError, read_json
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ADMIN_BODY_LIMIT = 4 << 20
+Handler = Callable[[Request, ServerState, ApiKey], Awaitable[Any]]
+_MISSING = object()
+CHANNEL_BOOLS = [
+    "public",
+    "allow_device_self_set",
+    "ios",
+    "android",
+    "electron",
+    "disable_auto_update_under_native",
+    "allow_prod",
+    "allow_dev",
+    "allow_device",
+    "allow_emulator",
+]
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    """Raises: ApiError 400/413."""
+    body = await read_json(request, ADMIN_BODY_LIMIT)
+    if not isinstance(body, dict):
+        raise bad("Body must be a JSON object")
+    return body
+
+
+def text(body: dict[str, Any], name: str, default: object = _MISSING, max_len: int = 256) -> Any:
+    """A string field (or `default` when absent). Raises: ApiError 400."""
+    value = body.get(name, default)
+    if value is _MISSING:
+        raise bad(f"Missing field {name}")
+    if value is not default and (not isinstance(value, str) or not value or len(value) > max_len):
+        raise bad(f"Field {name} must be a non-empty string of at most {max_len} characters")
+    return value
+
+
+def flag(body: dict[str, Any], name: str) -> bool:
+    """Raises: ApiError 400."""
+    value = body[name]
+    if not isinstance(value, bool):
+        raise bad(f"Field {name} must be true or false")
+    return value
+
+
+def number(body: dict[str, Any], name: str, low: float, high: float) -> float:
+    """Raises: ApiError 400."""
+    value = body.get(name)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not low <= value <= high:  # type: ignore[arg-type]
+        raise bad(f"Field {name} must be a number within {low}..{high}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def path_app(request: Request) -> str:
+    app_id: str = request.path_params["app_id"]
+    if not APP_ID.match(app_id):
+        raise ApiError(404, "app_not_found", f"No app {app_id}")
+    return app_id
+
+
+def version_field(body: dict[str, Any], allow_builtin: bool) -> str:
+    version = text(body, "version", max_len=64)
+    if not (allow_builtin and version == BUILTIN) and semver.parse(version) is None:
+        raise bad("Field version must be semver (X.Y.Z)" + (" or builtin" if allow_builtin else ""))
+    return str(version)
+
+
+async def apps_list(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return {"apps": store.list_apps(state)}
+
+
+async def app_create(request: Request, state: ServerState, key: ApiKey) -> Any:
+    body = await body_of(request)
+    app_id = text(body, "app_id", max_len=128)
+    if not APP_ID.match(app_id):
+        raise bad("app_id must be a reverse-domain id such as com.example.app")
+    options = {n: flag(body, n) for n in ("expose_metadata", "allow_device_custom_id") if n in body}
+    return store.create_app(state, key, app_id, options)
+
+
+async def app_show(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return store.app_info(state, path_app(request))
+
+
+async def file_upload(request: Request, state: ServerState, key: ApiKey) -> Any:
+    app_id = path_app(request)
+    store.require_app(state, app_id)
+    file_id, size = await state.blobs.save(request.stream(), state.config.max_upload_bytes)
+    return store.record_blob(state, key, app_id, file_id, size)
+
+
+def _manifest(body: dict[str, Any]) -> list[dict[str, str]]:
+    entries = body.get("manifest") or []
+    if not isinstance(entries, list) or len(entries) > 20_000:
+        raise bad("manifest must be a list of {file_name, file_hash, file_id}")
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise bad("manifest entries must be objects")
+        out.append({k: text(entry, k, max_len=1024) for k in ("file_name", "file_hash", "file_id")})
+    if len({e["file_name"] for e in out}) != len(out):
+        raise bad("manifest file names must be unique")
+    return out
+
+
+async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
+    body = await body_of(request)
+    spec = {
+        "version": version_field(body, allow_builtin=False),
+        "file_id": text(body, "file_id", None, 64),
+        "manifest": _manifest(body),
+        "checksum": text(body, "checksum", None, 1024),
+        "session_key": text(body, "session_key", None, 2048) or "",
+        "key_id": text(body, "key_id", None, 20),
+        "min_update_version": text(body, "min_update_version", None, 64),
+        "link": text(body, "link", None, 2048),
+        "comment": text(body, "comment", None, 2048),
+    }
+    if spec["file_id"] is None and not spec["manifest"]:
+        raise bad("A bundle needs file_id (the zip) and/or a manifest")
+    if spec["min_update_version"] is not None and semver.parse(spec["min_update_version"]) is None:
+        raise bad("min_update_version must be semver")
+    return store.create_bundle(state, key, path_app(request), spec)
+
+
+async def bundles_list(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return {"bundles": store.list_bundles(state, path_app(request))}
+
+
+def _channel_name(request: Request) -> str:
+    name: str = request.path_params["channel"]
+    if not name or len(name) > 64:
+        raise bad("channel names are 1..64 characters")
+    return name
+
+
+async def channel_set(request: Request, state: ServerState, key: ApiKey) -> Any:
+    body = await body_of(request)
+    unknown = set(body) - {*CHANNEL_BOOLS, "version", "disable_auto_update"}
+    if unknown:
+        raise bad(f"Unknown channel fields: {', '.join(sorted(unknown))}")
+    fields: dict[str, Any] = {n: flag(body, n) for n in CHANNEL_BOOLS if n in body}
+    if "version" in body:
+        fields["version"] = version_field(body, allow_builtin=True)
+    if "disable_auto_update" in body:
+        if body["disable_auto_update"] not in DISABLE_AUTO_UPDATE:
+            raise bad(f"disable_auto_update must be one of {', '.join(DISABLE_AUTO_UPDATE)}")
+        fields["disable_auto_update"] = body["disable_auto_update"]
+    return store.set_channel(state, key, path_app(request), _channel_name(request), fields)
+
+
+async def rollout_set(request: Request, state: ServerState, key: ApiKey) -> Any:
+    body = await body_of(request)
+    bps = rollout.percent_to_bps(number(body, "percent", 0, 100))
+    auto: dict[str, Any] = {}
+    if body.get("auto_pause_fail_ratio") is not None:
+        auto["auto_pause_fail_ratio"] = number(body, "auto_pause_fail_ratio", 0, 1)
+    if "auto_pause_min_samples" in body:
+        auto["auto_pause_min_samples"] = int(number(body, "auto_pause_min_samples", 1, 1e9))
+    version = version_field(body, allow_builtin=True)
+    app_id, name = path_app(request), _channel_name(request)
+    return store.set_rollout(state, key, app_id, name, version, bps, auto)
+
+
+async def rollout_do(request: Request, state: ServerState, key: ApiKey) -> Any:
+    action = request.path_params["action"]
+    if action not in ("pause", "resume", "complete"):
+        raise ApiError(404, "not_found", "Rollout actions are pause, resume and complete")
+    return store.rollout_action(state, key, path_app(request), _channel_name(request), action)
+
+
+async def rollback(request: Request, state: ServerState, key: ApiKey) -> Any:
+    version = version_field(await body_of(request), allow_builtin=True)
+    return store.rollback(state, key, path_app(request), _channel_name(request), version)
+
+
+def _device(request: Request) -> str:
+    device_id = request.path_params["device_id"].lower()
+    if not DEVICE_ID.match(device_id):
+        raise bad("device ids are UUIDs")
+    return str(device_id)
+
+
+async def override_set(request: Request, state: ServerState, key: ApiKey) -> Any:
+    channel = text(await body_of(request), "channel", max_len=64)
+    return store.set_override(state, key, path_app(request), _device(request), channel)
+
+
+async def override_delete(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return store.set_override(state, key, path_app(request), _device(request), None)
+
+
+async def stats(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return app_stats(state, path_app(request), request.query_params.get("version"))
+
+
+async def keys_list(request: Request, state: ServerState, key: ApiKey) -> Any:
+    rows = state.conn.execute(
+        "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY id"
+    ).fetchall()
+    return {"keys": [dict(r) for r in rows]}
+
+
+async def key_create(request: Request, state: ServerState, key: ApiKey) -> Any:
+    body = await body_of(request)
+    name, role = text(body, "name", max_len=64), text(body, "role", max_len=16)
+    if role not in ROLES:
+        raise bad(f"role must be one of {', '.join(ROLES)}")
+    with transaction(state.conn) as conn:
+        record, secret = create_key(conn, name, role)
+        store.audit(conn, key, "key.create", f"key/{record.id}", name=name, role=role)
+    return {"id": record.id, "name": name, "role": role, "key": secret}
+
+
+async def key_revoke(request: Request, state: ServerState, key: ApiKey) -> Any:
+    key_id = request.path_params["key_id"]
+    with transaction(state.conn) as conn:
+        cur = conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (time.time(), key_id),
+        )
+        if cur.rowcount == 0:
+            raise ApiError(404, "key_not_found", f"No active key {key_id}")
+        store.audit(conn, key, "key.revoke", f"key/{key_id}")
+    return {"id": key_id, "revoked": True}
+
+
+async def audit_list(request: Request, state: ServerState, key: ApiKey) -> Any:
+    rows = state.conn.execute(
+        "SELECT id, at, api_key_id, action, target, detail FROM audit ORDER BY id DESC LIMIT 1000"
+    ).fetchall()
+    return {"audit": [dict(r) for r in rows]}
+
+
+def _guarded(role: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        state: ServerState = request.app.state.server
+        key = authenticate(state.conn, request, role)
+        return JSONResponse(await handler(request, state, key))
+
+    return endpoint
+
+
+A = "/api/apps/{app_id}"
+C = A + "/channels/{channel}"
+# (method, path, role, handler): the whole admin surface, also used by the auth tests.
+ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
+    ("GET", "/api/apps", "read", apps_list),
+    ("POST", "/api/apps", "write", app_create),
+    ("GET", A, "read", app_show),
+    ("PUT", A + "/files", "upload", file_upload),
+    ("POST", A + "/bundles", "upload", bundle_create),
+    ("GET", A + "/bundles", "read", bundles_list),
+    ("PUT", C, "write", channel_set),
+    ("POST", C + "/rollout", "write", rollout_set),
+    ("POST", C + "/rollout/{action}", "write", rollout_do),
+    ("POST", C + "/rollback", "write", rollback),
+    ("PUT", A + "/devices/{device_id}", "write", override_set),
+    ("DELETE", A + "/devices/{device_id}", "write", override_delete),
+    ("GET", A + "/stats", "read", stats),
+    ("GET", "/api/keys", "all", keys_list),
+    ("POST", "/api/keys", "all", key_create),
+    ("DELETE", "/api/keys/{key_id:int}", "all", key_revoke),
+    ("GET", "/api/audit", "all", audit_list),
+)
+
+
+def routes() -> list[Route]:
+    return [Route(path, _guarded(role, h), methods=[m]) for m, path, role, h in ROUTES]

@@ -1,0 +1,71 @@
+"""The Starlette application: device endpoints, bundle files, the admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from simulator.server import admin_api, channel_self, device_api
+from simulator.server.blobs import serve_file
+from simulator.server.state import ServerConfig, ServerState
+from simulator.server.web import ApiError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "unknown_error", "message": "Internal error"}, 500)
+
+
+async def _flush_forever(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(state.config.flush_interval_s)
+        state.recorder.flush()
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """Build the server app; its database opens at startup (in the serving thread)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = ServerState(config)
+        app.state.server = state
+        flusher = asyncio.create_task(_flush_forever(state))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            state.close()
+
+    routes = [
+        Route("/updates", device_api.updates, methods=["POST"]),
+        Route("/updates", device_api.health, methods=["GET"]),
+        Route("/stats", device_api.stats, methods=["POST"]),
+        Route("/stats", device_api.health, methods=["GET"]),
+        Route("/ok", device_api.health, methods=["GET"]),
+        Route("/channel_self", channel_self.post, methods=["POST"]),
+        Route("/channel_self", channel_self.put, methods=["PUT"]),
+        Route("/channel_self", channel_self.delete, methods=["DELETE"]),
+        Route("/channel_self", channel_self.list_channels, methods=["GET"]),
+        Route("/files/{file_id}", serve_file, methods=["GET", "HEAD"]),
+        *admin_api.routes(),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, Exception: _unexpected},
+    )

@@ -1,0 +1,129 @@
+"""Start the reference server in the background for tests, the simulator and benchmarks.
+
+`in_process=True` runs uvicorn in a thread of this process (cheap, shares the GIL);
+`in_process=False` runs `otasim serve` in a subprocess so a load generator or a fleet in
+this process does not compete with the server for the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from simulator.server.auth import bootstrap_admin_key
+from simulator.server.db import connect
+from simulator.server.runner import bind, make_server, url_of
+from simulator.server.state import ServerConfig
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+URL_PREFIX = "otasim server: "
+
+
+@dataclass
+class RunningServer:
+    """A server started by `run_server`: device endpoints at `{url}/updates`, `{url}/stats`,
+    `{url}/channel_self`; the admin API at `{url}/api/` with `admin_key` (role `all`)."""
+
+    url: str
+    admin_key: str
+    data_dir: Path
+
+
+@contextmanager
+def run_server(
+    data_dir: Path | None = None,
+    *,
+    in_process: bool = True,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[RunningServer]:
+    """Run a server until the `with` block ends; a temporary data folder when none is given.
+
+    A fresh admin key (role `all`) is created for each run.
+
+    Raises:
+        RuntimeError: the server did not start within 30 s.
+        OSError: the address is not available.
+    """
+    with tempfile.TemporaryDirectory(prefix="otasim-server-") as tmp:
+        folder = data_dir if data_dir is not None else Path(tmp)
+        conn = connect(folder)
+        try:
+            admin_key = bootstrap_admin_key(conn, always=True)
+        finally:
+            conn.close()
+        assert admin_key is not None
+        runner = _in_thread if in_process else _in_subprocess
+        with runner(folder, host, port) as url:
+            yield RunningServer(url=url, admin_key=admin_key, data_dir=folder)
+
+
+@contextmanager
+def _in_thread(data_dir: Path, host: str, port: int) -> Iterator[str]:
+    sock = bind(host, port)
+    server = make_server(ServerConfig(data_dir=data_dir))
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="otasim-server", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the embedded server did not start")
+            time.sleep(0.01)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S)
+        sock.close()
+
+
+@contextmanager
+def _in_subprocess(data_dir: Path, host: str, port: int) -> Iterator[str]:
+    cmd = [sys.executable, "-m", "simulator.cli", "serve", "--host", host, "--port", str(port)]
+    cmd += ["--data", str(data_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+        try:
+            yield _read_url(proc, errors)
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _read_url(proc: subprocess.Popen[str], errors: IO[str]) -> str:
+    """The URL `otasim serve` prints first ("otasim server: <url>"), once it is listening."""
+    result: list[str] = []
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT_S)
+    line = result[0].strip() if result else ""
+    if not line.startswith(URL_PREFIX):
+        errors.seek(0)
+        raise RuntimeError(f"the server subprocess did not start: {line or errors.read().strip()}")
+    return line.removeprefix(URL_PREFIX).split()[0]

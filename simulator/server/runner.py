@@ -1,0 +1,51 @@
+"""Run the server with uvicorn on a socket we bind ourselves (so port 0 yields a known port)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import uvicorn
+from simulator.server.app import create_app
+from simulator.server.state import ServerConfig
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; `port=0` picks a free one.
+
+    Raises:
+        OSError: the address is in use or not available.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, tls: bool = False) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+def make_server(
+    config: ServerConfig, tls_cert: Path | None = None, tls_key: Path | None = None
+) -> uvicorn.Server:
+    """A uvicorn server for one worker: quiet logs, no access log, lifespan on."""
+    uv_config = uvicorn.Config(
+        create_app(config),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        timeout_keep_alive=30,
+    )
+    return uvicorn.Server(uv_config)

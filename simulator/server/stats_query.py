@@ -1,0 +1,61 @@
+"""Admin stats: per-version counters, devices per version now, and adoption over time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from simulator.server.admin_store import require_app, summarize
+from simulator.server.state import ServerState
+
+
+def app_stats(state: ServerState, app_id: str, version: str | None = None) -> dict[str, Any]:
+    """Counters per version (gets, downloads, installs, uninstalls, fails, rollbacks, raw
+    actions), devices currently on each version, and a per-minute timeline with the
+    cumulative adoption (installs - uninstalls).
+
+    Raises:
+        ApiError: 404 `app_not_found`.
+    """
+    require_app(state, app_id)
+    state.recorder.flush()
+    sql = "SELECT version_name, bucket, action, count FROM version_stats WHERE app_id = ?"
+    args: tuple[str, ...] = (app_id,)
+    if version is not None:
+        sql, args = sql + " AND version_name = ?", (app_id, version)
+    actions: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    buckets: defaultdict[str, defaultdict[int, defaultdict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
+    for name, bucket, action, count in state.conn.execute(sql + " ORDER BY bucket", args):
+        actions[name][action] += count
+        buckets[name][bucket][action] += count
+    devices = dict(
+        state.conn.execute(
+            "SELECT version_name, COUNT(*) FROM devices WHERE app_id = ? GROUP BY version_name",
+            (app_id,),
+        ).fetchall()
+    )
+    names = sorted(set(actions) | ({version} if version else set(devices)))
+    return {
+        "app_id": app_id,
+        "versions": {
+            name: {
+                **summarize(actions[name]),
+                "devices": devices.get(name, 0),
+                "actions": dict(actions[name]),
+                "timeline": _timeline(buckets[name]),
+            }
+            for name in names
+        },
+    }
+
+
+def _timeline(buckets: dict[int, dict[str, int]]) -> list[dict[str, Any]]:
+    adoption = 0
+    points = []
+    for bucket in sorted(buckets):
+        counters = summarize(buckets[bucket])
+        adoption += counters["installs"] - counters["uninstalls"]
+        points.append({"at": bucket * 60, **counters, "adoption": adoption})
+    return points
