@@ -1,0 +1,189 @@
+"""The persisted state of one device and the transitions allowed on it, as data.
+
+A device holds bundles (web-asset folders) with a status, and three slots naming them:
+`current` (what the web view serves), `next` (queued, applied at the next background or cold
+start), `fallback` (the last bundle that confirmed a boot; `builtin` until one does). `builtin`
+is the bundle shipped in the binary; it is always present and always bootable.
+
+Every change to this state is made by a function here that returns a new `DeviceState`; the
+agent commits the result atomically. `BUNDLE_TRANSITIONS` lists which status may follow which;
+asking for any other change raises `RuntimeError` (a bug, never a server's fault).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+BUILTIN = "builtin"
+BundleStatus = Literal["downloading", "pending", "success", "error"]
+STATE_FORMAT = 1
+
+BUNDLE_TRANSITIONS: Mapping[BundleStatus, frozenset[BundleStatus]] = {
+    "downloading": frozenset({"pending", "error"}),  # downloaded, or failed verification
+    "pending": frozenset({"success", "error"}),  # its boot confirmed, or it failed to boot
+    "success": frozenset(),
+    "error": frozenset(),
+}
+"""Allowed status changes. Deleting is allowed from every status (the entry is removed)."""
+
+BOOTABLE: frozenset[BundleStatus] = frozenset({"pending", "success"})
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    id: str
+    version: str
+    status: BundleStatus
+    checksum: str | None = None
+    downloaded_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Boot:
+    """One start of the web view. Only a ready signal carrying this `id` confirms it."""
+
+    id: int
+    bundle_id: str
+    started_at: float
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    bundles: Mapping[str, BundleInfo] = field(default_factory=dict)
+    current: str = BUILTIN
+    next: str | None = None
+    fallback: str = BUILTIN
+    boot: Boot | None = None
+    failed_versions: frozenset[str] = frozenset()  # versions that failed to boot here
+    rejected_artefacts: frozenset[str] = frozenset()  # "version:checksum" that failed verification
+    native_build: str | None = None  # version_build/version_code/os seen at the last launch
+    native_code: str | None = None
+    os_version: str | None = None
+    channel: str | None = None  # set by channel_self, sent as defaultChannel
+    blocked_until: float | None = None  # client-side block after a 429 hint
+    rate_limit_reported: bool = False
+    install_check_pending: bool = True  # first check after install or store update (atInstall)
+
+    def bundle(self, bundle_id: str) -> BundleInfo | None:
+        return self.bundles.get(bundle_id)
+
+    def version_of(self, bundle_id: str, builtin_version: str) -> str:
+        if bundle_id == BUILTIN:
+            return builtin_version
+        info = self.bundles.get(bundle_id)
+        return info.version if info else builtin_version
+
+    def bootable(self, bundle_id: str | None) -> bool:
+        if bundle_id == BUILTIN:
+            return True
+        info = self.bundles.get(bundle_id) if bundle_id else None
+        return info is not None and info.status in BOOTABLE
+
+
+def set_status(state: DeviceState, bundle_id: str, status: BundleStatus) -> DeviceState:
+    """Move one bundle to `status`. Raises RuntimeError for a change the table forbids."""
+    info = state.bundles[bundle_id]
+    if status != info.status and status not in BUNDLE_TRANSITIONS[info.status]:
+        raise RuntimeError(f"bundle {bundle_id}: {info.status} -> {status} is not allowed")
+    return replace(state, bundles={**state.bundles, bundle_id: replace(info, status=status)})
+
+
+def add_bundle(state: DeviceState, info: BundleInfo) -> DeviceState:
+    if info.id == BUILTIN or info.id in state.bundles:
+        raise RuntimeError(f"bundle id {info.id} is already taken")
+    return replace(state, bundles={**state.bundles, info.id: info})
+
+
+def remove_bundle(state: DeviceState, bundle_id: str) -> DeviceState:
+    """Forget a bundle. Raises RuntimeError if a slot still names it."""
+    if bundle_id in (state.current, state.next, state.fallback):
+        raise RuntimeError(f"bundle {bundle_id} is still in a slot")
+    return replace(state, bundles={k: v for k, v in state.bundles.items() if k != bundle_id})
+
+
+def activate(state: DeviceState, bundle_id: str, boot_id: int, now: float) -> DeviceState:
+    """Make `bundle_id` current and record the boot that starts it (before the switch)."""
+    if not state.bootable(bundle_id):
+        raise RuntimeError(f"bundle {bundle_id} is not bootable")
+    return replace(
+        state,
+        current=bundle_id,
+        next=None if state.next == bundle_id else state.next,
+        boot=Boot(boot_id, bundle_id, now),
+    )
+
+
+def confirm_boot(state: DeviceState) -> DeviceState:
+    """The running boot signalled ready: its bundle succeeds and becomes the fallback."""
+    if state.boot is None:
+        raise RuntimeError("no boot to confirm")
+    bundle_id = state.boot.bundle_id
+    state = replace(state, boot=replace(state.boot, confirmed=True))
+    if bundle_id != BUILTIN:
+        state = set_status(state, bundle_id, "success")
+    return replace(state, fallback=bundle_id)
+
+
+def fail_current(state: DeviceState) -> tuple[DeviceState, str]:
+    """The current bundle failed to boot: mark it error, fall back. Returns (state, target)."""
+    failed = state.bundles[state.current]
+    state = set_status(state, failed.id, "error")
+    target = state.fallback if state.bootable(state.fallback) else BUILTIN
+    return replace(
+        state,
+        current=target,
+        next=None if state.next == failed.id else state.next,
+        failed_versions=state.failed_versions | {failed.version},
+    ), target
+
+
+def reset_to_builtin(state: DeviceState) -> DeviceState:
+    return replace(state, current=BUILTIN, next=None, fallback=BUILTIN)
+
+
+def reconcile(state: DeviceState, present: Iterable[str]) -> DeviceState:
+    """Repair the state against the bundle folders found on disk (after a kill or a wipe).
+
+    A bootable bundle whose folder is missing is forgotten; slots naming a forgotten bundle
+    move to the fallback, else builtin. The result always has a bootable `current`.
+    """
+    on_disk = set(present)
+    kept = {k: v for k, v in state.bundles.items() if v.status not in BOOTABLE or k in on_disk}
+    state = replace(state, bundles=kept)
+    fallback = state.fallback if state.bootable(state.fallback) else BUILTIN
+    current = state.current if state.bootable(state.current) else fallback
+    next_ = state.next if state.bootable(state.next) else None
+    return replace(state, current=current, next=next_, fallback=fallback)
+
+
+def to_json(state: DeviceState) -> dict[str, Any]:
+    data = dataclasses.asdict(state)
+    data["bundles"] = [dataclasses.asdict(b) for b in state.bundles.values()]
+    data["failed_versions"] = sorted(state.failed_versions)
+    data["rejected_artefacts"] = sorted(state.rejected_artefacts)
+    data["format"] = STATE_FORMAT
+    return data
+
+
+def from_json(data: Any) -> DeviceState:
+    """Rebuild a state written by `to_json`. Raises ValueError on anything else."""
+    try:
+        if data.pop("format") != STATE_FORMAT:
+            raise ValueError("unknown state format")
+        bundles = {b["id"]: BundleInfo(**b) for b in data.pop("bundles")}
+        if any(b.status not in get_args(BundleStatus) for b in bundles.values()):
+            raise ValueError("unknown bundle status")
+        boot = data.pop("boot")
+        return DeviceState(
+            bundles=bundles,
+            boot=Boot(**boot) if boot else None,
+            failed_versions=frozenset(data.pop("failed_versions")),
+            rejected_artefacts=frozenset(data.pop("rejected_artefacts")),
+            **data,
+        )
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"malformed device state: {exc}") from None

@@ -1,0 +1,220 @@
+"""The asyncio driver: one `AsyncDevice` per virtual device, thousands per event loop.
+
+All decisions are the core's and all disk work is `DeviceRuntime`'s; this module only moves
+bytes through an `AsyncHttpPort` (with tenacity retries), sleeps on the injected `Clock`, and
+unpacks bundles in a worker thread so the loop never blocks on a large zip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+from tenacity import AsyncRetrying
+
+from agent.config import AgentConfig, DeviceIdentity
+from agent.core.effects import DownloadBundle, SendRequest
+from agent.core.events import (
+    AppReady,
+    AppStarted,
+    ChannelStored,
+    CheckRequested,
+    DownloadFailed,
+    Event,
+    MovedToBackground,
+    MovedToForeground,
+    ResponseReceived,
+    TimerFired,
+    TransportFailed,
+)
+from agent.drivers.api import AgentObserver, Clock, DeviceStatus, SystemClock
+from agent.drivers.http import AsyncHttpPort, HttpResponse
+from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
+from agent.errors import AgentError, TransportError
+from agent.protocol.base import ChannelAnswer, ChannelListing, OutgoingRequest
+
+
+class AsyncDevice:
+    """One device driven by asyncio. Create with `await AsyncDevice.open(...)`.
+
+    The HTTP port belongs to the caller (share one across devices); `aclose` does not close it.
+    Public methods are serialised per device.
+    """
+
+    def __init__(self, runtime: DeviceRuntime, http: AsyncHttpPort, clock: Clock) -> None:
+        self._rt = runtime
+        self._http = http
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        folder: Path,
+        config: AgentConfig,
+        identity: DeviceIdentity,
+        http: AsyncHttpPort,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        observer: AgentObserver | None = None,
+    ) -> AsyncDevice:
+        """Open (or create) the device stored in `folder`, repairing it after any kill.
+
+        Raises:
+            LocalError: the folder cannot be created or its state is corrupt.
+            PublicKeyError: `config.public_key` is not a usable key.
+        """
+        clock = clock or SystemClock()
+        runtime = DeviceRuntime(
+            Path(folder), config, identity, now=clock.now, rng=rng, observer=observer
+        )
+        return cls(runtime, http, clock)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def launch(self) -> None:
+        """Cold start: roll back an unconfirmed boot, apply a queued bundle, boot, check."""
+        await self._run(AppStarted())
+
+    async def notify_app_ready(self, boot_id: int | None = None) -> None:
+        """The web app is up (`notifyAppReady()`); pass the boot id it was started as."""
+        await self._run(AppReady(boot_id))
+
+    async def foreground(self) -> None:
+        await self._run(MovedToForeground())
+
+    async def background(self) -> None:
+        await self._run(MovedToBackground())
+
+    async def check_for_update(self) -> None:
+        await self._run(CheckRequested())
+
+    async def run_timers(self) -> None:
+        """Fire what is due: app-ready timeout, stats flush, periodic check."""
+        deadline = self._rt.agent.next_deadline()
+        if deadline is not None and deadline <= self._clock.now():
+            await self._run(TimerFired())
+
+    def next_deadline(self) -> float | None:
+        return self._rt.agent.next_deadline()
+
+    async def flush_stats(self, max_wait_s: float = 5.0) -> bool:
+        """Send the pending stats now (waiting for the 1 s spacing); True when none are left."""
+        give_up = self._clock.now() + max_wait_s
+        while self._rt.agent.pending_stats:
+            deadline = self._rt.agent.stats_deadline()
+            if deadline is None or deadline > give_up:
+                return False
+            await self._clock.sleep(max(0.0, deadline - self._clock.now()))
+            await self._run(TimerFired())
+        return True
+
+    def status(self) -> DeviceStatus:
+        return self._rt.status()
+
+    def kill(self) -> None:
+        """The process dies: nothing more runs; reopen the folder to boot again."""
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    # -- channel_self ----------------------------------------------------------------------
+
+    async def set_channel(self, channel: str) -> ChannelAnswer:
+        """Ask the server (POST channel_self); store the channel locally when it allows it.
+
+        Raises:
+            TransportError: the server could not be reached. ProtocolError: bad answer.
+        """
+        dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
+        response = await self._exchange(dialect.channel_set_request(info, channel))
+        answer = dialect.parse_channel(response.status, response.body)
+        if answer.allowed:
+            await self._run(ChannelStored(channel))
+        return answer
+
+    async def get_channel(self) -> ChannelAnswer:
+        """PUT channel_self. Raises TransportError / ProtocolError."""
+        dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
+        response = await self._exchange(dialect.channel_get_request(info))
+        return dialect.parse_channel(response.status, response.body)
+
+    async def list_channels(self) -> list[ChannelListing]:
+        """GET channel_self. Raises TransportError / ProtocolError."""
+        dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
+        response = await self._exchange(dialect.channel_list_request(info))
+        return dialect.parse_channel_list(response.status, response.body)
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    async def _run(self, event: Event) -> None:
+        if self._closed:
+            raise RuntimeError("this device was killed or closed; open it again")
+        async with self._lock:
+            flow = self._rt.flow(event)
+            try:
+                effect = next(flow)
+                while True:
+                    effect = flow.send(await self._perform(effect))
+            except StopIteration:
+                pass
+
+    async def _perform(self, effect: IoEffect) -> list[Event]:
+        if isinstance(effect, SendRequest):
+            name = effect.request.name
+            try:
+                response = await self._exchange(effect.request)
+            except TransportError as exc:
+                return [TransportFailed(name, exc)]
+            return [ResponseReceived(name, response.status, response.headers, response.body)]
+        return await self._download(effect)
+
+    async def _exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
+        request = self._rt.http_request(outgoing)
+        try:
+            async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+                with attempt:
+                    started = time.perf_counter()
+                    try:
+                        response = await self._http.send(request)
+                    except TransportError as exc:
+                        self._rt.observe(outgoing.name, request, None, started, 0, exc)
+                        raise
+                    self._rt.observe(
+                        outgoing.name, request, response.status, started, len(response.body), None
+                    )
+                    return self._rt.check_answer(response)
+        except ServerBusy as busy:
+            return busy.response
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _download(self, effect: DownloadBundle) -> list[Event]:
+        fetch = self._rt.fetch(effect)
+        try:
+            async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+                with attempt:
+                    request = fetch.request()
+                    started, size, status = time.perf_counter(), 0, None
+                    try:
+                        async with self._http.stream(request) as response:
+                            status = response.status
+                            fetch.open(response.status, response.headers)
+                            async for chunk in response.aiter_bytes():
+                                size += len(chunk)
+                                fetch.feed(chunk)
+                        fetch.complete()
+                    except AgentError as exc:
+                        self._rt.observe("bundle", request, status, started, size, exc)
+                        raise
+                    self._rt.observe("bundle", request, status, started, size, None)
+            await asyncio.to_thread(fetch.install)
+        except AgentError as exc:
+            return [DownloadFailed(effect.bundle_id, exc)]
+        finally:
+            fetch.close()
+        return self._rt.installed(effect.bundle_id)

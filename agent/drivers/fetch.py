@@ -1,0 +1,200 @@
+"""One full-zip bundle download, shared by both drivers: they only move the bytes.
+
+`BundleFetch` keeps the raw bytes received so far in `downloads/<id>.part`. Each attempt
+replays that file through a fresh `StreamingVerifier` (so hashing and decryption restart from
+byte 0 without holding anything in memory), then asks the server for the rest with
+`Range: bytes=<n>-`. A server that ignores the range (200) restarts the file. Size is capped
+by `AgentConfig.max_bundle_bytes` and time by `download_timeout_s`. When the last byte is in,
+the digest is checked, the zip unpacked into staging and moved into `bundles/<id>` by one rename.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import BinaryIO
+
+from agent.bundles.unzip import safe_unzip
+from agent.config import AgentConfig
+from agent.drivers.http import HttpRequest
+from agent.errors import LocalError, RateLimited, TransportError, VerificationError
+from agent.protocol.base import UpdateOffer
+from agent.protocol.capgo import retry_hint
+from agent.security.keys import PublicKey
+from agent.security.stream import StreamingVerifier
+from agent.security.verify import BundleVerification, plan_bundle_verification
+from agent.store import DeviceStore
+
+REPLAY_CHUNK = 256 * 1024
+TRANSFER_PERCENT = 70  # as the plugin: 0..70 while transferring, 90 when unpacked
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class DownloadStopped(TransportError):
+    """The download cannot go on now (deadline, refused URL); not retried in this attempt run.
+
+    The partial download stays and resumes at the next offer of the same artefact.
+    """
+
+
+class BundleFetch:
+    """Download, verify and install one bundle. Drivers call `request`, `open`, `feed`,
+    `complete` for each attempt and `install` once; see the module docstring."""
+
+    def __init__(
+        self,
+        store: DeviceStore,
+        bundle_id: str,
+        offer: UpdateOffer,
+        config: AgentConfig,
+        public_key: PublicKey | None,
+        *,
+        now: Callable[[], float],
+        progress: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.bundle_id = bundle_id
+        self.offer = offer
+        self.config = config
+        self._public_key = public_key
+        self._now = now
+        self._progress = progress
+        self._deadline = now() + config.download_timeout_s
+        self._plan: BundleVerification | None = None
+        self._verifier: StreamingVerifier | None = None
+        self._part: BinaryIO | None = None
+        self._plain: BinaryIO | None = None
+        self._offset = 0
+        self._total: int | None = None
+        self._resumed = False
+        self._last_percent = 0
+
+    def request(self) -> HttpRequest:
+        """Start an attempt: replay the partial download, then ask for the remaining bytes.
+
+        Raises:
+            VerificationError: the offer can never verify (`checksum_required`, `decrypt_fail`).
+            DownloadStopped: the download deadline has passed.
+        """
+        if self._now() > self._deadline:
+            raise DownloadStopped(f"bundle {self.offer.version}: download deadline passed")
+        if self._plan is None:
+            self._plan = plan_bundle_verification(
+                self.offer.checksum, self.offer.session_key, self._public_key
+            )
+        self.close()
+        part_path = self.store.part_path(self.bundle_id)
+        self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
+        self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
+        self._verifier = self._plan.verifier()
+        with open(part_path, "rb") as replay:
+            while chunk := replay.read(REPLAY_CHUNK):
+                self._plain.write(self._verifier.update(chunk))
+        self._offset = self._verifier.bytes_in
+        self._resumed = self._resumed or self._offset > 0
+        headers = {"range": f"bytes={self._offset}-"} if self._offset else {}
+        return HttpRequest("GET", self.offer.url, headers, timeout_s=self.config.response_timeout_s)
+
+    def open(self, status: int, headers: Mapping[str, str]) -> None:
+        """Check the response head of an attempt.
+
+        Raises:
+            TransportError: a status worth retrying (408, 429, 5xx, a bad or refused range).
+            DownloadStopped: any other status (the URL is refused; retried at the next check).
+            VerificationError: the announced size exceeds the cap (`download_fail`).
+        """
+        if status == 206:
+            match = _CONTENT_RANGE.fullmatch(headers.get("content-range", ""))
+            if not match or int(match.group(1)) != self._offset:
+                self._restart()
+                raise TransportError("server answered a range we did not ask for")
+        elif status == 200:
+            if self._offset:
+                self._restart()
+        elif status == 416:
+            self._restart()
+            raise TransportError("range not satisfiable: restarting the download")
+        elif status == 429:
+            raise RateLimited(
+                "bundle download rate-limited", retry_hint(headers, None, self._now())
+            )
+        elif status == 408 or status >= 500:
+            raise TransportError(f"bundle download answered HTTP {status}")
+        else:
+            raise DownloadStopped(f"bundle download answered HTTP {status}")
+        length = headers.get("content-length")
+        self._total = self._offset + int(length) if length and length.isdigit() else None
+        if self._total is not None and self._total > self.config.max_bundle_bytes:
+            raise VerificationError("download_fail", f"bundle is {self._total} bytes, over the cap")
+
+    def _restart(self) -> None:
+        assert self._part is not None and self._plain is not None and self._plan is not None
+        self._part.truncate(0)
+        self._plain.seek(0)
+        self._plain.truncate(0)
+        self._verifier = self._plan.verifier()
+        self._offset = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the body.
+
+        Raises:
+            VerificationError: the body grew past the size cap (`download_fail`).
+            DownloadStopped: the download deadline passed.
+        """
+        assert self._part is not None and self._plain is not None and self._verifier is not None
+        if self._now() > self._deadline:
+            raise DownloadStopped(f"bundle {self.offer.version}: download deadline passed")
+        if self._verifier.bytes_in + len(chunk) > self.config.max_bundle_bytes:
+            raise VerificationError("download_fail", "bundle body is larger than the cap")
+        self._part.write(chunk)
+        self._plain.write(self._verifier.update(chunk))
+        if self._total:
+            percent = TRANSFER_PERCENT * self._verifier.bytes_in // self._total
+            if percent // 10 > self._last_percent // 10:
+                self._last_percent = percent
+                self._progress(percent)
+
+    def complete(self) -> None:
+        """The body ended: check its length and digest.
+
+        Raises:
+            TransportError: the body is shorter than announced, or a resumed download did not
+                verify (the partial is dropped and the next attempt starts from zero).
+            VerificationError: `checksum_fail` / `decrypt_fail` for a download from byte 0.
+        """
+        assert self._plain is not None and self._verifier is not None and self._plan is not None
+        received = self._verifier.bytes_in
+        if self._total is not None and received != self._total:
+            raise TransportError(f"body ended after {received} of {self._total} bytes")
+        try:
+            self._plain.write(self._verifier.finish())
+            self._plan.check(self._verifier)
+        except VerificationError:
+            if not self._resumed:
+                raise
+            self._restart()  # the partial from an earlier run may be torn: start over once
+            self._resumed = False
+            raise TransportError("resumed download did not verify; restarting from zero") from None
+        finally:
+            self.close()
+
+    def install(self) -> None:
+        """Unpack the verified zip into staging and move it into place.
+
+        Raises:
+            VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`).
+            LocalError: the disk failed.
+        """
+        staged = self.store.fresh_staging(self.bundle_id)
+        try:
+            safe_unzip(self.store.zip_path(self.bundle_id), staged)
+        except OSError as exc:
+            raise LocalError("unzip_fail", f"cannot unpack bundle: {exc}") from exc
+        self.store.install(self.bundle_id, staged)
+
+    def close(self) -> None:
+        for handle in (self._part, self._plain):
+            if handle is not None:
+                handle.close()
+        self._part = self._plain = None

@@ -1,0 +1,220 @@
+"""What both drivers share: the store, the core, the local effects and the retry policy.
+
+`DeviceRuntime.flow(event)` is a generator (like httpx's `auth_flow`): it feeds the core,
+performs every local effect itself (commits, deletes, observer calls) and yields only the two
+effects that need the network, `SendRequest` and `DownloadBundle`. The asyncio and blocking
+drivers each drive it with their own I/O and send back the resulting events, so no decision
+and no disk handling is written twice.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from tenacity import retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base
+
+from agent.config import AgentConfig, DeviceIdentity
+from agent.core.agent import Agent
+from agent.core.effects import (
+    CommitState,
+    CommitStats,
+    DeleteBundle,
+    DownloadBundle,
+    Effect,
+    EmitEvent,
+    ReloadApp,
+    ReportStat,
+    SendRequest,
+)
+from agent.core.events import DownloadFinished, DownloadProgressed, Event
+from agent.core.lifecycle import BUILTIN
+from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
+from agent.drivers.fetch import BundleFetch, DownloadStopped
+from agent.drivers.http import HttpRequest, HttpResponse
+from agent.errors import AgentError, TransportError
+from agent.protocol.base import OutgoingRequest
+from agent.protocol.capgo import retry_hint
+from agent.security.keys import PublicKey, load_public_key
+from agent.store import DeviceStore
+
+IoEffect = SendRequest | DownloadBundle
+MAX_IN_PROCESS_WAIT_S = 60.0
+"""A Retry-After longer than this ends the attempts; the core's own block takes over."""
+
+
+class ServerBusy(TransportError):
+    """An answer worth retrying (408, 5xx): retried, then handed to the core as it is."""
+
+    def __init__(self, response: HttpResponse, retry_after_s: float | None) -> None:
+        super().__init__(f"server answered HTTP {response.status}")
+        self.response = response
+        self.retry_after_s = retry_after_s
+
+
+class _JitteredWait(wait_base):
+    """Exponential backoff with jitter (0.5 s, 1 s, 2 s ... each in [d/2, d]), honouring a
+    server hint (`retry_after_s` of the error) when it is longer."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def __call__(self, retry_state: Any) -> float:
+        attempt: int = retry_state.attempt_number
+        delay = min(0.5 * 2.0 ** (attempt - 1), 30.0)
+        delay = delay / 2 + self._rng.random() * delay / 2
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        hint = getattr(error, "retry_after_s", None)
+        return max(delay, float(hint)) if isinstance(hint, int | float) else delay
+
+
+def _retryable(error: BaseException) -> bool:
+    if not isinstance(error, TransportError) or isinstance(error, DownloadStopped):
+        return False
+    hint = getattr(error, "retry_after_s", None)
+    return hint is None or hint <= MAX_IN_PROCESS_WAIT_S
+
+
+class DeviceRuntime:
+    """One device's store, core and observer, used by exactly one driver."""
+
+    def __init__(
+        self,
+        folder: Path,
+        config: AgentConfig,
+        identity: DeviceIdentity,
+        *,
+        now: Callable[[], float],
+        rng: random.Random | None,
+        observer: AgentObserver | None,
+    ) -> None:
+        self.config = config
+        self.now = now
+        self.rng = rng or random.Random()
+        self.observer = observer or AgentObserver()
+        self.public_key: PublicKey | None = (
+            load_public_key(config.public_key) if config.public_key else None
+        )
+        self.store, state, stats = DeviceStore.open(folder)
+        self.agent = Agent(
+            config,
+            identity,
+            state,
+            stats,
+            rng=self.rng,
+            key_id=self.public_key.key_id if self.public_key else None,
+        )
+        self._deferred: list[IoEffect] = []
+
+    def retry_policy(self) -> dict[str, Any]:
+        """Keyword arguments for tenacity's (Async)Retrying; add `sleep=` from the clock."""
+        return {
+            "stop": stop_after_attempt(self.config.transport_attempts),
+            "wait": _JitteredWait(self.rng),
+            "retry": retry_if_exception(_retryable),
+            "reraise": True,
+        }
+
+    def flow(self, event: Event) -> Generator[IoEffect, list[Event], None]:
+        """Handle `event` and everything it leads to; yields the effects needing the network."""
+        queue: deque[Event] = deque([event])
+        while queue:
+            for effect in self.agent.handle(queue.popleft(), self.now()):
+                if isinstance(effect, SendRequest | DownloadBundle):
+                    queue.extend((yield effect))
+                    while self._deferred:
+                        queue.extend((yield self._deferred.pop(0)))
+                else:
+                    self._perform(effect)
+
+    def _perform(self, effect: Effect) -> None:
+        if isinstance(effect, CommitState):
+            self.store.commit_state(effect.state)
+        elif isinstance(effect, CommitStats):
+            self.store.commit_stats(effect.events)
+        elif isinstance(effect, DeleteBundle):
+            self.store.delete_bundle(effect.bundle_id)
+        elif isinstance(effect, ReportStat):
+            self.observer.on_stat(effect.action, effect.version_name)
+        elif isinstance(effect, EmitEvent):
+            self.observer.on_event(effect.name, effect.payload)
+        elif isinstance(effect, ReloadApp):
+            payload = {"boot_id": effect.boot_id, "bundle": effect.bundle_id}
+            self.observer.on_event("appReloaded", payload | {"version": effect.version})
+        else:  # SendRequest / DownloadBundle arriving outside flow()
+            self._deferred.append(effect)
+
+    def _progress(self, bundle_id: str, percent: int) -> None:
+        for effect in self.agent.handle(DownloadProgressed(bundle_id, percent), self.now()):
+            self._perform(effect)
+
+    def fetch(self, effect: DownloadBundle) -> BundleFetch:
+        """A download for `effect`; progress reaches the core as it happens."""
+        return BundleFetch(
+            self.store,
+            effect.bundle_id,
+            effect.offer,
+            self.config,
+            self.public_key,
+            now=self.now,
+            progress=lambda percent: self._progress(effect.bundle_id, percent),
+        )
+
+    @staticmethod
+    def installed(bundle_id: str) -> list[Event]:
+        return [DownloadProgressed(bundle_id, 90), DownloadFinished(bundle_id)]
+
+    def http_request(self, request: OutgoingRequest) -> HttpRequest:
+        return HttpRequest(
+            request.method,
+            request.url,
+            request.headers,
+            request.body,
+            timeout_s=self.config.response_timeout_s,
+        )
+
+    def check_answer(self, response: HttpResponse) -> HttpResponse:
+        """Raise `ServerBusy` for an answer worth retrying (408, 5xx); else return it."""
+        if response.status == 408 or response.status >= 500:
+            raise ServerBusy(response, retry_hint(response.headers, None, self.now()))
+        return response
+
+    def observe(
+        self,
+        name: str,
+        request: HttpRequest,
+        status: int | None,
+        started: float,
+        size: int,
+        error: AgentError | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        self.observer.on_request(name, request.method, request.url, status, elapsed, size, error)
+
+    def status(self) -> DeviceStatus:
+        state = self.agent.state
+
+        def view(bundle_id: str) -> BundleView:
+            if bundle_id == BUILTIN:
+                return BundleView(BUILTIN, self.agent.identity.version_build, "success", None)
+            info = state.bundles[bundle_id]
+            return BundleView(info.id, info.version, info.status, self.store.bundle_dir(info.id))
+
+        return DeviceStatus(
+            current=view(state.current),
+            next=view(state.next) if state.next else None,
+            fallback=view(state.fallback),
+            bundles=tuple(view(b) for b in state.bundles),
+            failed_versions=tuple(sorted(state.failed_versions)),
+            rejected_artefacts=tuple(sorted(state.rejected_artefacts)),
+            boot_id=state.boot.id if state.boot else None,
+            boot_confirmed=bool(state.boot and state.boot.confirmed),
+            channel=state.channel or self.config.default_channel,
+            blocked_until=state.blocked_until,
+            pending_stats=len(self.agent.pending_stats),
+        )

@@ -1,0 +1,149 @@
+"""What every server dialect speaks: typed requests out, typed answers in.
+
+A dialect (Capgo today; Expo, CodePush, ... later) is a set of pure functions: it builds the
+bytes of a request from a `DeviceInfo` and parses a status/headers/body into one of the typed
+results below. The core only sees these types, so a new dialect plugs in without touching it.
+Parsers never raise anything but `agent.errors.ProtocolError` on bad input.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from agent.bundles.manifest import ManifestEntry
+from agent.config import AgentConfig, DeviceIdentity
+
+CheckKind = Literal["up_to_date", "blocked", "failed"]
+MAX_RATE_LIMIT_S = 24 * 3600.0
+"""The plugin honours a server's rate-limit hint for at most 24 h."""
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """An HTTP request to send; `name` is the stable label observers see ("/updates", ...)."""
+
+    name: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Everything a request describes about the device at this moment."""
+
+    identity: DeviceIdentity
+    config: AgentConfig
+    version_name: str  # the bundle running now (version_build on builtin)
+    channel: str | None  # locally stored channel, else config.default_channel
+    key_id: str | None  # of config.public_key, sent only when a key is configured
+
+
+@dataclass(frozen=True)
+class StatEvent:
+    """One stats action waiting in the persisted queue."""
+
+    seq: int
+    action: str
+    version_name: str
+    timestamp_ms: int
+    old_version_name: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateOffer:
+    """The server offers a bundle (HTTP 200 with `version` and `url` and/or `manifest`)."""
+
+    version: str
+    url: str
+    checksum: str | None
+    session_key: str
+    manifest: tuple[ManifestEntry, ...] | None = None
+    breaking: bool = False
+    message: str | None = None
+    link: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class NoUpdate:
+    """Every non-offer outcome: `kind` up_to_date / blocked / failed, with its error code."""
+
+    kind: CheckKind
+    error: str
+    message: str = ""
+    version: str | None = None
+    breaking: bool = False
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class RevertToBuiltin:
+    """`version: "builtin"` with no error: go back to the bundle shipped in the binary."""
+
+
+@dataclass(frozen=True)
+class RateLimitHint:
+    """HTTP 429. `retry_after_s` (capped at 24 h) or None when the server gave no hint."""
+
+    error: str
+    retry_after_s: float | None
+
+
+CheckResult = UpdateOffer | NoUpdate | RevertToBuiltin | RateLimitHint
+
+
+class StatsOutcome(enum.Enum):
+    SENT = "sent"
+    REQUEUE = "requeue"  # 429, 408, 5xx: put the batch back
+    DROP = "drop"  # any other 4xx: the server will never take it
+
+
+@dataclass(frozen=True)
+class ChannelAnswer:
+    """Answer of a channel_self set or get: `channel` and `status` for get, `allowed` for set."""
+
+    allowed: bool
+    channel: str | None = None
+    status: str | None = None
+    error: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelListing:
+    id: int | str
+    name: str
+    public: bool
+    allow_self_set: bool
+
+
+class Dialect(Protocol):
+    """A server dialect: request builders and answer parsers, all pure."""
+
+    def check_request(self, info: DeviceInfo) -> OutgoingRequest: ...
+
+    def parse_check(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> CheckResult: ...
+
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest: ...
+
+    def parse_stats(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> tuple[StatsOutcome, float | None]: ...
+
+    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest: ...
+
+    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest: ...
+
+    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest: ...
+
+    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer: ...
+
+    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]: ...

@@ -1,0 +1,304 @@
+"""The `@capgo/capacitor-updater` dialect: /updates, /stats and /channel_self.
+
+Request bodies carry the plugin's "info object" field for field (reference §2); answers are
+parsed as the plugin reads them (§3.4): an error or a `kind` means no update (a missing or
+unknown `kind` is `failed`), `version: "builtin"` alone means revert, HTTP 429 carries a
+rate-limit hint (`Retry-After`, `moreInfo.retryAfterSeconds`, `retryAfterSeconds` or
+`rateLimitResetAt` in epoch ms), capped at 24 h.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from agent.bundles.manifest import parse_manifest
+from agent.errors import ProtocolError
+from agent.protocol.base import (
+    MAX_RATE_LIMIT_S,
+    ChannelAnswer,
+    ChannelListing,
+    CheckKind,
+    CheckResult,
+    DeviceInfo,
+    NoUpdate,
+    OutgoingRequest,
+    RateLimitHint,
+    RevertToBuiltin,
+    StatEvent,
+    StatsOutcome,
+    UpdateOffer,
+)
+
+KINDS: frozenset[CheckKind] = frozenset({"up_to_date", "blocked", "failed"})
+MANIFEST_PLACEHOLDER_URL = "https://404.capgo.app/no.zip"
+
+
+def user_agent(info: DeviceInfo) -> str:
+    """`CapacitorUpdater/<plugin> (<appId>) <platform>/<os>`, cleaned as the plugin does."""
+    ident = info.identity
+    return (
+        f"CapacitorUpdater/{_clean(ident.plugin_version)} ({_clean(ident.app_id)}) "
+        f"{ident.platform}/{_clean(ident.version_os)}"
+    )
+
+
+def _clean(value: str) -> str:
+    kept = "".join(c for c in value if 0x20 <= ord(c) < 0x7F or 0xA0 <= ord(c) <= 0xFF)
+    return kept.strip() or "unknown"
+
+
+def info_object(info: DeviceInfo) -> dict[str, Any]:
+    """The body fields shared by every request (reference §2)."""
+    ident = info.identity
+    body: dict[str, Any] = {
+        "platform": ident.platform,
+        "device_id": ident.device_id,
+        "app_id": ident.app_id,
+        "custom_id": ident.custom_id,
+        "version_build": ident.version_build,
+        "version_code": ident.version_code,
+        "version_os": ident.version_os,
+        "version_name": info.version_name,
+        "plugin_version": ident.plugin_version,
+        "is_emulator": ident.is_emulator,
+        "is_prod": ident.is_prod,
+        "install_source": ident.install_source,
+        "defaultChannel": info.channel or "",
+    }
+    if info.key_id:
+        body["key_id"] = info.key_id
+    return body
+
+
+def _json_request(name: str, method: str, url: str, info: DeviceInfo, body: Any) -> OutgoingRequest:
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json",
+        "user-agent": user_agent(info),
+    }
+    return OutgoingRequest(name, method, url, headers, json.dumps(body).encode())
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"answer is not JSON: {exc}") from None
+
+
+def _str_field(data: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def retry_hint(headers: Mapping[str, str], data: Any, now: float) -> float | None:
+    """Seconds to stay quiet after a 429, from the header or body hints; None when none."""
+    seconds: float | None = None
+    header = headers.get("retry-after")
+    if header:
+        try:
+            seconds = float(header)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(header).timestamp() - now
+            except (TypeError, ValueError):
+                seconds = None
+    if seconds is None and isinstance(data, dict):
+        more = data.get("moreInfo")
+        candidates = [
+            more.get("retryAfterSeconds") if isinstance(more, dict) else None,
+            data.get("retryAfterSeconds"),
+        ]
+        for value in candidates:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                seconds = float(value)
+                break
+        reset_at = data.get("rateLimitResetAt")
+        if seconds is None and isinstance(reset_at, int | float) and not isinstance(reset_at, bool):
+            seconds = reset_at / 1000.0 - now
+    if seconds is None or seconds != seconds or seconds <= 0:
+        return None
+    return min(seconds, MAX_RATE_LIMIT_S)
+
+
+class CapgoDialect:
+    """Builders and parsers for the Capgo plugin protocol. Pure; see `Dialect`."""
+
+    name = "capgo"
+
+    def check_request(self, info: DeviceInfo) -> OutgoingRequest:
+        return _json_request("/updates", "POST", info.config.update_url, info, info_object(info))
+
+    def parse_check(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> CheckResult:
+        """Classify an /updates answer.
+
+        Raises:
+            ProtocolError: a 200 answer that is not a JSON object, or an offer with missing or
+                mistyped fields.
+        """
+        if status == 429:
+            data = _load_lenient(body)
+            error = data.get("error") if isinstance(data, dict) else None
+            return RateLimitHint(str(error or "too_many_requests"), retry_hint(headers, data, now))
+        if status != 200:
+            data = _load_lenient(body)
+            error = data.get("error") if isinstance(data, dict) else None
+            message = data.get("message") if isinstance(data, dict) else None
+            return NoUpdate(
+                "failed", str(error or f"http_{status}"), str(message or ""), status=status
+            )
+        data = _load(body)
+        if not isinstance(data, dict):
+            raise ProtocolError("an /updates answer must be a JSON object")
+        if "error" in data or "kind" in data:
+            return _no_update(data)
+        return _offer(data)
+
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        batch = []
+        for event in events:
+            item = info_object(info)
+            item.update(version_name=event.version_name, action=event.action)
+            item["timestamp"] = event.timestamp_ms
+            if event.old_version_name is not None:
+                item["old_version_name"] = event.old_version_name
+            if event.metadata:
+                item["metadata"] = dict(event.metadata)
+            batch.append(item)
+        return _json_request("/stats", "POST", info.config.stats_url, info, batch)
+
+    def parse_stats(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> tuple[StatsOutcome, float | None]:
+        if 200 <= status < 300:
+            return StatsOutcome.SENT, None
+        if status == 429:
+            return StatsOutcome.REQUEUE, retry_hint(headers, _load_lenient(body), now)
+        if status == 408 or status >= 500:
+            return StatsOutcome.REQUEUE, None
+        return StatsOutcome.DROP, None
+
+    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
+        body = info_object(info) | {"channel": channel}
+        return _json_request("/channel_self", "POST", info.config.channel_url, info, body)
+
+    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest:
+        return _json_request(
+            "/channel_self", "PUT", info.config.channel_url, info, info_object(info)
+        )
+
+    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
+        query = {
+            k: str(v).lower() if isinstance(v, bool) else v for k, v in info_object(info).items()
+        }
+        url = info.config.channel_url + "?" + urlencode(query)
+        return OutgoingRequest("/channel_self", "GET", url, {"user-agent": user_agent(info)})
+
+    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
+        """Parse a channel_self POST/PUT answer.
+
+        Raises:
+            ProtocolError: the body is not a JSON object or has mistyped fields.
+        """
+        data = _load(body) if status == 200 else _load_lenient(body)
+        if not isinstance(data, dict):
+            if status != 200:
+                return ChannelAnswer(False, error=f"http_{status}")
+            raise ProtocolError("a channel_self answer must be a JSON object")
+        error = _str_field(data, "error")
+        if error or status != 200:
+            message = data.get("message")
+            return ChannelAnswer(False, error=error or f"http_{status}", message=str(message or ""))
+        allowed = data.get("allowSet", True) is not False
+        return ChannelAnswer(
+            allowed, channel=_str_field(data, "channel"), status=_str_field(data, "status")
+        )
+
+    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]:
+        """Parse the GET channel_self listing (a bare JSON array).
+
+        Raises:
+            ProtocolError: a non-200 status, or a body that is not a list of channels.
+        """
+        if status != 200:
+            raise ProtocolError(f"channel list answered HTTP {status}")
+        data = _load(body)
+        if not isinstance(data, list):
+            raise ProtocolError("a channel list must be a JSON array")
+        listing = []
+        for item in data:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ProtocolError("each channel must be an object with a name")
+            listing.append(
+                ChannelListing(
+                    item["id"] if isinstance(item.get("id"), int | str) else item["name"],
+                    item["name"],
+                    item.get("public") is True,
+                    item.get("allow_self_set") is True,
+                )
+            )
+        return listing
+
+
+def _load_lenient(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _breaking(data: Mapping[str, Any]) -> bool:
+    return (
+        data.get("breaking") is True
+        or data.get("major") is True
+        or data.get("error") == "disable_auto_update_to_major"
+        or data.get("message") == "store_update_required"
+    )
+
+
+def _no_update(data: Mapping[str, Any]) -> NoUpdate:
+    error = data.get("error")
+    kind = data.get("kind")
+    version = data.get("version")
+    message = data.get("message")
+    return NoUpdate(
+        kind if kind in KINDS else "failed",
+        error if isinstance(error, str) and error else "unknown_error",
+        message if isinstance(message, str) else "",
+        version if isinstance(version, str) else None,
+        _breaking(data),
+    )
+
+
+def _offer(data: Mapping[str, Any]) -> CheckResult:
+    version = _str_field(data, "version", required=True)
+    if not version:
+        raise ProtocolError("an offer needs a non-empty version")
+    if version == "builtin":
+        return RevertToBuiltin()
+    url = _str_field(data, "url") or ""
+    raw_manifest = data.get("manifest")
+    manifest = tuple(parse_manifest(raw_manifest)) if raw_manifest is not None else None
+    if urlsplit(url).scheme not in ("http", "https") and not manifest:
+        raise ProtocolError(f"offer {version!r} has neither an http(s) url nor a manifest")
+    return UpdateOffer(
+        version=version,
+        url=url,
+        checksum=_str_field(data, "checksum") or None,
+        session_key=_str_field(data, "session_key") or "",
+        manifest=manifest,
+        breaking=_breaking(data),
+        message=_str_field(data, "message"),
+        link=_str_field(data, "link"),
+        comment=_str_field(data, "comment"),
+    )

@@ -1,0 +1,192 @@
+"""The device's disk: bundle folders, the state file, the stats queue, partial downloads.
+
+```
+<folder>/state.json          DeviceState (lifecycle.to_json)
+<folder>/stats.json          pending stats events
+<folder>/bundles/<id>/       unpacked bundles, moved in whole by one rename
+<folder>/downloads/<id>.part raw bytes received so far (resumed with HTTP Range)
+<folder>/staging/<id>/       a bundle being unpacked; never survives a reopen
+```
+
+Every file is written by `atomic_write` (temp file in the same folder, fsync, `os.replace`,
+fsync the folder), and every bundle enters `bundles/` by one directory rename, so a kill at
+any instant leaves either the old or the new version of each. `DeviceStore.open` then sweeps
+what a kill may leave behind (temp files, staging folders, bundles the state does not name,
+partial downloads no bundle resumes) and repairs the state against the folders it finds, so
+the device always has a bootable bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agent.core.lifecycle import DeviceState, from_json, reconcile, to_json
+from agent.errors import LocalError
+from agent.protocol.base import StatEvent
+
+STATE_FILE = "state.json"
+STATS_FILE = "stats.json"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """The one commit primitive: after a kill, `path` holds either the old or the new bytes.
+
+    Raises:
+        LocalError: the disk refused the write (action `disk_write_fail`).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LocalError("disk_write_fail", f"cannot write {path}: {exc}") from exc
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file written by `atomic_write`; None when it does not exist.
+
+    Raises:
+        LocalError: the file exists but is not JSON (action `state_corrupt`).
+    """
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LocalError("state_corrupt", f"cannot read {path}: {exc}") from exc
+
+
+class DeviceStore:
+    """One device folder. Open it with `DeviceStore.open`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.bundles = folder / "bundles"
+        self.downloads = folder / "downloads"
+        self.staging = folder / "staging"
+
+    @classmethod
+    def open(cls, folder: Path) -> tuple[DeviceStore, DeviceState, list[StatEvent]]:
+        """Open (creating if needed) a device folder, clean it, and load its state and stats.
+
+        Raises:
+            LocalError: the folder cannot be created or its files are corrupt.
+        """
+        store = cls(Path(folder))
+        try:
+            for sub in (store.folder, store.bundles, store.downloads, store.staging):
+                sub.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError("disk_write_fail", f"cannot create {folder}: {exc}") from exc
+        raw = read_json(store.folder / STATE_FILE)
+        try:
+            state = DeviceState() if raw is None else from_json(raw)
+        except ValueError as exc:
+            raise LocalError("state_corrupt", f"{folder / STATE_FILE}: {exc}") from exc
+        stats = store._load_stats()
+        store._sweep(state)
+        repaired = reconcile(state, (p.name for p in store.bundles.iterdir()))
+        if repaired != state:
+            store.commit_state(repaired)
+        return store, repaired, stats
+
+    def _load_stats(self) -> list[StatEvent]:
+        raw = read_json(self.folder / STATS_FILE) or []
+        try:
+            return [StatEvent(**item) for item in raw]
+        except TypeError as exc:
+            raise LocalError("state_corrupt", f"{self.folder / STATS_FILE}: {exc}") from exc
+
+    def _sweep(self, state: DeviceState) -> None:
+        """Remove what an interrupted run left: temp files, staging, unnamed bundles, partials."""
+        for tmp in self.folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for leftover in self.staging.iterdir():
+            _remove(leftover)
+        installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
+        for folder in self.bundles.iterdir():
+            if folder.name not in installed:
+                _remove(folder)
+        resumable = {k for k, v in state.bundles.items() if v.status == "downloading"}
+        for part in self.downloads.iterdir():
+            if part.name.split(".")[0] not in resumable:
+                _remove(part)
+
+    def commit_state(self, state: DeviceState) -> None:
+        atomic_write(self.folder / STATE_FILE, json.dumps(to_json(state)).encode())
+
+    def commit_stats(self, events: Sequence[StatEvent]) -> None:
+        atomic_write(self.folder / STATS_FILE, json.dumps([asdict(e) for e in events]).encode())
+
+    def bundle_dir(self, bundle_id: str) -> Path:
+        return self.bundles / bundle_id
+
+    def part_path(self, bundle_id: str) -> Path:
+        return self.downloads / f"{bundle_id}.part"
+
+    def zip_path(self, bundle_id: str) -> Path:
+        return self.downloads / f"{bundle_id}.zip"
+
+    def fresh_staging(self, bundle_id: str) -> Path:
+        """An empty staging folder for `bundle_id` (any previous attempt removed)."""
+        path = self.staging / bundle_id
+        _remove(path)
+        path.mkdir()
+        return path
+
+    def install(self, bundle_id: str, staged: Path) -> Path:
+        """Move a fully unpacked bundle into place with one rename, then drop its download.
+
+        Raises:
+            LocalError: the rename failed (action `set_fail`).
+        """
+        target = self.bundle_dir(bundle_id)
+        try:
+            _remove(target)
+            os.replace(staged, target)
+            fsync_dir(self.bundles)
+        except OSError as exc:
+            raise LocalError("set_fail", f"cannot install bundle {bundle_id}: {exc}") from exc
+        self.part_path(bundle_id).unlink(missing_ok=True)
+        self.zip_path(bundle_id).unlink(missing_ok=True)
+        return target
+
+    def delete_bundle(self, bundle_id: str) -> None:
+        """Remove everything stored for a bundle the state no longer names."""
+        for path in (
+            self.bundle_dir(bundle_id),
+            self.staging / bundle_id,
+            self.part_path(bundle_id),
+            self.zip_path(bundle_id),
+        ):
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
