@@ -347,6 +347,7 @@ class Agent:
                 event.status, event.headers, event.body, self._now
             )
             self._stats.settle(outcome, hint, self._now)
+            self._stats_changed = True
         elif event.name == "/updates" and self._checking:
             self._checking = False
             try:

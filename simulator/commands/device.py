@@ -1,0 +1,227 @@
+"""`otasim device`: one virtual device driven by hand, for QA and for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from simulator.errors import CommandError
+
+if TYPE_CHECKING:
+    from agent.drivers.sync import SyncDevice
+
+DEVICE_FILE = "device.json"
+EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED = 0, 2, 3
+EXIT_CODES = """exit codes:
+  0  the command ran; the device is consistent (this includes "no update")
+  2  usage error, or DIR is not a device folder (or already is one, for init)
+  3  an update check or download failed (server unreachable, refused, bad answer,
+     verification failure); the device still boots its previous bundle"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "device",
+        help="drive one virtual device by hand (init, launch, foreground, background, status)",
+        description=(
+            "One virtual device running the otasim update agent against a Capgo-speaking "
+            "server. Its disk (bundles, state, pending stats) lives in DIR. Every command "
+            "prints the Capgo plugin events and stats actions as they happen."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmds = p.add_subparsers(dest="device_command", metavar="ACTION")
+    cmds.required = True
+    init = cmds.add_parser(
+        "init",
+        help="create a device folder",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument(
+        "--server", required=True, help="base URL: uses URL/updates, /stats, /channel_self"
+    )
+    init.add_argument("--app-id", required=True, help="app id, e.g. com.example.app")
+    init.add_argument("--platform", required=True, choices=["ios", "android"])
+    init.add_argument("--version-build", required=True, help="native app version, e.g. 1.0.0")
+    init.add_argument("--version-code", default="1", help="native build number (default 1)")
+    init.add_argument("--os-version", default="17.0", help="OS version (default 17.0)")
+    init.add_argument("--public-key", type=Path, help="PEM public key or capacitor.config.json")
+    init.add_argument("--channel", help="defaultChannel to ask for")
+    init.add_argument("--device-id", help="device UUID (default: a new random one)")
+    init.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Capgo updater option, e.g. autoUpdate=always, appReadyTimeout=5000 (repeatable)",
+    )
+    init.set_defaults(func=run_init)
+    for name, text in (
+        ("launch", "cold start: roll back an unconfirmed boot, apply a queued bundle, boot, check"),
+        ("foreground", "move to foreground: check, download and apply as the mode says"),
+        ("background", "move to background: apply the queued bundle"),
+    ):
+        cmd = cmds.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument("dir", type=Path, metavar="DIR")
+        cmd.add_argument(
+            "--crash",
+            action="store_true",
+            help="the app never calls notifyAppReady (the next launch rolls back)",
+        )
+        cmd.set_defaults(func=run_lifecycle, action=name)
+    status = cmds.add_parser(
+        "status",
+        help="show bundles, slots, failed versions, pending stats",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("dir", type=Path, metavar="DIR")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=run_status)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--config wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from agent.config import AgentConfig, DeviceIdentity
+    from agent.security.keys import load_public_key
+    from agent.store import atomic_write
+
+    if (args.dir / DEVICE_FILE).exists():
+        raise CommandError(f"{args.dir} is already a device folder")
+    server = args.server.rstrip("/")
+    options = {
+        "updateUrl": f"{server}/updates",
+        "statsUrl": f"{server}/stats",
+        "channelUrl": f"{server}/channel_self",
+        **_parse_options(args.config),
+    }
+    if args.channel:
+        options["defaultChannel"] = args.channel
+    try:
+        if args.public_key:
+            options["publicKey"] = load_public_key(args.public_key.read_text()).pem
+        config = AgentConfig.from_capgo(options)
+        identity = DeviceIdentity(
+            device_id=args.device_id or str(uuid.uuid4()),
+            app_id=args.app_id,
+            platform=args.platform,
+            version_build=args.version_build,
+            version_code=args.version_code,
+            version_os=args.os_version,
+        )
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    args.dir.mkdir(parents=True, exist_ok=True)
+    record = {"identity": asdict(identity), "config": asdict(config)}
+    atomic_write(args.dir / DEVICE_FILE, json.dumps(record, indent=2).encode())
+    print(
+        f"device {identity.device_id} ({identity.app_id} {identity.platform} "
+        f"{identity.version_build}) in {args.dir}"
+    )
+    return EXIT_OK
+
+
+class _Printer:
+    """Prints events and stats as they happen; remembers failures for the exit code."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def on_request(self, *args: Any) -> None:
+        pass
+
+    def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        if name == "downloadFailed":
+            self.failed = True
+        print(f"event {name} {json.dumps(dict(payload), default=str)}", flush=True)
+
+    def on_stat(self, action: str, version_name: str) -> None:
+        print(f"stat  {action} {version_name}", flush=True)
+
+
+def _open(folder: Path, observer: Any = None) -> SyncDevice:
+    from agent.config import AgentConfig, DeviceIdentity
+    from agent.drivers.http import make_sync_port
+    from agent.drivers.sync import SyncDevice
+    from agent.errors import AgentError
+
+    try:
+        record = json.loads((folder / DEVICE_FILE).read_text())
+        config = AgentConfig(**record["config"])
+        identity = DeviceIdentity(**record["identity"])
+    except FileNotFoundError:
+        raise CommandError(f"{folder} is not a device folder (run `otasim device init`)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{folder / DEVICE_FILE} is unreadable: {exc}") from exc
+    port = make_sync_port(verify=config.ca_file or True)
+    try:
+        return SyncDevice.open(folder, config, identity, port, observer=observer)
+    except (AgentError, ValueError) as exc:
+        raise CommandError(f"cannot open device {folder}: {exc}") from exc
+
+
+def run_lifecycle(args: argparse.Namespace) -> int:
+    printer = _Printer()
+    device = _open(args.dir, printer)
+    getattr(device, args.action)()
+    status = device.status()
+    if not args.crash and status.boot_id is not None and not status.boot_confirmed:
+        device.notify_app_ready(status.boot_id)
+    if not device.flush_stats():
+        print("stats: some events stay queued for the next run", file=sys.stderr)
+    return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = _open(args.dir).status()
+    if args.json:
+        print(json.dumps(asdict(status), default=str, indent=2))
+        return EXIT_OK
+
+    def line(label: str, view: Any) -> None:
+        text = "-" if view is None else f"{view.version} ({view.id}, {view.status})"
+        print(f"{label:<9}{text}")
+
+    line("current", status.current)
+    line("next", status.next)
+    line("fallback", status.fallback)
+    for view in status.bundles:
+        print(f"bundle   {view.version} ({view.id}, {view.status}) {view.path}")
+    boot = (
+        "-"
+        if status.boot_id is None
+        else f"{status.boot_id} ({'confirmed' if status.boot_confirmed else 'unconfirmed'})"
+    )
+    print(f"boot     {boot}")
+    print(f"failed   {', '.join(status.failed_versions) or '-'}")
+    print(f"rejected {', '.join(status.rejected_artefacts) or '-'}")
+    print(f"channel  {status.channel or '-'}")
+    print(f"stats    {status.pending_stats} pending")
+    return EXIT_OK
