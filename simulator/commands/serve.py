@@ -23,6 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 = any free port)")
     p.add_argument("--data", type=Path, default=Path("otasim-data"), help="data folder")
     p.add_argument("--public-url", help="base URL devices use for downloads (default: Host)")
+    p.add_argument(
+        "--enumeration-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer a short 429 to a client IP after N unknown-app checks in 15 min "
+        "(Capgo uses 5; default 0 = off, as simulated fleets share one IP)",
+    )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS")
     p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     p.set_defaults(func=run)
@@ -52,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{URL_PREFIX}{url_of(sock, tls=args.tls_cert is not None)}", flush=True)
     if key is not None:
         print(f"admin API key (role all, shown once): {key}", flush=True)
-    config = ServerConfig(data_dir=args.data, public_url=args.public_url)
+    config = ServerConfig(
+        data_dir=args.data, public_url=args.public_url, enumeration_misses=args.enumeration_limit
+    )
     make_server(config, args.tls_cert, args.tls_key).run(sockets=[sock])
     return 0

@@ -10,6 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from simulator.server import admin_store as store
 from simulator.server import rollout, semver
 from simulator.server.auth import ROLES, ApiKey, authenticate, create_key
@@ -19,9 +23,6 @@ from simulator.server.state import ServerState
 from simulator.server.stats_query import app_stats
 from simulator.server.validation import APP_ID, DEVICE_ID
 from simulator.server.web import ApiError, read_json
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 ADMIN_BODY_LIMIT = 4 << 20
 Handler = Callable[[Request, ServerState, ApiKey], Awaitable[Any]]
@@ -52,12 +53,20 @@ async def body_of(request: Request) -> dict[str, Any]:
     return body
 
 
-def text(body: dict[str, Any], name: str, default: object = _MISSING, max_len: int = 256) -> Any:
+def text(
+    body: dict[str, Any],
+    name: str,
+    default: object = _MISSING,
+    max_len: int = 256,
+    allow_empty: bool = False,
+) -> Any:
     """A string field (or `default` when absent). Raises: ApiError 400."""
     value = body.get(name, default)
     if value is _MISSING:
         raise bad(f"Missing field {name}")
-    if value is not default and (not isinstance(value, str) or not value or len(value) > max_len):
+    if value is default:
+        return value
+    if not isinstance(value, str) or len(value) > max_len or not (value or allow_empty):
         raise bad(f"Field {name} must be a non-empty string of at most {max_len} characters")
     return value
 
@@ -137,8 +146,8 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "version": version_field(body, allow_builtin=False),
         "file_id": text(body, "file_id", None, 64),
         "manifest": _manifest(body),
-        "checksum": text(body, "checksum", None, 1024),
-        "session_key": text(body, "session_key", None, 2048) or "",
+        "checksum": text(body, "checksum", None, 1024, allow_empty=True),
+        "session_key": text(body, "session_key", None, 2048, allow_empty=True) or "",
         "key_id": text(body, "key_id", None, 20),
         "min_update_version": text(body, "min_update_version", None, 64),
         "link": text(body, "link", None, 2048),

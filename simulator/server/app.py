@@ -7,14 +7,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from simulator.server import admin_api, channel_self, device_api
-from simulator.server.blobs import serve_file
-from simulator.server.state import ServerConfig, ServerState
-from simulator.server.web import ApiError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from simulator.server import admin_api, channel_self, device_api
+from simulator.server.blobs import serve_file
+from simulator.server.state import ServerConfig, ServerState
+from simulator.server.web import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from starlette.requests import Request
+
 from simulator.server.db import transaction
 from simulator.server.web import ApiError
-from starlette.requests import Request
 
 ROLES = ("read", "upload", "write", "all")
 KEY_PREFIX = "otasim_"

@@ -9,9 +9,10 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from simulator.server.web import ApiError
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
+
+from simulator.server.web import ApiError
 
 FILE_ID = re.compile(r"^[0-9a-f]{64}$")
 IMMUTABLE = "public, max-age=31536000, immutable, no-transform"

@@ -47,11 +47,15 @@ def kind_of(code: str) -> str:
 
 
 def refusal(
-    code: str, message: str, stat: str | None = None, version: str | None = None, **extra: object
+    code: str,
+    message: str,
+    stat: str | None = None,
+    stat_version: str | None = None,
+    **extra: object,
 ) -> Answer:
-    """An HTTP 200 `{error, message, ...extra, kind}` answer."""
+    """An HTTP 200 `{error, message, ...extra, kind}` answer recording backend stat `stat`."""
     body: dict[str, object] = {"error": code, "message": message, **extra, "kind": kind_of(code)}
-    return Answer(200, body, stat, version)
+    return Answer(200, body, stat, stat_version)
 
 
 def decide(

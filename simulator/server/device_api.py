@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
 from simulator.server import admin_store, rollout, semver
 from simulator.server.decide import decide
 from simulator.server.model import BUILTIN, Bundle
@@ -16,8 +19,6 @@ from simulator.server.validation import (
     parse_update_request,
 )
 from simulator.server.web import read_json
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 OK = {"status": "ok"}
 ON_PREM = {"error": "on_premise_app", "message": "On-premise app detected"}

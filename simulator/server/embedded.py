@@ -47,10 +47,12 @@ def run_server(
     in_process: bool = True,
     host: str = "127.0.0.1",
     port: int = 0,
+    enumeration_limit: int = 0,
 ) -> Iterator[RunningServer]:
     """Run a server until the `with` block ends; a temporary data folder when none is given.
 
-    A fresh admin key (role `all`) is created for each run.
+    A fresh admin key (role `all`) is created for each run. `enumeration_limit` turns on
+    Capgo's unknown-app guard (see `ServerConfig.enumeration_misses`).
 
     Raises:
         RuntimeError: the server did not start within 30 s.
@@ -64,15 +66,16 @@ def run_server(
         finally:
             conn.close()
         assert admin_key is not None
+        config = ServerConfig(data_dir=folder, enumeration_misses=enumeration_limit)
         runner = _in_thread if in_process else _in_subprocess
-        with runner(folder, host, port) as url:
+        with runner(config, host, port) as url:
             yield RunningServer(url=url, admin_key=admin_key, data_dir=folder)
 
 
 @contextmanager
-def _in_thread(data_dir: Path, host: str, port: int) -> Iterator[str]:
+def _in_thread(config: ServerConfig, host: str, port: int) -> Iterator[str]:
     sock = bind(host, port)
-    server = make_server(ServerConfig(data_dir=data_dir))
+    server = make_server(config)
     thread = threading.Thread(
         target=lambda: asyncio.run(server.serve(sockets=[sock])), name="otasim-server", daemon=True
     )
@@ -91,9 +94,9 @@ def _in_thread(data_dir: Path, host: str, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def _in_subprocess(data_dir: Path, host: str, port: int) -> Iterator[str]:
+def _in_subprocess(config: ServerConfig, host: str, port: int) -> Iterator[str]:
     cmd = [sys.executable, "-m", "simulator.cli", "serve", "--host", host, "--port", str(port)]
-    cmd += ["--data", str(data_dir)]
+    cmd += ["--data", str(config.data_dir), "--enumeration-limit", str(config.enumeration_misses)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)

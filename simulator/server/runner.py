@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import uvicorn
+
 from simulator.server.app import create_app
 from simulator.server.state import ServerConfig
 

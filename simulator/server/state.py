@@ -20,13 +20,15 @@ class ServerConfig:
 
     `public_url` fixes the base of download URLs (default: from each request's Host);
     `enumeration_misses` unknown-app checks per client IP within `enumeration_window_s`
-    trip Capgo's enumeration guard (short 429 until the window passes).
+    trip Capgo's enumeration guard (short 429 for every app until the window passes).
+    Capgo uses 5; the default 0 turns the guard off, because a simulated fleet shares one
+    loopback address and one misconfigured device would otherwise block the whole fleet.
     """
 
     data_dir: Path
     public_url: str | None = None
     max_upload_bytes: int = 256 << 20
-    enumeration_misses: int = 5
+    enumeration_misses: int = 0
     enumeration_window_s: float = 900.0
     flush_interval_s: float = 0.5
 
@@ -45,11 +47,13 @@ class EnumerationGuard:
         return misses
 
     def limited(self, ip: str) -> bool:
-        return len(self._recent(ip, time.monotonic())) >= self._limit
+        return self._limit > 0 and len(self._recent(ip, time.monotonic())) >= self._limit
 
     def miss(self, ip: str) -> bool:
         """Record an unknown-app check; True when this IP is now limited."""
         now = time.monotonic()
+        if self._limit <= 0:
+            return False
         misses = self._recent(ip, now)
         misses.append(now)
         return len(misses) > self._limit
