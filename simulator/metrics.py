@@ -49,7 +49,6 @@ class DeviceOutcome:
     crashes: int = 0
     tampered: int = 0
     unbootable: bool = False
-    disk_full: bool = False
     stats_queued: int = 0
     stats_pending: int = 0
 

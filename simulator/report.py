@@ -50,8 +50,11 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     results = []
     for e in sc.expectations:
         value = metrics.evaluate(e, sc.duration_s, lost)
-        ok = not math.isnan(value) and (
-            value >= e.min if e.min is not None else value <= (e.max or 0.0)
+        ok = (
+            None
+            if math.isnan(value)
+            # None: not measurable in this run
+            else (value >= e.min if e.min is not None else value <= (e.max or 0.0))
         )
         results.append({"expect": e.describe(), "value": _num(value), "ok": ok})
     attempted, succeeded, rate = metrics.success()
@@ -75,7 +78,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
             "notes": list(info.notes),
         },
-        "passed": all(r["ok"] for r in results),
+        "passed": all(r["ok"] is not False for r in results),
         "expectations": results,
         "adoption": {
             "final": {v: round(final.get(v, 0.0), 4) for v in metrics.versions()},
@@ -147,7 +150,6 @@ def _device_row(d: Any) -> dict[str, object]:
         "crashes": d.crashes,
         "tampered_activated": d.tampered,
         "unbootable": int(d.unbootable),
-        "disk_full": int(d.disk_full),
         "stats_queued": d.stats_queued,
         "stats_pending": d.stats_pending,
     }
@@ -187,7 +189,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
         ("speed-up", f"{run['speedup']:,}×" if run["speedup"] else "n/a"),
     ]
     expectations = "".join(
-        f"<tr class={'ok' if r['ok'] else 'bad'}><td>{'✔' if r['ok'] else '✘'}</td>"
+        f"<tr class={_VERDICT[r['ok']][0]}><td>{_VERDICT[r['ok']][1]}</td>"
         f"<td>{esc(r['expect'])}</td><td>{r['value']}</td></tr>"
         for r in report["expectations"]
     )
@@ -220,6 +222,9 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 timeline.csv (adoption per version over time).</p></section>
 </body></html>
 """
+
+
+_VERDICT = {True: ("ok", "✔"), False: ("bad", "✘"), None: ("unknown", "?")}
 
 
 def _size(n: int) -> str:

@@ -53,12 +53,10 @@ class ScenarioError(ValueError):
 class Behaviour:
     """How the people holding a group of phones use the app."""
 
-    launches_per_day: float = 3.0  # cold starts
-    foregrounds_per_day: float = 6.0  # returns from background
+    sessions_per_day: float = 8.0  # times the app comes to the foreground (launch or resume)
     session_min: float = 4.0  # mean time in foreground
     kill_share: float = 0.3  # sessions that end with the app killed instead of backgrounded
     reboots_per_day: float = 0.05
-    disk_full_share: float = 0.0  # share of devices whose disk is full
 
 
 @dataclass(frozen=True)
@@ -152,8 +150,8 @@ def load_scenario(name_or_path: str) -> Scenario:
 
 BUILTIN_BEHAVIOURS = {
     "daily": Behaviour(),
-    "heavy": Behaviour(launches_per_day=8, foregrounds_per_day=15, session_min=6, kill_share=0.2),
-    "rare": Behaviour(launches_per_day=0.5, foregrounds_per_day=0.5, session_min=3, kill_share=0.5),
+    "heavy": Behaviour(sessions_per_day=20, session_min=6, kill_share=0.2),
+    "rare": Behaviour(sessions_per_day=1, session_min=3, kill_share=0.5),
 }
 _TOP = {
     "name", "description", "duration_h", "devices", "time_scale", "app_id", "native_version",
@@ -278,9 +276,8 @@ class _Reader:
         t = self.table(raw, where, set(Behaviour.__dataclass_fields__))
         base = Behaviour()
         values = {k: self.number(t, k, where, getattr(base, k)) for k in t}
-        for k in ("kill_share", "disk_full_share"):
-            if values.get(k, 0) > 1:
-                raise self.fail(f"{where}.{k}", "a share must be within [0, 1]")
+        if values.get("kill_share", 0) > 1:
+            raise self.fail(f"{where}.kill_share", "a share must be within [0, 1]")
         return Behaviour(**values)
 
     def release(self, raw: object, where: str) -> Release:
