@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
 import os
 import secrets
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -21,8 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
-from agent.security.keys import key_id
-from agent.security.session import AES_IV_BYTES, AES_KEY_BYTES, SessionKey
+import brotli
+from agent.errors import VerificationError
+from agent.security.keys import key_id, load_public_key
+from agent.security.session import (
+    AES_IV_BYTES,
+    AES_KEY_BYTES,
+    SessionKey,
+    recover_session_key,
+)
 from cryptography.hazmat.primitives import padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric import rsa, utils
@@ -207,3 +217,136 @@ def _atomic_output(out: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Delta (manifest) bundles: one entry per file of the dist folder (capgo-protocol §6.2).
+
+BROTLI_MIN_BYTES: Final = 8192  # the CLI compresses files of at least this size...
+BROTLI_MIN_SAVING: Final = 10  # ...when brotli saves more than this many bytes
+MANIFEST_SKIPPED: Final = frozenset(
+    {".DS_Store", ".git", ".gitignore", "node_modules", "package-lock.json"}
+    | {"tsconfig.json", "tsconfig.app.json", "tsconfig.spec.json"}
+)
+
+
+@dataclass(frozen=True)
+class DeltaFile:
+    """One manifest file: its name (keeps `.br`), its (signed) hash, its bytes on disk."""
+
+    file_name: str
+    file_hash: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class DeltaManifest:
+    """The files of a delta bundle and the session key they are encrypted with ("" if not)."""
+
+    files: list[DeltaFile]
+    session_key: str
+
+    def entries(self) -> list[dict[str, str]]:
+        """`[{file_name, file_hash}]`, what `manifest.json` holds (servers add download_url)."""
+        return [{"file_name": f.file_name, "file_hash": f.file_hash} for f in self.files]
+
+
+def build_manifest(
+    dist: Path,
+    out_dir: Path,
+    private_pem: bytes | None = None,
+    session_key: str | None = None,
+    *,
+    checksum_format: ChecksumFormat = "v3",
+) -> DeltaManifest:
+    """Write the delta files of `dist` under `out_dir/files/` and `out_dir/manifest.json`.
+
+    Like the CLI: empty files and tooling names are skipped; each file's hash is the SHA-256
+    of the original; files of at least 8192 bytes are brotli-compressed (as `<name>.br`) when
+    that saves more than 10 bytes; with `private_pem` each file is AES-encrypted with the
+    bundle's key and IV (recovered from `session_key`, or new) and its hash is signed.
+
+    Raises:
+        ReleaseError: see `dist_files`; `out_dir` is not empty; a name with a space or
+            clashing with a `.br` name; a `session_key` without `private_pem`, or one that
+            key did not make. Nothing is left in `out_dir` then.
+    """
+    private, session, session_text = _manifest_crypto(private_pem, session_key)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ReleaseError(f"{out_dir} must not exist or be an empty folder")
+    files = dist_files(dist)
+    try:
+        delta = [
+            _delta_file(dist, path, out_dir / "files", private, session, checksum_format)
+            for path in files
+        ]
+        manifest = DeltaManifest([d for d in delta if d is not None], session_text)
+        (out_dir / "manifest.json").write_text(json.dumps(manifest.entries(), indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _delta_file(
+    dist: Path,
+    path: Path,
+    files_dir: Path,
+    private: rsa.RSAPrivateKey | None,
+    session: SessionKey | None,
+    checksum_format: ChecksumFormat,
+) -> DeltaFile | None:
+    rel = path.relative_to(dist).as_posix()
+    data = path.read_bytes()
+    if not data or MANIFEST_SKIPPED.intersection(rel.split("/")):
+        return None
+    if " " in rel:
+        raise ReleaseError(f"{rel!r}: file names with spaces cannot go in a manifest")
+    digest = hashlib.sha256(data).hexdigest()
+    name, payload = _maybe_brotli(rel, data)
+    if session is not None and private is not None:
+        payload = _encrypt_bytes(payload, session)
+        digest = sign_checksum(private, digest, checksum_format)
+    return DeltaFile(name, digest, _write_new(files_dir / name, payload))
+
+
+def _manifest_crypto(
+    private_pem: bytes | None, session_key: str | None
+) -> tuple[rsa.RSAPrivateKey | None, SessionKey | None, str]:
+    if private_pem is None:
+        if session_key:
+            raise ReleaseError("a session key needs the private key that made it")
+        return None, None, ""
+    private = load_private_key(private_pem)
+    if not session_key:
+        session = new_session_key()
+        return private, session, session_key_text(private, session)
+    public = load_public_key(public_pem_of(private).decode())
+    try:
+        return private, recover_session_key(session_key, public), session_key
+    except VerificationError as exc:
+        raise ReleaseError(f"session key does not match the private key: {exc.reason}") from None
+
+
+def _maybe_brotli(rel: str, data: bytes) -> tuple[str, bytes]:
+    if len(data) < BROTLI_MIN_BYTES:
+        return rel, data
+    packed: bytes = brotli.compress(data)
+    if len(packed) >= len(data) - BROTLI_MIN_SAVING:
+        return rel, data
+    return rel + ".br", packed
+
+
+def _encrypt_bytes(data: bytes, session: SessionKey) -> bytes:
+    out = io.BytesIO()
+    encrypt_stream(io.BytesIO(data), out, session)
+    return out.getvalue()
+
+
+def _write_new(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("xb") as handle:
+            handle.write(data)
+    except FileExistsError:
+        raise ReleaseError(f"{path} exists: a file and its '.br' name clash") from None
+    return path
