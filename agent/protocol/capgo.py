@@ -272,7 +272,7 @@ def _no_update(data: Mapping[str, Any]) -> NoUpdate:
     version = data.get("version")
     message = data.get("message")
     return NoUpdate(
-        kind if kind in KINDS else "failed",
+        kind if isinstance(kind, str) and kind in KINDS else "failed",
         error if isinstance(error, str) and error else "unknown_error",
         message if isinstance(message, str) else "",
         version if isinstance(version, str) else None,
