@@ -1,0 +1,82 @@
+"""`otasim keys create`: an RSA-2048 key pair in the formats of `npx @capgo/cli key create`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from simulator.errors import CommandError
+
+EXIT_CODES = """exit codes:
+  0  keys written
+  2  usage error, or the key files exist (use --force) or cannot be written"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="create the RSA key pair that signs and encrypts bundles",
+        description="Bundle signing keys, compatible with the Capgo CLI (v2 encryption).",
+    )
+    cmds = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    cmds.required = True
+    create = cmds.add_parser(
+        "create",
+        help="write DIR/private.pem and DIR/public.pem",
+        description=(
+            "Create an RSA-2048 key pair, in the formats of `npx @capgo/cli key create`:\n"
+            "  DIR/private.pem  'RSA PRIVATE KEY' (PKCS#1, mode 0600), like .capgo_key_v2:\n"
+            "                   signs and encrypts bundles; keep it secret\n"
+            "  DIR/public.pem   'RSA PUBLIC KEY' (PKCS#1), like .capgo_key_v2.pub: goes in the\n"
+            "                   app's capacitor.config (plugins.CapacitorUpdater.publicKey)\n"
+            "Prints the key_id devices send (first 20 characters of the public key)."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    create.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    create.add_argument("--force", action="store_true", help="overwrite existing key files")
+    create.add_argument("--json", action="store_true", help="print a JSON object")
+    create.set_defaults(func=run_create)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from agent.security.keys import key_id
+
+    from simulator.release import create_keys
+
+    out: Path = args.out
+    private_path, public_path = out / "private.pem", out / "public.pem"
+    existing = [p for p in (private_path, public_path) if p.exists()]
+    if existing and not args.force:
+        raise CommandError(f"{existing[0]} exists (use --force to replace the key pair)")
+    private_pem, public_pem = create_keys()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(private_path, private_pem, 0o600)
+        _write(public_path, public_pem, 0o644)
+    except OSError as exc:
+        raise CommandError(f"cannot write keys in {out}: {exc.strerror or exc}") from None
+    kid = key_id(public_pem.decode())
+    if args.json:
+        print(
+            json.dumps(
+                {"private_key": str(private_path), "public_key": str(public_path), "key_id": kid}
+            )
+        )
+    else:
+        print(f"private key: {private_path}  (keep it secret: it signs your bundles)")
+        print(
+            f"public key:  {public_path}  (put it in capacitor.config: CapacitorUpdater.publicKey)"
+        )
+        print(f"key_id:      {kid}")
+    return 0
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
