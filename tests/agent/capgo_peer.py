@@ -57,11 +57,27 @@ class CapgoPeer:
     release: Release | None = None
     canned: list[Canned] = field(default_factory=list)
     stats_canned: list[Canned] = field(default_factory=list)
+    bundle_canned: list[Canned] = field(default_factory=list)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
     channels: list[dict[str, Any]] = field(default_factory=list)
     slow_bundle_s: float = 0.0  # pause between 16 KiB chunks
     ignore_range: bool = False
+
+    def reset(self) -> None:
+        """Forget everything a previous test set up or recorded."""
+        self.release = None
+        for log in (
+            self.canned,
+            self.stats_canned,
+            self.bundle_canned,
+            self.requests,
+            self.stats,
+            self.channels,
+        ):
+            log.clear()
+        self.slow_bundle_s = 0.0
+        self.ignore_range = False
 
     def publish(self, version: str, payload: bytes | None = None, **extra: str) -> Release:
         data = payload if payload is not None else make_zip(version)
@@ -83,6 +99,9 @@ class CapgoPeer:
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.requests]
+
+    def bundle_requests(self) -> list[dict[str, str]]:
+        return [headers for _, path, headers in self.requests if path.startswith("/bundles/")]
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -124,8 +143,8 @@ class CapgoPeer:
 
     async def bundle(self, request: Request) -> Response:
         self.requests.append((request.method, request.url.path, dict(request.headers)))
-        if self.canned:
-            return _reply(self.canned.pop(0))
+        if self.bundle_canned:
+            return _reply(self.bundle_canned.pop(0))
         assert self.release is not None
         data = self.release.payload
         start = 0

@@ -1,0 +1,239 @@
+"""Both drivers over real loopback HTTP against the scripted Capgo peer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from capgo_peer import Canned, CapgoPeer, canned_json, make_zip
+from conftest import Driven
+
+from simulator.release import create_keys, encrypt_bundle
+
+Make = Callable[..., Driven]
+UP_TO_DATE = {"error": "no_new_version_available", "kind": "up_to_date"}
+
+
+def test_full_update_cycle(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1")
+    device = make_device()
+    device.launch()
+    device.notify_app_ready()
+    status = device.status()
+    assert status.next is not None and status.next.version == "1.0.1"
+    device.background()
+    status = device.status()
+    assert status.current.version == "1.0.1" and not status.boot_confirmed
+    assert status.current.path is not None
+    assert (status.current.path / "index.html").read_text() == "<html>1.0.1</html>"
+    device.notify_app_ready(status.boot_id)
+    assert device.status().fallback.version == "1.0.1"
+    assert device.flush_stats()
+    actions = peer.actions()
+    for expected in (
+        "app_launch_start",
+        "download_complete",
+        "set_next",
+        "set",
+        "app_launch_ready",
+    ):
+        assert expected in actions
+    assert ("bundle", "GET", 200, None) in device.observer.requests
+
+
+def test_5xx_burst_is_retried_then_answered(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1")
+    peer.canned += [Canned(503), Canned(500)]
+    device = make_device(transport_attempts=3)
+    device.launch()
+    statuses = [s for n, _, s, _ in device.observer.requests if n == "/updates"]
+    assert statuses == [503, 500, 200]
+    assert device.status().next is not None
+
+
+def test_5xx_burst_longer_than_the_attempts_fails_the_check(
+    peer: CapgoPeer, make_device: Make
+) -> None:
+    peer.publish("1.0.1")
+    peer.canned += [Canned(502)] * 3
+    device = make_device(transport_attempts=2)
+    device.launch()
+    assert "downloadFailed" in device.observer.names()
+    assert ("download_fail", "1.0.0") in device.observer.stats
+    assert device.status().next is None and device.status().current.version == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"retry-after": "120"}, {"error": "too_many_requests"}),
+        ({}, {"error": "too_many_requests", "moreInfo": {"retryAfterSeconds": 120}}),
+        ({}, {"error": "too_many_requests", "retryAfterSeconds": 120}),
+    ],
+)
+def test_429_hint_silences_the_device(
+    peer: CapgoPeer, make_device: Make, headers: dict[str, str], body: dict[str, object]
+) -> None:
+    peer.canned.append(canned_json(body, 429, **headers))
+    device = make_device()
+    device.launch()
+    blocked = device.status().blocked_until
+    assert blocked is not None
+    sent = len(peer.requests)
+    device.foreground()
+    assert len(peer.requests) == sent
+    assert ("rate_limit_reached", "1.0.0") in device.observer.stats
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>oops</html>", b'{"version": 1}', b"[]", b'{"version":"1.0.1"}']
+)
+def test_malformed_answers_are_failed_checks(
+    peer: CapgoPeer, make_device: Make, body: bytes
+) -> None:
+    peer.canned.append(Canned(200, body, {"content-type": "application/json"}))
+    device = make_device()
+    device.launch()
+    result = [p for n, p in device.observer.events if n == "updateCheckResult"][-1]
+    assert result["kind"] == "failed"
+    assert device.status().current.version == "1.0.0"
+
+
+def test_every_no_update_kind_leaves_the_device_alone(peer: CapgoPeer, make_device: Make) -> None:
+    device = make_device()
+    for body in (
+        UP_TO_DATE,
+        {"error": "disable_device", "kind": "blocked"},
+        {"error": "no_channel", "kind": "failed"},
+        {"error": "legacy_server_error"},
+    ):
+        peer.canned.append(canned_json(body))
+        device.foreground()
+    kinds = [p["kind"] for n, p in device.observer.events if n == "updateCheckResult"]
+    assert kinds == ["up_to_date", "blocked", "failed", "failed"]
+    assert peer.bundle_requests() == []
+
+
+def test_bad_checksum_is_never_fetched_twice(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1", checksum="0" * 64)
+    device = make_device(transport_attempts=3)
+    device.launch()
+    assert ("checksum_fail", "1.0.1") in device.observer.stats
+    assert len(peer.bundle_requests()) == 1
+    device.foreground()
+    assert len(peer.bundle_requests()) == 1
+    status = device.status()
+    assert status.rejected_artefacts == (f"1.0.1:{'0' * 64}",) and status.bundles == ()
+
+
+def test_bundle_5xx_is_retried(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1")
+    peer.bundle_canned.append(Canned(503))
+    device = make_device()
+    device.launch()
+    assert len(peer.bundle_requests()) == 2
+    assert device.status().next is not None
+
+
+def test_oversized_bundle_is_refused(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1", make_zip("1.0.1", {"big.bin": os.urandom(200_000)}))
+    device = make_device(max_bundle_bytes=100_000)
+    device.launch()
+    assert ("download_fail", "1.0.1") in device.observer.stats
+    assert device.status().next is None and len(peer.bundle_requests()) == 1
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_download_killed_midway_resumes_with_range(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1", make_zip("1.0.1", {"big.bin": os.urandom(400_000)}))
+    device = make_device()
+
+    def die_at_20_percent(name: str, payload: dict[str, object]) -> None:
+        device.observer.events.append((name, payload))
+        if name == "download" and int(str(payload["percent"])) >= 20:
+            raise Killed
+
+    device.observer.on_event = die_at_20_percent  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        device.launch()
+    part = next((device.folder / "downloads").glob("*.part"))
+    assert part.stat().st_size > 0
+    del device.observer.on_event
+    device.reopen()
+    device.launch()
+    assert device.status().next is not None
+    first, second = peer.bundle_requests()
+    assert "range" not in first and second["range"].startswith("bytes=")
+    assert int(second["range"].removeprefix("bytes=").rstrip("-")) > 0
+
+
+def test_encrypted_signed_bundle_with_the_app_key(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path
+) -> None:
+    private_pem, public_pem = create_keys()
+    zip_path = tmp_path / "b.zip"
+    zip_path.write_bytes(make_zip("2.0.0"))
+    bundle = encrypt_bundle(zip_path, private_pem, tmp_path / "b.enc")
+    peer.publish(
+        "2.0.0", bundle.path.read_bytes(), checksum=bundle.checksum, session_key=bundle.session_key
+    )
+    device = make_device(public_key=public_pem.decode(), auto_update="always")
+    device.launch()
+    status = device.status()
+    assert status.current.version == "2.0.0"
+    assert status.current.path is not None
+    assert (status.current.path / "index.html").read_text() == "<html>2.0.0</html>"
+    sent = next(b for m, p, b in peer.requests if p == "/updates")
+    assert sent["key_id"] == bundle.key_id
+
+
+def test_tampered_encrypted_bundle_is_refused(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path
+) -> None:
+    private_pem, public_pem = create_keys()
+    zip_path = tmp_path / "b.zip"
+    zip_path.write_bytes(make_zip("2.0.0"))
+    bundle = encrypt_bundle(zip_path, private_pem, tmp_path / "b.enc")
+    tampered = bytearray(bundle.path.read_bytes())
+    tampered[40] ^= 1
+    peer.publish("2.0.0", bytes(tampered), checksum=bundle.checksum, session_key=bundle.session_key)
+    device = make_device(public_key=public_pem.decode(), auto_update="always")
+    device.launch()
+    assert device.status().current.version == "1.0.0"
+    assert {"checksum_fail", "decrypt_fail"} & {a for a, _ in device.observer.stats}
+    unsigned = make_device(public_key=public_pem.decode())
+    peer.publish("2.0.1")  # plain zip, plain checksum: refused when the app has a key
+    unsigned.launch()
+    assert ("checksum_required", "2.0.1") in unsigned.observer.stats
+
+
+def test_channel_self_set_is_stored_and_sent_as_default_channel(
+    peer: CapgoPeer, make_device: Make
+) -> None:
+    device = make_device()
+    answer = device.set_channel("beta")
+    assert answer.allowed and device.status().channel == "beta"
+    device.foreground()
+    check = [b for m, p, b in peer.requests if p == "/updates"][-1]
+    assert check["defaultChannel"] == "beta"
+    peer.canned.append(canned_json({"error": "channel_not_found", "message": "no"}))
+    refused = device.set_channel("nope")
+    assert not refused.allowed and device.status().channel == "beta"
+    assert device.get_channel().channel == "beta"
+    peer.channels.append({"id": 1, "name": "beta", "public": False, "allow_self_set": True})
+    assert [c.name for c in device.list_channels()] == ["beta"]
+
+
+def test_stats_5xx_are_requeued_and_sent_later(peer: CapgoPeer, make_device: Make) -> None:
+    peer.stats_canned += [Canned(503)] * 3
+    device = make_device(transport_attempts=1)
+    device.launch()
+    assert peer.stats == []
+    assert device.status().pending_stats > 0
+    device.reopen()  # the queue survives a restart
+    assert device.status().pending_stats > 0
