@@ -22,7 +22,7 @@ from simulator.server.model import BUILTIN, DISABLE_AUTO_UPDATE
 from simulator.server.state import ServerState
 from simulator.server.stats_query import app_stats
 from simulator.server.validation import APP_ID, DEVICE_ID
-from simulator.server.web import ApiError, read_json
+from simulator.server.web import ApiError, read_json, refuse_declared_excess
 
 ADMIN_BODY_LIMIT = 4 << 20
 Handler = Callable[[Request, ServerState, ApiKey], Awaitable[Any]]
@@ -122,6 +122,7 @@ async def app_show(request: Request, state: ServerState, key: ApiKey) -> Any:
 async def file_upload(request: Request, state: ServerState, key: ApiKey) -> Any:
     app_id = path_app(request)
     store.require_app(state, app_id)
+    refuse_declared_excess(request, state.config.max_upload_bytes)
     file_id, size = await state.blobs.save(request.stream(), state.config.max_upload_bytes)
     return store.record_blob(state, key, app_id, file_id, size)
 

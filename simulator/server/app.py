@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "client_disconnected", "message": "Body incomplete"}, 400)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -68,5 +72,9 @@ def create_app(config: ServerConfig) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, Exception: _unexpected},
+        exception_handlers={
+            ApiError: _api_error,
+            ClientDisconnect: _client_gone,
+            Exception: _unexpected,
+        },
     )

@@ -29,8 +29,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, refused past `limit` bytes.
+def refuse_declared_excess(request: Request, limit: int) -> None:
+    """Refuse early when Content-Length already says the body is too large.
 
     Raises:
         ApiError: 413 `body_too_large`.
@@ -38,6 +38,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"Body larger than {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refused past `limit` bytes.
+
+    Raises:
+        ApiError: 413 `body_too_large`.
+    """
+    refuse_declared_excess(request, limit)
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
