@@ -1,0 +1,117 @@
+"""The load test's own options, added to Locust's parser (`--app-id`, `--load-shape`, ...).
+
+Every option can also be given the Locust ways: in `locust.conf` (`app-id = ...`), or as an
+environment variable (`LOCUST_APP_ID=...`). `LoadtestSettings` is the validated view of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.config import ApplyMode
+from agent.security.keys import load_public_key
+from simulator.scenario import Scenario, load_scenario
+
+APPLY_MODES = ("atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off")
+SHAPES = ("steady", "ramp", "release-day", "diurnal")
+HTTP_BACKENDS = ("geventhttpclient", "httpx")
+
+
+def add_options(parser: Any) -> None:
+    """Register the options on Locust's parser (`events.init_command_line_parser`)."""
+    device = parser.add_argument_group("otasim devices")
+    device.add_argument("--app-id", default="com.example.otasim", help="app id the devices send")
+    device.add_argument(
+        "--public-key",
+        default="",
+        help="file with the app's RSA public key (PEM) or its capacitor.config.json",
+    )
+    device.add_argument(
+        "--fleet-mix",
+        default="steady-rollout",
+        help="bundled scenario name or scenario TOML whose [[fleet]] groups give the devices' "
+        "platform, OS, native version and channel",
+    )
+    device.add_argument("--apply-mode", choices=APPLY_MODES, default="atBackground")
+    device.add_argument(
+        "--device-root",
+        default="",
+        help="folder holding every device's disk (default: a temporary folder per process)",
+    )
+    device.add_argument("--max-devices-per-worker", type=int, default=1000)
+    device.add_argument("--http-backend", choices=HTTP_BACKENDS, default="geventhttpclient")
+    device.add_argument("--ca-file", default="", help="CA bundle to verify the server's TLS")
+    device.add_argument(
+        "--session-s", type=float, default=3.0, help="mean time a device stays in foreground"
+    )
+    shape = parser.add_argument_group("otasim load shape")
+    shape.add_argument(
+        "--load-shape",
+        choices=SHAPES,
+        default="steady",
+        help="steady: -u/-r/-t as usual; ramp: 0 to -u over --ramp-s; release-day: "
+        "--steady-share of -u, then all -u devices arrive within --herd-window-s of "
+        "--release-at-s; diurnal: sine between --diurnal-min-share of -u and -u",
+    )
+    shape.add_argument("--ramp-s", type=float, default=60.0)
+    shape.add_argument("--release-at-s", type=float, default=60.0)
+    shape.add_argument("--herd-window-s", type=float, default=30.0)
+    shape.add_argument("--steady-share", type=float, default=0.2)
+    shape.add_argument("--hold-s", type=float, default=120.0)
+    shape.add_argument("--diurnal-period-s", type=float, default=600.0)
+    shape.add_argument("--diurnal-min-share", type=float, default=0.2)
+    shape.add_argument("--diurnal-cycles", type=float, default=1.0)
+    # thresholds: a headless run exits 1 when one is missed (parser-level: web UI option)
+    for name, what in (
+        ("--max-error-ratio", "fail the run above this share of failed HTTP requests"),
+        ("--max-p95-updates-ms", "fail the run when the p95 of /updates is above this"),
+        ("--min-update-success-ratio", "fail the run when installed / (installed + rolled "
+         "back + verification failures) is below this"),
+    ):  # fmt: skip
+        parser.add_argument(name, type=float, default=None, help=what, include_in_web_ui=False)
+
+
+@dataclass(frozen=True)
+class LoadtestSettings:
+    """The devices' side of the options, checked once per process.
+
+    Raises:
+        ValueError / ScenarioError / OSError: an option out of range, an unreadable key or
+            fleet file.
+    """
+
+    app_id: str
+    public_key: str | None
+    fleet: Scenario
+    apply_mode: ApplyMode
+    device_root: Path
+    max_devices: int
+    http_backend: str
+    ca_file: str | None
+    session_s: float
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace) -> LoadtestSettings:
+        if options.max_devices_per_worker < 1:
+            raise ValueError("--max-devices-per-worker must be >= 1")
+        if options.session_s < 0:
+            raise ValueError("--session-s must be >= 0")
+        key = None
+        if options.public_key:
+            key = load_public_key(Path(options.public_key).read_text()).pem
+        root = options.device_root or tempfile.mkdtemp(prefix="otasim-locust-")
+        return cls(
+            app_id=options.app_id,
+            public_key=key,
+            fleet=load_scenario(options.fleet_mix),
+            apply_mode=options.apply_mode,
+            device_root=Path(root),
+            max_devices=options.max_devices_per_worker,
+            http_backend=options.http_backend,
+            ca_file=options.ca_file or None,
+            session_s=options.session_s,
+        )

@@ -1,0 +1,109 @@
+"""`otasim loadtest`: a short headless Locust run of device users, in a subprocess.
+
+With no `--host`, it starts the embedded reference server, publishes a signed and encrypted
+release on `production`, and points Locust at it. Locust (gevent) always runs in its own
+process: this one never imports locust or gevent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from simulator.errors import CommandError
+
+DEFAULT_APP_ID = "com.example.otasim"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "loadtest",
+        help="run a short headless Locust load test of real device agents",
+        description=(
+            "Run Locust headless with otasim's DeviceUser (each user a real device agent). "
+            "Without --host: start the embedded reference server, publish a signed, encrypted "
+            "release on channel production, and load it. Prints Locust's summary and writes "
+            "its CSV files and HTML report into --out. Arguments after -- go to Locust as "
+            "they are, e.g. -- --max-error-ratio 0.01 --load-shape release-day. "
+            "Exit code: Locust's (1 when a threshold or request failed the run), 2 on "
+            "usage errors."
+        ),
+    )
+    p.add_argument("--host", help="your OTA server's base URL (default: the embedded server)")
+    p.add_argument("-u", "--users", type=int, default=50, help="device users (default 50)")
+    p.add_argument("-r", "--spawn-rate", type=float, default=10.0, help="users started per s")
+    p.add_argument("-t", "--run-time", default="30s", help="e.g. 30s, 5m (default 30s)")
+    p.add_argument(
+        "--processes", type=int, default=1, help="Locust worker processes (-1: one per core)"
+    )
+    p.add_argument("--app-id", default=DEFAULT_APP_ID)
+    p.add_argument("--public-key", type=Path, help="the app's public key (with --host)")
+    p.add_argument("--release", default="1.0.1", help="version to publish (embedded server)")
+    p.add_argument("--out", type=Path, default=Path("otasim-loadtest"), help="report folder")
+    p.add_argument("locust_args", nargs=argparse.REMAINDER, help="-- then Locust options")
+    p.set_defaults(func=run)
+
+
+def locustfile() -> Path:
+    spec = importlib.util.find_spec("loadtests")
+    if spec is None or not spec.submodule_search_locations:
+        raise CommandError("the loadtests package is not installed with otasim")
+    return Path(next(iter(spec.submodule_search_locations))) / "locustfile.py"
+
+
+def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[str, Path]:
+    """Start the reference server with a published release: (URL, public key file)."""
+    from simulator.device import make_dist
+    from simulator.publish import publish
+    from simulator.release import create_keys
+    from simulator.scenario import Release
+    from simulator.server.client import AdminClient
+    from simulator.server.embedded import run_server
+
+    server = stack.enter_context(run_server(work / "server"))
+    private_pem, public_pem = create_keys()
+    key_file = work / "public.pem"
+    key_file.write_bytes(public_pem)
+    dist = make_dist(Release(args.release, size_kb=64), work / "dist", seed=1)
+    with AdminClient(server.url, server.admin_key) as client:
+        publish(client, app_id=args.app_id, version=args.release, channel="production",
+                source=dist, private_pem=private_pem)  # fmt: skip
+    print(f"otasim: embedded server {server.url}, release {args.release} published", flush=True)
+    return server.url, key_file
+
+
+def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -> list[str]:
+    extra = args.locust_args[1:] if args.locust_args[:1] == ["--"] else args.locust_args
+    command = [
+        sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless",
+        "--host", host, "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time,
+        "--only-summary", "--app-id", args.app_id, "--device-root", str(args.out / "devices"),
+        "--csv", str(args.out / "locust"), "--html", str(args.out / "report.html"),
+    ]  # fmt: skip
+    if key_file is not None:
+        command += ["--public-key", str(key_file)]
+    if args.processes != 1:
+        command += ["--processes", str(args.processes)]
+    return command + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.users < 1:
+        raise CommandError("--users must be >= 1")
+    if args.public_key is not None and not args.public_key.is_file():
+        raise CommandError(f"no such file: {args.public_key}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if args.host:
+            host, key_file = args.host, args.public_key
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otasim-lt-")))
+            host, key_file = _embedded(stack, args, work)
+        done = subprocess.run(locust_command(args, host, key_file), check=False)
+    print(f"otasim: report in {args.out}/ (report.html, locust_stats.csv)")
+    return done.returncode
