@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from simulator.errors import CommandError
 
-COMMAND_MODULES: tuple[str, ...] = ("serve", "publish", "admin", "device", "keys", "bundle")
+COMMAND_MODULES: tuple[str, ...] = ("serve", "publish", "admin", "device", "keys", "bundle", "run", "loadtest")
 
 
 def build_parser() -> argparse.ArgumentParser:
