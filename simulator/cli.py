@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 from simulator.errors import CommandError
 
-COMMAND_MODULES: tuple[str, ...] = ("serve", "publish", "admin", "device", "keys", "bundle", "run", "loadtest")
+COMMAND_MODULES: tuple[str, ...] = (
+    "serve",
+    "publish",
+    "admin",
+    "device",
+    "keys",
+    "bundle",
+    "loadtest",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
