@@ -1,0 +1,172 @@
+"""`otasim device` as a user runs it: separate processes, real loopback HTTP, real SIGKILLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from capgo_peer import CapgoPeer, make_zip
+
+OTASIM = [sys.executable, "-m", "simulator.cli", "device"]
+
+
+def otasim(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*OTASIM, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def init(folder: Path, peer: CapgoPeer, *extra: str) -> None:
+    done = otasim(
+        "init",
+        folder,
+        "--server",
+        peer.url,
+        "--app-id",
+        "com.example.app",
+        "--platform",
+        "android",
+        "--version-build",
+        "1.0.0",
+        *extra,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def status(folder: Path) -> dict[str, Any]:
+    done = otasim("status", folder, "--json")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_update_failed_boot_and_rollback(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    peer.publish("1.0.1")
+    init(folder, peer)
+    launch = otasim("launch", folder)
+    assert launch.returncode == 0, launch.stderr
+    assert "stat  set_next 1.0.1" in launch.stdout and "event setNext" in launch.stdout
+    assert status(folder)["next"]["version"] == "1.0.1"
+    assert otasim("foreground", folder).returncode == 0
+    crash = otasim("launch", folder, "--crash")
+    assert crash.returncode == 0 and "stat  set 1.0.1" in crash.stdout
+    booted = status(folder)
+    assert booted["current"]["version"] == "1.0.1" and not booted["boot_confirmed"]
+    rollback = otasim("launch", folder)
+    assert rollback.returncode == 0
+    assert "stat  update_fail 1.0.1" in rollback.stdout and "event updateFailed" in rollback.stdout
+    final = status(folder)
+    assert final["current"]["id"] == "builtin" and final["failed_versions"] == ["1.0.1"]
+    assert final["pending_stats"] == 0 and final["boot_confirmed"]
+    actions = peer.actions()
+    for expected in ("set_next", "set", "app_launch_timeout", "update_fail", "app_launch_ready"):
+        assert expected in actions
+    assert actions.index("set") < actions.index("update_fail")
+    assert len(peer.bundle_requests()) == 1  # the failed version was not fetched again
+
+
+def test_usage_errors_are_one_line_and_exit_2(peer: CapgoPeer, tmp_path: Path) -> None:
+    missing = otasim("launch", tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "not a device folder" in missing.stderr
+    init(tmp_path / "dev", peer)
+    again = otasim(
+        "init",
+        tmp_path / "dev",
+        "--server",
+        peer.url,
+        "--app-id",
+        "com.example.app",
+        "--platform",
+        "ios",
+        "--version-build",
+        "1.0.0",
+    )
+    assert again.returncode == 2 and "already a device folder" in again.stderr
+    bad = otasim(
+        "init",
+        tmp_path / "x",
+        "--server",
+        peer.url,
+        "--app-id",
+        "com.example.app",
+        "--platform",
+        "ios",
+        "--version-build",
+        "1.0.0",
+        "--config",
+        "appReadyTimeout=5",
+    )
+    assert bad.returncode == 2 and "app_ready_timeout_ms" in bad.stderr
+    helped = otasim("launch", "--help")
+    assert "exit codes" in helped.stdout and "--crash" in helped.stdout
+
+
+def test_failed_download_exits_3(peer: CapgoPeer, tmp_path: Path) -> None:
+    peer.publish("1.0.1", checksum="0" * 64)
+    init(tmp_path / "dev", peer)
+    done = otasim("launch", tmp_path / "dev")
+    assert done.returncode == 3 and "stat  checksum_fail 1.0.1" in done.stdout
+    assert status(tmp_path / "dev")["current"]["id"] == "builtin"
+
+
+def _kill_when(folder: Path, peer: CapgoPeer, ready: Any, action: str = "foreground") -> None:
+    proc = subprocess.Popen(
+        [*OTASIM, action, str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.002)
+        assert proc.poll() is None, "the command finished before the kill point"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+
+
+def test_sigkill_mid_download_then_resume(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    init(folder, peer)
+    assert otasim("launch", folder).returncode == 0
+    peer.publish("1.0.1", make_zip("1.0.1", {"big.bin": os.urandom(600_000)}))
+    peer.slow_bundle_s = 0.02
+
+    def part_started() -> bool:
+        return any(p.stat().st_size > 100_000 for p in (folder / "downloads").glob("*.part"))
+
+    _kill_when(folder, peer, part_started)
+    assert status(folder)["current"]["id"] == "builtin"
+    peer.slow_bundle_s = 0.0
+    done = otasim("foreground", folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert status(folder)["next"]["version"] == "1.0.1"
+    resumed = peer.bundle_requests()[-1]
+    assert int(resumed["range"].removeprefix("bytes=").rstrip("-")) > 100_000
+
+
+def test_sigkill_mid_swap_leaves_a_bootable_device(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    init(folder, peer)
+    many = {f"assets/f{i}.js": b"x" * 200 for i in range(4000)}
+    peer.publish("1.0.1", make_zip("1.0.1", many))
+
+    def unpacking() -> bool:
+        staging = folder / "staging"
+        return staging.is_dir() and any(staging.iterdir())
+
+    _kill_when(folder, peer, unpacking, action="launch")
+    killed = status(folder)
+    assert killed["current"]["id"] == "builtin" and killed["next"] is None
+    assert not any((folder / "staging").iterdir())
+    assert otasim("launch", folder).returncode == 0
+    assert otasim("background", folder).returncode == 0
+    final = status(folder)
+    assert final["current"]["version"] == "1.0.1" and final["boot_confirmed"]
+    assert Path(final["current"]["path"], "assets", "f3999.js").read_bytes() == b"x" * 200
