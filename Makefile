@@ -19,7 +19,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# The real Capgo CLI for tests/interop (see its README), installed from its lockfile when npm is
+# there. Not `npm ci`: @capgo/cli lists macOS-only optional packages the registry does not have.
+INTEROP_NPM := tests/interop/node_modules/.package-lock.json
+$(INTEROP_NPM): tests/interop/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tests/interop --no-save --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Capgo CLI interop test will be skipped"; fi
+
+test: lint $(INTEROP_NPM)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 run: install
