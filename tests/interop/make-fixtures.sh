@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate fixtures/ with the real, pinned Capgo CLI (run `npm ci` here first). Offline-safe:
+# Regenerate fixtures/ with the real, pinned Capgo CLI (install it here first, see README.md). Offline-safe:
 # it calls the locally installed binary. Writes: a test key pair, capacitor.config.json with its
 # publicKey, the zip of fixtures/www, its V3-encrypted copy and a legacy (V2 checksum) copy,
 # each with the CLI's JSON output.

@@ -2,7 +2,7 @@
 
 The fixtures were made by that CLI (make-fixtures.sh, README.md); the last test runs the CLI
 itself on otasim's output when Node is installed (it is on developer machines and in CI, where
-`make test` installs the package with `npm ci`).
+`make test` installs the pinned package).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _capgo_decrypt(app: Path, enc: Path, session_key: str, key: Path, checksum: 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_capgo_cli_decrypts_what_otasim_encrypts(tmp_path):
-    assert CAPGO.exists(), "run `npm ci --prefix tests/interop` (make test does it)"
+    assert CAPGO.exists(), "run `make test` (it installs tests/interop/node_modules)"
     key = FIXTURES / "capgo_key_v2"
     shutil.copy(FIXTURES / "bundle.zip", tmp_path / "bundle.zip")
     ours = encrypt_bundle(tmp_path / "bundle.zip", key.read_bytes(), tmp_path / "ours.zip")
