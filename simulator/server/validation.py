@@ -111,7 +111,7 @@ def _info(fields: dict[str, Any], *, plugin_required: bool) -> DeviceInfo:
     plugin = fields.get("plugin_version")
     if plugin_required and (not isinstance(plugin, str) or semver.parse(plugin) is None):
         raise _invalid(fields)
-    if fields.get("platform") not in PLATFORMS:
+    if not isinstance(fields.get("platform"), str) or fields["platform"] not in PLATFORMS:
         raise _invalid(fields)
     _opt_str(fields, "install_source", 64)
     _opt_str(fields, "version_code")
