@@ -30,6 +30,7 @@ from agent.core.events import (
     TransportFailed,
 )
 from agent.drivers.api import AgentObserver, Clock, DeviceStatus, SystemClock
+from agent.drivers.fetch import Transfer
 from agent.drivers.http import AsyncHttpPort, HttpResponse
 from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
 from agent.errors import AgentError, TransportError
@@ -196,25 +197,29 @@ class AsyncDevice:
     async def _download(self, effect: DownloadBundle) -> list[Event]:
         fetch = self._rt.fetch(effect)
         try:
-            async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
-                with attempt:
-                    request = fetch.request()
-                    started, size, status = time.perf_counter(), 0, None
-                    try:
-                        async with self._http.stream(request) as response:
-                            status = response.status
-                            fetch.open(response.status, response.headers)
-                            async for chunk in response.aiter_bytes():
-                                size += len(chunk)
-                                fetch.feed(chunk)
-                        fetch.complete()
-                    except AgentError as exc:
-                        self._rt.observe("bundle", request, status, started, size, exc)
-                        raise
-                    self._rt.observe("bundle", request, status, started, size, None)
+            for transfer in fetch.transfers():
+                await self._transfer(transfer)
             await asyncio.to_thread(fetch.install)
         except AgentError as exc:
             return [DownloadFailed(effect.bundle_id, exc)]
         finally:
             fetch.close()
         return self._rt.installed(effect.bundle_id)
+
+    async def _transfer(self, transfer: Transfer) -> None:
+        async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+            with attempt:
+                request = transfer.request()
+                started, size, status = time.perf_counter(), 0, None
+                try:
+                    async with self._http.stream(request) as response:
+                        status = response.status
+                        transfer.open(response.status, response.headers)
+                        async for chunk in response.aiter_bytes():
+                            size += len(chunk)
+                            transfer.feed(chunk)
+                    transfer.complete()
+                except AgentError as exc:
+                    self._rt.observe(transfer.name, request, status, started, size, exc)
+                    raise
+                self._rt.observe(transfer.name, request, status, started, size, None)

@@ -11,8 +11,8 @@ the digest is checked, the zip unpacked into staging and moved into `bundles/<id
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import BinaryIO
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO, Protocol
 
 from agent.bundles.unzip import safe_unzip
 from agent.config import AgentConfig
@@ -37,9 +37,41 @@ class DownloadStopped(TransportError):
     """
 
 
+def check_status(status: int, headers: Mapping[str, str], now: float) -> None:
+    """Accept a 200 answer; raise what any other status of a file download means.
+
+    Raises:
+        RateLimited: 429 (with the server's hint). TransportError: 408 or 5xx (retry).
+        DownloadStopped: any other status (the URL is refused; retried at the next check).
+    """
+    if status == 200:
+        return
+    if status == 429:
+        raise RateLimited("download rate-limited", retry_hint(headers, None, now))
+    if status == 408 or status >= 500:
+        raise TransportError(f"download answered HTTP {status}")
+    raise DownloadStopped(f"download answered HTTP {status}")
+
+
+class Transfer(Protocol):
+    """One file to move over HTTP. Drivers run, per attempt: `request`, `open`, `feed`* and
+    `complete`; `name` labels the request for observers."""
+
+    name: str
+
+    def request(self) -> HttpRequest: ...
+
+    def open(self, status: int, headers: Mapping[str, str]) -> None: ...
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def complete(self) -> None: ...
+
+
 class BundleFetch:
-    """Download, verify and install one bundle. Drivers call `request`, `open`, `feed`,
-    `complete` for each attempt and `install` once; see the module docstring."""
+    """Download, verify and install one full-zip bundle: its only transfer is itself."""
+
+    name = "bundle"
 
     def __init__(
         self,
@@ -68,6 +100,9 @@ class BundleFetch:
         self._total: int | None = None
         self._resumed = False
         self._last_percent = 0
+
+    def transfers(self) -> Iterator[Transfer]:
+        yield self
 
     def request(self) -> HttpRequest:
         """Start an attempt: replay the partial download, then ask for the remaining bytes.
@@ -108,20 +143,13 @@ class BundleFetch:
             if not match or int(match.group(1)) != self._offset:
                 self._restart()
                 raise TransportError("server answered a range we did not ask for")
-        elif status == 200:
-            if self._offset:
-                self._restart()
         elif status == 416:
             self._restart()
             raise TransportError("range not satisfiable: restarting the download")
-        elif status == 429:
-            raise RateLimited(
-                "bundle download rate-limited", retry_hint(headers, None, self._now())
-            )
-        elif status == 408 or status >= 500:
-            raise TransportError(f"bundle download answered HTTP {status}")
+        elif status == 200 and self._offset:
+            self._restart()
         else:
-            raise DownloadStopped(f"bundle download answered HTTP {status}")
+            check_status(status, headers, self._now())
         length = headers.get("content-length")
         self._total = self._offset + int(length) if length and length.isdigit() else None
         if self._total is not None and self._total > self.config.max_bundle_bytes:

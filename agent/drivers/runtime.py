@@ -35,6 +35,7 @@ from agent.core.effects import (
 from agent.core.events import DownloadFinished, DownloadProgressed, Event
 from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
+from agent.drivers.delta import ManifestFetch
 from agent.drivers.fetch import BundleFetch, DownloadStopped
 from agent.drivers.http import HttpRequest, HttpResponse
 from agent.errors import AgentError, TransportError
@@ -153,9 +154,11 @@ class DeviceRuntime:
         for effect in self.agent.handle(DownloadProgressed(bundle_id, percent), self.now()):
             self._perform(effect)
 
-    def fetch(self, effect: DownloadBundle) -> BundleFetch:
-        """A download for `effect`; progress reaches the core as it happens."""
-        return BundleFetch(
+    def fetch(self, effect: DownloadBundle) -> BundleFetch | ManifestFetch:
+        """A download for `effect` (delta when the offer has a manifest); progress reaches the
+        core as it happens."""
+        kind = ManifestFetch if effect.offer.manifest else BundleFetch
+        return kind(
             self.store,
             effect.bundle_id,
             effect.offer,

@@ -29,6 +29,7 @@ from agent.core.events import (
     TransportFailed,
 )
 from agent.drivers.api import AgentObserver, DeviceStatus, SyncClock, SystemSyncClock
+from agent.drivers.fetch import Transfer
 from agent.drivers.http import HttpResponse, SyncHttpPort
 from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
 from agent.errors import AgentError, TransportError
@@ -192,25 +193,29 @@ class SyncDevice:
     def _download(self, effect: DownloadBundle) -> list[Event]:
         fetch = self._rt.fetch(effect)
         try:
-            for attempt in Retrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
-                with attempt:
-                    request = fetch.request()
-                    started, size, status = time.perf_counter(), 0, None
-                    try:
-                        with self._http.stream(request) as response:
-                            status = response.status
-                            fetch.open(response.status, response.headers)
-                            for chunk in response.iter_bytes():
-                                size += len(chunk)
-                                fetch.feed(chunk)
-                        fetch.complete()
-                    except AgentError as exc:
-                        self._rt.observe("bundle", request, status, started, size, exc)
-                        raise
-                    self._rt.observe("bundle", request, status, started, size, None)
+            for transfer in fetch.transfers():
+                self._transfer(transfer)
             fetch.install()
         except AgentError as exc:
             return [DownloadFailed(effect.bundle_id, exc)]
         finally:
             fetch.close()
         return self._rt.installed(effect.bundle_id)
+
+    def _transfer(self, transfer: Transfer) -> None:
+        for attempt in Retrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+            with attempt:
+                request = transfer.request()
+                started, size, status = time.perf_counter(), 0, None
+                try:
+                    with self._http.stream(request) as response:
+                        status = response.status
+                        transfer.open(response.status, response.headers)
+                        for chunk in response.iter_bytes():
+                            size += len(chunk)
+                            transfer.feed(chunk)
+                    transfer.complete()
+                except AgentError as exc:
+                    self._rt.observe(transfer.name, request, status, started, size, exc)
+                    raise
+                self._rt.observe(transfer.name, request, status, started, size, None)

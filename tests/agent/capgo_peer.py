@@ -61,6 +61,7 @@ class CapgoPeer:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
     channels: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # served at /files/<name>
     slow_bundle_s: float = 0.0  # pause between 16 KiB chunks
     ignore_range: bool = False
 
@@ -76,6 +77,7 @@ class CapgoPeer:
             self.channels,
         ):
             log.clear()
+        self.files.clear()
         self.slow_bundle_s = 0.0
         self.ignore_range = False
 
@@ -160,6 +162,11 @@ class CapgoPeer:
         headers["content-length"] = str(len(data) - start)
         return StreamingResponse(self._chunks(data[start:]), status_code=status, headers=headers)
 
+    async def file(self, request: Request) -> Response:
+        self.requests.append((request.method, request.url.path, dict(request.headers)))
+        data = self.files.get(request.path_params["name"])
+        return Response(status_code=404) if data is None else Response(data)
+
     async def _chunks(self, data: bytes) -> AsyncIterator[bytes]:
         for offset in range(0, len(data), 16384):
             if self.slow_bundle_s:
@@ -173,6 +180,7 @@ class CapgoPeer:
                 Route("/stats", self.stats_route, methods=["POST"]),
                 Route("/channel_self", self.channel_self, methods=["POST", "PUT", "GET"]),
                 Route("/bundles/{name}", self.bundle, methods=["GET"]),
+                Route("/files/{name}", self.file, methods=["GET"]),
             ]
         )
 

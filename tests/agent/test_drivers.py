@@ -10,7 +10,7 @@ import pytest
 from capgo_peer import Canned, CapgoPeer, canned_json, make_zip
 from conftest import Driven
 
-from simulator.release import create_keys, encrypt_bundle
+from simulator.release import build_manifest, create_keys, encrypt_bundle
 
 Make = Callable[..., Driven]
 UP_TO_DATE = {"error": "no_new_version_available", "kind": "up_to_date"}
@@ -237,3 +237,58 @@ def test_stats_5xx_are_requeued_and_sent_later(peer: CapgoPeer, make_device: Mak
     assert device.status().pending_stats > 0
     device.reopen()  # the queue survives a restart
     assert device.status().pending_stats > 0
+
+
+def delta_offer(peer: CapgoPeer, tmp_path: Path, private_pem: bytes | None) -> dict[str, object]:
+    dist = tmp_path / "dist"
+    (dist / "js").mkdir(parents=True)
+    (dist / "index.html").write_text("<html>3.0.0</html>")
+    (dist / "js" / "app.js").write_text("console.log('delta');" * 2000)  # brotli-compressed
+    manifest = build_manifest(dist, tmp_path / "delta", private_pem)
+    entries = []
+    for n, delta_file in enumerate(manifest.files):
+        peer.files[f"f{n}"] = delta_file.path.read_bytes()
+        entries.append(
+            {
+                "file_name": delta_file.file_name,
+                "file_hash": delta_file.file_hash,
+                "download_url": f"{peer.url}/files/f{n}",
+            }
+        )
+    return {
+        "version": "3.0.0",
+        "url": "https://404.capgo.app/no.zip",
+        "checksum": "",
+        "session_key": manifest.session_key,
+        "manifest": entries,
+    }
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_delta_bundle_from_a_manifest(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path, signed: bool
+) -> None:
+    private_pem, public_pem = create_keys() if signed else (None, b"")
+    offer = delta_offer(peer, tmp_path, private_pem)
+    assert any(str(e["file_name"]).endswith(".br") for e in offer["manifest"])  # type: ignore[attr-defined]
+    peer.canned.append(canned_json(offer))
+    device = make_device(auto_update="always", public_key=public_pem.decode() or None)
+    device.launch()
+    status = device.status()
+    assert status.current.version == "3.0.0" and status.current.path is not None
+    assert (status.current.path / "js" / "app.js").read_text() == "console.log('delta');" * 2000
+    assert ("download_manifest_complete", "3.0.0") in device.observer.stats
+    assert {r[0] for r in device.observer.requests} >= {"delta file"}
+
+
+def test_delta_file_with_a_wrong_hash_is_refused(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path
+) -> None:
+    offer = delta_offer(peer, tmp_path, None)
+    peer.files["f0"] = b"tampered"
+    peer.canned.append(canned_json(offer))
+    device = make_device(auto_update="always")
+    device.launch()
+    assert device.status().current.version == "1.0.0"
+    assert ("download_manifest_checksum_fail", "3.0.0") in device.observer.stats
+    assert not any((device.folder / "staging").iterdir())
