@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "device",
     "keys",
     "bundle",
+    "run",
     "loadtest",
 )
 

@@ -1,0 +1,282 @@
+"""One simulation run end to end: server, releases, fleet, timeline, progress, report.
+
+`simulate(RunOptions(...))` is what `otasim run` does; tests call it directly. With no
+`server_url` it starts the embedded reference server in its own process (so the fleet and
+the server do not share a GIL), builds and signs the scenario's releases, and performs the
+timeline through the admin API. Against an external server the timeline is the user's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.config import AgentConfig
+from agent.drivers.http import make_async_port
+
+from simulator.device import file_digests, make_dist
+from simulator.fleet import Fleet, Publication, ScaledClock, Timeline, plan_fleet
+from simulator.metrics import Metrics
+from simulator.release import create_keys
+from simulator.report import RunInfo, build_report, write_report
+from simulator.scenario import Scenario, load_scenario
+from simulator.server.client import AdminClient, AdminError
+from simulator.server.embedded import RunningServer, run_server
+
+PRODUCTION = "production"
+
+
+class RunError(Exception):
+    """The run cannot start as asked (workdir in use, unreadable key file...)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    scenario: str = "steady-rollout"
+    devices: int | None = None  # None: the scenario's
+    time_scale: float | None = None  # None: the scenario's
+    seed: int = 1
+    report_dir: Path = Path("otasim-report")
+    workdir: Path | None = None  # None: a temporary folder, removed afterwards
+    server_url: str | None = None  # None: the embedded server
+    public_key_file: Path | None = None
+    app_id: str | None = None
+    http_backend: str = "aiohttp"
+    progress: bool = True
+    flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
+
+
+class EmbeddedServer:
+    """The reference server in a subprocess; `down()`/`up()` stop and restart it on one port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = 0
+        self._stack: ExitStack | None = None
+        self._client: AdminClient | None = None
+        self.running: RunningServer | None = None
+
+    def up(self) -> None:
+        stack = ExitStack()
+        running = stack.enter_context(run_server(self.data_dir, in_process=False, port=self.port))
+        self.port = urlsplit(running.url).port or 0
+        self._client = stack.enter_context(AdminClient(running.url, running.admin_key))
+        self._stack, self.running = stack, running
+
+    def down(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._client = None
+
+    def client(self) -> AdminClient:
+        if self._client is None:
+            raise AdminError(503, "server_down", "the embedded server is down")
+        return self._client
+
+    @property
+    def url(self) -> str:
+        assert self.running is not None, "up() first"
+        return self.running.url
+
+
+def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
+    """Run the scenario; write the report. Returns (report.json document, report.html path).
+
+    Raises:
+        ScenarioError: the scenario is invalid. RunError: bad options.
+        RuntimeError / OSError: the embedded server could not start.
+    """
+    scenario = load_scenario(options.scenario)
+    if options.app_id:
+        scenario = dataclasses.replace(scenario, app_id=options.app_id)
+    devices = options.devices or scenario.devices
+    scale = options.time_scale or scenario.time_scale
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with ExitStack() as stack:
+        workdir = stack.enter_context(_workdir(options.workdir))
+        specs = plan_fleet(scenario, devices, options.seed)
+        channels = sorted({s.channel for s in specs})
+        server, setup = None, _Setup({}, {}, b"", "")
+        if options.server_url is None:
+            server = EmbeddedServer(workdir / "server")
+            stack.callback(server.down)
+            server.up()
+            setup = _prepare(scenario, server.client(), channels, workdir, options.seed)
+            url = server.url
+        else:
+            url = options.server_url.rstrip("/")
+            setup = dataclasses.replace(setup, public_pem=_read_key(options.public_key_file))
+        configs = {ch: _config(url, setup.public_pem, ch, scale) for ch in channels}
+        began = time.monotonic()
+        fleet, published_s = asyncio.run(
+            _run(scenario, specs, configs, options, scale, workdir, server, setup)
+        )
+        wall_s = time.monotonic() - began
+        info = RunInfo(
+            scenario=scenario,
+            devices=devices,
+            seed=options.seed,
+            time_scale=scale,
+            server_url=url,
+            embedded=server is not None,
+            started_at=started_at,
+            wall_s=wall_s,
+            published_s=published_s,
+            server_received=_server_received(server, scenario.app_id, fleet.metrics),
+            notes=_notes(scenario, server),
+        )
+        report = build_report(fleet.metrics, info)
+        page = write_report(report, fleet.metrics, options.report_dir)
+    return report, page
+
+
+@dataclass(frozen=True)
+class _Setup:
+    releases: Mapping[str, Publication]
+    published: Mapping[str, Mapping[str, str]]  # version -> file digests
+    private_pem: bytes
+    public_pem: str
+
+
+@contextlib.contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is None:
+        # Memory-backed when the host has it: thousands of devices each fsync every commit,
+        # and the host's disk is not the phone's; the atomic renames are the same.
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        with tempfile.TemporaryDirectory(prefix="otasim-run-", dir=where) as tmp:
+            yield Path(tmp)
+        return
+    if (given / "devices").exists() and any((given / "devices").iterdir()):
+        raise RunError(f"{given}: holds the devices of an earlier run; choose an empty --workdir")
+    given.mkdir(parents=True, exist_ok=True)
+    yield given
+
+
+def _prepare(
+    scenario: Scenario, client: AdminClient, channels: list[str], workdir: Path, seed: int
+) -> _Setup:
+    """Keys, the releases' dist folders, the app and its channels on the embedded server."""
+    private_pem, public_pem = create_keys()
+    releases, published = {}, {}
+    for release in scenario.releases:
+        dist = make_dist(release, workdir / "releases" / release.version, seed)
+        releases[release.version] = Publication(dist, release.delta)
+        published[release.version] = file_digests(dist)
+    client.create_app(scenario.app_id)
+    for channel in {PRODUCTION, *channels}:
+        public = channel == PRODUCTION
+        client.set_channel(scenario.app_id, channel, public=public, allow_device_self_set=True)
+    return _Setup(releases, published, private_pem, public_pem.decode())
+
+
+def _read_key(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read the public key: {exc.strerror}") from None
+
+
+def _config(url: str, public_pem: str, channel: str, scale: float) -> AgentConfig:
+    """The app's updater options. The download deadline is a network timeout: it stays real
+    (the agent measures it on the device's scaled clock, so it is scaled up to match)."""
+    return AgentConfig(
+        download_timeout_s=AgentConfig.download_timeout_s * scale,
+        update_url=f"{url}/updates",
+        stats_url=f"{url}/stats",
+        channel_url=f"{url}/channel_self",
+        public_key=public_pem or None,
+        default_channel=None if channel == PRODUCTION else channel,
+    )
+
+
+async def _run(
+    scenario: Scenario,
+    specs: list[Any],
+    configs: Mapping[str, AgentConfig],
+    options: RunOptions,
+    scale: float,
+    workdir: Path,
+    server: EmbeddedServer | None,
+    setup: _Setup,
+) -> tuple[Fleet, dict[str, float]]:
+    http = make_async_port(options.http_backend, max_connections=256)  # type: ignore[arg-type]
+    try:
+        timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
+        first = [s for s in scenario.timeline if s.at_s <= 0]
+        records = [timeline.perform(s, 0.0) for s in first] if timeline else []
+        fleet = Fleet(
+            scenario, specs, configs=configs, http=http, clock=ScaledClock(scale),
+            workdir=workdir, published=setup.published,
+        )  # fmt: skip
+        fleet.metrics.steps.extend(records)
+        later = [s for s in scenario.timeline if s.at_s > 0]
+        tasks = [asyncio.create_task(timeline.run(fleet, later))] if timeline else []
+        if options.progress:
+            tasks.append(asyncio.create_task(_progress(fleet)))
+        await fleet.run(options.flush_wait_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return fleet, dict(timeline.published_s) if timeline else {}
+    finally:
+        await http.aclose()
+
+
+async def _progress(fleet: Fleet) -> None:
+    """A live progress bar: simulated time, what the fleet runs, requests and failures."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total_h = fleet.scenario.duration_s / 3600
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, TimeElapsedColumn()) as bar:
+        task = bar.add_task("", total=total_h, info="")
+        while True:
+            now_h = min(fleet.now_s() / 3600, total_h)
+            bar.update(task, completed=now_h, description=f"{now_h:5.1f}/{total_h:g} h",
+                       info=_live_info(fleet.metrics))  # fmt: skip
+            await asyncio.sleep(0.25)
+
+
+def _live_info(metrics: Metrics) -> str:
+    running: dict[str, int] = {}
+    for d in metrics.devices:
+        running[d.version] = running.get(d.version, 0) + 1
+    n = max(len(metrics.devices), 1)
+    shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(running.items()))
+    requests = sum(sum(c.values()) for c in metrics.statuses.values())
+    return (f"{shares} · {requests:,} requests · {len(metrics.failure_times):,} failures · "
+            f"{len(metrics.rollback_times):,} rollbacks")  # fmt: skip
+
+
+def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:
+    """How many of the actions devices sent the embedded server recorded."""
+    if server is None:
+        return None
+    stats: dict[str, Any] = server.client().stats(app_id)
+    sent = set(metrics.actions)
+    return sum(n for v in stats["versions"].values() for a, n in v["actions"].items() if a in sent)
+
+
+def _notes(scenario: Scenario, server: EmbeddedServer | None) -> tuple[str, ...]:
+    if server is not None or not scenario.timeline:
+        return ()
+    steps = ", ".join(
+        f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
+    )
+    return (f"external server: the scenario's timeline is yours to perform ({steps})",
+            "external server: stats loss and tampering cannot be checked from here")  # fmt: skip
