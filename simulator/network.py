@@ -29,10 +29,11 @@ from typing import Literal
 from agent.drivers.http import (
     AsyncHttpPort,
     AsyncStreamedResponse,
+    ConnectFailed,
+    ConnectionLost,
     HttpRequest,
     HttpResponse,
 )
-from agent.errors import TransportError
 
 PIECE_BYTES = 16 * 1024  # bodies are re-chunked to this size so throttling is smooth
 
@@ -240,7 +241,8 @@ class ShapedPort:
     counted in `faults` (a Counter the fleet may share between devices).
 
     Raises (from `send`/`stream`):
-        TransportError: simulated offline period, loss or reset; or the inner port's own.
+        ConnectFailed: simulated offline period. ConnectionLost: simulated loss or reset.
+        TransportError: whatever the inner port raises.
     """
 
     __slots__ = (
@@ -326,12 +328,12 @@ class ShapedPort:
         p, rng = self.profile, self._rng
         if self._offline is not None and self._offline.offline(self._clock()):
             self.faults["offline"] += 1
-            raise TransportError(f"{request.url}: network unreachable (simulated offline)")
+            raise ConnectFailed(f"{request.url}: network unreachable (simulated offline)")
         if p.latency_ms or p.jitter_ms:
             await asyncio.sleep(max(0.0, rng.gauss(p.latency_ms, p.jitter_ms)) / 1000)
         if p.loss and rng.random() < p.loss:
             self.faults["loss"] += 1
-            raise TransportError(f"{request.url}: connection reset (simulated loss)")
+            raise ConnectionLost(f"{request.url}: connection reset (simulated loss)")
         if not self._burst_left and p.error_5xx and rng.random() < p.error_5xx:
             self._burst_left = p.burst_len
         if self._burst_left:
@@ -384,7 +386,7 @@ class ShapedPort:
                     yield piece
                 if cut is not None and sent >= cut:
                     if kind == "reset":
-                        raise TransportError("connection reset mid-body (simulated)")
+                        raise ConnectionLost("connection reset mid-body (simulated)")
                     return
         if record is not None and recorded is not None and cut is None and self._mitm is not None:
             self._mitm.remember(record, bytes(recorded))
