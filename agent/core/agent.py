@@ -41,48 +41,14 @@ from typing import Any
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core import events as ev
-from agent.core.backoff import RandomSource, random_id
-from agent.core.effects import (
-    CommitState,
-    CommitStats,
-    DeleteBundle,
-    DownloadBundle,
-    Effect,
-    EmitEvent,
-    ReloadApp,
-    ReportStat,
-    SendRequest,
-)
-from agent.core.lifecycle import (
-    BUILTIN,
-    BundleInfo,
-    DeviceState,
-    activate,
-    add_bundle,
-    confirm_boot,
-    fail_current,
-    remove_bundle,
-    reset_to_builtin,
-    set_status,
-)
-from agent.core.stats import StatsQueue
-from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
-from agent.protocol.base import (
-    DeviceInfo,
-    Dialect,
-    NoUpdate,
-    RateLimitHint,
-    RevertToBuiltin,
-    StatEvent,
-    StatsOutcome,
-    UpdateOffer,
-)
-from agent.protocol.capgo import CapgoDialect
-
-DECILES = range(10, 100, 10)
+from agent.core.backoff import RandomSource
+from agent.core.effects import CommitStats, Effect
+from agent.core.lifecycle import BUILTIN, DeviceState, confirm_boot, fail_current, reset_to_builtin
+from agent.core.updates import UpdateFlow
+from agent.protocol.base import Dialect, StatEvent
 
 
-class Agent:
+class Agent(UpdateFlow):
     """One device's update logic. Feed it events; perform the effects it returns, in order."""
 
     def __init__(
@@ -96,26 +62,7 @@ class Agent:
         dialect: Dialect | None = None,
         key_id: str | None = None,
     ) -> None:
-        self.config = config
-        self.identity = identity
-        self.state = state
-        self.dialect: Dialect = dialect or CapgoDialect()
-        self._stats = StatsQueue(stats, rng)
-        self._rng = rng
-        self._key_id = key_id
-        self._foreground = False
-        self._checking = False
-        self._downloading: str | None = None
-        self._deciles_sent: set[int] = set()
-        self._launch_check = False
-        self._next_periodic: float | None = None
-        self._apply_when_done = False
-        self._download_kind = "zip"
-        self._committed = state
-        self._out: list[Effect] = []
-        self._deletes: list[str] = []
-        self._stats_changed = False
-        self._now = 0.0
+        super().__init__(config, identity, state, stats, rng=rng, dialect=dialect, key_id=key_id)
         self._handlers: Mapping[type, Callable[[Any], None]] = {
             ev.AppStarted: self._on_started,
             ev.MovedToForeground: self._on_foreground,
@@ -130,8 +77,6 @@ class Agent:
             ev.DownloadFailed: self._on_download_failed,
             ev.ChannelStored: self._on_channel,
         }
-
-    # -- public API ------------------------------------------------------------------------
 
     def handle(self, event: ev.Event, now: float) -> list[Effect]:
         """Take one event at time `now` (seconds) and return the effects to perform, in order."""
@@ -153,80 +98,6 @@ class Agent:
             self.stats_deadline(),
         ]
         return min((d for d in deadlines if d is not None), default=None)
-
-    def stats_deadline(self) -> float | None:
-        """When the next stats batch may be sent (None: nothing to send, or stats are off)."""
-        deadline = self._stats.deadline() if self.config.stats_url else None
-        if deadline is None:
-            return None
-        return max(deadline, self.state.blocked_until or deadline)
-
-    @property
-    def pending_stats(self) -> Sequence[StatEvent]:
-        return tuple(self._stats.events)
-
-    @property
-    def busy(self) -> bool:
-        """A check, download or stats flush is waiting for its answer."""
-        return self._checking or self._downloading is not None or self._stats.in_flight
-
-    def device_info(self) -> DeviceInfo:
-        return DeviceInfo(
-            self.identity,
-            self.config,
-            self._version(self.state.current),
-            self.state.channel or self.config.default_channel,
-            self._key_id,
-        )
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _version(self, bundle_id: str) -> str:
-        return self.state.version_of(bundle_id, self.identity.version_build)
-
-    def _bundle_payload(self, bundle_id: str) -> dict[str, Any]:
-        info = self.state.bundle(bundle_id)
-        status = "success" if info is None else info.status
-        return {"id": bundle_id, "version": self._version(bundle_id), "status": status}
-
-    def _emit(self, name: str, **payload: Any) -> None:
-        self._out.append(EmitEvent(name, payload))
-
-    def _stat(
-        self, action: str, version: str | None = None, old: str | None = None, **meta: str
-    ) -> None:
-        version = version or self._version(self.state.current)
-        self._stats.add(action, version, self._now, old, meta)
-        self._stats_changed = True
-        self._out.append(ReportStat(action, version))
-
-    def _commit(self) -> None:
-        self._out.append(CommitState(self.state))
-        self._committed = self.state
-        self._out.extend(DeleteBundle(b) for b in self._deletes)
-        self._deletes.clear()
-
-    def _forget(self, bundle_id: str) -> None:
-        self.state = remove_bundle(self.state, bundle_id)
-        self._deletes.append(bundle_id)
-
-    def _blocked(self) -> bool:
-        until = self.state.blocked_until
-        if until is not None and until <= self._now:
-            self.state = replace(self.state, blocked_until=None)
-            return False
-        return until is not None
-
-    def _ready_deadline(self) -> float | None:
-        boot = self.state.boot
-        if boot is None or boot.confirmed or boot.bundle_id == BUILTIN:
-            return None
-        info = self.state.bundle(boot.bundle_id)
-        if info is None or info.status != "pending":
-            return None
-        return boot.started_at + self.config.app_ready_timeout_s
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     def _on_started(self, _: ev.AppStarted) -> None:
         self._check_native_version()
@@ -265,20 +136,6 @@ class Agent:
             native_code=ident.version_code,
             os_version=ident.version_os,
         )
-
-    def _start_boot(self) -> None:
-        """Start a new boot of the current bundle: committed before the web view reloads."""
-        boot_id = self.state.boot.id + 1 if self.state.boot else 1
-        self.state = activate(self.state, self.state.current, boot_id, self._now)
-        self._commit()
-        self._out.append(ReloadApp(boot_id, self.state.current, self._version(self.state.current)))
-
-    def _switch_to(self, bundle_id: str) -> None:
-        old = self._version(self.state.current)
-        self.state = replace(self.state, current=bundle_id)
-        self._start_boot()
-        self._stat("set", self._version(bundle_id), old)
-        self._emit("set", bundle=self._bundle_payload(bundle_id))
 
     def _roll_back(self) -> None:
         failed = self.state.bundles[self.state.current]
@@ -332,205 +189,3 @@ class Agent:
     def _on_channel(self, event: ev.ChannelStored) -> None:
         self.state = replace(self.state, channel=event.channel)
         self._commit()
-
-    # -- update checks and downloads -----------------------------------------------------------
-
-    def _start_check(self) -> None:
-        if self._checking or self._downloading or not self.config.update_url or self._blocked():
-            return
-        self._checking = True
-        self._out.append(SendRequest(self.dialect.check_request(self.device_info())))
-
-    def _on_response(self, event: ev.ResponseReceived) -> None:
-        if event.name == "/stats" and self._stats.in_flight:
-            outcome, hint = self.dialect.parse_stats(
-                event.status, event.headers, event.body, self._now
-            )
-            self._stats.settle(outcome, hint, self._now)
-            self._stats_changed = True
-        elif event.name == "/updates" and self._checking:
-            self._checking = False
-            try:
-                result = self.dialect.parse_check(
-                    event.status, event.headers, event.body, self._now
-                )
-            except ProtocolError as exc:
-                result = NoUpdate("failed", "malformed_answer", str(exc), status=event.status)
-            self._on_check_result(result)
-
-    def _on_transport_failed(self, event: ev.TransportFailed) -> None:
-        if event.name == "/stats" and self._stats.in_flight:
-            hint = event.error.retry_after_s if isinstance(event.error, RateLimited) else None
-            self._stats.settle(StatsOutcome.REQUEUE, hint, self._now)
-        elif event.name == "/updates" and self._checking:
-            self._checking = False
-            self._on_check_result(NoUpdate("failed", "transport_error", str(event.error), status=0))
-
-    def _on_check_result(
-        self, result: UpdateOffer | NoUpdate | RevertToBuiltin | RateLimitHint
-    ) -> None:
-        launch_check, self._launch_check = self._launch_check, False
-        install_check = self.state.install_check_pending
-        self.state = replace(self.state, install_check_pending=False)
-        if isinstance(result, UpdateOffer):
-            self._on_offer(result, immediate=self._applies_now(launch_check, install_check))
-        elif isinstance(result, NoUpdate):
-            self._on_no_update(result)
-        elif isinstance(result, RevertToBuiltin):
-            self._emit("updateCheckResult", kind="revert", version=BUILTIN)
-            if self.state.current != BUILTIN:
-                self._stat("reset", self._version(BUILTIN), self._version(self.state.current))
-                self.state = replace(self.state, next=None)
-                self._switch_to(BUILTIN)
-        else:
-            self._on_rate_limited(result)
-
-    def _applies_now(self, launch_check: bool, install_check: bool) -> bool:
-        mode = self.config.auto_update
-        return (
-            mode == "always"
-            or (mode == "onLaunch" and launch_check)
-            or (mode == "atInstall" and install_check)
-        )
-
-    def _on_no_update(self, result: NoUpdate) -> None:
-        self._emit(
-            "updateCheckResult",
-            kind=result.kind,
-            error=result.error,
-            message=result.message,
-            statusCode=result.status,
-            version=result.version,
-        )
-        if result.breaking:
-            self._emit("breakingAvailable", version=result.version)
-            self._emit("majorAvailable", version=result.version)
-        if result.kind == "failed":
-            self._emit("downloadFailed", version=self._version(self.state.current))
-            self._stat("download_fail")
-        else:
-            self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
-
-    def _on_rate_limited(self, result: RateLimitHint) -> None:
-        self._emit("updateCheckResult", kind="failed", error=result.error, statusCode=429)
-        if result.retry_after_s is not None:
-            self.state = replace(self.state, blocked_until=self._now + result.retry_after_s)
-        if not self.state.rate_limit_reported:
-            self.state = replace(self.state, rate_limit_reported=True)
-            self._stat("rate_limit_reached")
-
-    def _refuses(self, offer: UpdateOffer) -> bool:
-        if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
-            return True
-        if self.config.never_retry_failed_versions:
-            return offer.version in self.state.failed_versions
-        return any(
-            b.version == offer.version and b.status == "error" for b in self.state.bundles.values()
-        )
-
-    def _on_offer(self, offer: UpdateOffer, *, immediate: bool) -> None:
-        if offer.breaking:
-            self._emit("breakingAvailable", version=offer.version)
-            self._emit("majorAvailable", version=offer.version)
-        if offer.version == self._version(self.state.current) or self._refuses(offer):
-            self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
-            return
-        for info in list(self.state.bundles.values()):
-            if info.version == offer.version and info.status in ("pending", "success"):
-                self._apply(info.id, immediate=immediate)
-                return
-        self._start_download(offer, immediate)
-
-    def _start_download(self, offer: UpdateOffer, immediate: bool) -> None:
-        resume = None
-        for info in list(self.state.bundles.values()):
-            if info.status != "downloading":
-                continue
-            if (info.version, info.checksum) == (offer.version, offer.checksum):
-                resume = info.id
-            else:
-                self._forget(info.id)
-        bundle_id = resume or self._new_bundle_id()
-        if resume is None:
-            info = BundleInfo(bundle_id, offer.version, "downloading", offer.checksum)
-            self.state = add_bundle(self.state, info)
-        self._commit()
-        self._downloading = bundle_id
-        self._apply_when_done = immediate
-        self._deciles_sent = set()
-        self._download_kind = "manifest" if offer.manifest else "zip"
-        self._stat(f"download_{self._download_kind}_start", offer.version)
-        self._stat("download_0", offer.version)
-        self._emit("download", percent=0, bundle=self._bundle_payload(bundle_id))
-        self._out.append(DownloadBundle(bundle_id, offer))
-
-    def _new_bundle_id(self) -> str:
-        while True:
-            bundle_id = random_id(self._rng)
-            if bundle_id not in self.state.bundles:
-                return bundle_id
-
-    def _on_progress(self, event: ev.DownloadProgressed) -> None:
-        if event.bundle_id != self._downloading:
-            return
-        version = self.state.bundles[event.bundle_id].version
-        for decile in DECILES:
-            if decile <= event.percent and decile not in self._deciles_sent:
-                self._deciles_sent.add(decile)
-                self._stat(f"download_{decile}", version)
-        self._emit("download", percent=event.percent, bundle=self._bundle_payload(event.bundle_id))
-
-    def _on_downloaded(self, event: ev.DownloadFinished) -> None:
-        if event.bundle_id != self._downloading:
-            return
-        self._downloading = None
-        info = self.state.bundles[event.bundle_id]
-        self.state = set_status(self.state, info.id, "pending")
-        done = replace(self.state.bundles[info.id], downloaded_at=self._now)
-        self.state = replace(self.state, bundles={**self.state.bundles, info.id: done})
-        self._stat(f"download_{self._download_kind}_complete", info.version)
-        self._stat("download_complete", info.version)
-        self._emit("downloadComplete", bundle=self._bundle_payload(info.id))
-        self._commit()
-        self._apply(info.id, immediate=self._apply_when_done)
-
-    def _apply(self, bundle_id: str, *, immediate: bool) -> None:
-        self._emit("updateAvailable", bundle=self._bundle_payload(bundle_id))
-        if self.config.auto_update == "onlyDownload":
-            return
-        if immediate:
-            self._switch_to(bundle_id)
-        elif self.state.next != bundle_id:
-            self.state = replace(self.state, next=bundle_id)
-            self._commit()
-            self._stat("set_next", self._version(bundle_id))
-            self._emit("setNext", bundle=self._bundle_payload(bundle_id))
-
-    def _on_download_failed(self, event: ev.DownloadFailed) -> None:
-        if event.bundle_id != self._downloading:
-            return
-        self._downloading = None
-        info = self.state.bundles[event.bundle_id]
-        error = event.error
-        self._emit("downloadFailed", version=info.version, error=str(error))
-        action = getattr(error, "action", None)
-        if action:
-            self._stat(action, info.version)
-        self._stat("download_fail", info.version)
-        if isinstance(error, VerificationError):
-            artefact = f"{info.version}:{info.checksum}"
-            self.state = replace(
-                self.state, rejected_artefacts=self.state.rejected_artefacts | {artefact}
-            )
-        if not isinstance(error, TransportError):
-            self._forget(info.id)  # a transport failure keeps the partial download to resume
-        self._commit()
-
-    def _flush_stats(self) -> None:
-        deadline = self._stats.deadline()
-        if not self.config.stats_url or deadline is None or deadline > self._now:
-            return
-        if self._blocked():
-            return
-        batch = self._stats.take_batch(self._now)
-        self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))

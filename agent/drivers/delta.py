@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from agent.bundles.manifest import DeltaFileVerifier, ManifestEntry, check_manifest_targets
 from agent.config import AgentConfig
-from agent.drivers.fetch import Transfer, check_status
+from agent.drivers.fetch import ZIP_ESTIMATE, Transfer, check_free_space, check_status
 from agent.drivers.http import HttpRequest
 from agent.errors import LocalError, VerificationError
 from agent.protocol.base import UpdateOffer
@@ -24,6 +24,7 @@ from agent.security.keys import PublicKey
 from agent.security.session import SessionKey, is_session_key, recover_session_key
 from agent.store import DeviceStore
 
+FILE_ESTIMATE = 100 * 1024  # the plugin's per-file size estimate
 FIRST_PERCENT, LAST_PERCENT = 10, 70  # the plugin reports 10..70 by file count
 
 
@@ -124,6 +125,7 @@ class ManifestFetch:
             VerificationError: `manifest_path_fail`, `decrypt_fail`, `checksum_required`,
                 `download_manifest_checksum_fail`.
         """
+        check_free_space(self.store, max(len(self.entries) * FILE_ESTIMATE, ZIP_ESTIMATE))
         targets = check_manifest_targets(self.entries)
         session = self._session()
         self._staged = self.store.fresh_staging(self.bundle_id)

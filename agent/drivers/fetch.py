@@ -11,6 +11,7 @@ the digest is checked, the zip unpacked into staging and moved into `bundles/<id
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
@@ -26,6 +27,7 @@ from agent.security.verify import BundleVerification, plan_bundle_verification
 from agent.store import DeviceStore
 
 REPLAY_CHUNK = 256 * 1024
+ZIP_ESTIMATE = 50 * 1024 * 1024  # the plugin's size estimate before a download
 TRANSFER_PERCENT = 70  # as the plugin: 0..70 while transferring, 90 when unpacked
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -35,6 +37,17 @@ class DownloadStopped(TransportError):
 
     The partial download stays and resumes at the next offer of the same artefact.
     """
+
+
+def check_free_space(store: DeviceStore, estimate: int) -> None:
+    """Refuse to start a download without twice the estimate free, as the plugin does.
+
+    Raises:
+        LocalError: `insufficient_disk_space`.
+    """
+    free = shutil.disk_usage(store.folder).free
+    if free < 2 * estimate:
+        raise LocalError("insufficient_disk_space", f"{free} bytes free, {2 * estimate} needed")
 
 
 def check_status(status: int, headers: Mapping[str, str], now: float) -> None:
@@ -114,6 +127,7 @@ class BundleFetch:
         if self._now() > self._deadline:
             raise DownloadStopped(f"bundle {self.offer.version}: download deadline passed")
         if self._plan is None:
+            check_free_space(self.store, ZIP_ESTIMATE)
             self._plan = plan_bundle_verification(
                 self.offer.checksum, self.offer.session_key, self._public_key
             )

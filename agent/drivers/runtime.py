@@ -81,6 +81,17 @@ def _retryable(error: BaseException) -> bool:
     return hint is None or hint <= MAX_IN_PROCESS_WAIT_S
 
 
+def _complete(observer: object | None) -> AgentObserver:
+    """An observer with every hook: the caller's where it has one, no-ops elsewhere."""
+    if isinstance(observer, AgentObserver):
+        return observer
+    full = AgentObserver()
+    for hook in ("on_request", "on_event", "on_stat"):
+        if callable(getattr(observer, hook, None)):
+            setattr(full, hook, getattr(observer, hook))
+    return full
+
+
 class DeviceRuntime:
     """One device's store, core and observer, used by exactly one driver."""
 
@@ -97,7 +108,7 @@ class DeviceRuntime:
         self.config = config
         self.now = now
         self.rng = rng or random.Random()
-        self.observer = observer or AgentObserver()
+        self.observer = _complete(observer)
         self.public_key: PublicKey | None = (
             load_public_key(config.public_key) if config.public_key else None
         )

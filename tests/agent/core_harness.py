@@ -91,6 +91,7 @@ class Harness:
     reported: list[tuple[str, str]] = field(default_factory=list)
     reloads: list[ReloadApp] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    restarts: int = 0
     agent: Agent = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,7 +100,9 @@ class Harness:
     def restart(self) -> None:
         """A new process: the agent starts from what was committed."""
         state = reconcile(self.disk_state, self.disk_bundles)
-        self.agent = Agent(self.config, self.identity, state, self.disk_stats, rng=random.Random(1))
+        self.restarts += 1  # each process draws its own random bundle ids
+        rng = random.Random(self.restarts)
+        self.agent = Agent(self.config, self.identity, state, self.disk_stats, rng=rng)
 
     def run(self, event: Event) -> None:
         queue: deque[Event] = deque([event])

@@ -200,6 +200,7 @@ def test_auto_delete_previous_removes_the_old_fallback() -> None:
     h.run(AppReady())
     assert h.current_version() == "1.0.2"
     assert first not in h.agent.state.bundles and first not in h.disk_bundles
+    assert ("delete", "1.0.1") in h.reported
 
 
 def test_native_update_resets_to_builtin() -> None:
@@ -281,6 +282,14 @@ def test_stats_are_batched_at_most_once_a_second_and_requeued_on_5xx() -> None:
     assert h.agent.pending_stats == ()
     assert h.posted_stats[:2] == ["app_launch_start", "app_moved_to_foreground"]
     assert h.disk_stats == []
+
+
+def test_stats_429_counts_as_the_first_rate_limit() -> None:
+    h = Harness()
+    h.stats_answers.append(429)
+    h.run(AppStarted())
+    assert h.actions().count("rate_limit_reached") == 1
+    assert h.agent.pending_stats  # requeued
 
 
 def test_stats_dropped_on_4xx_and_capped_at_200() -> None:

@@ -1,0 +1,228 @@
+"""Update checks, offers, downloads and stats flushes: the network half of the decisions.
+
+An answer to a check becomes an offer to download (unless refused: same version, a version
+that failed here, an artefact that failed verification), a quiet "no update", a revert to
+builtin, or a rate-limit block. A finished download is applied as the apply mode says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from agent.core import events as ev
+from agent.core.backoff import random_id
+from agent.core.base import AgentBase
+from agent.core.effects import DownloadBundle, SendRequest
+from agent.core.lifecycle import BUILTIN, BundleInfo, add_bundle, set_status
+from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
+from agent.protocol.base import (
+    NoUpdate,
+    RateLimitHint,
+    RevertToBuiltin,
+    StatsOutcome,
+    UpdateOffer,
+)
+
+DECILES = range(10, 100, 10)
+
+
+class UpdateFlow(AgentBase):
+    """Checks and downloads; `Agent` adds the lifecycle and the event dispatch."""
+
+    def _start_check(self) -> None:
+        if self._checking or self._downloading or not self.config.update_url or self._blocked():
+            return
+        self._checking = True
+        self._out.append(SendRequest(self.dialect.check_request(self.device_info())))
+
+    def _on_response(self, event: ev.ResponseReceived) -> None:
+        if event.name == "/stats" and self._stats.in_flight:
+            outcome, hint = self.dialect.parse_stats(
+                event.status, event.headers, event.body, self._now
+            )
+            self._stats.settle(outcome, hint, self._now)
+            self._stats_changed = True
+            if event.status == 429:
+                self._block(hint)
+        elif event.name == "/updates" and self._checking:
+            self._checking = False
+            try:
+                result = self.dialect.parse_check(
+                    event.status, event.headers, event.body, self._now
+                )
+            except ProtocolError as exc:
+                result = NoUpdate("failed", "malformed_answer", str(exc), status=event.status)
+            self._on_check_result(result)
+
+    def _on_transport_failed(self, event: ev.TransportFailed) -> None:
+        if event.name == "/stats" and self._stats.in_flight:
+            hint = event.error.retry_after_s if isinstance(event.error, RateLimited) else None
+            self._stats.settle(StatsOutcome.REQUEUE, hint, self._now)
+        elif event.name == "/updates" and self._checking:
+            self._checking = False
+            self._on_check_result(NoUpdate("failed", "transport_error", str(event.error), status=0))
+
+    def _on_check_result(
+        self, result: UpdateOffer | NoUpdate | RevertToBuiltin | RateLimitHint
+    ) -> None:
+        launch_check, self._launch_check = self._launch_check, False
+        install_check = self.state.install_check_pending
+        self.state = replace(self.state, install_check_pending=False)
+        if isinstance(result, UpdateOffer):
+            self._on_offer(result, immediate=self._applies_now(launch_check, install_check))
+        elif isinstance(result, NoUpdate):
+            self._on_no_update(result)
+        elif isinstance(result, RevertToBuiltin):
+            self._emit("updateCheckResult", kind="revert", version=BUILTIN)
+            if self.state.current != BUILTIN:
+                self._stat("reset", self._version(BUILTIN), self._version(self.state.current))
+                self.state = replace(self.state, next=None)
+                self._switch_to(BUILTIN)
+        else:
+            self._on_rate_limited(result)
+
+    def _applies_now(self, launch_check: bool, install_check: bool) -> bool:
+        mode = self.config.auto_update
+        return (
+            mode == "always"
+            or (mode == "onLaunch" and launch_check)
+            or (mode == "atInstall" and install_check)
+        )
+
+    def _on_no_update(self, result: NoUpdate) -> None:
+        self._emit(
+            "updateCheckResult",
+            kind=result.kind,
+            error=result.error,
+            message=result.message,
+            statusCode=result.status,
+            version=result.version,
+        )
+        if result.breaking:
+            self._emit("breakingAvailable", version=result.version)
+            self._emit("majorAvailable", version=result.version)
+        if result.kind == "failed":
+            self._emit("downloadFailed", version=self._version(self.state.current))
+            self._stat("download_fail")
+        else:
+            self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
+
+    def _on_rate_limited(self, result: RateLimitHint) -> None:
+        self._emit("updateCheckResult", kind="failed", error=result.error, statusCode=429)
+        self._block(result.retry_after_s)
+
+    def _refuses(self, offer: UpdateOffer) -> bool:
+        if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
+            return True
+        if self.config.never_retry_failed_versions:
+            return offer.version in self.state.failed_versions
+        return any(
+            b.version == offer.version and b.status == "error" for b in self.state.bundles.values()
+        )
+
+    def _on_offer(self, offer: UpdateOffer, *, immediate: bool) -> None:
+        if offer.breaking:
+            self._emit("breakingAvailable", version=offer.version)
+            self._emit("majorAvailable", version=offer.version)
+        if offer.version == self._version(self.state.current) or self._refuses(offer):
+            self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
+            return
+        for info in list(self.state.bundles.values()):
+            if info.version == offer.version and info.status in ("pending", "success"):
+                self._apply(info.id, immediate=immediate)
+                return
+        self._start_download(offer, immediate)
+
+    def _start_download(self, offer: UpdateOffer, immediate: bool) -> None:
+        resume = None
+        for info in list(self.state.bundles.values()):
+            if info.status != "downloading":
+                continue
+            if (info.version, info.checksum) == (offer.version, offer.checksum):
+                resume = info.id
+            else:
+                self._forget(info.id)
+        bundle_id = resume or self._new_bundle_id()
+        if resume is None:
+            info = BundleInfo(bundle_id, offer.version, "downloading", offer.checksum)
+            self.state = add_bundle(self.state, info)
+        self._commit()
+        self._downloading = bundle_id
+        self._apply_when_done = immediate
+        self._deciles_sent = set()
+        self._download_kind = "manifest" if offer.manifest else "zip"
+        self._stat(f"download_{self._download_kind}_start", offer.version)
+        self._stat("download_0", offer.version)
+        self._emit("download", percent=0, bundle=self._bundle_payload(bundle_id))
+        self._out.append(DownloadBundle(bundle_id, offer))
+
+    def _new_bundle_id(self) -> str:
+        while True:
+            bundle_id = random_id(self._rng)
+            if bundle_id not in self.state.bundles:
+                return bundle_id
+
+    def _on_progress(self, event: ev.DownloadProgressed) -> None:
+        if event.bundle_id != self._downloading:
+            return
+        version = self.state.bundles[event.bundle_id].version
+        for decile in DECILES:
+            if decile <= event.percent and decile not in self._deciles_sent:
+                self._deciles_sent.add(decile)
+                self._stat(f"download_{decile}", version)
+        self._emit("download", percent=event.percent, bundle=self._bundle_payload(event.bundle_id))
+
+    def _on_downloaded(self, event: ev.DownloadFinished) -> None:
+        if event.bundle_id != self._downloading:
+            return
+        self._downloading = None
+        info = self.state.bundles[event.bundle_id]
+        self.state = set_status(self.state, info.id, "pending")
+        done = replace(self.state.bundles[info.id], downloaded_at=self._now)
+        self.state = replace(self.state, bundles={**self.state.bundles, info.id: done})
+        self._stat(f"download_{self._download_kind}_complete", info.version)
+        self._stat("download_complete", info.version)
+        self._emit("downloadComplete", bundle=self._bundle_payload(info.id))
+        self._commit()
+        self._apply(info.id, immediate=self._apply_when_done)
+
+    def _apply(self, bundle_id: str, *, immediate: bool) -> None:
+        self._emit("updateAvailable", bundle=self._bundle_payload(bundle_id))
+        if self.config.auto_update == "onlyDownload":
+            return
+        if immediate:
+            self._switch_to(bundle_id)
+        elif self.state.next != bundle_id:
+            self.state = replace(self.state, next=bundle_id)
+            self._commit()
+            self._stat("set_next", self._version(bundle_id))
+            self._emit("setNext", bundle=self._bundle_payload(bundle_id))
+
+    def _on_download_failed(self, event: ev.DownloadFailed) -> None:
+        if event.bundle_id != self._downloading:
+            return
+        self._downloading = None
+        info = self.state.bundles[event.bundle_id]
+        error = event.error
+        self._emit("downloadFailed", version=info.version, error=str(error))
+        action = getattr(error, "action", None)
+        if action:
+            self._stat(action, info.version)
+        self._stat("download_fail", info.version)
+        if isinstance(error, VerificationError):
+            artefact = f"{info.version}:{info.checksum}"
+            self.state = replace(
+                self.state, rejected_artefacts=self.state.rejected_artefacts | {artefact}
+            )
+        if not isinstance(error, TransportError):
+            self._forget(info.id)  # a transport failure keeps the partial download to resume
+        self._commit()
+
+    def _flush_stats(self) -> None:
+        deadline = self._stats.deadline()
+        if not self.config.stats_url or deadline is None or deadline > self._now:
+            return
+        if self._blocked():
+            return
+        batch = self._stats.take_batch(self._now)
+        self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))
