@@ -62,8 +62,12 @@ class AsyncDevice:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         observer: AgentObserver | None = None,
+        durable: bool = True,
     ) -> AsyncDevice:
         """Open (or create) the device stored in `folder`, repairing it after any kill.
+
+        `durable=False` skips fsync on commits: still safe against kills, not power loss
+        (for simulated fleets, see `agent.store.atomic_write`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.
@@ -71,7 +75,13 @@ class AsyncDevice:
         """
         clock = clock or SystemClock()
         runtime = DeviceRuntime(
-            Path(folder), config, identity, now=clock.now, rng=rng, observer=observer
+            Path(folder),
+            config,
+            identity,
+            now=clock.now,
+            rng=rng,
+            observer=observer,
+            durable=durable,
         )
         return cls(runtime, http, clock)
 

@@ -104,6 +104,7 @@ class DeviceRuntime:
         now: Callable[[], float],
         rng: random.Random | None,
         observer: AgentObserver | None,
+        durable: bool = True,
     ) -> None:
         self.config = config
         self.now = now
@@ -112,7 +113,7 @@ class DeviceRuntime:
         self.public_key: PublicKey | None = (
             load_public_key(config.public_key) if config.public_key else None
         )
-        self.store, state, stats = DeviceStore.open(folder)
+        self.store, state, stats = DeviceStore.open(folder, durable=durable)
         self.agent = Agent(
             config,
             identity,

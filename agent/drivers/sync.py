@@ -59,8 +59,12 @@ class SyncDevice:
         clock: SyncClock | None = None,
         rng: random.Random | None = None,
         observer: AgentObserver | None = None,
+        durable: bool = True,
     ) -> SyncDevice:
         """Open (or create) the device stored in `folder`, repairing it after any kill.
+
+        `durable=False` skips fsync on commits: still safe against kills, not power loss
+        (for simulated fleets, see `agent.store.atomic_write`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.
@@ -68,7 +72,13 @@ class SyncDevice:
         """
         clock = clock or SystemSyncClock()
         runtime = DeviceRuntime(
-            Path(folder), config, identity, now=clock.now, rng=rng, observer=observer
+            Path(folder),
+            config,
+            identity,
+            now=clock.now,
+            rng=rng,
+            observer=observer,
+            durable=durable,
         )
         return cls(runtime, http, clock)
 

@@ -118,12 +118,15 @@ def run_with_killer(
     return False
 
 
-def test_atomic_write_keeps_old_or_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_write_keeps_old_or_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
     target = tmp_path / "state.json"
     atomic_write(target, b"old")
     for after in (False, True):
         killed = run_with_killer(
-            monkeypatch, Killer(0, after), lambda: atomic_write(target, b"new")
+            monkeypatch, Killer(0, after), lambda: atomic_write(target, b"new", durable=durable)
         )
         assert killed and target.read_bytes() == (b"new" if after else b"old")
         atomic_write(target, b"old")
