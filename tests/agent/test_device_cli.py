@@ -170,3 +170,61 @@ def test_sigkill_mid_swap_leaves_a_bootable_device(peer: CapgoPeer, tmp_path: Pa
     final = status(folder)
     assert final["current"]["version"] == "1.0.1" and final["boot_confirmed"]
     assert Path(final["current"]["path"], "assets", "f3999.js").read_bytes() == b"x" * 200
+
+
+def test_walk_against_the_reference_server(tmp_path: Path) -> None:
+    from simulator.server.embedded import run_server
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html>1.0.1</html>")
+    with run_server(tmp_path / "srv") as server:
+        published = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulator.cli",
+                "publish",
+                "--server",
+                server.url,
+                "--api-key",
+                server.admin_key,
+                "--app-id",
+                "com.example.app",
+                "--version",
+                "1.0.1",
+                "--channel",
+                "production",
+                "--delta",
+                str(dist),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert published.returncode == 0, published.stderr
+        folder = tmp_path / "dev"
+        done = otasim(
+            "init",
+            folder,
+            "--server",
+            server.url,
+            "--app-id",
+            "com.example.app",
+            "--platform",
+            "ios",
+            "--version-build",
+            "1.0.0",
+        )
+        assert done.returncode == 0, done.stderr
+        outputs = []
+        for args in (("launch",), ("foreground",), ("launch", "--crash"), ("launch",)):
+            step = otasim(*args, folder)
+            assert step.returncode == 0, step.stdout + step.stderr
+            outputs.append(step.stdout)
+        final = status(folder)
+    assert "stat  download_manifest_complete 1.0.1" in outputs[0]  # the delta path
+    assert "stat  update_fail 1.0.1" in outputs[3]
+    assert final["current"]["id"] == "builtin" and final["failed_versions"] == ["1.0.1"]
+    assert final["pending_stats"] == 0
