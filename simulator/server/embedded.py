@@ -38,6 +38,7 @@ class RunningServer:
     url: str
     admin_key: str
     data_dir: Path
+    pid: int = 0  # the serving process (this one when in_process)
 
 
 @contextmanager
@@ -68,12 +69,12 @@ def run_server(
         assert admin_key is not None
         config = ServerConfig(data_dir=folder, enumeration_misses=enumeration_limit)
         runner = _in_thread if in_process else _in_subprocess
-        with runner(config, host, port) as url:
-            yield RunningServer(url=url, admin_key=admin_key, data_dir=folder)
+        with runner(config, host, port) as (url, pid):
+            yield RunningServer(url=url, admin_key=admin_key, data_dir=folder, pid=pid)
 
 
 @contextmanager
-def _in_thread(config: ServerConfig, host: str, port: int) -> Iterator[str]:
+def _in_thread(config: ServerConfig, host: str, port: int) -> Iterator[tuple[str, int]]:
     sock = bind(host, port)
     server = make_server(config)
     thread = threading.Thread(
@@ -86,7 +87,7 @@ def _in_thread(config: ServerConfig, host: str, port: int) -> Iterator[str]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the embedded server did not start")
             time.sleep(0.01)
-        yield url_of(sock)
+        yield url_of(sock), os.getpid()
     finally:
         server.should_exit = True
         thread.join(STOP_TIMEOUT_S)
@@ -94,14 +95,14 @@ def _in_thread(config: ServerConfig, host: str, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def _in_subprocess(config: ServerConfig, host: str, port: int) -> Iterator[str]:
+def _in_subprocess(config: ServerConfig, host: str, port: int) -> Iterator[tuple[str, int]]:
     cmd = [sys.executable, "-m", "simulator.cli", "serve", "--host", host, "--port", str(port)]
     cmd += ["--data", str(config.data_dir), "--enumeration-limit", str(config.enumeration_misses)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
         try:
-            yield _read_url(proc, errors)
+            yield _read_url(proc, errors), proc.pid
         finally:
             _stop(proc)
 
