@@ -292,3 +292,25 @@ def test_delta_file_with_a_wrong_hash_is_refused(
     assert device.status().current.version == "1.0.0"
     assert ("download_manifest_checksum_fail", "3.0.0") in device.observer.stats
     assert not any((device.folder / "staging").iterdir())
+
+
+def test_both_drivers_offer_the_same_api() -> None:
+    from agent.drivers.aio import AsyncDevice
+    from agent.drivers.sync import SyncDevice
+
+    def public(cls: type) -> set[str]:
+        return {name for name in vars(cls) if not name.startswith("_")}
+
+    assert public(AsyncDevice) - {"aclose"} == public(SyncDevice) - {"close"}
+    assert {
+        "open",
+        "launch",
+        "notify_app_ready",
+        "foreground",
+        "background",
+        "kill",
+        "run_timers",
+        "next_deadline",
+        "status",
+        "flush_stats",
+    } <= public(AsyncDevice)
