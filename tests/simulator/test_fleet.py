@@ -1,0 +1,55 @@
+"""Fleet planning, the bundle pool and what the simulated app reads from a bundle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from simulator.device import BundlePool, file_digests, make_dist, read_traits
+from simulator.fleet import apportion, plan_fleet
+from simulator.scenario import Release, load_scenario
+
+
+def test_apportion_adds_up_exactly() -> None:
+    assert apportion([0.6, 0.4], 50) == [30, 20]
+    assert apportion([1, 1, 1], 10) == [4, 3, 3]
+    assert sum(apportion([0.55, 0.45], 7)) == 7
+
+
+def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
+    scenario = load_scenario("steady-rollout")
+    first, again, other = (plan_fleet(scenario, 200, s) for s in (1, 1, 2))
+    assert first == again and first != other
+    assert sum(s.platform == "android" for s in first) == 120  # the 60 % group, exactly
+    assert len({s.device_id for s in first}) == 200
+
+
+def test_mitm_modes_go_only_to_the_groups_behind_it() -> None:
+    specs = plan_fleet(load_scenario("mitm-tamper"), 100, 4)
+    behind = [s for s in specs if s.mitm]
+    assert len(behind) == 50 and {s.mitm for s in behind} == {"flip", "swap"}
+
+
+def test_pool_hard_links_identical_files_only(tmp_path: Path) -> None:
+    release = Release("1.0.1", size_kb=64)
+    a = make_dist(release, tmp_path / "a", seed=1)
+    b = make_dist(release, tmp_path / "b", seed=1)
+    (b / "extra.txt").write_text("only in b")
+    pool = BundlePool(tmp_path / "pool")
+    pool.share(a, file_digests(a))
+    pool.share(b, file_digests(b))
+    assert os.stat(a / "app.js").st_ino == os.stat(b / "app.js").st_ino
+    assert os.stat(a / "app.js").st_nlink == 3  # a, b and the pool
+    assert (b / "app.js").read_bytes() == (a / "app.js").read_bytes()
+    assert os.stat(b / "extra.txt").st_nlink == 2  # b and the pool, nobody else
+    assert pool.linked == 3  # index.html, app.js and the behaviour file of b
+
+
+def test_traits_come_from_the_unpacked_bundle(tmp_path: Path) -> None:
+    crashing = make_dist(Release("2.0.0", 1, (("android", 1.0),)), tmp_path / "c", seed=1)
+    blank = make_dist(Release("2.0.1", 1, boots=False), tmp_path / "b", seed=1)
+    assert read_traits(crashing, "android").crash_p == 1.0
+    assert read_traits(crashing, "ios").crash_p == 0.0 and read_traits(crashing, "ios").loads
+    assert not read_traits(blank, "ios").loads
+    (crashing / "otasim-behaviour.json").write_text("{not json")
+    assert read_traits(crashing, "android").crash_p == 0.0  # unreadable file: boots fine

@@ -1,0 +1,95 @@
+"""Every bundled scenario, small, end to end: real agents against the embedded reference server
+(its own process) over loopback HTTP, and the scenario's expectations hold.
+
+50 devices, 24 simulated hours at 5 760x (about 15 s each).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.runner import RunOptions, simulate
+
+DEVICES = 50
+SCALE = 5760.0
+
+
+def run(name: str, tmp_path: Path, seed: int = 3) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    report, page = simulate(
+        RunOptions(
+            scenario=name,
+            devices=DEVICES,
+            time_scale=SCALE,
+            seed=seed,
+            report_dir=tmp_path / "report",
+            progress=False,
+        )
+    )
+    assert page.is_file() and page.read_text().count("<svg") == 3
+    devices = list(csv.DictReader((tmp_path / "report" / "devices.csv").read_text().splitlines()))
+    assert len(devices) == DEVICES
+    failed = [r for r in report["expectations"] if r["ok"] is not True]
+    assert not failed, failed
+    return report, devices
+
+
+def test_steady_rollout(tmp_path: Path) -> None:
+    report, _ = run("steady-rollout", tmp_path)
+    assert report["passed"] and report["adoption"]["final"]["1.0.1"] >= 0.95
+    assert report["bytes"]["full"] >= 0.95 * DEVICES * 300 * 1024  # every device really downloaded
+    assert report["stats"]["server_received"] == report["stats"]["sent"] > 0
+
+
+def test_staged_rollout_follows_the_stages(tmp_path: Path) -> None:
+    report, _ = run("staged-rollout", tmp_path)
+    steps = [s["label"] for s in report["timeline"]]
+    assert steps == ["publish 1.0.1 10%", "rollout 1.0.1 50%", "rollout 1.0.1"]
+    assert all(s["error"] is None for s in report["timeline"])
+
+
+def test_bad_release_is_rolled_back_everywhere_and_never_downloaded_again(tmp_path: Path) -> None:
+    report, devices = run("bad-release-rollback", tmp_path)
+    booted_bad = [d for d in devices if "1.0.1" in d["versions_run"].split()]
+    assert len(booted_bad) >= DEVICES // 2  # the bad release really reached the fleet
+    assert all("1.0.1" in d["rolled_back"].split() for d in booted_bad)
+    assert all(d["redownloaded"] == "" for d in devices)
+    assert all(d["final_version"] != "1.0.1" for d in devices)
+    assert report["failures"]["update_fail"] == report["updates"]["rollbacks"] >= len(booted_bad)
+
+
+def test_server_outage_loses_no_stats(tmp_path: Path) -> None:
+    report, _ = run("server-outage", tmp_path)
+    stats = report["stats"]
+    assert stats["lost"] == 0 and stats["pending"] == 0
+    assert stats["server_received"] == stats["sent"] > 0
+    assert report["requests"]["/stats"]["errors"] > 0  # the outage was real: devices saw it
+    assert [s["action"] for s in report["timeline"]][1:] == ["server_down", "server_up"]
+
+
+def test_flaky_network_still_updates_without_harm(tmp_path: Path) -> None:
+    report, _ = run("flaky-network", tmp_path)
+    faults = report["faults"]
+    assert faults["offline"] > 0 and faults["loss"] > 0 and faults["5xx"] > 0
+    assert report["updates"]["tampered_activated"] == 0
+
+
+def test_mitm_tampering_is_never_activated(tmp_path: Path) -> None:
+    report, devices = run("mitm-tamper", tmp_path)
+    assert report["mitm"].get("flip", 0) > 0  # bytes really were flipped in transit
+    rejected = sum(report["failures"].get(a, 0) for a in ("checksum_fail", "decrypt_fail"))
+    assert rejected > 0
+    assert all(d["tampered_activated"] == "0" for d in devices)
+    clean = [d for d in devices if not d["mitm"]]
+    assert all(d["final_version"] == "1.0.2" for d in clean)
+
+
+@pytest.mark.parametrize("seed", [11])
+def test_same_seed_same_fleet_and_outcomes(tmp_path: Path, seed: int) -> None:
+    keys = ("device_id", "platform", "os", "network", "behaviour", "final_version", "rolled_back")
+    first = run("bad-release-rollback", tmp_path / "a", seed)[1]
+    second = run("bad-release-rollback", tmp_path / "b", seed)[1]
+    assert [tuple(d[k] for k in keys) for d in first] == [tuple(d[k] for k in keys) for d in second]
