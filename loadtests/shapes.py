@@ -1,9 +1,8 @@
 """Load over time: `ReleaseDayShape`, `DiurnalShape`, `RampShape`, and `SteadyShape`.
 
 Each is a pure plan, `users_at(t) -> (users, spawn_rate) | None` (None: the test is over), so
-it can be checked without a runner. `OtasimShape` is the one `LoadTestShape` the locustfile
-exposes; it builds the plan named by `--load-shape` from the parsed options on first tick
-(Locust runs the shape on the master in distributed runs).
+it can be checked without Locust (this module does not import it). The locustfile's one
+`LoadTestShape`, `OtasimShape`, follows the plan `--load-shape` names.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import argparse
 import math
 from dataclasses import dataclass
 from typing import Protocol
-
-from locust import LoadTestShape
 
 Tick = tuple[int, float] | None
 
@@ -118,19 +115,3 @@ def plan_from_options(options: argparse.Namespace) -> Plan:
             users, options.diurnal_min_share, options.diurnal_period_s, options.diurnal_cycles
         )
     return SteadyShape(users, float(options.spawn_rate or 1), options.run_time)
-
-
-class OtasimShape(LoadTestShape):
-    """The load shape chosen with `--load-shape` (default `steady`: plain -u/-r/-t)."""
-
-    use_common_options = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._plan: Plan | None = None
-
-    def tick(self) -> Tick:
-        if self._plan is None:
-            assert self.runner is not None
-            self._plan = plan_from_options(self.runner.environment.parsed_options)
-        return self._plan.users_at(self.get_run_time())

@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from locust import User, between, task
@@ -40,8 +41,16 @@ class _Process:
     settings: LoadtestSettings
     port: SyncHttpPort
     folder: Path
+    worker: str
     slots: itertools.count[int]
     live: int = 0
+    devices: int = 0
+    requests: int = 0  # every request event fired in this process (HTTP and outcomes)
+    failures: int = 0
+
+    def count(self, exception: BaseException | None = None, **_: Any) -> None:
+        self.requests += 1
+        self.failures += exception is not None
 
 
 _shared: dict[int, _Process] = {}
@@ -60,8 +69,26 @@ def process_state(environment: Environment) -> _Process:
         runner = environment.runner
         worker = runner.client_id if isinstance(runner, WorkerRunner) else "local"
         folder = settings.device_root / worker.replace("/", "_")
-        found = _shared[id(environment)] = _Process(settings, port, folder, itertools.count())
+        found = _Process(settings, port, folder, worker, itertools.count())
+        environment.events.request.add_listener(found.count)
+        _shared[id(environment)] = found
     return found
+
+
+def write_worker_summary(environment: Environment, **_: Any) -> None:
+    """`events.quitting` listener: `<device root>/<worker>/summary.json` with this process's
+    own request count, failures and devices (the master's totals are the sum of these)."""
+    shared = _shared.get(id(environment))
+    if shared is None:
+        return
+    summary = {
+        "worker": shared.worker,
+        "requests": shared.requests,
+        "failures": shared.failures,
+        "devices": shared.devices,
+    }
+    shared.folder.mkdir(parents=True, exist_ok=True)
+    (shared.folder / "summary.json").write_text(json.dumps(summary))
 
 
 def _pick(choice: Choice, rng: random.Random) -> str:
@@ -99,6 +126,7 @@ class DeviceUser(User):
         if shared.live >= shared.settings.max_devices:
             raise StopUser()
         shared.live += 1
+        shared.devices += 1
         self.home = shared.folder / f"{next(shared.slots):06d}"
         self.identity, channel = draw_identity(shared.settings, self.rng)
         self.config = self._config(shared.settings, channel)
@@ -154,9 +182,10 @@ class DeviceUser(User):
         self._cold_start()
 
     def on_stop(self) -> None:
+        """Close the device; unsent stats stay queued on its disk, as on a killed phone
+        (and a distributed run's master waits only 0.5 s for the workers' last report)."""
         if self.device is None:
             return
-        self.device.flush_stats(max_wait_s=1.5)
         self.device.close()
         self.device = None
         process_state(self.environment).live -= 1

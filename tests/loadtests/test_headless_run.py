@@ -1,0 +1,70 @@
+"""Headless Locust runs of device users against the embedded reference server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from locust_run import APP_ID, VERSION, Target, device_versions, locust, stats_rows
+
+from simulator.server.client import AdminClient
+
+
+def test_device_users_install_the_release(target: Target, tmp_path: Path) -> None:
+    devices = tmp_path / "devices"
+    args = [
+        "--headless", "-u", "100", "-r", "50", "-t", "20s", "--csv", str(tmp_path / "run"),
+        "--max-error-ratio", "0.05", "--min-update-success-ratio", "0.95",
+        *target.locust_args(devices),
+    ]  # fmt: skip
+    done = locust(args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = stats_rows(tmp_path / "run")
+    expected = {
+        ("POST", "/updates"),
+        ("GET", "bundle"),
+        ("POST", "/stats"),
+        ("UPDATE", "installed"),
+    }
+    assert expected <= rows.keys()
+    ids, versions, pending = device_versions(devices)
+    assert len(ids) == len(set(ids)) == 100
+    installed = versions.count(VERSION)
+    assert installed >= 80, versions
+    assert int(rows[("UPDATE", "installed")]["Request Count"]) == installed
+    with AdminClient(target.server.url, target.server.admin_key) as admin:
+        on_server = admin.stats(APP_ID, VERSION)["versions"][VERSION]["installs"]
+    assert installed - pending <= on_server <= installed
+
+
+LEAK_CHECK = """
+import socket, sys
+from simulator.cli import main
+code = main(sys.argv[1:])
+leaked = [m for m in ("gevent", "locust") if m in sys.modules]
+assert not leaked and not socket.socket.__module__.startswith("gevent"), leaked
+sys.exit(code)
+"""
+
+
+def test_otasim_loadtest_fails_on_tight_thresholds_without_importing_gevent(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "report"
+    args = [
+        "loadtest", "-u", "5", "-r", "5", "-t", "8s", "--out", str(out),
+        "--", "--max-p95-updates-ms", "0.001", "--min-update-success-ratio", "1.5",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LEAK_CHECK, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "threshold missed: p95 of /updates" in done.stderr
+    assert "threshold missed: update success ratio" in done.stderr
+    assert (out / "report.html").is_file() and (out / "locust_stats.csv").is_file()
+    assert "AssertionError" not in done.stderr

@@ -1,0 +1,76 @@
+"""Load shape plans and option checks (pure: no Locust in this process)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from loadtests.settings import LoadtestSettings, add_options
+from loadtests.shapes import (
+    DiurnalShape,
+    RampShape,
+    ReleaseDayShape,
+    SteadyShape,
+    plan_from_options,
+)
+
+
+def _options(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-u", dest="num_users", type=int, default=None)
+    parser.add_argument("-r", dest="spawn_rate", type=float, default=None)
+    parser.add_argument("-t", dest="run_time", type=float, default=None)
+    real_add = parser.add_argument
+
+    def add_argument(*args: object, include_in_web_ui: bool = True, **kwargs: object) -> object:
+        return real_add(*args, **kwargs)  # type: ignore[arg-type]
+
+    parser.add_argument = add_argument  # type: ignore[method-assign]
+    add_options(parser)
+    return parser.parse_args(argv)
+
+
+def test_release_day_is_steady_then_a_herd_within_the_window() -> None:
+    shape = ReleaseDayShape(100, 0.2, release_at_s=60, herd_window_s=20, hold_s=30)
+    assert shape.users_at(0) == (20, 20.0)
+    assert shape.users_at(59.9) == (20, 20.0)
+    users, rate = shape.users_at(60)  # type: ignore[misc]
+    assert users == 100 and rate * 20 == pytest.approx(80)  # the other 80 arrive within 20 s
+    assert shape.users_at(109.9) == (100, 4.0)
+    assert shape.users_at(110) is None
+
+
+def test_diurnal_follows_a_day_between_night_and_peak() -> None:
+    shape = DiurnalShape(100, 0.2, period_s=600, cycles=2)
+    levels = [shape.users_at(t)[0] for t in range(0, 1200, 30)]  # type: ignore[index]
+    assert min(levels) == 20 and max(levels) == 100
+    assert shape.users_at(300)[0] == 100 and shape.users_at(600)[0] == 20  # type: ignore[index]
+    assert shape.users_at(1200) is None
+
+
+def test_ramp_and_steady() -> None:
+    assert RampShape(50, ramp_s=10, hold_s=5).users_at(3) == (50, 5.0)
+    assert RampShape(50, ramp_s=10, hold_s=5).users_at(15) is None
+    assert SteadyShape(10, 2.0, None).users_at(1e9) == (10, 2.0)
+    assert SteadyShape(10, 2.0, 30.0).users_at(30.0) is None
+
+
+def test_shape_is_chosen_by_option() -> None:
+    assert isinstance(plan_from_options(_options("-u", "9", "--load-shape", "ramp")), RampShape)
+    plan = plan_from_options(_options("-u", "9", "--load-shape", "release-day"))
+    assert isinstance(plan, ReleaseDayShape) and plan.users == 9
+    assert plan_from_options(_options("-u", "9", "-r", "3", "-t", "5")) == SteadyShape(9, 3.0, 5)
+    with pytest.raises(ValueError, match="steady-share"):
+        plan_from_options(_options("--load-shape", "release-day", "--steady-share", "2"))
+
+
+def test_settings_refuse_bad_options(tmp_path: Path) -> None:
+    good = _options("--fleet-mix", "steady-rollout", "--device-root", str(tmp_path))
+    settings = LoadtestSettings.from_options(good)
+    assert settings.http_backend == "geventhttpclient" and settings.public_key is None
+    with pytest.raises(ValueError, match="max-devices-per-worker"):
+        LoadtestSettings.from_options(_options("--max-devices-per-worker", "0"))
+    with pytest.raises(ValueError, match="no such scenario"):
+        LoadtestSettings.from_options(_options("--fleet-mix", "no-such-mix"))
