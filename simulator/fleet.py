@@ -171,10 +171,23 @@ class Fleet:
         """Simulated seconds since the fleet started."""
         return self.clock.now() - self.start
 
+    async def watch_loop(self, every_s: float = 0.1) -> None:
+        """Record how late the event loop wakes up (real seconds): past a few simulated
+        minutes' worth, the fleet is overloaded and its timings are no longer faithful."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + every_s
+            await asyncio.sleep(every_s)
+            self.metrics.loop_lag.append(loop.time() - asked)
+
     async def run(self, flush_wait_s: float = 120.0) -> Metrics:
         """Live until the scenario's end, then let every device deliver its stats and report."""
         end = self.scenario.duration_s
-        await asyncio.gather(*(d.live(end) for d in self.devices))
+        watch = asyncio.create_task(self.watch_loop())
+        try:
+            await asyncio.gather(*(d.live(end) for d in self.devices))
+        finally:
+            watch.cancel()
         limit = asyncio.Semaphore(256)
 
         async def finish(device: VirtualDevice) -> None:

@@ -75,6 +75,7 @@ class Metrics:
         self.faults: Counter[str] = Counter()
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
+        self.loop_lag: array[float] = array("d")  # real seconds the event loop woke up late
 
     def request(
         self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
@@ -161,6 +162,9 @@ class Metrics:
                 "latency_ms": _percentiles(ms, digits=1),
             }
         return out
+
+    def loop_lag_ms(self) -> dict[str, float]:
+        return _percentiles(sorted(v * 1000 for v in self.loop_lag), digits=1)
 
     def evaluate(self, expectation: Expectation, end_s: float, stats_lost: int | None) -> float:
         """The measured value an expectation is checked against."""

@@ -76,6 +76,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "started_at": info.started_at,
             "wall_s": round(info.wall_s, 2),
             "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
+            "loop_lag_ms": metrics.loop_lag_ms(),
             "notes": list(info.notes),
         },
         "passed": all(r["ok"] is not False for r in results),
@@ -208,7 +209,8 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <header><h1>{esc(sc["name"])} <span class="verdict {verdict.lower()}">{verdict}</span></h1>
 <p>{esc(sc["description"])}</p>
 <p class="meta">{run["devices"]:,} devices · {sc["duration_h"]:g} h simulated in {run["wall_s"]} s
-· seed {run["seed"]} · server {esc(run["server"])} · {esc(run["started_at"])}</p></header>
+· seed {run["seed"]} · server {esc(run["server"])} · {esc(run["started_at"])}
+· event-loop lag p99 {run["loop_lag_ms"].get("p99", 0)} ms (real)</p></header>
 <section class="cards">{"".join(f"<div><b>{v}</b><span>{esc(k)}</span></div>" for k, v in cards)}
 </section>
 <section><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>measured</th></tr>

@@ -259,8 +259,9 @@ def _live_info(metrics: Metrics) -> str:
     n = max(len(metrics.devices), 1)
     shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(running.items()))
     requests = sum(sum(c.values()) for c in metrics.statuses.values())
+    lag = metrics.loop_lag[-1] * 1000 if metrics.loop_lag else 0.0
     return (f"{shares} · {requests:,} requests · {len(metrics.failure_times):,} failures · "
-            f"{len(metrics.rollback_times):,} rollbacks")  # fmt: skip
+            f"{len(metrics.rollback_times):,} rollbacks · loop lag {lag:.0f} ms")  # fmt: skip
 
 
 def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:
