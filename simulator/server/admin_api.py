@@ -82,10 +82,11 @@ def flag(body: dict[str, Any], name: str) -> bool:
 def number(body: dict[str, Any], name: str, low: float, high: float) -> float:
     """Raises: ApiError 400."""
     value = body.get(name)
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not low <= value <= high:  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad(f"Field {name} must be a number within {low}..{high}")
-    return float(value)  # type: ignore[arg-type]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise bad(f"Field {name} must be a number within {low}..{high}")
+    return float(value)
 
 
 def path_app(request: Request) -> str:
@@ -111,7 +112,8 @@ async def app_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     app_id = text(body, "app_id", max_len=128)
     if not APP_ID.match(app_id):
         raise bad("app_id must be a reverse-domain id such as com.example.app")
-    options = {n: flag(body, n) for n in ("expose_metadata", "allow_device_custom_id") if n in body}
+    names = ("expose_metadata", "allow_device_custom_id")
+    options: dict[str, bool] = {n: flag(body, n) for n in names if n in body}
     return store.create_app(state, key, app_id, options)
 
 

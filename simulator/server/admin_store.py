@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from simulator.server import rollout
@@ -361,7 +361,7 @@ def version_totals(conn: sqlite3.Connection, app_id: str, version: str) -> dict[
     return summarize({r[0]: r[1] for r in rows})
 
 
-def summarize(actions: dict[str, int]) -> dict[str, int]:
+def summarize(actions: Mapping[str, int]) -> dict[str, int]:
     """The admin counters from raw action counts."""
     return {
         "gets": actions.get("get", 0),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -31,7 +32,7 @@ class AdminClient:
             failure (`status` 0, error `unreachable`).
     """
 
-    def __init__(self, url: str, api_key: str, *, verify: bool | str = True) -> None:
+    def __init__(self, url: str, api_key: str, *, verify: bool | ssl.SSLContext = True) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from simulator.server.admin_store import require_app, summarize
@@ -51,7 +52,7 @@ def app_stats(state: ServerState, app_id: str, version: str | None = None) -> di
     }
 
 
-def _timeline(buckets: dict[int, dict[str, int]]) -> list[dict[str, Any]]:
+def _timeline(buckets: Mapping[int, Mapping[str, int]]) -> list[dict[str, Any]]:
     adoption = 0
     points = []
     for bucket in sorted(buckets):
