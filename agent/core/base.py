@@ -66,11 +66,6 @@ class AgentBase:
     def pending_stats(self) -> Sequence[StatEvent]:
         return tuple(self._stats.events)
 
-    @property
-    def busy(self) -> bool:
-        """A check, download or stats flush is waiting for its answer."""
-        return self._checking or self._downloading is not None or self._stats.in_flight
-
     def device_info(self) -> DeviceInfo:
         return DeviceInfo(
             self.identity,

@@ -128,7 +128,10 @@ class AsyncDevice:
         return self._rt.status()
 
     def kill(self) -> None:
-        """The process dies: nothing more runs; reopen the folder to boot again."""
+        """The process dies: nothing more runs; reopen the folder to boot again.
+
+        A device whose call raised (a local failure, a cancellation) is closed the same way.
+        """
         self._closed = True
 
     async def aclose(self) -> None:
@@ -148,6 +151,10 @@ class AsyncDevice:
         if answer.allowed:
             await self._run(ChannelStored(channel))
         return answer
+
+    async def unset_channel(self) -> None:
+        """Forget the locally stored channel (as current plugins do: no request is sent)."""
+        await self._run(ChannelStored(None))
 
     async def get_channel(self) -> ChannelAnswer:
         """PUT channel_self. Raises TransportError / ProtocolError."""
@@ -174,6 +181,9 @@ class AsyncDevice:
                     effect = flow.send(await self._perform(effect))
             except StopIteration:
                 pass
+            except BaseException:
+                self._closed = True  # memory may be ahead of disk: reopen the folder
+                raise
 
     async def _perform(self, effect: IoEffect) -> list[Event]:
         if isinstance(effect, SendRequest):

@@ -125,7 +125,10 @@ class SyncDevice:
         return self._rt.status()
 
     def kill(self) -> None:
-        """The process dies: nothing more runs; reopen the folder to boot again."""
+        """The process dies: nothing more runs; reopen the folder to boot again.
+
+        A device whose call raised (a local failure, a cancellation) is closed the same way.
+        """
         self._closed = True
 
     def close(self) -> None:
@@ -145,6 +148,10 @@ class SyncDevice:
         if answer.allowed:
             self._run(ChannelStored(channel))
         return answer
+
+    def unset_channel(self) -> None:
+        """Forget the locally stored channel (as current plugins do: no request is sent)."""
+        self._run(ChannelStored(None))
 
     def get_channel(self) -> ChannelAnswer:
         """PUT channel_self. Raises TransportError / ProtocolError."""
@@ -170,6 +177,9 @@ class SyncDevice:
                 effect = flow.send(self._perform(effect))
         except StopIteration:
             pass
+        except BaseException:
+            self._closed = True  # memory may be ahead of disk: reopen the folder
+            raise
 
     def _perform(self, effect: IoEffect) -> list[Event]:
         if isinstance(effect, SendRequest):

@@ -227,6 +227,8 @@ def test_channel_self_set_is_stored_and_sent_as_default_channel(
     assert device.get_channel().channel == "beta"
     peer.channels.append({"id": 1, "name": "beta", "public": False, "allow_self_set": True})
     assert [c.name for c in device.list_channels()] == ["beta"]
+    device.unset_channel()
+    assert device.status().channel is None
 
 
 def test_stats_5xx_are_requeued_and_sent_later(peer: CapgoPeer, make_device: Make) -> None:
