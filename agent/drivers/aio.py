@@ -130,7 +130,8 @@ class AsyncDevice:
     def kill(self) -> None:
         """The process dies: nothing more runs; reopen the folder to boot again.
 
-        A device whose call raised (a local failure, a cancellation) is closed the same way.
+        A call interrupted by anything but an `AgentError` (a cancellation, a bug) closes the
+        device the same way.
         """
         self._closed = True
 
@@ -181,8 +182,10 @@ class AsyncDevice:
                     effect = flow.send(await self._perform(effect))
             except StopIteration:
                 pass
+            except AgentError:
+                raise  # a local failure: the next commit writes the whole state again
             except BaseException:
-                self._closed = True  # memory may be ahead of disk: reopen the folder
+                self._closed = True  # killed, cancelled or a bug: reopen the folder
                 raise
 
     async def _perform(self, effect: IoEffect) -> list[Event]:

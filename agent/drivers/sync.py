@@ -127,7 +127,8 @@ class SyncDevice:
     def kill(self) -> None:
         """The process dies: nothing more runs; reopen the folder to boot again.
 
-        A device whose call raised (a local failure, a cancellation) is closed the same way.
+        A call interrupted by anything but an `AgentError` (a cancellation, a bug) closes the
+        device the same way.
         """
         self._closed = True
 
@@ -177,8 +178,10 @@ class SyncDevice:
                 effect = flow.send(self._perform(effect))
         except StopIteration:
             pass
+        except AgentError:
+            raise  # a local failure: the next commit writes the whole state again
         except BaseException:
-            self._closed = True  # memory may be ahead of disk: reopen the folder
+            self._closed = True  # killed, cancelled or a bug: reopen the folder
             raise
 
     def _perform(self, effect: IoEffect) -> list[Event]:
