@@ -148,7 +148,7 @@ class AsyncDevice:
         """
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
         response = await self._exchange(dialect.channel_set_request(info, channel))
-        answer = dialect.parse_channel(response.status, response.body)
+        answer = self._rt.channel_set_answer(response, channel)
         if answer.allowed:
             await self._run(ChannelStored(channel))
         return answer

@@ -39,12 +39,15 @@ from agent.drivers.delta import ManifestFetch
 from agent.drivers.fetch import BundleFetch, DownloadStopped
 from agent.drivers.http import HttpRequest, HttpResponse
 from agent.errors import AgentError, TransportError
-from agent.protocol.base import OutgoingRequest
+from agent.protocol.base import ChannelAnswer, OutgoingRequest
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
 
 IoEffect = SendRequest | DownloadBundle
+PRIVATE_CHANNEL_ERRORS = frozenset(
+    {"channel_self_set_not_allowed", "cannot_update_via_private_channel"}
+)
 MAX_IN_PROCESS_WAIT_S = 60.0
 """A Retry-After longer than this ends the attempts; the core's own block takes over."""
 
@@ -192,6 +195,19 @@ class DeviceRuntime:
             request.body,
             timeout_s=self.config.response_timeout_s,
         )
+
+    def channel_set_answer(self, response: HttpResponse, channel: str) -> ChannelAnswer:
+        """Parse a channel_self set answer; a refused private channel emits `channelPrivate`.
+
+        Raises:
+            ProtocolError: the answer is malformed.
+        """
+        answer = self.agent.dialect.parse_channel(response.status, response.body)
+        if answer.error in PRIVATE_CHANNEL_ERRORS:
+            self.observer.on_event(
+                "channelPrivate", {"channel": channel, "message": answer.message}
+            )
+        return answer
 
     def check_answer(self, response: HttpResponse) -> HttpResponse:
         """Raise `ServerBusy` for an answer worth retrying (408, 5xx); else return it."""

@@ -145,7 +145,7 @@ class SyncDevice:
         """
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
         response = self._exchange(dialect.channel_set_request(info, channel))
-        answer = dialect.parse_channel(response.status, response.body)
+        answer = self._rt.channel_set_answer(response, channel)
         if answer.allowed:
             self._run(ChannelStored(channel))
         return answer

@@ -227,6 +227,9 @@ def test_channel_self_set_is_stored_and_sent_as_default_channel(
     assert device.get_channel().channel == "beta"
     peer.channels.append({"id": 1, "name": "beta", "public": False, "allow_self_set": True})
     assert [c.name for c in device.list_channels()] == ["beta"]
+    peer.canned.append(canned_json({"error": "channel_self_set_not_allowed", "message": "no"}))
+    assert not device.set_channel("private").allowed
+    assert ("channelPrivate", {"channel": "private", "message": "no"}) in device.observer.events
     device.unset_channel()
     assert device.status().channel is None
 
