@@ -35,6 +35,10 @@ class FastClock:
 class Events(AgentObserver):
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[tuple[str, int | None]] = []
+
+    def on_request(self, name: str, method: str, url: str, status: int | None, *rest: Any) -> None:
+        self.requests.append((name, status))
 
     def on_event(self, name: str, payload: Any) -> None:
         self.events.append((name, dict(payload)))
@@ -52,8 +56,9 @@ def release(
     admin: AdminClient, app: str, version: str, folder: Path, pem: bytes | None, **kw: Any
 ) -> None:
     dist = folder / f"dist-{app}-{version}"
-    dist.mkdir()
+    (dist / "js").mkdir(parents=True)
     (dist / "index.html").write_text(f"<html>{version}</html>")
+    (dist / "js" / "app.js").write_text("console.log('x');" * 1000)  # brotli-compressed in deltas
     publish(
         admin, app_id=app, version=version, channel="production", source=dist, private_pem=pem, **kw
     )
@@ -205,3 +210,19 @@ def test_device_joins_a_self_assignable_channel(
     admin.set_channel(app_id, "beta", version="1.0.3", allow_device_self_set=True)
     status, _ = asyncio.run(session(server, app_id, tmp_path / "d", public_pem, channel="beta"))
     assert status.channel == "beta" and status.next is not None and status.next.version == "1.0.3"
+
+
+def test_encrypted_delta_bundle_installs_file_by_file(
+    server: RunningServer,
+    admin: AdminClient,
+    app_id: str,
+    keys: tuple[bytes, bytes],
+    tmp_path: Path,
+) -> None:
+    private_pem, public_pem = keys
+    release(admin, app_id, "1.0.1", tmp_path, private_pem, delta=True)
+    status, events = asyncio.run(session(server, app_id, tmp_path / "d", public_pem, apply=True))
+    assert status.current.version == "1.0.1" and status.current.path is not None
+    assert (status.current.path / "js" / "app.js").read_text().startswith("console.log")
+    assert [r for r in events.requests if r[0] == "delta file"] == [("delta file", 200)] * 2
+    assert not [r for r in events.requests if r[0] == "bundle"]
