@@ -37,7 +37,7 @@ from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
 from agent.drivers.delta import ManifestFetch
 from agent.drivers.fetch import BundleFetch, DownloadStopped
-from agent.drivers.http import HttpRequest, HttpResponse
+from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, OutgoingRequest
 from agent.protocol.capgo import retry_hint
@@ -78,7 +78,11 @@ class _JitteredWait(wait_base):
 
 
 def _retryable(error: BaseException) -> bool:
-    if not isinstance(error, TransportError) or isinstance(error, DownloadStopped):
+    """Transport failures are retried, except those a second try cannot fix (a certificate
+    that does not verify, a refused download) and hints longer than we wait in-process."""
+    if not isinstance(error, TransportError) or isinstance(
+        error, DownloadStopped | TlsVerifyFailed
+    ):
         return False
     hint = getattr(error, "retry_after_s", None)
     return hint is None or hint <= MAX_IN_PROCESS_WAIT_S

@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -196,13 +197,20 @@ def canned_json(data: Any, status: int = 200, **headers: str) -> Canned:
 
 
 @contextmanager
-def serve_peer() -> Iterator[CapgoPeer]:
-    """Run a CapgoPeer on 127.0.0.1 (random port) until the block ends."""
+def serve_peer(tls: tuple[Path, Path] | None = None) -> Iterator[CapgoPeer]:
+    """Run a CapgoPeer on 127.0.0.1 (random port) until the block ends.
+
+    `tls`: (certificate, key) PEM files to serve https.
+    """
     peer = CapgoPeer()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    peer.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(peer.app(), log_level="error", lifespan="off")
+    scheme = "https" if tls else "http"
+    peer.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+    cert, key = tls or (None, None)
+    config = uvicorn.Config(
+        peer.app(), log_level="error", lifespan="off", ssl_certfile=cert, ssl_keyfile=key
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capgo_peer import CapgoPeer, make_zip
+from capgo_peer import CapgoPeer, make_zip, serve_peer
 
 OTASIM = [sys.executable, "-m", "simulator.cli", "device"]
 
@@ -228,3 +229,31 @@ def test_walk_against_the_reference_server(tmp_path: Path) -> None:
     assert "stat  update_fail 1.0.1" in outputs[3]
     assert final["current"]["id"] == "builtin" and final["failed_versions"] == ["1.0.1"]
     assert final["pending_stats"] == 0
+
+
+def _make_certs(folder: Path) -> Path:
+    """A throwaway CA and a 127.0.0.1 certificate, from the HTTP port tests' helper."""
+    spec = importlib.util.spec_from_file_location(
+        "loopback_http", Path(__file__).parent.parent / "http" / "loopback_http.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("loopback_http") or importlib.util.module_from_spec(spec)
+    if "loopback_http" not in sys.modules:
+        sys.modules["loopback_http"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    ca_path, _ = module.make_certs(folder)
+    return Path(ca_path)
+
+
+def test_https_verifies_by_default_and_takes_a_custom_ca(tmp_path: Path) -> None:
+    ca_path = _make_certs(tmp_path)
+    with serve_peer((tmp_path / "server.pem", tmp_path / "server.key")) as peer:
+        peer.publish("1.0.1")
+        init(tmp_path / "untrusted", peer)
+        refused = otasim("launch", tmp_path / "untrusted")
+        assert refused.returncode == 3 and "downloadFailed" in refused.stdout
+        assert peer.requests == []  # the handshake failed: nothing reached the server
+        init(tmp_path / "trusted", peer, "--config", f"ca_file={ca_path}")
+        trusted = otasim("launch", tmp_path / "trusted")
+        assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+        assert status(tmp_path / "trusted")["next"]["version"] == "1.0.1"

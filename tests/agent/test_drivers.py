@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def test_5xx_burst_longer_than_the_attempts_fails_the_check(
         ({"retry-after": "120"}, {"error": "too_many_requests"}),
         ({}, {"error": "too_many_requests", "moreInfo": {"retryAfterSeconds": 120}}),
         ({}, {"error": "too_many_requests", "retryAfterSeconds": 120}),
+        ({}, {"error": "too_many_requests", "rateLimitResetAt": (time.time() + 120) * 1000}),
     ],
 )
 def test_429_hint_silences_the_device(
