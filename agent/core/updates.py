@@ -76,8 +76,8 @@ class UpdateFlow(AgentBase):
             self._emit("updateCheckResult", kind="revert", version=BUILTIN)
             if self.state.current != BUILTIN:
                 self._stat("reset", self._version(BUILTIN), self._version(self.state.current))
-                self.state = replace(self.state, next=None)
-                self._switch_to(BUILTIN)
+                self.state = replace(self.state, current=BUILTIN, next=None)
+                self._start_boot()
         else:
             self._on_rate_limited(result)
 

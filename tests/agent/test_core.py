@@ -222,6 +222,7 @@ def test_revert_to_builtin_answer() -> None:
     h.updates.append(answer({"version": "builtin"}))
     h.run(MovedToForeground())
     assert h.agent.state.current == BUILTIN and ("reset", "1.0.0") in h.reported
+    assert ("set", "1.0.0") not in h.reported and h.reloads[-1].bundle_id == BUILTIN
 
 
 def test_failed_kind_reports_download_fail_blocked_does_not() -> None:
