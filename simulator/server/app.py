@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -37,7 +38,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 async def _flush_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.config.flush_interval_s)
-        state.recorder.flush()
+        try:
+            state.recorder.flush()
+        except sqlite3.Error:
+            log.exception("write-behind flush failed; retrying")
 
 
 def create_app(config: ServerConfig) -> Starlette:

@@ -60,11 +60,20 @@ class Recorder:
         self._counts[(app_id, version, bucket, action)] += 1
 
     def flush(self) -> None:
-        """Write everything buffered in one transaction."""
+        """Write everything buffered in one transaction; on failure keep it for the next try.
+
+        Raises:
+            sqlite3.Error: the write failed (nothing is lost from the buffer).
+        """
         if not self._devices and not self._counts:
             return
-        devices, counts = list(self._devices.values()), self._counts
+        devices, counts = self._devices, self._counts
         self._devices, self._counts = {}, Counter()
-        with transaction(self._conn) as conn:
-            conn.executemany(_UPSERT_DEVICE, devices)
-            conn.executemany(_ADD_COUNT, [(*key, n) for key, n in counts.items()])
+        try:
+            with transaction(self._conn) as conn:
+                conn.executemany(_UPSERT_DEVICE, list(devices.values()))
+                conn.executemany(_ADD_COUNT, [(*key, n) for key, n in counts.items()])
+        except sqlite3.Error:
+            self._devices = devices | self._devices
+            self._counts = counts + self._counts
+            raise

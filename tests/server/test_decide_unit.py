@@ -1,9 +1,16 @@
-"""The decision rules no admin API call can reach, checked on the pure function."""
+"""Units: the decision rules no admin API call can reach; the write-behind recorder."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from simulator.server.db import DB_NAME, connect
 from simulator.server.decide import decide, kind_of
 from simulator.server.model import App, Bundle, Channel
+from simulator.server.recorder import Recorder
 from simulator.server.validation import DeviceInfo, parse_update_request
 
 from .conftest import device
@@ -39,3 +46,20 @@ def test_kinds() -> None:
     assert kind_of("already_on_builtin") == "up_to_date"
     assert kind_of("disable_emulator") == "blocked"
     assert kind_of("no_bundle_url") == "failed"
+
+
+def test_recorder_keeps_its_buffer_when_a_flush_fails(tmp_path: Path) -> None:
+    conn = connect(tmp_path)
+    recorder = Recorder(conn, clock=lambda: 120.0)
+    recorder.count(APP.app_id, "1.0.1", "set")
+    recorder.device_seen(info(), "1.0.0", keep_custom_id=True)
+    blocker = sqlite3.connect(tmp_path / DB_NAME, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    conn.execute("PRAGMA busy_timeout=0")
+    with pytest.raises(sqlite3.OperationalError):
+        recorder.flush()
+    blocker.rollback()
+    recorder.count(APP.app_id, "1.0.1", "set")
+    recorder.flush()
+    assert [tuple(r) for r in conn.execute("SELECT bucket, count FROM version_stats")] == [(2, 2)]
+    assert conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0] == 1
