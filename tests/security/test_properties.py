@@ -16,7 +16,7 @@ from agent.errors import VerificationError
 from agent.security.verify import plan_bundle_verification
 from simulator.release import encrypt_stream, new_session_key, session_key_text, sign_checksum
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _plain_zip() -> bytes:
@@ -30,13 +30,14 @@ def _plain_zip() -> bytes:
 PLAIN = _plain_zip()
 
 
-@pytest.fixture(scope="module")
-def bundle(keys):
-    """(ciphertext, checksum, session_key) of PLAIN, as a server would hand them out."""
+@pytest.fixture(scope="module", params=["v3", "legacy"])
+def bundle(keys, request):
+    """(ciphertext, checksum, session_key) of PLAIN, as a server would hand them out, with a
+    V3 (hex) or legacy (base64) signed checksum."""
     session = new_session_key()
     out = io.BytesIO()
     encrypt_stream(io.BytesIO(PLAIN), out, session)
-    checksum = sign_checksum(keys.private, hashlib.sha256(PLAIN).hexdigest(), "v3")
+    checksum = sign_checksum(keys.private, hashlib.sha256(PLAIN).hexdigest(), request.param)
     return out.getvalue(), checksum, session_key_text(keys.private, session)
 
 
@@ -89,7 +90,10 @@ def mutate(bundle, mutation):
     elif kind == "key-block":
         session_key = f"{iv}:{_flip_b64(block, a, b)}"
     else:
-        checksum = _flip(bytes.fromhex(checksum), a, b).hex()
+        legacy = len(checksum) != 512
+        checksum = (
+            _flip_b64(checksum, a, b) if legacy else _flip(bytes.fromhex(checksum), a, b).hex()
+        )
     return data, checksum, session_key
 
 
