@@ -68,7 +68,7 @@ def safe_unzip(zip_path: Path, dest: Path, limits: UnzipLimits = DEFAULT_LIMITS)
     """Extract the bundle zip at `zip_path` into `dest`, refusing anything unsafe.
 
     Raises:
-        ValueError: `dest` exists and is not an empty directory.
+        ValueError: `dest` exists and is not an empty directory (its parent must exist).
         VerificationError: `windows_path_fail` (backslash, drive letter), `canonical_path_fail`
             (absolute, `..`, NUL, symlink or special file), `directory_path_fail` (a file where
             a folder must go), `unzip_fail` (not a zip, corrupt, duplicate names, encrypted,
