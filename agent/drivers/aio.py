@@ -42,6 +42,11 @@ class AsyncDevice:
 
     The HTTP port belongs to the caller (share one across devices); `aclose` does not close it.
     Public methods are serialised per device.
+
+    Every lifecycle method runs what it triggers (checks, downloads, commits) to completion.
+    Network, server and verification failures never raise: they become plugin events, stats
+    and state. They raise only `LocalError` (the device's disk failed; the device stays
+    usable) and `RuntimeError` once the device was killed or closed.
     """
 
     def __init__(self, runtime: DeviceRuntime, http: AsyncHttpPort, clock: Clock) -> None:
@@ -88,24 +93,51 @@ class AsyncDevice:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def launch(self) -> None:
-        """Cold start: roll back an unconfirmed boot, apply a queued bundle, boot, check."""
+        """Cold start: roll back an unconfirmed boot, apply a queued bundle, boot, check.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         await self._run(AppStarted())
 
     async def notify_app_ready(self, boot_id: int | None = None) -> None:
-        """The web app is up (`notifyAppReady()`); pass the boot id it was started as."""
+        """The web app is up (`notifyAppReady()`); pass the boot id it was started as.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         await self._run(AppReady(boot_id))
 
     async def foreground(self) -> None:
+        """The app comes to the foreground: check, download, apply as the mode says.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         await self._run(MovedToForeground())
 
     async def background(self) -> None:
+        """The app goes to the background: apply the queued bundle.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         await self._run(MovedToBackground())
 
     async def check_for_update(self) -> None:
+        """Check for an update now (also in `off` mode).
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         await self._run(CheckRequested())
 
     async def run_timers(self) -> None:
-        """Fire what is due: app-ready timeout, stats flush, periodic check."""
+        """Fire what is due: app-ready timeout, stats flush, periodic check.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         deadline = self._rt.agent.next_deadline()
         if deadline is not None and deadline <= self._clock.now():
             await self._run(TimerFired())
@@ -114,7 +146,11 @@ class AsyncDevice:
         return self._rt.agent.next_deadline()
 
     async def flush_stats(self, max_wait_s: float = 5.0) -> bool:
-        """Send the pending stats now (waiting for the 1 s spacing); True when none are left."""
+        """Send the pending stats now (waiting for the 1 s spacing); True when none are left.
+
+        Raises:
+            LocalError: the disk failed. RuntimeError: the device was killed or closed.
+        """
         give_up = self._clock.now() + max_wait_s
         while self._rt.agent.pending_stats:
             deadline = self._rt.agent.stats_deadline()
