@@ -67,7 +67,8 @@ class UpdateFlow(AgentBase):
     ) -> None:
         launch_check, self._launch_check = self._launch_check, False
         install_check = self.state.install_check_pending
-        self.state = replace(self.state, install_check_pending=False)
+        if install_check:
+            self.state = replace(self.state, install_check_pending=False)
         if isinstance(result, UpdateOffer):
             self._on_offer(result, immediate=self._applies_now(launch_check, install_check))
         elif isinstance(result, NoUpdate):

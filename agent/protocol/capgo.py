@@ -9,6 +9,7 @@ rate-limit hint (`Retry-After`, `moreInfo.retryAfterSeconds`, `retryAfterSeconds
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
@@ -40,9 +41,14 @@ MANIFEST_PLACEHOLDER_URL = "https://404.capgo.app/no.zip"
 def user_agent(info: DeviceInfo) -> str:
     """`CapacitorUpdater/<plugin> (<appId>) <platform>/<os>`, cleaned as the plugin does."""
     ident = info.identity
+    return _user_agent(ident.plugin_version, ident.app_id, ident.platform, ident.version_os)
+
+
+@functools.lru_cache(maxsize=1024)
+def _user_agent(plugin_version: str, app_id: str, platform: str, version_os: str) -> str:
     return (
-        f"CapacitorUpdater/{_clean(ident.plugin_version)} ({_clean(ident.app_id)}) "
-        f"{ident.platform}/{_clean(ident.version_os)}"
+        f"CapacitorUpdater/{_clean(plugin_version)} ({_clean(app_id)}) "
+        f"{platform}/{_clean(version_os)}"
     )
 
 
