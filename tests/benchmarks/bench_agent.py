@@ -5,6 +5,8 @@
 Prints, as medians of the rounds:
 - core: update-check cycles per second through `Agent.handle` alone (foreground, answer,
   background: the decisions, no I/O);
+- driver: update checks per second through `AsyncDevice` / `SyncDevice` over an in-memory
+  port (the agent's whole per-check cost: core, dialect, runtime, tenacity; no network);
 - commit: `atomic_write` per second with fsync (durable) and without, on the real disk;
 - download memory: the Python heap peak (tracemalloc) while a `SyncDevice` downloads, verifies
   and unpacks bundles of growing size from a loopback peer: it must not grow with the size.
@@ -13,6 +15,7 @@ Prints, as medians of the rounds:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -32,7 +35,8 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
 from agent.core.events import MovedToBackground, MovedToForeground, ResponseReceived
 from agent.core.lifecycle import DeviceState
-from agent.drivers.http import make_sync_port
+from agent.drivers.aio import AsyncDevice
+from agent.drivers.http import HttpRequest, HttpResponse, make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.store import atomic_write
 
@@ -54,6 +58,42 @@ def core_cycles(n: int) -> float:
         agent.handle(ResponseReceived("/updates", 200, {}, UP_TO_DATE), float(i))
         agent.handle(MovedToBackground(), float(i))
     return n / (time.perf_counter() - start)
+
+
+class MemoryPort:
+    """An HTTP port answering every request "up to date" from memory."""
+
+    response = HttpResponse(200, {"content-type": "application/json"}, UP_TO_DATE)
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        return self.response
+
+    def send_sync(self, request: HttpRequest) -> HttpResponse:
+        return self.response
+
+
+def driver_checks(n: int, kind: str) -> float:
+    config = AgentConfig(update_url="https://x.test/updates", stats_url="")
+    port = MemoryPort()
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "sync":
+            port.send = port.send_sync  # type: ignore[method-assign, assignment]
+            device = SyncDevice.open(Path(tmp), config, IDENTITY, port)  # type: ignore[arg-type]
+            device.launch()
+            start = time.perf_counter()
+            for _ in range(n):
+                device.check_for_update()
+            return n / (time.perf_counter() - start)
+
+        async def run() -> float:
+            adevice = await AsyncDevice.open(Path(tmp), config, IDENTITY, port)  # type: ignore[arg-type]
+            await adevice.launch()
+            start = time.perf_counter()
+            for _ in range(n):
+                await adevice.check_for_update()
+            return n / (time.perf_counter() - start)
+
+        return asyncio.run(run())
 
 
 def commits(n: int, durable: bool) -> float:
@@ -90,6 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     rounds = range(args.rounds)
     print(f"core: {statistics.median(core_cycles(5000) for _ in rounds):,.0f} check cycles/s")
+    for kind in ("async", "sync"):
+        rate = statistics.median(driver_checks(5000, kind) for _ in rounds)
+        print(f"driver {kind}: {rate:,.0f} checks/s over an in-memory port")
     durable = statistics.median(commits(200, True) for _ in rounds)
     fast = statistics.median(commits(200, False) for _ in rounds)
     print(f"commit: {durable:,.0f}/s durable, {fast:,.0f}/s without fsync ({fast / durable:.0f}x)")
