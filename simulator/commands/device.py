@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +18,13 @@ if TYPE_CHECKING:
     from agent.drivers.sync import SyncDevice
 
 DEVICE_FILE = "device.json"
-EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED, EXIT_DISK = 0, 2, 3, 4
 EXIT_CODES = """exit codes:
   0  the command ran; the device is consistent (this includes "no update")
   2  usage error, or DIR is not a device folder (or already is one, for init)
   3  an update check or download failed (server unreachable, refused, bad answer,
-     verification failure); the device still boots its previous bundle"""
+     verification failure); the device still boots its previous bundle
+  4  the device folder could not be written (disk full, permissions)"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,8 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "device",
         help="drive one virtual device by hand (init, launch, foreground, background, status)",
         description=(
-            "One virtual device running the otasim update agent against a Capgo-speaking "
-            "server. Its disk (bundles, state, pending stats) lives in DIR. Every command "
+            "One virtual device running the otasim update agent against a Capgo-speaking\n"
+            "server. Its disk (bundles, state, pending stats) lives in DIR. Every command\n"
             "prints the Capgo plugin events and stats actions as they happen."
         ),
         epilog=EXIT_CODES,
@@ -42,10 +44,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = cmds.add_parser(
         "init",
         help="create a device folder",
+        description=(
+            "Create a device folder: a new phone with the app installed (builtin bundle only).\n"
+            "--config takes the Capgo updater options (appReadyTimeout, autoUpdate,\n"
+            "autoDeleteFailed, autoDeletePrevious, resetWhenUpdate, periodCheckDelay,\n"
+            "responseTimeout, defaultChannel, ...) and otasim's own (never_retry_failed_versions,\n"
+            "max_bundle_bytes, download_timeout_s, transport_attempts, ca_file)."
+        ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument("dir", type=Path, metavar="DIR", help="device folder to create")
     init.add_argument(
         "--server", required=True, help="base URL: uses URL/updates, /stats, /channel_self"
     )
@@ -77,7 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        cmd.add_argument("dir", type=Path, metavar="DIR")
+        cmd.add_argument("dir", type=Path, metavar="DIR", help="device folder (from init)")
         cmd.add_argument(
             "--crash",
             action="store_true",
@@ -90,7 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("dir", type=Path, metavar="DIR")
+    status.add_argument("dir", type=Path, metavar="DIR", help="device folder (from init)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=run_status)
 
@@ -166,11 +175,13 @@ class _Printer:
         print(f"stat  {action} {version_name}", flush=True)
 
 
-def _open(folder: Path, observer: Any = None) -> SyncDevice:
+@contextmanager
+def _opened(folder: Path, observer: Any = None) -> Iterator[SyncDevice]:
+    """The device in `folder` with its own HTTP port, closed at the end."""
     from agent.config import AgentConfig, DeviceIdentity
     from agent.drivers.http import make_sync_port
     from agent.drivers.sync import SyncDevice
-    from agent.errors import AgentError
+    from agent.errors import AgentError, LocalError
 
     try:
         record = json.loads((folder / DEVICE_FILE).read_text())
@@ -182,25 +193,31 @@ def _open(folder: Path, observer: Any = None) -> SyncDevice:
         raise CommandError(f"{folder / DEVICE_FILE} is unreadable: {exc}") from exc
     port = make_sync_port(verify=config.ca_file or True)
     try:
-        return SyncDevice.open(folder, config, identity, port, observer=observer)
+        device = SyncDevice.open(folder, config, identity, port, observer=observer)
+        yield device
+    except LocalError as exc:
+        raise CommandError(f"device {folder}: {exc}", EXIT_DISK) from exc
     except (AgentError, ValueError) as exc:
         raise CommandError(f"cannot open device {folder}: {exc}") from exc
+    finally:
+        port.close()
 
 
 def run_lifecycle(args: argparse.Namespace) -> int:
     printer = _Printer()
-    device = _open(args.dir, printer)
-    getattr(device, args.action)()
-    status = device.status()
-    if not args.crash and status.boot_id is not None and not status.boot_confirmed:
-        device.notify_app_ready(status.boot_id)
-    if not device.flush_stats():
-        print("stats: some events stay queued for the next run", file=sys.stderr)
+    with _opened(args.dir, printer) as device:
+        getattr(device, args.action)()
+        status = device.status()
+        if not args.crash and status.boot_id is not None and not status.boot_confirmed:
+            device.notify_app_ready(status.boot_id)
+        if not device.flush_stats():
+            print("stats: some events stay queued for the next run", file=sys.stderr)
     return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
 
 
 def run_status(args: argparse.Namespace) -> int:
-    status = _open(args.dir).status()
+    with _opened(args.dir) as device:
+        status = device.status()
     if args.json:
         print(json.dumps(asdict(status), default=str, indent=2))
         return EXIT_OK
@@ -223,5 +240,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"failed   {', '.join(status.failed_versions) or '-'}")
     print(f"rejected {', '.join(status.rejected_artefacts) or '-'}")
     print(f"channel  {status.channel or '-'}")
+    if status.blocked_until is not None:
+        print(f"blocked  until {status.blocked_until:.0f} (epoch s, after a 429)")
     print(f"stats    {status.pending_stats} pending")
     return EXIT_OK

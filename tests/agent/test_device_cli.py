@@ -257,3 +257,12 @@ def test_https_verifies_by_default_and_takes_a_custom_ca(tmp_path: Path) -> None
         trusted = otasim("launch", tmp_path / "trusted")
         assert trusted.returncode == 0, trusted.stdout + trusted.stderr
         assert status(tmp_path / "trusted")["next"]["version"] == "1.0.1"
+
+
+def test_unusable_device_folder_exits_4(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    init(folder, peer)
+    (folder / "state.json").mkdir()  # a state file nothing can read or replace
+    done = otasim("launch", folder)
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "state_corrupt" in done.stderr
