@@ -75,12 +75,22 @@ class UpdateFlow(AgentBase):
             self._on_no_update(result)
         elif isinstance(result, RevertToBuiltin):
             self._emit("updateCheckResult", kind="revert", version=BUILTIN)
-            if self.state.current != BUILTIN:
-                self._stat("reset", self._version(BUILTIN), self._version(self.state.current))
-                self.state = replace(self.state, current=BUILTIN, next=None)
-                self._start_boot()
+            if self.state.current != BUILTIN or self.state.next is not None:
+                self._revert_to_builtin()
         else:
             self._on_rate_limited(result)
+
+    def _revert_to_builtin(self) -> None:
+        """The server points the device at builtin: boot it, drop what it no longer runs."""
+        state = self.state
+        if state.current != BUILTIN:
+            self._stat("reset", self._version(BUILTIN), self._version(state.current))
+        self.state = replace(state, current=BUILTIN, next=None)
+        if state.current != BUILTIN:
+            self._start_boot()
+        for dropped in {state.current, state.next} - {BUILTIN, None, state.fallback}:
+            assert dropped is not None
+            self._forget(dropped)
 
     def _applies_now(self, launch_check: bool, install_check: bool) -> bool:
         mode = self.config.auto_update
@@ -191,13 +201,17 @@ class UpdateFlow(AgentBase):
         self._emit("updateAvailable", bundle=self._bundle_payload(bundle_id))
         if self.config.auto_update == "onlyDownload":
             return
+        stale = self.state.next if self.state.next not in (None, bundle_id) else None
         if immediate:
+            self.state = replace(self.state, next=None)
             self._switch_to(bundle_id)
         elif self.state.next != bundle_id:
             self.state = replace(self.state, next=bundle_id)
             self._commit()
             self._stat("set_next", self._version(bundle_id))
             self._emit("setNext", bundle=self._bundle_payload(bundle_id))
+        if stale is not None and stale not in (self.state.current, self.state.fallback):
+            self._forget(stale)  # a newer bundle replaced the queued one
 
     def _on_download_failed(self, event: ev.DownloadFailed) -> None:
         if event.bundle_id != self._downloading:

@@ -33,7 +33,7 @@ from agent.core.events import (
     Event,
     ResponseReceived,
 )
-from agent.core.lifecycle import DeviceState, reconcile
+from agent.core.lifecycle import BUILTIN, DeviceState, reconcile
 from agent.errors import AgentError
 from agent.protocol.base import StatEvent
 
@@ -92,6 +92,7 @@ class Harness:
     reloads: list[ReloadApp] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     restarts: int = 0
+    violations: list[str] = field(default_factory=list)  # effects the committed state forbids
     agent: Agent = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,8 +131,15 @@ class Harness:
         elif isinstance(effect, CommitStats):
             self.disk_stats = list(effect.events)
         elif isinstance(effect, DeleteBundle):
+            slots = (self.disk_state.current, self.disk_state.next, self.disk_state.fallback)
+            if effect.bundle_id in slots or effect.bundle_id in self.disk_state.bundles:
+                self.violations.append(f"deleted {effect.bundle_id} the committed state names")
             self.disk_bundles.discard(effect.bundle_id)
         elif isinstance(effect, ReloadApp):
+            if effect.bundle_id != BUILTIN and effect.bundle_id not in self.disk_bundles:
+                self.violations.append(f"reloaded {effect.bundle_id}, which is not on disk")
+            if self.disk_state.boot is None or self.disk_state.boot.id != effect.boot_id:
+                self.violations.append(f"reloaded boot {effect.boot_id} before committing it")
             self.reloads.append(effect)
         elif isinstance(effect, EmitEvent):
             self.emitted.append((effect.name, dict(effect.payload)))

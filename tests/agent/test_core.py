@@ -203,6 +203,18 @@ def test_auto_delete_previous_removes_the_old_fallback() -> None:
     assert ("delete", "1.0.1") in h.reported
 
 
+def test_a_newer_offer_replaces_the_queued_bundle() -> None:
+    h = updated_device()
+    first = h.agent.state.next
+    h.updates.append(offer("1.0.2"))
+    h.run(MovedToForeground())
+    state = h.agent.state
+    assert state.next is not None and state.bundles[state.next].version == "1.0.2"
+    assert first not in state.bundles and first not in h.disk_bundles
+    h.run(MovedToBackground())
+    assert h.current_version() == "1.0.2"
+
+
 def test_native_update_resets_to_builtin() -> None:
     h = updated_device()
     h.run(MovedToBackground())

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from agent.core.effects import DeleteBundle, DownloadBundle, ReloadApp
+from agent.core.effects import DownloadBundle
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -67,15 +67,10 @@ class DeviceLife(RuleBasedStateMachine):
         self.failed |= {v for a, v in self.h.reported if a == "update_fail"}
 
     def _check_effects(self, start: int) -> None:
-        state = self.h.agent.state
         for effect in self.h.effects[start:]:
             if isinstance(effect, DownloadBundle):
                 assert effect.offer.version not in self.failed
-            if isinstance(effect, ReloadApp):
-                assert effect.bundle_id == BUILTIN or effect.bundle_id in self.h.disk_bundles
-        for effect in self.h.effects[start:]:
-            if isinstance(effect, DeleteBundle):
-                assert effect.bundle_id not in (state.current, state.next, state.fallback)
+        assert self.h.violations == []
 
     @rule(reply=ANSWERS)
     def server_will_answer(self, reply: tuple[int, dict[str, str], bytes]) -> None:
@@ -141,6 +136,13 @@ class DeviceLife(RuleBasedStateMachine):
         assert state.current == BUILTIN or state.current in self.h.disk_bundles
         on_disk = reconcile(self.h.disk_state, self.h.disk_bundles)
         assert on_disk.bootable(on_disk.current)
+
+    @invariant()
+    def no_orphan_bundles(self) -> None:
+        state = self.h.agent.state
+        for info in state.bundles.values():
+            if info.status in ("pending", "success"):
+                assert info.id in (state.current, state.next, state.fallback), info
 
     @invariant()
     def failed_versions_never_run_again(self) -> None:
