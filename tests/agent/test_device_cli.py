@@ -118,9 +118,10 @@ def test_failed_download_exits_3(peer: CapgoPeer, tmp_path: Path) -> None:
     assert status(tmp_path / "dev")["current"]["id"] == "builtin"
 
 
-def _kill_when(folder: Path, peer: CapgoPeer, ready: Any, action: str = "foreground") -> None:
+def _kill_when(folder: Path, peer: CapgoPeer, ready: Any) -> None:
+    """Run `otasim device foreground` and SIGKILL it as soon as `ready()` holds."""
     proc = subprocess.Popen(
-        [*OTASIM, action, str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*OTASIM, "foreground", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 30
@@ -155,6 +156,7 @@ def test_sigkill_mid_download_then_resume(peer: CapgoPeer, tmp_path: Path) -> No
 def test_sigkill_mid_swap_leaves_a_bootable_device(peer: CapgoPeer, tmp_path: Path) -> None:
     folder = tmp_path / "dev"
     init(folder, peer)
+    assert otasim("launch", folder).returncode == 0
     many = {f"assets/f{i}.js": b"x" * 200 for i in range(4000)}
     peer.publish("1.0.1", make_zip("1.0.1", many))
 
@@ -162,7 +164,7 @@ def test_sigkill_mid_swap_leaves_a_bootable_device(peer: CapgoPeer, tmp_path: Pa
         staging = folder / "staging"
         return staging.is_dir() and any(staging.iterdir())
 
-    _kill_when(folder, peer, unpacking, action="launch")
+    _kill_when(folder, peer, unpacking)
     killed = status(folder)
     assert killed["current"]["id"] == "builtin" and killed["next"] is None
     assert not any((folder / "staging").iterdir())
