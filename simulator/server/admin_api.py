@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator.server import admin_store as store
+from simulator.server import channel_store as channels
 from simulator.server import rollout, semver
 from simulator.server.auth import ROLES, ApiKey, authenticate, create_key
 from simulator.server.db import transaction
@@ -186,7 +187,7 @@ async def channel_set(request: Request, state: ServerState, key: ApiKey) -> Any:
         if body["disable_auto_update"] not in DISABLE_AUTO_UPDATE:
             raise bad(f"disable_auto_update must be one of {', '.join(DISABLE_AUTO_UPDATE)}")
         fields["disable_auto_update"] = body["disable_auto_update"]
-    return store.set_channel(state, key, path_app(request), _channel_name(request), fields)
+    return channels.set_channel(state, key, path_app(request), _channel_name(request), fields)
 
 
 async def rollout_set(request: Request, state: ServerState, key: ApiKey) -> Any:
@@ -199,19 +200,19 @@ async def rollout_set(request: Request, state: ServerState, key: ApiKey) -> Any:
         auto["auto_pause_min_samples"] = int(number(body, "auto_pause_min_samples", 1, 1e9))
     version = version_field(body, allow_builtin=True)
     app_id, name = path_app(request), _channel_name(request)
-    return store.set_rollout(state, key, app_id, name, version, bps, auto)
+    return channels.set_rollout(state, key, app_id, name, version, bps, auto)
 
 
 async def rollout_do(request: Request, state: ServerState, key: ApiKey) -> Any:
     action = request.path_params["action"]
     if action not in ("pause", "resume", "complete"):
         raise ApiError(404, "not_found", "Rollout actions are pause, resume and complete")
-    return store.rollout_action(state, key, path_app(request), _channel_name(request), action)
+    return channels.rollout_action(state, key, path_app(request), _channel_name(request), action)
 
 
 async def rollback(request: Request, state: ServerState, key: ApiKey) -> Any:
     version = version_field(await body_of(request), allow_builtin=True)
-    return store.rollback(state, key, path_app(request), _channel_name(request), version)
+    return channels.rollback(state, key, path_app(request), _channel_name(request), version)
 
 
 def _device(request: Request) -> str:
@@ -223,11 +224,11 @@ def _device(request: Request) -> str:
 
 async def override_set(request: Request, state: ServerState, key: ApiKey) -> Any:
     channel = text(await body_of(request), "channel", max_len=64)
-    return store.set_override(state, key, path_app(request), _device(request), channel)
+    return channels.set_override(state, key, path_app(request), _device(request), channel)
 
 
 async def override_delete(request: Request, state: ServerState, key: ApiKey) -> Any:
-    return store.set_override(state, key, path_app(request), _device(request), None)
+    return channels.set_override(state, key, path_app(request), _device(request), None)
 
 
 async def stats(request: Request, state: ServerState, key: ApiKey) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simulator.server import admin_store, rollout, semver
+from simulator.server import channel_store, rollout, semver
 from simulator.server.decide import decide
 from simulator.server.model import BUILTIN, Bundle
 from simulator.server.state import ServerState
@@ -213,4 +213,4 @@ def record_event(state: ServerState, info: DeviceInfo) -> dict[str, object] | No
 def after_stats(state: ServerState, app_id: str) -> None:
     """Write the counts now and pause any rollout whose failure ratio passed its threshold."""
     state.recorder.flush()
-    admin_store.auto_pause(state, app_id)
+    channel_store.auto_pause(state, app_id)

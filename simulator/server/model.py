@@ -43,6 +43,13 @@ class Channel:
     def allows_platform(self, platform: str) -> bool:
         return bool(getattr(self, platform, False))
 
+    def to_json(self) -> dict[str, object]:
+        """The admin API's view: every field, `version` "builtin" for None, the percentage."""
+        info: dict[str, object] = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        info["version"] = self.version or BUILTIN
+        info["rollout_percent"] = self.rollout_bps / 100
+        return info
+
 
 @dataclass(frozen=True)
 class ManifestFile:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from simulator.server.admin_store import require_app, summarize
+from simulator.server.admin_store import require_app
 from simulator.server.state import ServerState
 
 
@@ -60,3 +61,25 @@ def _timeline(buckets: Mapping[int, Mapping[str, int]]) -> list[dict[str, Any]]:
         adoption += counters["installs"] - counters["uninstalls"]
         points.append({"at": bucket * 60, **counters, "adoption": adoption})
     return points
+
+
+def version_totals(conn: sqlite3.Connection, app_id: str, version: str) -> dict[str, int]:
+    """Counters of one version: gets, downloads, installs, uninstalls, fails, rollbacks."""
+    rows = conn.execute(
+        "SELECT action, SUM(count) FROM version_stats WHERE app_id = ? AND version_name = ? "
+        "GROUP BY action",
+        (app_id, version),
+    ).fetchall()
+    return summarize({r[0]: r[1] for r in rows})
+
+
+def summarize(actions: Mapping[str, int]) -> dict[str, int]:
+    """The admin counters from raw action counts."""
+    return {
+        "gets": actions.get("get", 0),
+        "downloads": actions.get("download_complete", 0),
+        "installs": actions.get("set", 0),
+        "uninstalls": actions.get("uninstall", 0),
+        "fails": sum(n for a, n in actions.items() if a.endswith("_fail")),
+        "rollbacks": actions.get("update_fail", 0),
+    }
