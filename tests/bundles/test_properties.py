@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,6 +30,24 @@ ENTRY = st.tuples(
 )
 
 
+def _infos(path: Path) -> list[zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as zf:
+        return zf.infolist()
+
+
+def _hostile(info: zipfile.ZipInfo) -> bool:
+    """The spec, independently of the checker: traversal, absolute, Windows, NUL, link, bomb."""
+    name = info.orig_filename
+    return (
+        name.startswith("/")
+        or any(c in name for c in "\\\x00")
+        or re.match("[A-Za-z]:", name) is not None
+        or ".." in name.split("/")
+        or stat.S_ISLNK(info.external_attr >> 16)
+        or info.file_size >= 100_000
+    )
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in root.rglob("*")
@@ -50,6 +70,7 @@ def test_hostile_zips_write_nothing_outside_staging(entries):
         except VerificationError:
             assert not dest.exists()
         else:
+            assert not any(_hostile(info) for info in _infos(root / "bundle.zip"))
             assert all(not p.is_symlink() for p in dest.rglob("*"))
         after = {k: v for k, v in snapshot(root).items() if not k.startswith("inside/stage")}
         assert after == before
