@@ -52,7 +52,7 @@ class DeviceInfo:
     old_version_name: str | None = None
 
 
-def _invalid(body: object) -> BadRequest:
+def _invalid() -> BadRequest:
     return BadRequest("invalid_json_body", "Cannot parse body")
 
 
@@ -61,14 +61,14 @@ def _opt_str(body: dict[str, Any], key: str, max_len: int | None = None) -> str 
     if value is None:
         return None
     if not isinstance(value, str) or (max_len is not None and len(value) > max_len):
-        raise _invalid(body)
+        raise _invalid()
     return value
 
 
 def _req_bool(body: dict[str, Any], key: str, default: bool) -> bool:
     value = body.get(key, default)
     if not isinstance(value, bool):
-        raise _invalid(body)
+        raise _invalid()
     return value
 
 
@@ -77,14 +77,14 @@ def _common(
 ) -> dict[str, Any]:
     """Checks shared by every device body: presence, ids, build coercion, version names."""
     if not isinstance(body, dict) or not body:
-        raise _invalid(body)
+        raise _invalid()
     device_id = body.get("device_id")
     if not device_id:
         raise BadRequest("missing_device_id", "Cannot find device_id")
     if not body.get("app_id"):
         raise BadRequest("missing_app_id", "Cannot find app_id")
     if not isinstance(device_id, str) or not isinstance(body["app_id"], str):
-        raise _invalid(body)
+        raise _invalid()
     fields = dict(body)
     fields["device_id"] = device_id.lower()
     if build_optional:
@@ -98,21 +98,21 @@ def _common(
     name, build = fields.get("version_name"), fields.get("version_build")
     for value in (name, build):
         if not isinstance(value, str) or (not value and not allow_empty_versions):
-            raise _invalid(body)
+            raise _invalid()
     fields["raw_version_name"] = name
     if name == "builtin":
         fields["version_name"] = build
     if not APP_ID.match(fields["app_id"]) or not DEVICE_ID.match(fields["device_id"]):
-        raise _invalid(body)
+        raise _invalid()
     return fields
 
 
 def _info(fields: dict[str, Any], *, plugin_required: bool) -> DeviceInfo:
     plugin = fields.get("plugin_version")
     if plugin_required and (not isinstance(plugin, str) or semver.parse(plugin) is None):
-        raise _invalid(fields)
+        raise _invalid()
     if not isinstance(fields.get("platform"), str) or fields["platform"] not in PLATFORMS:
-        raise _invalid(fields)
+        raise _invalid()
     _opt_str(fields, "install_source", 64)
     _opt_str(fields, "version_code")
     return DeviceInfo(
@@ -161,13 +161,13 @@ def parse_stats_event(body: object, allowed_actions: frozenset[str]) -> DeviceIn
     """
     fields = _common(body, allow_empty_versions=True, build_optional=True)
     if not isinstance(fields.get("version_os"), str):
-        raise _invalid(body)
+        raise _invalid()
     metadata = fields.get("metadata")
     if metadata is not None and not _valid_metadata(metadata):
-        raise _invalid(body)
+        raise _invalid()
     info = _info(fields, plugin_required=False)
     if info.action is not None and info.action not in allowed_actions:
-        raise _invalid(body)
+        raise _invalid()
     return info
 
 
