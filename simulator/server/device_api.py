@@ -202,9 +202,12 @@ def record_event(state: ServerState, info: DeviceInfo) -> dict[str, object] | No
     app = state.catalog.app(info.app_id)
     rec = state.recorder
     rec.count(info.app_id, version, action)
-    old = info.old_version_name
-    if action == "set" and old and old != version and _known_version(state, info, old):
-        rec.count(info.app_id, old, "uninstall")
+    if action == "set" and info.is_prod and not info.is_emulator:
+        # Capgo's version counters: installs (and uninstalls) only from real production devices
+        rec.count(info.app_id, version, "install")
+        old = info.old_version_name
+        if old and old != version and _known_version(state, info, old):
+            rec.count(info.app_id, old, "uninstall")
     if not action.endswith("_fail"):
         rec.device_seen(info, version, app is not None and app.allow_device_custom_id)
     return None

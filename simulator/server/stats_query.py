@@ -78,7 +78,7 @@ def summarize(actions: Mapping[str, int]) -> dict[str, int]:
     return {
         "gets": actions.get("get", 0),
         "downloads": actions.get("download_complete", 0),
-        "installs": actions.get("set", 0),
+        "installs": actions.get("install", 0),
         "uninstalls": actions.get("uninstall", 0),
         "fails": sum(n for a, n in actions.items() if a.endswith("_fail")),
         "rollbacks": actions.get("update_fail", 0),

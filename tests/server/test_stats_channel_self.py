@@ -76,6 +76,10 @@ def test_counters_installs_fails_rollbacks_and_adoption(
     events = [event(app, "set", "1.0.2", old_version_name="1.0.1") for _ in range(3)]
     events += [event(app, "download_complete", "1.0.2"), event(app, "checksum_fail", "1.0.2")]
     events += [event(app, "update_fail", "1.0.2")]
+    events += [
+        event(app, "set", "1.0.2", is_emulator=True),
+        event(app, "set", "1.0.2", is_prod=False),
+    ]
     old_plugin = event(app, "download_fail", "1.0.2", plugin_version="7.16.0")
     http.post("/stats", json=[*events, old_plugin])
     http.post("/updates", json=device(app))  # a backend "get" for 1.0.1
@@ -83,6 +87,7 @@ def test_counters_installs_fails_rollbacks_and_adoption(
     new = stats["1.0.2"]
     assert (new["installs"], new["downloads"], new["fails"], new["rollbacks"]) == (3, 1, 2, 1)
     assert "download_fail" not in new["actions"]  # ignored from plugins before 7.17.0
+    assert new["actions"]["set"] == 5  # installs count only real production devices
     assert stats["1.0.1"]["uninstalls"] == 3 and stats["1.0.1"]["gets"] == 1
     assert new["timeline"][-1]["adoption"] == 3
     assert admin.stats(app, "1.0.2")["versions"].keys() == {"1.0.2"}
