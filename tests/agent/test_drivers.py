@@ -104,18 +104,44 @@ def test_malformed_answers_are_failed_checks(
 
 
 def test_every_no_update_kind_leaves_the_device_alone(peer: CapgoPeer, make_device: Make) -> None:
-    device = make_device()
-    for body in (
-        UP_TO_DATE,
-        {"error": "disable_device", "kind": "blocked"},
-        {"error": "no_channel", "kind": "failed"},
-        {"error": "legacy_server_error"},
-    ):
-        peer.canned.append(canned_json(body))
+    device = make_device(transport_attempts=1)
+    answers = [
+        (UP_TO_DATE, 200, "up_to_date"),
+        (
+            {"error": "already_on_builtin", "kind": "up_to_date", "version": "builtin"},
+            200,
+            "up_to_date",
+        ),
+        (
+            {"error": "disable_device", "kind": "blocked", "version": "1.0.1", "old": "1.0.0"},
+            200,
+            "blocked",
+        ),
+        ({"error": "key_id_mismatch", "kind": "blocked", "deviceKeyId": "a"}, 200, "blocked"),
+        ({"error": "no_channel", "kind": "failed"}, 200, "failed"),
+        ({"error": "legacy_server_error"}, 200, "failed"),  # no kind: failed
+        ({"error": "semver_error", "message": "bad"}, 400, "failed"),
+        ({"error": "not_found"}, 404, "failed"),
+        ({"error": "unknown_error"}, 500, "failed"),
+    ]
+    for body, status, _ in answers:
+        peer.canned.append(canned_json(body, status))
         device.foreground()
     kinds = [p["kind"] for n, p in device.observer.events if n == "updateCheckResult"]
-    assert kinds == ["up_to_date", "blocked", "failed", "failed"]
-    assert peer.bundle_requests() == []
+    assert kinds == [kind for _, _, kind in answers]
+    assert peer.bundle_requests() == [] and device.status().current.id == "builtin"
+
+
+def test_revert_to_builtin_through_the_driver(peer: CapgoPeer, make_device: Make) -> None:
+    peer.publish("1.0.1")
+    device = make_device(auto_update="always")
+    device.launch()
+    assert device.status().current.version == "1.0.1"
+    peer.canned.append(canned_json({"version": "builtin"}))
+    device.foreground()
+    status = device.status()
+    assert status.current.id == "builtin" and status.bundles == ()
+    assert ("reset", "1.0.0") in device.observer.stats
 
 
 def test_bad_checksum_is_never_fetched_twice(peer: CapgoPeer, make_device: Make) -> None:
