@@ -101,6 +101,11 @@ def test_errors_are_one_line_with_a_nonzero_exit(as_admin: dict[str, str], tmp_p
     one_line_error(otasim("admin", "apps", env=unreachable), "unreachable")
 
 
+def test_serve_on_a_busy_port_is_one_line(server: RunningServer, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    one_line_error(otasim("serve", "--port", port, "--data", str(tmp_path)), "cannot start")
+
+
 def test_help_answers(tmp_path: Path) -> None:
     for command in ("serve", "publish", "admin"):
         result = otasim(command, "--help")
