@@ -176,6 +176,7 @@ class BundleFetch:
         self._plain.truncate(0)
         self._verifier = self._plan.verifier()
         self._offset = 0
+        self._resumed = False
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body.
@@ -216,7 +217,6 @@ class BundleFetch:
             if not self._resumed:
                 raise
             self._restart()  # the partial from an earlier run may be torn: start over once
-            self._resumed = False
             raise TransportError("resumed download did not verify; restarting from zero") from None
         finally:
             self.close()
