@@ -61,7 +61,8 @@ def unpack_file(
     """Verify the bundle file `src`, then unzip it safely so that `dest` appears all at once.
 
     Work happens in a temporary folder beside `dest` (same file system), which is removed
-    whatever happens; `dest` (absent or an empty folder) is only replaced on success.
+    whatever happens; `dest` (absent or an empty folder, in an existing folder) is only
+    replaced on success.
 
     Raises:
         ValueError: `dest` exists and is not an empty folder.
@@ -70,7 +71,6 @@ def unpack_file(
     """
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"{dest} must not exist or be an empty folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as work:
         plain = Path(work) / "bundle.zip"
         verifier = verify_file(src, plain, verification)

@@ -12,9 +12,12 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.errors import CommandError
+
+if TYPE_CHECKING:
+    from agent.security.keys import PublicKey
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 MAKE_EXIT_CODES = """exit codes:
@@ -179,41 +182,52 @@ def run_manifest(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from agent.bundles.zipbundle import unpack_file
     from agent.errors import LocalError, VerificationError
-    from agent.security.keys import PublicKeyError, load_public_key
-    from agent.security.verify import plan_bundle_verification
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file")
+    if args.unpack is not None and not args.unpack.parent.is_dir():
+        raise CommandError(f"{args.unpack.parent}: no such folder (for --unpack)")
+    key = _public_key(args.public_key)
     try:
-        key = (
-            load_public_key(_read_bytes(args.public_key, "public key").decode())
-            if args.public_key
-            else None
-        )
-    except (PublicKeyError, UnicodeDecodeError) as exc:
-        raise CommandError(f"{args.public_key}: {exc}") from None
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DeprecationWarning)
-            plan = plan_bundle_verification(args.checksum, args.session_key, key)
-        for warning in caught:
-            print(f"otasim: warning: {warning.message}", file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="otasim-verify-") as scratch:
-            dest = args.unpack or Path(scratch) / "bundle"
-            verifier = unpack_file(args.file, dest, plan)
-            files = sum(1 for p in dest.rglob("*") if p.is_file())
+        result = _verify(args, key)
     except VerificationError as exc:
-        _emit(
-            args,
-            {"ok": False, "action": exc.action, "reason": exc.reason},
-            f"{exc.action}: {exc.reason}",
-        )
+        fields = {"ok": False, "action": exc.action, "reason": exc.reason}
+        _emit(args, fields, f"{exc.action}: {exc.reason}")
         return EXIT_REJECTED
     except (LocalError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    result = {
+    where = f", unpacked in {args.unpack}" if args.unpack else ""
+    _emit(args, result, f"accepted: sha256 {result['sha256']}, {result['files']} files{where}")
+    return EXIT_ACCEPTED
+
+
+def _public_key(path: Path | None) -> PublicKey | None:
+    from agent.security.keys import PublicKeyError, load_public_key
+
+    if path is None:
+        return None
+    try:
+        return load_public_key(_read_bytes(path, "public key").decode())
+    except (PublicKeyError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
+def _verify(args: argparse.Namespace, key: PublicKey | None) -> dict[str, Any]:
+    """The device's checks; unpacks into --unpack, or into a temporary folder then removed."""
+    from agent.bundles.zipbundle import unpack_file
+    from agent.security.verify import plan_bundle_verification
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        plan = plan_bundle_verification(args.checksum, args.session_key, key)
+    for warning in caught:
+        print(f"otasim: warning: {warning.message}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="otasim-verify-") as scratch:
+        dest = args.unpack or Path(scratch) / "bundle"
+        verifier = unpack_file(args.file, dest, plan)
+        files = sum(1 for p in dest.rglob("*") if p.is_file())
+    return {
         "ok": True,
         "sha256": verifier.sha256_hex,
         "decrypted": plan.session is not None,
@@ -221,10 +235,6 @@ def run_verify(args: argparse.Namespace) -> int:
         "files": files,
         "unpacked": str(args.unpack) if args.unpack else None,
     }
-    where = f", unpacked in {args.unpack}" if args.unpack else ""
-    text = f"accepted: sha256 {verifier.sha256_hex}, {files} files{where}"
-    _emit(args, result, text)
-    return EXIT_ACCEPTED
 
 
 def _emit(args: argparse.Namespace, fields: dict[str, Any], text: str) -> None:

@@ -218,3 +218,11 @@ def test_help_documents_exit_codes():
         check=True,
     ).stdout
     assert "exit codes:" in out and "checksum_required" in out
+
+
+def test_unpack_parent_must_exist(tmp_path, capsys, release):
+    code, _, err = run(
+        capsys, "bundle", "verify", "b.zip", "--checksum", "", "--unpack", "no/such/out"
+    )
+    assert code == 2 and "no such folder" in err
+    assert not (tmp_path / "no").exists()
