@@ -1,4 +1,5 @@
-"""`DeviceUser`: a Locust user that is one real device running the agent.
+"""`DeviceUser`: a Locust user that is one real device running the agent (`DeviceUserBase`
+holds the device; `DeviceUser` adds the shipped behaviour).
 
 Each user owns a `SyncDevice` (the blocking driver; gevent makes it cooperative) in its own
 folder, `<device root>/<worker>/<slot>/device`, with an identity drawn from the fleet mix and
@@ -110,10 +111,14 @@ def draw_identity(settings: LoadtestSettings, rng: random.Random) -> tuple[Devic
     return identity, _pick(group.channel, rng)
 
 
-class DeviceUser(User):
-    """One phone with the app: launches, sessions, backgrounds, relaunches."""
+class DeviceUserBase(User):
+    """A Locust user that is one device: its folder, identity, agent and app-side model.
 
-    wait_time = between(1.0, 5.0)  # between two sessions
+    Subclass it to script other behaviours (tasks calling `self.device_now.foreground()`,
+    `.check_for_update()`, ... then `self.settle()`); `DeviceUser` is the shipped one.
+    """
+
+    abstract = True
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -152,34 +157,26 @@ class DeviceUser(User):
         observer = LocustObserver(
             self.environment.events, self.identity.device_id, self._note_reload
         )
+        # durable=False: commits stay atomic against kills but skip fsync, which would block
+        # the whole gevent process (every device of it) on the disk at each commit
         self.device = SyncDevice.open(
-            self.home / "device", self.config, self.identity, shared.port, observer=observer
+            self.home / "device",
+            self.config,
+            self.identity,
+            shared.port,
+            observer=observer,
+            durable=False,
         )
 
     def _note_reload(self, boot_id: int, bundle_id: str) -> None:
         self._reloads.append((boot_id, bundle_id))
 
     @property
-    def _device(self) -> SyncDevice:
+    def device_now(self) -> SyncDevice:
+        """The open device (RuntimeError before `on_start` or after `on_stop`)."""
         if self.device is None:
             raise RuntimeError("device not open")
         return self.device
-
-    @task(4)
-    def session(self) -> None:
-        """Open the app (check, maybe download), use it a while, leave it (maybe install)."""
-        self._device.foreground()
-        self._settle()
-        time.sleep(min(self.rng.expovariate(1.0), 3.0) * self._settings.session_s)
-        self._device.background()
-        self._settle()
-
-    @task(1)
-    def relaunch(self) -> None:
-        """The app is killed, then opened again: a cold start."""
-        self._device.kill()
-        self._open()
-        self._cold_start()
 
     def on_stop(self) -> None:
         """Close the device; unsent stats stay queued on its disk, as on a killed phone
@@ -195,21 +192,43 @@ class DeviceUser(User):
         return process_state(self.environment).settings
 
     def _cold_start(self) -> None:
-        self._device.launch()
-        self._settle()
+        self.device_now.launch()
+        self.settle()
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """The app's side after each step: confirm the boots it survives; fire due timers."""
         while self._reloads:
             boot_id, bundle_id = self._reloads.pop(0)
             if self._boots(bundle_id):
-                self._device.notify_app_ready(boot_id)
-        self._device.run_timers()
+                self.device_now.notify_app_ready(boot_id)
+        self.device_now.run_timers()
 
     def _boots(self, bundle_id: str) -> bool:
-        status = self._device.status()
+        status = self.device_now.status()
         path = next((b.path for b in status.bundles if b.id == bundle_id), None)
         if path is None:  # builtin, or gone
             return True
         traits = read_traits(path, self.identity.platform)
         return traits.loads and self.rng.random() >= traits.crash_p
+
+
+class DeviceUser(DeviceUserBase):
+    """One phone with the app: sessions (open, use, leave) and now and then a relaunch."""
+
+    wait_time = between(1.0, 5.0)  # between two sessions
+
+    @task(4)
+    def session(self) -> None:
+        """Open the app (check, maybe download), use it a while, leave it (maybe install)."""
+        self.device_now.foreground()
+        self.settle()
+        time.sleep(min(self.rng.expovariate(1.0), 3.0) * self._settings.session_s)
+        self.device_now.background()
+        self.settle()
+
+    @task(1)
+    def relaunch(self) -> None:
+        """The app is killed, then opened again: a cold start."""
+        self.device_now.kill()
+        self._open()
+        self._cold_start()

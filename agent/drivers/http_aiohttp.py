@@ -117,6 +117,8 @@ class AiohttpPort:
         length = response.content_length
         if length is not None and length > request.max_body_bytes:
             raise too_large(request)
+        if length is not None and "content-encoding" not in response.headers:
+            return await response.read()  # the common case: known, small, not compressed
         body = bytearray()
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
             body += chunk

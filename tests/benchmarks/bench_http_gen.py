@@ -1,18 +1,22 @@
-"""One load generator of the HTTP benchmark, run in its own pinned process by bench_http.py.
+"""One load generator of the HTTP benchmarks, run in its own pinned process.
 
     python bench_http_gen.py CANDIDATE URL CONCURRENCY WARMUP_S DURATION_S
 
-Prints one JSON line: requests completed in the measured window, errors, seconds.
-gevent candidates monkey-patch first, so that no asyncio candidate ever shares a patched
-process. Every candidate POSTs the same canned update-check body and reads the answer.
+Prints one JSON line: update checks completed in the measured window, errors, seconds.
+gevent candidates monkey-patch first, so no asyncio candidate ever shares a patched process.
+Raw clients POST the same canned update-check body; `agent-*` candidates are devices running
+the agent (`check_for_update`, stats off) over the port of the same backend.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 BODY = json.dumps(
@@ -30,11 +34,8 @@ BODY = json.dumps(
 ).encode()
 HEADERS = {"Content-Type": "application/json", "User-Agent": "CapacitorUpdater/8.51.14"}
 GEVENT_CANDIDATES = {
-    "httpx-sync-gevent",
-    "geventhttpclient",
-    "port-geventhttpclient",
-    "locust-fasthttp",
-}
+    "httpx-sync-gevent", "geventhttpclient", "port-geventhttpclient", "agent-sync-gevent",
+}  # fmt: skip
 
 
 class Window:
@@ -51,22 +52,40 @@ class Window:
 
     def result(self) -> dict[str, Any]:
         seconds = self.end - self.start
-        requests = self.at_end - self.at_start
-        return {"requests": requests, "errors": self.errors, "seconds": seconds}
+        return {"requests": self.at_end - self.at_start, "errors": self.errors, "seconds": seconds}
 
 
-# -- asyncio candidates: each returns (send, close) -------------------------------------
+def device_setup(url: str, index: int, window: Window) -> tuple[Any, Any, Any, Path]:
+    """(config, identity, observer counting errors, folder) for benchmark device `index`."""
+    from agent.config import AgentConfig, DeviceIdentity
+    from agent.drivers.api import AgentObserver
+
+    class CountErrors(AgentObserver):
+        def on_request(self, *args: Any) -> None:
+            status, error = args[3], args[6]
+            if error is not None or status != 200:
+                window.errors += 1
+
+    config = AgentConfig(update_url=url, stats_url="", channel_url=url)
+    identity = DeviceIdentity(
+        device_id=str(uuid.uuid4()), app_id="com.example.app", platform="android",
+        version_build="1.0.0",
+    )  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="otasim-bench-")) / f"{index:05d}"
+    return config, identity, CountErrors(), folder
+
+
+# -- asyncio candidates: each returns (one send per worker, close) ------------------------
 
 AsyncSend = Callable[[], Awaitable[int]]
+AsyncClose = Callable[[], Awaitable[None]]
 
 
-async def _httpx_async(
-    url: str, transport_kind: str
-) -> tuple[AsyncSend, Callable[[], Awaitable[None]]]:
+async def _httpx_async(url: str, n: int, transport: str) -> tuple[list[AsyncSend], AsyncClose]:
     import httpx
 
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    if transport_kind == "aiohttp":
+    if transport == "aiohttp":
         from httpx_aiohttp import HttpxAiohttpClient
 
         client: httpx.AsyncClient = HttpxAiohttpClient(limits=limits)
@@ -74,13 +93,12 @@ async def _httpx_async(
         client = httpx.AsyncClient(limits=limits)
 
     async def send() -> int:
-        response = await client.post(url, content=BODY, headers=HEADERS)
-        return response.status_code
+        return (await client.post(url, content=BODY, headers=HEADERS)).status_code
 
-    return send, client.aclose
+    return [send] * n, client.aclose
 
 
-async def _aiohttp_raw(url: str) -> tuple[AsyncSend, Callable[[], Awaitable[None]]]:
+async def _aiohttp_raw(url: str, n: int) -> tuple[list[AsyncSend], AsyncClose]:
     import aiohttp
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
@@ -90,10 +108,10 @@ async def _aiohttp_raw(url: str) -> tuple[AsyncSend, Callable[[], Awaitable[None
             await response.read()
             return response.status
 
-    return send, session.close
+    return [send] * n, session.close
 
 
-async def _port_async(url: str, backend: str) -> tuple[AsyncSend, Callable[[], Awaitable[None]]]:
+async def _port_async(url: str, n: int, backend: str) -> tuple[list[AsyncSend], AsyncClose]:
     from agent.drivers.http import HttpRequest, make_async_port
 
     port = make_async_port(backend, max_connections=100)  # type: ignore[arg-type]
@@ -102,24 +120,48 @@ async def _port_async(url: str, backend: str) -> tuple[AsyncSend, Callable[[], A
     async def send() -> int:
         return (await port.send(request)).status
 
-    return send, port.aclose
+    return [send] * n, port.aclose
 
 
-ASYNC_CANDIDATES = {
-    "httpx-async": lambda url: _httpx_async(url, "httpcore"),
-    "httpx-aiohttp": lambda url: _httpx_async(url, "aiohttp"),
-    "aiohttp": _aiohttp_raw,
-    "port-aiohttp": lambda url: _port_async(url, "aiohttp"),
-    "port-httpx": lambda url: _port_async(url, "httpx"),
-}
+async def _agent_async(url: str, n: int, window: Window) -> tuple[list[AsyncSend], AsyncClose]:
+    from agent.drivers.aio import AsyncDevice
+    from agent.drivers.http import make_async_port
+
+    port = make_async_port("aiohttp", max_connections=100)
+    devices = []
+    for index in range(n):
+        config, identity, observer, folder = device_setup(url, index, window)
+        device = await AsyncDevice.open(folder, config, identity, port, observer=observer)
+        await device.launch()
+        devices.append(device)
+
+    def sender(device: AsyncDevice) -> AsyncSend:
+        async def send() -> int:
+            await device.check_for_update()
+            return 200
+
+        return send
+
+    return [sender(d) for d in devices], port.aclose
 
 
-async def _run_async(name: str, url: str, concurrency: int, window: Window) -> None:
+def _async_candidate(name: str, url: str, n: int, window: Window) -> Any:
+    return {
+        "httpx-async": lambda: _httpx_async(url, n, "httpcore"),
+        "httpx-aiohttp": lambda: _httpx_async(url, n, "aiohttp"),
+        "aiohttp": lambda: _aiohttp_raw(url, n),
+        "port-aiohttp": lambda: _port_async(url, n, "aiohttp"),
+        "port-httpx": lambda: _port_async(url, n, "httpx"),
+        "agent-aio": lambda: _agent_async(url, n, window),
+    }[name]()
+
+
+async def _run_async(name: str, url: str, n: int, window: Window) -> None:
     import asyncio
 
-    send, close = await ASYNC_CANDIDATES[name](url)
+    sends, close = await _async_candidate(name, url, n, window)
 
-    async def worker() -> None:
+    async def worker(send: AsyncSend) -> None:
         while window.running():
             try:
                 if await send() != 200:
@@ -134,25 +176,24 @@ async def _run_async(name: str, url: str, concurrency: int, window: Window) -> N
         await asyncio.sleep(window.end - time.monotonic())
         window.at_end = window.done
 
-    await asyncio.gather(sample(), *(worker() for _ in range(concurrency)))
+    await asyncio.gather(sample(), *(worker(send) for send in sends))
     await close()
 
 
 # -- gevent candidates -------------------------------------------------------------------
 
 
-def _gevent_client(name: str, url: str, concurrency: int) -> Callable[[], int]:
+def _gevent_sends(name: str, url: str, n: int, window: Window) -> list[Callable[[], int]]:
     if name == "httpx-sync-gevent":
         import httpx
 
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        client = httpx.Client(limits=limits)
-        return lambda: client.post(url, content=BODY, headers=HEADERS).status_code
+        client = httpx.Client(limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+        return [lambda: client.post(url, content=BODY, headers=HEADERS).status_code] * n
     if name == "geventhttpclient":
         from geventhttpclient import URL, HTTPClient
 
         parsed = URL(url)
-        raw = HTTPClient.from_url(parsed, concurrency=concurrency)
+        raw = HTTPClient.from_url(parsed, concurrency=n)
 
         def send_raw() -> int:
             response = raw.post(parsed.request_uri, body=BODY, headers=HEADERS)
@@ -160,20 +201,28 @@ def _gevent_client(name: str, url: str, concurrency: int) -> Callable[[], int]:
             response.release()
             return response.status_code
 
-        return send_raw
+        return [send_raw] * n
     from agent.drivers.http import HttpRequest, make_sync_port
 
-    port = make_sync_port("geventhttpclient", max_connections=concurrency)
-    request = HttpRequest("POST", url, HEADERS, BODY)
-    return lambda: port.send(request).status
+    port = make_sync_port("geventhttpclient", max_connections=n)
+    if name == "port-geventhttpclient":
+        request = HttpRequest("POST", url, HEADERS, BODY)
+        return [lambda: port.send(request).status] * n
+    from agent.drivers.sync import SyncDevice
+
+    def sender(index: int) -> Callable[[], int]:
+        config, identity, observer, folder = device_setup(url, index, window)
+        device = SyncDevice.open(folder, config, identity, port, observer=observer)
+        device.launch()
+        return lambda: device.check_for_update() or 200
+
+    return [sender(index) for index in range(n)]
 
 
-def _run_gevent(name: str, url: str, concurrency: int, window: Window) -> None:
+def _run_gevent(name: str, url: str, n: int, window: Window) -> None:
     import gevent
 
-    send = _gevent_client(name, url, concurrency)
-
-    def worker() -> None:
+    def worker(send: Callable[[], int]) -> None:
         while window.running():
             try:
                 if send() != 200:
@@ -182,40 +231,12 @@ def _run_gevent(name: str, url: str, concurrency: int, window: Window) -> None:
                 window.errors += 1
             window.done += 1
 
-    workers = [gevent.spawn(worker) for _ in range(concurrency)]
+    workers = [gevent.spawn(worker, send) for send in _gevent_sends(name, url, n, window)]
     gevent.sleep(window.start - time.monotonic())
     window.at_start = window.done
     gevent.sleep(window.end - time.monotonic())
     window.at_end = window.done
     gevent.joinall(workers, timeout=30)
-
-
-def _run_locust(url: str, concurrency: int, window: Window) -> None:
-    """Locust's own FastHttpUser, library mode: the runner and stats included."""
-    import gevent
-    from locust import FastHttpUser, constant, task
-    from locust.env import Environment
-
-    base, path = url.rsplit("/", 1)
-
-    class BarePost(FastHttpUser):
-        host = base
-        wait_time = constant(0)
-        concurrency = 1
-
-        @task
-        def check(self) -> None:
-            self.client.post(f"/{path}", data=BODY, headers=HEADERS)
-
-    env = Environment(user_classes=[BarePost])
-    runner = env.create_local_runner()
-    runner.start(concurrency, spawn_rate=concurrency)
-    gevent.sleep(window.start - time.monotonic())
-    window.at_start = env.stats.total.num_requests
-    gevent.sleep(window.end - time.monotonic())
-    window.at_end = env.stats.total.num_requests
-    window.errors = env.stats.total.num_failures
-    runner.quit()
 
 
 def main() -> None:
@@ -226,9 +247,7 @@ def main() -> None:
 
         monkey.patch_all()
     window = Window(float(warmup_text), float(duration_text))
-    if name == "locust-fasthttp":
-        _run_locust(url, concurrency, window)
-    elif name in GEVENT_CANDIDATES:
+    if name in GEVENT_CANDIDATES:
         _run_gevent(name, url, concurrency, window)
     else:
         import asyncio

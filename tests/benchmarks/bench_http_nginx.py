@@ -1,4 +1,4 @@
-"""nginx on 127.0.0.1 answering a canned `/updates`, the fast endpoint of the HTTP benchmarks.
+"""nginx on 127.0.0.1 answering a canned `/updates` and `/stats`: the HTTP benchmarks' endpoint.
 
 Run by the benchmark scripts themselves (never by the test suite): its own prefix and
 config in a temp folder, one worker pinned to one core, stopped when the block ends.
@@ -17,28 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# the steady-state answer of a Capgo server (reference section 3.2): nothing to download
 UPDATE_ANSWER = {
-    "version": "1.0.1",
-    "url": "https://127.0.0.1/bundles/1.0.1.zip",
-    "checksum": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    "session_key": "",
+    "error": "no_new_version_available",
+    "message": "No new version available",
+    "kind": "up_to_date",
 }
-UPDATE_REQUEST = {
-    "platform": "android",
-    "device_id": "00000000-0000-4000-8000-000000000001",
-    "app_id": "com.example.app",
-    "custom_id": "",
-    "version_build": "1.0.0",
-    "version_code": "10",
-    "version_os": "14",
-    "version_name": "builtin",
-    "plugin_version": "8.51.14",
-    "is_emulator": False,
-    "is_prod": True,
-    "install_source": "google_play",
-    "defaultChannel": "production",
-}
-
 CONFIG = """
 worker_processes 1;
 daemon off;
@@ -59,6 +43,10 @@ http {{
         location = /updates {{
             default_type application/json;
             return 200 '{answer}';
+        }}
+        location = /stats {{
+            default_type application/json;
+            return 200 '{{"status":"ok"}}';
         }}
     }}
 }}

@@ -21,6 +21,7 @@ from simulator.server.embedded import RunningServer
 APP_ID = "com.example.otasim"
 VERSION = "1.0.1"
 LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
+LOCUST_CONF = LOCUSTFILE.with_name("locust.conf")  # its app-id is APP_ID
 
 
 @dataclass
@@ -30,8 +31,8 @@ class Target:
 
     def locust_args(self, devices: Path) -> list[str]:
         return [
-            "--host", self.server.url, "--app-id", APP_ID,
-            "--public-key", str(self.public_key), "--device-root", str(devices),
+            "--host", self.server.url, "--public-key", str(self.public_key),
+            "--device-root", str(devices),
         ]  # fmt: skip
 
 

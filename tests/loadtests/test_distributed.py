@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from locust_run import LOCUSTFILE, Target, device_versions, stats_rows
+from locust_run import APP_ID, LOCUSTFILE, Target, device_versions, stats_rows
 
 USERS = 40
 
@@ -34,11 +34,19 @@ def test_master_totals_are_the_workers_sum_and_identities_are_distinct(
         [
             "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
             "--headless", "--expect-workers", "2", "-u", str(USERS), "-r", "20", "-t", "15s",
-            "--csv", str(tmp_path / "run"), *target.locust_args(devices),
+            "--csv", str(tmp_path / "run"), "--app-id", APP_ID, *target.locust_args(devices),
         ],
         tmp_path / "master.log",
     )  # fmt: skip
-    worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    worker_args = [
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        port,
+        "--app-id",
+        APP_ID,
+    ]
     workers = [
         _start([*worker_args, *target.locust_args(devices)], tmp_path / f"worker{n}.log")
         for n in range(2)

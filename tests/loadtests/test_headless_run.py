@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from locust_run import APP_ID, VERSION, Target, device_versions, locust, stats_rows
+from locust_run import APP_ID, LOCUST_CONF, VERSION, Target, device_versions, locust, stats_rows
 
 from simulator.server.client import AdminClient
 
@@ -14,6 +14,7 @@ from simulator.server.client import AdminClient
 def test_device_users_install_the_release(target: Target, tmp_path: Path) -> None:
     devices = tmp_path / "devices"
     args = [
+        "--config", str(LOCUST_CONF),  # the app id and fleet mix come from it
         "--headless", "-u", "100", "-r", "50", "-t", "20s", "--csv", str(tmp_path / "run"),
         "--max-error-ratio", "0.05", "--min-update-success-ratio", "0.95",
         *target.locust_args(devices),
