@@ -184,7 +184,9 @@ class VirtualDevice(AgentObserver):
         next_reboot = self.sim_now() + self._exp(
             DAY_S / b.reboots_per_day if b.reboots_per_day else 0
         )
-        session_end = float("inf")
+        session_end = (
+            self.sim_now() + self._exp(b.session_min * 60) if self.foreground else float("inf")
+        )
         while True:
             now = self.sim_now()
             timers = self._timer_due()
@@ -203,7 +205,7 @@ class VirtualDevice(AgentObserver):
                 await self._leave()
                 session_end = float("inf")
             if now >= self.next_open:
-                await self._open()
+                await self.open_app()
                 session_end = self.sim_now() + self._exp(b.session_min * 60)
                 self.next_open = session_end + self._gap()
 
@@ -220,7 +222,8 @@ class VirtualDevice(AgentObserver):
         deadline = self.device.next_deadline() if self.device is not None else None
         return float("inf") if deadline is None else deadline - self.ctx.start
 
-    async def _open(self) -> None:
+    async def open_app(self) -> None:
+        """The user brings the app to the foreground (a cold start when it is not running)."""
         if self.device is None:
             self.device = await AsyncDevice.open(
                 self.folder,
