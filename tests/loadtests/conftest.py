@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from locust_run import APP_ID, VERSION, Target
+from locust_run import APP_ID, TAMPERED_APP_ID, VERSION, Target
 
 from simulator.device import make_dist
 from simulator.publish import publish
-from simulator.release import create_keys
+from simulator.release import create_keys, zip_dist
 from simulator.scenario import Release
 from simulator.server.client import AdminClient
 from simulator.server.embedded import run_server
@@ -25,4 +27,15 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         with AdminClient(server.url, server.admin_key) as admin:
             publish(admin, app_id=APP_ID, version=VERSION, channel="production", source=dist,
                     private_pem=private_pem)  # fmt: skip
+            _publish_tampered(admin, work)
         yield Target(server, work / "public.pem")
+
+
+def _publish_tampered(admin: AdminClient, work: Path) -> None:
+    """TAMPERED_APP_ID serves VERSION as a zip whose bytes do not match its checksum."""
+    zip_path = work / "tampered.zip"
+    zip_dist(make_dist(Release(VERSION, size_kb=8), work / "tampered", seed=8), zip_path)
+    admin.create_app(TAMPERED_APP_ID)
+    wrong = hashlib.sha256(b"not these bytes").hexdigest()
+    admin.upload_bundle(TAMPERED_APP_ID, VERSION, zip_path=zip_path, checksum=wrong)
+    admin.set_channel(TAMPERED_APP_ID, "production", version=VERSION, public=True)

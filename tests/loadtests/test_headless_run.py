@@ -6,7 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from locust_run import APP_ID, LOCUST_CONF, VERSION, Target, device_versions, locust, stats_rows
+from locust_run import (
+    APP_ID,
+    LOCUST_CONF,
+    TAMPERED_APP_ID,
+    VERSION,
+    Target,
+    device_versions,
+    locust,
+    stats_rows,
+)
 
 from simulator.server.client import AdminClient
 
@@ -37,6 +46,27 @@ def test_device_users_install_the_release(target: Target, tmp_path: Path) -> Non
     with AdminClient(target.server.url, target.server.admin_key) as admin:
         on_server = admin.stats(APP_ID, VERSION)["versions"][VERSION]["installs"]
     assert installed - pending <= on_server <= installed
+
+
+def test_a_tampered_release_is_refused_once_per_device_and_fails_the_run(
+    target: Target, tmp_path: Path
+) -> None:
+    devices = tmp_path / "devices"
+    args = [
+        "--headless", "-u", "10", "-r", "10", "-t", "8s", "--csv", str(tmp_path / "run"),
+        "--host", target.server.url, "--app-id", TAMPERED_APP_ID, "--device-root", str(devices),
+        "--min-update-success-ratio", "0.5",
+    ]  # fmt: skip
+    done = locust(args)
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "threshold missed: update success ratio 0.0000" in done.stderr
+    rows = stats_rows(tmp_path / "run")
+    assert ("UPDATE", "installed") not in rows
+    refused = rows[("UPDATE", "verification failure")]
+    assert refused["Failure Count"] == refused["Request Count"] == "10"
+    assert rows[("GET", "bundle")]["Request Count"] == "10"  # never downloaded twice
+    _, versions, _ = device_versions(devices)
+    assert len(versions) == 10 and VERSION not in versions
 
 
 LEAK_CHECK = """
