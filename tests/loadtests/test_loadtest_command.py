@@ -1,0 +1,34 @@
+"""`otasim loadtest` argument handling and the Locust command it builds (no run here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.cli import build_parser, main
+from simulator.commands.loadtest import locust_command, locustfile
+
+
+def test_usage_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["loadtest", "-u", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "otasim: error: --users must be >= 1\n"
+    missing = tmp_path / "absent.pem"
+    assert main(["loadtest", "--host", "http://127.0.0.1:9", "--public-key", str(missing)]) == 2
+    assert capsys.readouterr().err == f"otasim: error: no such file: {missing}\n"
+
+
+def test_locust_gets_the_target_the_report_paths_and_the_extra_arguments(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["loadtest", "--host", "http://127.0.0.1:9", "-u", "7", "--processes", "2",
+         "--out", str(tmp_path), "--", "--load-shape", "ramp"]
+    )  # fmt: skip
+    command = locust_command(args, args.host, Path("key.pem"))
+    assert command[1:5] == ["-m", "locust", "-f", str(locustfile())]
+    assert locustfile().is_file()
+    joined = " ".join(command)
+    assert "--host http://127.0.0.1:9 -u 7" in joined and "--headless" in command
+    assert f"--csv {tmp_path / 'locust'}" in joined and "--public-key key.pem" in joined
+    assert command[-4:] == ["--processes", "2", "--load-shape", "ramp"]
