@@ -56,6 +56,20 @@ class DeviceOutcome:
     def version(self) -> str:
         return self.running[-1][1]
 
+    def downgraded(self) -> bool:
+        """Booted a version older than one it had already confirmed (a replay, a rollback
+        of the channel): the agent's own rollbacks to the fallback do not count."""
+        best: tuple[tuple[int, int | str], ...] | None = None
+        for _, version in self.running:
+            if version == BUILTIN:
+                continue
+            key = _version_key(version)
+            if best is not None and key < best:
+                return True
+            if version in self.confirmed and (best is None or key > best):
+                best = key
+        return False
+
     def version_at(self, t: float) -> str:
         i = bisect.bisect_right(self.running, (t, "\uffff")) - 1
         return self.running[max(i, 0)][1]
@@ -185,6 +199,8 @@ class Metrics:
             return sum(d.tampered > 0 for d in devices)
         if expectation.metric == "stats_lost":
             return float("nan") if stats_lost is None else stats_lost
+        if expectation.metric == "downgraded":
+            return sum(d.downgraded() for d in devices)
         if expectation.metric == "success_rate":
             return self.success()[2]
         raise ValueError(f"unknown metric {expectation.metric!r}")

@@ -170,21 +170,19 @@ class Mitm:
         if not 0 <= self.rate <= 1:
             raise ValueError("MITM rate must be within [0, 1]")
 
-    def rewrite_offer(self, body: bytes, rng: random.Random) -> bytes:
-        """Record an /updates offer; in replay mode, maybe answer an older recorded one."""
-        try:
-            offer = json.loads(body)
-        except ValueError:
-            return body
-        if not isinstance(offer, dict) or not isinstance(offer.get("url"), str):
-            return body
-        version = str(offer.get("version"))
-        self.offers.setdefault(version, offer)
-        self.url_versions[_strip_query(str(offer["url"]))] = version
-        if self.mode != "replay" or rng.random() >= self.rate:
+    def rewrite_offer(self, request: bytes, body: bytes, rng: random.Random) -> bytes:
+        """Record an /updates offer; in replay mode, maybe answer the oldest recorded offer
+        instead (of an offer or of "up to date") to a device not running that version."""
+        answer = _json_object(body)
+        if isinstance(answer.get("url"), str):
+            version = str(answer.get("version"))
+            self.offers.setdefault(version, answer)
+            self.url_versions[_strip_query(str(answer["url"]))] = version
+        if self.mode != "replay" or not self.offers or rng.random() >= self.rate:
             return body
         old = next(iter(self.offers.values()))
-        if old.get("version") == version:
+        running = _json_object(request).get("version_name")
+        if old.get("version") in (running, answer.get("version")):
             return body
         self.tampered["replay"] += 1
         return json.dumps(old).encode()
@@ -206,6 +204,14 @@ class Mitm:
         if self.mode == "swap" and version is not None and version not in self.bundles:
             return version
         return None
+
+
+def _json_object(raw: bytes) -> dict[str, object]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _strip_query(url: str) -> str:
@@ -288,7 +294,7 @@ class ShapedPort:
         if rate:
             await asyncio.sleep(len(response.body) / rate)
         if self._mitm is not None and response.status == 200 and _is_update_check(request):
-            body = self._mitm.rewrite_offer(response.body, self._rng)
+            body = self._mitm.rewrite_offer(request.body or b"", response.body, self._rng)
             if body is not response.body:
                 headers = {**response.headers, "content-length": str(len(body))}
                 response = HttpResponse(response.status, headers, body)

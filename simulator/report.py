@@ -96,6 +96,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "tampered_activated": sum(d.tampered > 0 for d in devices),
             "unbootable": sum(d.unbootable for d in devices),
             "crashes": sum(d.crashes for d in devices),
+            "downgraded": sum(d.downgraded() for d in devices),
         },
         "failures": dict(
             sorted(((a, n) for a, n in metrics.actions.items() if is_failure(a)), key=_by_count)

@@ -40,6 +40,7 @@ METRICS: dict[str, bool] = {
     "tampered_activated": False,  # devices that activated a bundle unlike the one published
     "stats_lost": False,  # stats events devices sent minus those the server recorded
     "success_rate": False,  # installs that reached appReady / installs attempted
+    "downgraded": False,  # devices that booted a version older than one they had confirmed
 }
 
 Choice = tuple[tuple[str, float], ...]  # (value, weight)

@@ -201,16 +201,23 @@ def test_mitm_swap_serves_another_versions_bundle() -> None:
 
 
 def test_mitm_replay_answers_the_older_signed_offer() -> None:
+    def check(url: str, running: str) -> HttpRequest:
+        return HttpRequest(
+            "POST", f"{url}/updates", body=json.dumps({"version_name": running}).encode()
+        )
+
     async def case(peer: Peer, inner: AsyncHttpPort) -> None:
         mitm = Mitm("replay")
         port = shaped(inner, mitm=mitm)
-        check = HttpRequest("POST", f"{peer.url}/updates", body=b"{}")
         old = {"version": "1.0.1", "url": f"{peer.url}/blob/1", "checksum": "aa"}
         peer.offer = old
-        assert json.loads((await port.send(check)).body) == old
+        assert json.loads((await port.send(check(peer.url, "builtin"))).body) == old
         peer.offer = {"version": "1.0.2", "url": f"{peer.url}/blob/2", "checksum": "bb"}
-        assert json.loads((await port.send(check)).body) == old
-        assert mitm.tampered["replay"] == 1
+        assert json.loads((await port.send(check(peer.url, "1.0.0"))).body) == old
+        peer.offer = {"error": "no_new_version_available", "kind": "up_to_date"}
+        assert json.loads((await port.send(check(peer.url, "1.0.2"))).body) == old  # downgrade
+        assert json.loads((await port.send(check(peer.url, "1.0.1"))).body) == peer.offer
+        assert mitm.tampered["replay"] == 2
 
     run(case)
 

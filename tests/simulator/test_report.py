@@ -91,3 +91,15 @@ def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> Non
         and "http" not in text.split("<svg")[0].split("server")[0]
     )
     assert "FAILED" in text and "publish 1.0.1" in text
+
+
+def test_downgrade_is_a_confirmed_version_followed_by_an_older_one() -> None:
+    metrics = Metrics()
+    replayed, crashed = (
+        DeviceOutcome(i, f"d{i}", "ios", "17", "wifi", "daily", "p") for i in (0, 1)
+    )
+    for t, version in enumerate(["1.0.1", "1.0.10", "1.0.2"]):
+        metrics.ran(replayed, version, float(t), confirmed=True)
+    metrics.ran(crashed, "1.0.1", 0.0, confirmed=False)
+    metrics.ran(crashed, "builtin", 1.0, confirmed=True)
+    assert replayed.downgraded() and not crashed.downgraded()
