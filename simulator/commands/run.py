@@ -91,8 +91,9 @@ def _positive_float(text: str) -> float:
 def run_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simulator.runner import RunOptions, simulate
+    from simulator.runner import RunError, RunOptions, simulate
     from simulator.scenario import ScenarioError
+    from simulator.server.client import AdminError
 
     if (args.public_key or args.app_id) and not args.server:
         raise CommandError("--public-key and --app-id go with --server")
@@ -111,8 +112,12 @@ def run_command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         report, page = simulate(options)
-    except ScenarioError as exc:
+    except (ScenarioError, RunError) as exc:
         raise CommandError(str(exc)) from None
+    except AdminError as exc:
+        raise CommandError(f"the server refused to set the run up: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or 'run'}: {exc.strerror or exc}") from None
     _summary(report, page)
     return 0 if report["passed"] else 1
 

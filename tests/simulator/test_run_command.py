@@ -1,0 +1,74 @@
+"""`otasim run` as a user calls it: exit status, summary, report folder, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.cli import main
+
+TINY = """
+description = "ten devices for two hours"
+duration_h = 2
+[[fleet]]
+network = "lan"
+behaviour = "heavy"
+[[releases]]
+version = "1.0.1"
+size_kb = 20
+[[timeline]]
+at_h = 0
+action = "publish"
+version = "1.0.1"
+[[expect]]
+metric = "unbootable"
+max = 0
+[[expect]]
+metric = "adoption"
+version = "1.0.1"
+min = {min}
+"""
+
+
+def scenario(tmp_path: Path, adoption_min: float) -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(min=adoption_min))
+    return str(path)
+
+
+@pytest.mark.parametrize(("adoption_min", "status"), [(0.0, 0), (2.0, 1)])
+def test_exit_status_follows_the_expectations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], adoption_min: float, status: int
+) -> None:
+    report = tmp_path / "out"
+    argv = ["run", "--scenario", scenario(tmp_path, adoption_min), "--devices", "10"]
+    argv += ["--time-scale", "2880", "--report", str(report), "--seed", "5"]
+    assert main(argv) == status
+    out = capsys.readouterr().out
+    assert "tiny: 10 devices" in out and str(report / "report.html") in out
+    assert ("passed" if status == 0 else "FAILED") in out
+    assert {p.name for p in report.iterdir()} >= {
+        "report.html", "report.json", "devices.csv", "timeline.csv",
+    }  # fmt: skip
+
+
+def test_invalid_scenario_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("duration_h = -1\n[[fleet]]\n")
+    assert main(["run", "--scenario", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"otasim: error: {path}: duration_h: -1 is out of range [0.01, inf]"
+
+
+def test_server_options_need_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--app-id", "com.example.app"]) == 2
+    assert "go with --server" in capsys.readouterr().err
+
+
+def test_a_used_workdir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "devices" / "000001").mkdir(parents=True)
+    assert main(["run", "--workdir", str(tmp_path)]) == 2
+    assert "earlier run" in capsys.readouterr().err
