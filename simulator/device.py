@@ -57,7 +57,11 @@ def make_dist(release: Release, out: Path, seed: int) -> Path:
         )
     payload = random.Random(f"{seed}:{release.version}").randbytes(release.size_kb * 1024)
     (out / "app.js").write_bytes(payload)
-    behaviour = {"version": release.version, "crash_on_boot": dict(release.crash_on_boot)}
+    behaviour = {
+        "version": release.version,
+        "crash_on_boot": dict(release.crash_on_boot),
+        "start_s": release.start_s,
+    }
     (out / BEHAVIOUR_FILE).write_text(json.dumps(behaviour, sort_keys=True))
     return out
 
@@ -103,6 +107,7 @@ class BundlePool:
 class BundleTraits:
     loads: bool  # has an index.html
     crash_p: float  # chance the app crashes when it boots this bundle
+    start_s: float = 0.0  # time from boot to notifyAppReady()
 
 
 def read_traits(bundle: Path, platform: str) -> BundleTraits:
@@ -110,9 +115,10 @@ def read_traits(bundle: Path, platform: str) -> BundleTraits:
     try:
         spec = json.loads((bundle / BEHAVIOUR_FILE).read_text())
         crash_p = float(spec.get("crash_on_boot", {}).get(platform, 0.0))
-    except (OSError, ValueError, AttributeError):
-        crash_p = 0.0
-    return BundleTraits(loads=(bundle / "index.html").is_file(), crash_p=crash_p)
+        start_s = float(spec.get("start_s", 0.0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        crash_p = start_s = 0.0
+    return BundleTraits((bundle / "index.html").is_file(), crash_p, start_s)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,8 @@ class VirtualDevice(AgentObserver):
         self.http = ctx.http(outcome, random.Random(seed + 2))
         self.device: AsyncDevice | None = None
         self.foreground = False
-        self.boots: list[tuple[int, str, str]] = []  # (boot id, bundle id, version) to evaluate
+        self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
+        self.ready: tuple[int, str, float] | None = None  # (boot id, version, when) app is up
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
 
@@ -167,7 +174,7 @@ class VirtualDevice(AgentObserver):
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
-            self.boots.append((payload["boot_id"], payload["bundle"], payload["version"]))
+            self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.ctx.metrics.stat(self.outcome, action, version_name, self.sim_now())
@@ -190,12 +197,19 @@ class VirtualDevice(AgentObserver):
         while True:
             now = self.sim_now()
             timers = self._timer_due()
-            wake = min(self.next_open, next_reboot, session_end, timers, end_s)
+            ready_at = self.ready[2] if self.ready else float("inf")
+            wake = min(self.next_open, next_reboot, session_end, timers, ready_at, end_s)
             if wake > now:
                 await self.ctx.clock.sleep(wake - now)
                 now = self.sim_now()
             if now >= end_s:
                 return
+            if self.ready is not None and ready_at <= now:
+                pending = self.ready
+                if self.device is not None and self._timer_due() < ready_at:
+                    await self._call(self.device.run_timers)  # the ready timeout came first
+                if self.ready == pending:
+                    await self._app_ready(*pending)
             if self.device is not None and self._timer_due() <= now:
                 await self._call(self.device.run_timers)
             if now >= next_reboot:
@@ -252,7 +266,7 @@ class VirtualDevice(AgentObserver):
         """The app process ends (killed, crashed, phone rebooted)."""
         if self.device is not None:
             self.device.kill()
-        self.device, self.foreground = None, False
+        self.device, self.foreground, self.ready = None, False, None
         self.boots.clear()
 
     async def _call(self, action: Callable[[], Any]) -> None:
@@ -267,7 +281,7 @@ class VirtualDevice(AgentObserver):
     async def _settle_boots(self) -> None:
         if not self.boots or self.device is None:
             return
-        boot_id, bundle_id, _ = self.boots[-1]
+        boot_id, bundle_id, booted_at = self.boots[-1]
         self.boots.clear()
         status = self.device.status()
         if status.boot_id != boot_id or status.current.id != bundle_id:
@@ -282,9 +296,21 @@ class VirtualDevice(AgentObserver):
             self.next_open = now + self.rng.uniform(*RELAUNCH_AFTER_CRASH_S)
         elif not traits.loads:
             metrics.ran(self.outcome, version, now, confirmed=False)  # blank page, no ready
+        elif traits.start_s > 0:
+            metrics.ran(self.outcome, version, now, confirmed=False)
+            self.ready = (boot_id, version, booted_at + traits.start_s)
         else:
-            await self.device.notify_app_ready(boot_id)
-            metrics.ran(self.outcome, version, now, confirmed=True)
+            await self._app_ready(boot_id, version, now)
+
+    async def _app_ready(self, boot_id: int, version: str, at: float) -> None:
+        """The web app calls notifyAppReady() for the boot it was started as."""
+        self.ready = None
+        if self.device is None:
+            return
+        await self.device.notify_app_ready(boot_id)
+        status = self.device.status()
+        if status.boot_id == boot_id and status.boot_confirmed:
+            self.ctx.metrics.ran(self.outcome, version, at, confirmed=True)
 
     def _traits(self, bundle_id: str, version: str, path: Path | None) -> BundleTraits:
         """How this bundle behaves (read once per bundle); checks it and shares its files."""

@@ -81,6 +81,7 @@ class Release:
     crash_on_boot: tuple[tuple[str, float], ...] = ()  # (platform, probability)
     boots: bool = True  # False: no index.html, never boots
     delta: bool = False
+    start_s: float = 0.0  # the app calls notifyAppReady() this long after booting it
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,9 @@ class _Reader:
         return Behaviour(**values)
 
     def release(self, raw: object, where: str) -> Release:
-        t = self.table(raw, where, {"version", "size_kb", "crash_on_boot", "boots", "delta"})
+        t = self.table(
+            raw, where, {"version", "size_kb", "crash_on_boot", "boots", "delta", "start_s"}
+        )
         crash = self.table(t.get("crash_on_boot", {}), f"{where}.crash_on_boot", set(PLATFORMS))
         boots, delta = t.get("boots", True), t.get("delta", False)
         if not isinstance(boots, bool) or not isinstance(delta, bool):
@@ -295,6 +298,7 @@ class _Reader:
             ),
             boots=boots,
             delta=delta,
+            start_s=self.number(t, "start_s", where, 0.0),
         )
 
     def group(self, raw: object, where: str, behaviours: dict[str, Behaviour]) -> Group:
