@@ -139,8 +139,13 @@ class AgentBase:
         self._out.append(ReloadApp(boot_id, self.state.current, self._version(self.state.current)))
 
     def _switch_to(self, bundle_id: str) -> None:
-        old = self._version(self.state.current)
+        """Make `bundle_id` current (a new boot). The outgoing bundle, if no slot keeps it
+        (it never confirmed a boot, so it is not the fallback), is deleted."""
+        outgoing = self.state.current
+        old = self._version(outgoing)
         self.state = replace(self.state, current=bundle_id)
+        if outgoing not in (BUILTIN, self.state.next, self.state.fallback, bundle_id):
+            self._forget(outgoing)  # in the same commit as the boot, deleted right after it
         self._start_boot()
         self._stat("set", self._version(bundle_id), old)
         self._emit("set", bundle=self._bundle_payload(bundle_id))

@@ -86,11 +86,11 @@ class UpdateFlow(AgentBase):
         if state.current != BUILTIN:
             self._stat("reset", self._version(BUILTIN), self._version(state.current))
         self.state = replace(state, current=BUILTIN, next=None)
-        if state.current != BUILTIN:
-            self._start_boot()
         for dropped in {state.current, state.next} - {BUILTIN, None, state.fallback}:
             assert dropped is not None
-            self._forget(dropped)
+            self._forget(dropped)  # in the same commit as the boot, deleted right after it
+        if state.current != BUILTIN:
+            self._start_boot()
 
     def _applies_now(self, launch_check: bool, install_check: bool) -> bool:
         mode = self.config.auto_update
@@ -194,24 +194,23 @@ class UpdateFlow(AgentBase):
         self._stat(f"download_{self._download_kind}_complete", info.version)
         self._stat("download_complete", info.version)
         self._emit("downloadComplete", bundle=self._bundle_payload(info.id))
-        self._commit()
-        self._apply(info.id, immediate=self._apply_when_done)
+        self._apply(info.id, immediate=self._apply_when_done)  # commits with its slot
 
     def _apply(self, bundle_id: str, *, immediate: bool) -> None:
         self._emit("updateAvailable", bundle=self._bundle_payload(bundle_id))
         if self.config.auto_update == "onlyDownload":
             return
         stale = self.state.next if self.state.next not in (None, bundle_id) else None
+        queue = not immediate and self.state.next != bundle_id
+        self.state = replace(self.state, next=None if immediate else bundle_id)
+        if stale is not None and stale not in (self.state.current, self.state.fallback):
+            self._forget(stale)  # a newer bundle replaces the queued one, in the same commit
         if immediate:
-            self.state = replace(self.state, next=None)
             self._switch_to(bundle_id)
-        elif self.state.next != bundle_id:
-            self.state = replace(self.state, next=bundle_id)
+        elif queue:
             self._commit()
             self._stat("set_next", self._version(bundle_id))
             self._emit("setNext", bundle=self._bundle_payload(bundle_id))
-        if stale is not None and stale not in (self.state.current, self.state.fallback):
-            self._forget(stale)  # a newer bundle replaced the queued one
 
     def _on_download_failed(self, event: ev.DownloadFailed) -> None:
         if event.bundle_id != self._downloading:

@@ -98,6 +98,7 @@ def assert_consistent(folder: Path) -> None:
         if info.status in ("pending", "success"):
             index = store.bundle_dir(info.id) / "index.html"
             assert index.read_text() == f"<html>{info.version}</html>"
+            assert info.id in (state.current, state.next, state.fallback)  # no orphan
     installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
     assert {p.name for p in store.bundles.iterdir()} == installed
     assert list(store.staging.iterdir()) == []

@@ -159,9 +159,23 @@ class DeviceLife(RuleBasedStateMachine):
 
 
 DeviceLife.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=40,
+    max_examples=150,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDeviceLife = DeviceLife.TestCase
+
+
+class DeviceLifeAppliedAtOnce(DeviceLife):
+    """The same lives with `autoUpdate: always` (every offer applied at once)."""
+
+    def __init__(self) -> None:
+        RuleBasedStateMachine.__init__(self)
+        self.h = Harness(config=config(auto_update="always"))
+        self.failed = set()
+        self.h.run(AppStarted())
+
+
+DeviceLifeAppliedAtOnce.TestCase.settings = DeviceLife.TestCase.settings
+TestDeviceLifeAppliedAtOnce = DeviceLifeAppliedAtOnce.TestCase
