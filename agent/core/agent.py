@@ -83,7 +83,7 @@ class Agent(UpdateFlow):
         self._out, self._now = [], now
         self._handlers[type(event)](event)
         self._flush_stats()
-        if self.state != self._committed or self._deletes:
+        if self._deletes or (self.state is not self._committed and self.state != self._committed):
             self._commit()
         if self._stats_changed:
             self._stats_changed = False
