@@ -45,9 +45,6 @@ from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
 
 IoEffect = SendRequest | DownloadBundle
-PRIVATE_CHANNEL_ERRORS = frozenset(
-    {"channel_self_set_not_allowed", "cannot_update_via_private_channel"}
-)
 MAX_IN_PROCESS_WAIT_S = 60.0
 """A Retry-After longer than this ends the attempts; the core's own block takes over."""
 
@@ -207,7 +204,7 @@ class DeviceRuntime:
             ProtocolError: the answer is malformed.
         """
         answer = self.agent.dialect.parse_channel(response.status, response.body)
-        if answer.error in PRIVATE_CHANNEL_ERRORS:
+        if answer.private:
             self.observer.on_event(
                 "channelPrivate", {"channel": channel, "message": answer.message}
             )

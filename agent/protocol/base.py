@@ -113,6 +113,7 @@ class ChannelAnswer:
     status: str | None = None
     error: str | None = None
     message: str = ""
+    private: bool = False  # refused because the channel is private (plugin: `channelPrivate`)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from agent.protocol.base import (
 )
 
 KINDS: frozenset[CheckKind] = frozenset({"up_to_date", "blocked", "failed"})
-MANIFEST_PLACEHOLDER_URL = "https://404.capgo.app/no.zip"
+PRIVATE_CHANNEL_ERRORS = frozenset(
+    {"channel_self_set_not_allowed", "cannot_update_via_private_channel"}
+)
 
 
 def user_agent(info: DeviceInfo) -> str:
@@ -224,7 +226,12 @@ class CapgoDialect:
         error = _str_field(data, "error")
         if error or status != 200:
             message = data.get("message")
-            return ChannelAnswer(False, error=error or f"http_{status}", message=str(message or ""))
+            return ChannelAnswer(
+                False,
+                error=error or f"http_{status}",
+                message=str(message or ""),
+                private=error in PRIVATE_CHANNEL_ERRORS,
+            )
         allowed = data.get("allowSet", True) is not False
         return ChannelAnswer(
             allowed, channel=_str_field(data, "channel"), status=_str_field(data, "status")

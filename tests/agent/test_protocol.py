@@ -295,7 +295,9 @@ def test_channel_self_requests_and_answers() -> None:
     assert listing.method == "GET" and "app_id=com.example.app" in listing.url
     assert DIALECT.parse_channel(200, b'{"status":"ok","allowSet":true}').allowed
     refused = DIALECT.parse_channel(200, b'{"error":"channel_not_found","message":"no"}')
-    assert not refused.allowed and refused.error == "channel_not_found"
+    assert not refused.allowed and refused.error == "channel_not_found" and not refused.private
+    private = DIALECT.parse_channel(200, b'{"error":"channel_self_set_not_allowed"}')
+    assert private.private and not private.allowed
     got = DIALECT.parse_channel(200, b'{"channel":"production","status":"default"}')
     assert (got.channel, got.status) == ("production", "default")
     channels = DIALECT.parse_channel_list(
