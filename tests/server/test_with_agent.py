@@ -226,3 +226,64 @@ def test_encrypted_delta_bundle_installs_file_by_file(
     assert (status.current.path / "js" / "app.js").read_text().startswith("console.log")
     assert [r for r in events.requests if r[0] == "delta file"] == [("delta file", 200)] * 2
     assert not [r for r in events.requests if r[0] == "bundle"]
+
+
+async def crash_after_update(
+    server: RunningServer, app: str, folder: Path, public_pem: bytes
+) -> None:
+    """Take the offered update, boot it, never become ready (a crash), then roll back."""
+    port = make_async_port()
+    config = AgentConfig(
+        update_url=f"{server.url}/updates",
+        stats_url=f"{server.url}/stats",
+        channel_url=f"{server.url}/channel_self",
+        public_key=public_pem.decode(),
+    )
+    identity = DeviceIdentity(str(uuid.uuid4()), app, "android", "1.0.0")
+
+    async def opened() -> AsyncDevice:
+        return await AsyncDevice.open(folder, config, identity, port, clock=FastClock())
+
+    try:
+        device = await opened()
+        await device.launch()
+        await device.notify_app_ready()
+        device.kill()
+        device = await opened()
+        await device.launch()  # boots the new bundle; the app dies before notifyAppReady
+        device.kill()
+        device = await opened()
+        await device.launch()  # unconfirmed boot: roll back, report update_fail
+        await device.notify_app_ready()
+        await device.flush_stats()
+        await device.aclose()
+    finally:
+        await port.aclose()
+
+
+def test_a_crashing_release_pauses_its_own_rollout(
+    server: RunningServer,
+    admin: AdminClient,
+    app_id: str,
+    keys: tuple[bytes, bytes],
+    tmp_path: Path,
+) -> None:
+    private_pem, public_pem = keys
+    release(admin, app_id, "1.0.1", tmp_path, private_pem)
+    release(admin, app_id, "1.0.2", tmp_path, private_pem)
+    admin.set_channel(app_id, "production", version="1.0.1")
+    admin.set_rollout(
+        app_id, "production", "1.0.2", 100, auto_pause_fail_ratio=0.3, auto_pause_min_samples=4
+    )
+
+    async def crashing_fleet() -> None:
+        await asyncio.gather(
+            *(crash_after_update(server, app_id, tmp_path / f"c{i}", public_pem) for i in range(3))
+        )
+
+    asyncio.run(crashing_fleet())
+    counts = admin.stats(app_id, "1.0.2")["versions"]["1.0.2"]
+    assert counts["rollbacks"] == 3 and counts["installs"] == 3
+    assert admin.app(app_id)["channels"][0]["rollout_paused"] is True
+    status, _ = asyncio.run(session(server, app_id, tmp_path / "late", public_pem))
+    assert status.next is not None and status.next.version == "1.0.1"
