@@ -7,6 +7,7 @@ environment variable (`LOCUST_APP_ID=...`). `LoadtestSettings` is the validated 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ def add_options(parser: Any) -> None:
     device.add_argument(
         "--device-root",
         default="",
-        help="folder holding every device's disk (default: a temporary folder per process)",
+        help="folder holding every device's disk (default: a temporary folder per process, "
+        "in /dev/shm when there is one: a busy disk would stall the whole process)",
     )
     device.add_argument("--max-devices-per-worker", type=int, default=1000)
     device.add_argument("--http-backend", choices=HTTP_BACKENDS, default="geventhttpclient")
@@ -75,6 +77,12 @@ def add_options(parser: Any) -> None:
         parser.add_argument(name, type=float, default=None, help=what, include_in_web_ui=False)
 
 
+def _memory_tmp() -> str | None:
+    """/dev/shm when writable: device disk I/O blocks the whole gevent process, and a busy
+    disk would stall every device of it (requests then time out on the client side)."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
 @dataclass(frozen=True)
 class LoadtestSettings:
     """The devices' side of the options, checked once per process.
@@ -103,7 +111,7 @@ class LoadtestSettings:
         key = None
         if options.public_key:
             key = load_public_key(Path(options.public_key).read_text()).pem
-        root = options.device_root or tempfile.mkdtemp(prefix="otasim-locust-")
+        root = options.device_root or tempfile.mkdtemp(prefix="otasim-locust-", dir=_memory_tmp())
         return cls(
             app_id=options.app_id,
             public_key=key,

@@ -1,7 +1,7 @@
 """Locust benchmark (issue 6): otasim's device users against Locust's FastHttpUser.
 
     .venv/bin/python tests/benchmarks/bench_locust.py [--rounds 3] [--duration 5]
-        [--capacity 500 1000 2000] [--capacity-duration 25]
+        [--capacity 1000 2000 4000] [--capacity-duration 25]
 
 Same nginx endpoint and pinning as bench_http.py (generator on core 0, nginx on core 1):
 1. update checks per second on one core, 50 users, no wait: a device user whose task is a
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--capacity", type=int, nargs="*", default=[500, 1000, 2000])
+    parser.add_argument("--capacity", type=int, nargs="*", default=[1000, 2000, 4000])
     parser.add_argument("--capacity-duration", type=float, default=25.0)
     args = parser.parse_args()
     print_table(measure(HEAD_TO_HEAD, args.rounds, args.duration), args.rounds)

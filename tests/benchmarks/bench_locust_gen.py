@@ -20,7 +20,6 @@ monkey.patch_all()
 
 import json  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -68,8 +67,7 @@ def measure(name: str, url: str, users: int, window: Window) -> dict[str, Any]:
     base, path = url.rsplit("/", 1)
     parser = get_parser()
     add_options(parser)
-    root = tempfile.mkdtemp(prefix="otasim-bench-locust-")
-    options = parser.parse_args(["--device-root", root, "--max-devices-per-worker", str(users)])
+    options = parser.parse_args(["--max-devices-per-worker", str(users)])  # default device root
     env = Environment(user_classes=[user_class(name, base, path)], parsed_options=options)
     runner = env.create_local_runner()
     runner.start(users, spawn_rate=min(users, 200))
