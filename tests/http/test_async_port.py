@@ -88,6 +88,13 @@ async def test_send_times_out(port: AsyncHttpPort, loopback: Loopback) -> None:
         await port.send(HttpRequest("GET", f"{loopback.url}/slow?s=2", timeout_s=0.3))
 
 
+async def test_timeouts_give_their_connection_back(port: AsyncHttpPort, loopback: Loopback) -> None:
+    for _ in range(3):  # more than the pool's 2 connections
+        with pytest.raises(TransportTimeout):
+            await port.send(HttpRequest("GET", f"{loopback.url}/slow?s=1", timeout_s=0.1))
+    assert (await port.send(HttpRequest("GET", f"{loopback.url}/echo", timeout_s=5))).status == 200
+
+
 async def test_stream_times_out_when_the_body_stalls(
     port: AsyncHttpPort, loopback: Loopback
 ) -> None:

@@ -87,6 +87,13 @@ def test_send_times_out(port: SyncHttpPort, loopback: Loopback) -> None:
         port.send(HttpRequest("GET", f"{loopback.url}/slow?s=2", timeout_s=0.3))
 
 
+def test_timeouts_give_their_connection_back(port: SyncHttpPort, loopback: Loopback) -> None:
+    for _ in range(3):  # more than the pool's 2 connections
+        with pytest.raises(TransportTimeout):
+            port.send(HttpRequest("GET", f"{loopback.url}/slow?s=1", timeout_s=0.1))
+    assert port.send(HttpRequest("GET", f"{loopback.url}/echo", timeout_s=5)).status == 200
+
+
 def test_stream_times_out_when_the_body_stalls(port: SyncHttpPort, loopback: Loopback) -> None:
     with pytest.raises(TransportTimeout):
         _read(port, HttpRequest("GET", f"{loopback.url}/stall", timeout_s=0.3))
