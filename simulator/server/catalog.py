@@ -37,7 +37,7 @@ class Catalog:
         """Forget everything cached (after any admin change)."""
         self._apps: dict[str, App] | None = None
         self._channels: dict[str, list[Channel]] = {}
-        self._bundles: dict[tuple[str, str], Bundle | None] = {}
+        self._bundles: dict[tuple[str, str], Bundle] = {}
         self._override_apps: frozenset[str] | None = None
 
     def app(self, app_id: str) -> App | None:
@@ -64,10 +64,14 @@ class Catalog:
         return next((c for c in self.channels(app_id) if c.name == name), None)
 
     def bundle(self, app_id: str, name: str) -> Bundle | None:
+        """The bundle, cached once found (misses are not cached: devices send any name)."""
         key = (app_id, name)
-        if key not in self._bundles:
-            self._bundles[key] = self._load_bundle(app_id, name)
-        return self._bundles[key]
+        found = self._bundles.get(key)
+        if found is None:
+            found = self._load_bundle(app_id, name)
+            if found is not None:
+                self._bundles[key] = found
+        return found
 
     def _load_bundle(self, app_id: str, name: str) -> Bundle | None:
         row = self._conn.execute(
