@@ -4,13 +4,16 @@ Every file of the manifest is fetched from its own URL, decrypted with the bundl
 key (when the app has a public key), un-brotlied when its name ends in `.br`, hashed and
 compared with its `file_hash`, and written under its checked name into the staging folder.
 When all files are in, the folder moves into `bundles/<id>` by one rename, as a zip bundle
-does. Files are small, so a failed file restarts from byte 0 instead of resuming.
+does. Files are small, so a failed file restarts from byte 0 instead of resuming. A file whose
+content the device already holds (in its current or fallback bundle) is copied, not fetched.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+import hashlib
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +29,17 @@ from agent.store import DeviceStore
 
 FILE_ESTIMATE = 100 * 1024  # the plugin's per-file size estimate
 FIRST_PERCENT, LAST_PERCENT = 10, 70  # the plugin reports 10..70 by file count
+
+
+def digest_index(folders: Iterable[Path]) -> dict[str, Path]:
+    """SHA-256 hex -> one regular file with that content, over every file of `folders`."""
+    index: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                with open(path, "rb") as handle:
+                    index.setdefault(hashlib.file_digest(handle, "sha256").hexdigest(), path)
+    return index
 
 
 class FileTransfer:
@@ -94,6 +108,7 @@ class ManifestFetch:
         *,
         now: Callable[[], float],
         progress: Callable[[int], None],
+        reuse_from: Sequence[Path] = (),
     ) -> None:
         assert offer.manifest is not None
         self.store = store
@@ -107,6 +122,8 @@ class ManifestFetch:
         self._received = 0
         self._staged: Path | None = None
         self._current: FileTransfer | None = None
+        self._reuse_from = reuse_from
+        self._index: dict[str, Path] | None = None
 
     def _session(self) -> SessionKey | None:
         if self._public_key is None or not is_session_key(self.offer.session_key):
@@ -130,17 +147,27 @@ class ManifestFetch:
         session = self._session()
         self._staged = self.store.fresh_staging(self.bundle_id)
         for done, (entry, name) in enumerate(zip(self.entries, targets, strict=True)):
-            self._current = FileTransfer(
-                entry,
-                functools.partial(DeltaFileVerifier, entry, session, self._public_key),
-                self._staged / name,
-                self._spend,
-                self.config,
-                self._now,
-            )
-            yield self._current
+            make_verifier = functools.partial(DeltaFileVerifier, entry, session, self._public_key)
+            target = self._staged / name
+            if not self._reuse(make_verifier().expected_hash, target):
+                self._current = FileTransfer(
+                    entry, make_verifier, target, self._spend, self.config, self._now
+                )
+                yield self._current
             span = LAST_PERCENT - FIRST_PERCENT
             self._progress(FIRST_PERCENT + span * (done + 1) // len(self.entries))
+
+    def _reuse(self, sha256_hex: str, target: Path) -> bool:
+        """Copy a file the device already has with exactly this content, instead of fetching it
+        (the plugin's file-level dedup; here from the current and fallback bundles)."""
+        if self._index is None:
+            self._index = digest_index(self._reuse_from)
+        source = self._index.get(sha256_hex)
+        if source is None:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return True
 
     def install(self) -> None:
         """Move the complete staging folder into place. Raises LocalError."""

@@ -173,16 +173,20 @@ class DeviceRuntime:
     def fetch(self, effect: DownloadBundle) -> BundleFetch | ManifestFetch:
         """A download for `effect` (delta when the offer has a manifest); progress reaches the
         core as it happens."""
-        kind = ManifestFetch if effect.offer.manifest else BundleFetch
-        return kind(
-            self.store,
-            effect.bundle_id,
-            effect.offer,
-            self.config,
-            self.public_key,
-            now=self.now,
-            progress=lambda percent: self._progress(effect.bundle_id, percent),
-        )
+
+        def progress(percent: int) -> None:
+            self._progress(effect.bundle_id, percent)
+
+        args = (self.store, effect.bundle_id, effect.offer, self.config, self.public_key)
+        if not effect.offer.manifest:
+            return BundleFetch(*args, now=self.now, progress=progress)
+        state = self.agent.state
+        installed = [
+            self.store.bundle_dir(b)
+            for b in dict.fromkeys((state.current, state.fallback))
+            if b != BUILTIN
+        ]
+        return ManifestFetch(*args, now=self.now, progress=progress, reuse_from=installed)
 
     @staticmethod
     def installed(bundle_id: str) -> list[Event]:

@@ -276,29 +276,50 @@ def test_stats_5xx_are_requeued_and_sent_later(peer: CapgoPeer, make_device: Mak
     assert device.status().pending_stats > 0
 
 
-def delta_offer(peer: CapgoPeer, tmp_path: Path, private_pem: bytes | None) -> dict[str, object]:
-    dist = tmp_path / "dist"
+def delta_offer(
+    peer: CapgoPeer, tmp_path: Path, private_pem: bytes | None, version: str = "3.0.0"
+) -> dict[str, object]:
+    """Publish `version` as a delta bundle on the peer (files served at /files/<version>-<n>)."""
+    dist = tmp_path / f"dist-{version}"
     (dist / "js").mkdir(parents=True)
-    (dist / "index.html").write_text("<html>3.0.0</html>")
+    (dist / "index.html").write_text(f"<html>{version}</html>")
     (dist / "js" / "app.js").write_text("console.log('delta');" * 2000)  # brotli-compressed
-    manifest = build_manifest(dist, tmp_path / "delta", private_pem)
+    manifest = build_manifest(dist, tmp_path / f"delta-{version}", private_pem)
     entries = []
     for n, delta_file in enumerate(manifest.files):
-        peer.files[f"f{n}"] = delta_file.path.read_bytes()
+        peer.files[f"{version}-{n}"] = delta_file.path.read_bytes()
         entries.append(
             {
                 "file_name": delta_file.file_name,
                 "file_hash": delta_file.file_hash,
-                "download_url": f"{peer.url}/files/f{n}",
+                "download_url": f"{peer.url}/files/{version}-{n}",
             }
         )
     return {
-        "version": "3.0.0",
+        "version": version,
         "url": "https://404.capgo.app/no.zip",
         "checksum": "",
         "session_key": manifest.session_key,
         "manifest": entries,
     }
+
+
+def test_delta_fetches_only_the_files_the_device_lacks(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path
+) -> None:
+    peer.canned.append(canned_json(delta_offer(peer, tmp_path, None, "3.0.0")))
+    device = make_device(auto_update="always")
+    device.launch()
+    device.notify_app_ready()
+    first = [p for _, p, _ in peer.requests if p.startswith("/files/")]
+    peer.canned.append(canned_json(delta_offer(peer, tmp_path, None, "3.0.1")))
+    device.foreground()
+    status = device.status()
+    assert status.current.version == "3.0.1" and status.current.path is not None
+    assert (status.current.path / "js" / "app.js").read_text() == "console.log('delta');" * 2000
+    assert (status.current.path / "index.html").read_text() == "<html>3.0.1</html>"
+    fetched = [p for _, p, _ in peer.requests if p.startswith("/files/")][len(first) :]
+    assert len(first) == 2 and len(fetched) == 1  # app.js came from the 3.0.0 bundle
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -322,7 +343,7 @@ def test_delta_file_with_a_wrong_hash_is_refused(
     peer: CapgoPeer, make_device: Make, tmp_path: Path
 ) -> None:
     offer = delta_offer(peer, tmp_path, None)
-    peer.files["f0"] = b"tampered"
+    peer.files["3.0.0-0"] = b"tampered"
     peer.canned.append(canned_json(offer))
     device = make_device(auto_update="always")
     device.launch()
