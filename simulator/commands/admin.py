@@ -82,6 +82,7 @@ def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "channel",
         "version",
     )
+    cmd("devices", "list pinned devices", lambda c, a: c.device_channels(a.app_id), "app_id")
     cmd(
         "device-set",
         "pin a device to a channel",

@@ -227,6 +227,10 @@ async def override_set(request: Request, state: ServerState, key: ApiKey) -> Any
     return channels.set_override(state, key, path_app(request), _device(request), channel)
 
 
+async def overrides_list(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return {"overrides": channels.list_overrides(state, path_app(request))}
+
+
 async def override_delete(request: Request, state: ServerState, key: ApiKey) -> Any:
     return channels.set_override(state, key, path_app(request), _device(request), None)
 
@@ -296,6 +300,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", C + "/rollout", "write", rollout_set),
     ("POST", C + "/rollout/{action}", "write", rollout_do),
     ("POST", C + "/rollback", "write", rollback),
+    ("GET", A + "/devices", "read", overrides_list),
     ("PUT", A + "/devices/{device_id}", "write", override_set),
     ("DELETE", A + "/devices/{device_id}", "write", override_delete),
     ("GET", A + "/stats", "read", stats),

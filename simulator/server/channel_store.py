@@ -128,6 +128,17 @@ def rollback(
     )
 
 
+def list_overrides(state: ServerState, app_id: str) -> list[dict[str, str]]:
+    """The app's pinned devices and their channels. Raises: ApiError 404 `app_not_found`."""
+    require_app(state, app_id)
+    rows = state.conn.execute(
+        "SELECT d.device_id, c.name FROM channel_devices d JOIN channels c ON c.id = d.channel_id "
+        "WHERE d.app_id = ? ORDER BY d.device_id",
+        (app_id,),
+    ).fetchall()
+    return [{"device_id": r[0], "channel": r[1]} for r in rows]
+
+
 def set_override(
     state: ServerState, key: ApiKey, app_id: str, device_id: str, channel_name: str | None
 ) -> dict[str, Any]:

@@ -188,6 +188,10 @@ class AdminClient:
             return dict(self._call("DELETE", path))
         return dict(self._call("PUT", path, json={"channel": channel}))
 
+    def device_channels(self, app_id: str) -> list[dict[str, str]]:
+        """The pinned devices: [{device_id, channel}]."""
+        return list(self._call("GET", f"{self._app(app_id)}/devices")["overrides"])
+
     def stats(self, app_id: str, version: str | None = None) -> dict[str, Any]:
         params = {"version": version} if version is not None else None
         return dict(self._call("GET", f"{self._app(app_id)}/stats", params=params))

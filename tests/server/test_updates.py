@@ -130,6 +130,9 @@ def test_channel_resolution_order(
     pinned = device(app_id, defaultChannel="beta")
     admin.set_device_channel(app_id, pinned["device_id"], "private")
     assert check(http, pinned)["version"] == "1.0.4"  # an override beats the named channel
+    assert admin.device_channels(app_id) == [
+        {"device_id": pinned["device_id"], "channel": "private"}
+    ]
     admin.set_device_channel(app_id, pinned["device_id"], None)
     assert check(http, pinned)["version"] == "1.0.3"
 
