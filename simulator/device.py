@@ -239,19 +239,23 @@ class VirtualDevice(AgentObserver):
     async def open_app(self) -> None:
         """The user brings the app to the foreground (a cold start when it is not running)."""
         if self.device is None:
-            self.device = await AsyncDevice.open(
-                self.folder,
-                self.ctx.configs[self.outcome.channel],
-                self.identity,
-                self.http,
-                clock=self.ctx.clock,
-                rng=self.agent_rng,
-                observer=self,
-            )
+            self.device = await self._start_process()
             await self._call(self.device.launch)
         elif not self.foreground:
             await self._call(self.device.foreground)
         self.foreground = self.device is not None
+
+    async def _start_process(self) -> AsyncDevice:
+        """The app process starts: the agent opens (and repairs) the device's folder."""
+        return await AsyncDevice.open(
+            self.folder,
+            self.ctx.configs[self.outcome.channel],
+            self.identity,
+            self.http,
+            clock=self.ctx.clock,
+            rng=self.agent_rng,
+            observer=self,
+        )
 
     async def _leave(self) -> None:
         if self.device is None:
@@ -335,10 +339,7 @@ class VirtualDevice(AgentObserver):
         """Record the final state: deliver queued stats (bounded), check the device can boot."""
         try:
             if self.device is None:
-                self.device = await AsyncDevice.open(
-                    self.folder, self.ctx.configs[self.outcome.channel], self.identity, self.http,
-                    clock=self.ctx.clock, rng=self.agent_rng, observer=self,
-                )  # fmt: skip
+                self.device = await self._start_process()
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
