@@ -34,7 +34,7 @@ from agent.drivers.fetch import Transfer
 from agent.drivers.http import AsyncHttpPort, HttpResponse
 from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
 from agent.errors import AgentError, TransportError
-from agent.protocol.base import ChannelAnswer, ChannelListing, OutgoingRequest
+from agent.protocol.base import ChannelAnswer, ChannelListing, Dialect, OutgoingRequest
 
 
 class AsyncDevice:
@@ -68,11 +68,13 @@ class AsyncDevice:
         rng: random.Random | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
+        dialect: Dialect | None = None,
     ) -> AsyncDevice:
         """Open (or create) the device stored in `folder`, repairing it after any kill.
 
         `durable=False` skips fsync on commits: still safe against kills, not power loss
-        (for simulated fleets, see `agent.store.atomic_write`).
+        (for simulated fleets, see `agent.store.atomic_write`). `dialect`: the server protocol
+        (default `CapgoDialect`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.
@@ -87,6 +89,7 @@ class AsyncDevice:
             rng=rng,
             observer=observer,
             durable=durable,
+            dialect=dialect,
         )
         return cls(runtime, http, clock)
 

@@ -39,7 +39,7 @@ from agent.drivers.delta import ManifestFetch
 from agent.drivers.fetch import BundleFetch, DownloadStopped
 from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
 from agent.errors import AgentError, TransportError
-from agent.protocol.base import ChannelAnswer, OutgoingRequest
+from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
@@ -109,6 +109,7 @@ class DeviceRuntime:
         rng: random.Random | None,
         observer: AgentObserver | None,
         durable: bool = True,
+        dialect: Dialect | None = None,
     ) -> None:
         self.config = config
         self.now = now
@@ -124,6 +125,7 @@ class DeviceRuntime:
             state,
             stats,
             rng=self.rng,
+            dialect=dialect,
             key_id=self.public_key.key_id if self.public_key else None,
         )
         self._deferred: list[IoEffect] = []

@@ -33,7 +33,7 @@ from agent.drivers.fetch import Transfer
 from agent.drivers.http import HttpResponse, SyncHttpPort
 from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
 from agent.errors import AgentError, TransportError
-from agent.protocol.base import ChannelAnswer, ChannelListing, OutgoingRequest
+from agent.protocol.base import ChannelAnswer, ChannelListing, Dialect, OutgoingRequest
 
 
 class SyncDevice:
@@ -65,11 +65,13 @@ class SyncDevice:
         rng: random.Random | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
+        dialect: Dialect | None = None,
     ) -> SyncDevice:
         """Open (or create) the device stored in `folder`, repairing it after any kill.
 
         `durable=False` skips fsync on commits: still safe against kills, not power loss
-        (for simulated fleets, see `agent.store.atomic_write`).
+        (for simulated fleets, see `agent.store.atomic_write`). `dialect`: the server protocol
+        (default `CapgoDialect`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.
@@ -84,6 +86,7 @@ class SyncDevice:
             rng=rng,
             observer=observer,
             durable=durable,
+            dialect=dialect,
         )
         return cls(runtime, http, clock)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 
 import pytest
 from core_harness import Harness, answer, config, offer
 
 from agent.config import AgentConfig
+from agent.core.agent import Agent
 from agent.core.effects import CommitState, DownloadBundle, ReloadApp
 from agent.core.events import (
     AppReady,
@@ -360,3 +362,28 @@ def test_timer_with_nothing_due_does_nothing() -> None:
     h.effects.clear()
     h.run(TimerFired())
     assert h.effects == []
+
+
+def test_a_dialect_plugs_in_without_touching_the_core() -> None:
+    from collections.abc import Mapping
+
+    from agent.protocol.base import CheckResult, DeviceInfo, OutgoingRequest
+    from agent.protocol.capgo import CapgoDialect
+
+    class OtherServer(CapgoDialect):
+        def check_request(self, info: DeviceInfo) -> OutgoingRequest:
+            return OutgoingRequest("/updates", "GET", "https://other.test/latest", {})
+
+        def parse_check(
+            self, status: int, headers: Mapping[str, str], body: bytes, now: float
+        ) -> CheckResult:
+            return super().parse_check(status, headers, body.replace(b"v=", b""), now)
+
+    h = Harness()
+    h.agent = Agent(
+        h.config, h.identity, h.disk_state, [], rng=random.Random(1), dialect=OtherServer()
+    )
+    h.updates.append((200, {}, b'v={"version": "1.0.1", "url": "https://other.test/b.zip"}'))
+    h.run(AppStarted())
+    assert h.sent[0].url == "https://other.test/latest"
+    assert any(isinstance(e, DownloadBundle) and e.offer.version == "1.0.1" for e in h.effects)
