@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from capgo_peer import CapgoPeer, make_zip
-from conftest import NoWaitClock
+from device_harness import NoWaitClock
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.lifecycle import BUILTIN

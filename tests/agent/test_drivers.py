@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from capgo_peer import Canned, CapgoPeer, canned_json, make_zip
-from conftest import Driven
+from device_harness import Driven
 
 from simulator.release import build_manifest, create_keys, encrypt_bundle
 

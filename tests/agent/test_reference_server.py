@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NoWaitAsyncClock, Recorder
+from device_harness import NoWaitAsyncClock, Recorder
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
