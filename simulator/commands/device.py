@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         cmd.add_argument("dir", type=Path, metavar="DIR", help="device folder (from init)")
         cmd.add_argument(
+            "-v", "--verbose", action="store_true", help="also print every HTTP request"
+        )
+        cmd.add_argument(
             "--crash",
             action="store_true",
             help="the app never calls notifyAppReady (the next launch rolls back)",
@@ -160,11 +163,27 @@ def run_init(args: argparse.Namespace) -> int:
 class _Printer:
     """Prints events and stats as they happen; remembers failures for the exit code."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         self.failed = False
+        self.verbose = verbose
 
-    def on_request(self, *args: Any) -> None:
-        pass
+    def on_request(
+        self,
+        name: str,
+        method: str,
+        url: str,
+        status: int | None,
+        elapsed_s: float,
+        response_bytes: int,
+        error: Exception | None,
+    ) -> None:
+        if self.verbose:
+            outcome = status if error is None else f"{status or '-'} {error}"
+            print(
+                f"http  {method} {url} -> {outcome} ({elapsed_s * 1000:.0f} ms, "
+                f"{response_bytes} bytes)",
+                flush=True,
+            )
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "downloadFailed":
@@ -204,7 +223,7 @@ def _opened(folder: Path, observer: Any = None) -> Iterator[SyncDevice]:
 
 
 def run_lifecycle(args: argparse.Namespace) -> int:
-    printer = _Printer()
+    printer = _Printer(args.verbose)
     with _opened(args.dir, printer) as device:
         getattr(device, args.action)()
         status = device.status()

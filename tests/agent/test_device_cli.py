@@ -55,7 +55,10 @@ def test_update_failed_boot_and_rollback(peer: CapgoPeer, tmp_path: Path) -> Non
     assert launch.returncode == 0, launch.stderr
     assert "stat  set_next 1.0.1" in launch.stdout and "event setNext" in launch.stdout
     assert status(folder)["next"]["version"] == "1.0.1"
-    assert otasim("foreground", folder).returncode == 0
+    foreground = otasim("foreground", folder, "--verbose")
+    assert (
+        foreground.returncode == 0 and f"http  POST {peer.url}/updates -> 200" in foreground.stdout
+    )
     crash = otasim("launch", folder, "--crash")
     assert crash.returncode == 0 and "stat  set 1.0.1" in crash.stdout
     booted = status(folder)
