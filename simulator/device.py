@@ -154,7 +154,8 @@ class VirtualDevice(AgentObserver):
         self.device: AsyncDevice | None = None
         self.foreground = False
         self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
-        self.ready: tuple[int, str, float] | None = None  # (boot id, version, when) app is up
+        # (boot id, version, when the app is up, when it booted) for a slow-starting app
+        self.ready: tuple[int, str, float, float] | None = None
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
 
@@ -205,11 +206,11 @@ class VirtualDevice(AgentObserver):
             if now >= end_s:
                 return
             if self.ready is not None and ready_at <= now:
-                pending = self.ready
-                if self.device is not None and self._timer_due() < ready_at:
+                pending = self.ready  # (in order of simulated time: the loop may wake late)
+                if self.device is not None and not self._in_time(pending):
                     await self._call(self.device.run_timers)  # the ready timeout came first
                 if self.ready == pending:
-                    await self._app_ready(*pending)
+                    await self._app_ready(*pending[:3])
             if self.device is not None and self._timer_due() <= now:
                 await self._call(self.device.run_timers)
             if now >= next_reboot:
@@ -302,9 +303,14 @@ class VirtualDevice(AgentObserver):
             metrics.ran(self.outcome, version, now, confirmed=False)  # blank page, no ready
         elif traits.start_s > 0:
             metrics.ran(self.outcome, version, now, confirmed=False)
-            self.ready = (boot_id, version, booted_at + traits.start_s)
+            self.ready = (boot_id, version, booted_at + traits.start_s, booted_at)
         else:
             await self._app_ready(boot_id, version, now)
+
+    def _in_time(self, ready: tuple[int, str, float, float]) -> bool:
+        """Did the app call notifyAppReady() before the agent's appReadyTimeout?"""
+        config = self.ctx.configs[self.outcome.channel]
+        return ready[2] < ready[3] + config.app_ready_timeout_s
 
     async def _app_ready(self, boot_id: int, version: str, at: float) -> None:
         """The web app calls notifyAppReady() for the boot it was started as."""
