@@ -1,6 +1,7 @@
 """Reference server benchmark (issue 4): update checks per second on one uvicorn worker.
 
     .venv/bin/python tests/benchmarks/bench_server.py [--duration 10] [--concurrency 64]
+                                                      [--endpoint updates|stats]
 
 Starts `otasim serve` in a subprocess pinned to core 1, seeds realistic data (100 apps, each
 with 10 channels, 3 bundles and a 20 % rollout on its public channel; 100 000 known devices;
@@ -8,8 +9,8 @@ with 10 channels, 3 bundles and a 20 % rollout on its public channel; 100 000 kn
 `--concurrency` connections) POSTs update checks from random known devices for `--duration`
 seconds after a 2 s warm-up: a third already up to date, the rest offered a bundle. Prints
 checks/s, checks per CPU-second the server process used (the per-core figure, robust to other
-load on a shared machine), latency percentiles and the answers seen. The server stops by
-itself at the end.
+load on a shared machine), latency percentiles and the answers seen. `--endpoint stats` sends
+stats batches of 10 events instead. The server stops by itself at the end.
 """
 
 from __future__ import annotations
@@ -88,35 +89,41 @@ def seed(url: str, key: str, data_dir: Path) -> None:
         admin.set_channel(app_name(0), "channel09", public=False)
 
 
-def bodies() -> list[bytes]:
+STATS_ACTIONS = ("app_moved_to_foreground", "download_zip_start", "download_complete", "set")
+
+
+def bodies(endpoint: str) -> list[bytes]:
+    """Update checks (a third already up to date), or stats batches of 10 events."""
     rng = random.Random(11)
     out = []
     for i, device_id in enumerate(device_ids()[:20_000]):
-        version = "1.0.2" if rng.random() < 1 / 3 else "builtin"
-        out.append(
-            json.dumps(
-                {
-                    "app_id": app_name(i % APPS),
-                    "device_id": device_id,
-                    "platform": "android",
-                    "version_name": version,
-                    "version_build": "1.0.0",
-                    "version_code": "1",
-                    "version_os": "14",
-                    "plugin_version": "8.51.14",
-                    "is_emulator": False,
-                    "is_prod": True,
-                    "defaultChannel": "",
-                }
-            ).encode()
-        )
+        info = {
+            "app_id": app_name(i % APPS),
+            "device_id": device_id,
+            "platform": "android",
+            "version_name": "1.0.2" if rng.random() < 1 / 3 else "builtin",
+            "version_build": "1.0.0",
+            "version_code": "1",
+            "version_os": "14",
+            "plugin_version": "8.51.14",
+            "is_emulator": False,
+            "is_prod": True,
+            "defaultChannel": "",
+        }
+        if endpoint == "stats":
+            batch = [
+                info | {"version_name": "1.0.2", "action": STATS_ACTIONS[k % 4]} for k in range(10)
+            ]
+            out.append(json.dumps(batch).encode())
+        else:
+            out.append(json.dumps(info).encode())
     return out
 
 
-async def generate(url: str, duration: float, concurrency: int) -> dict[str, Any]:
+async def generate(url: str, endpoint: str, duration: float, concurrency: int) -> dict[str, Any]:
     import aiohttp
 
-    payloads = bodies()
+    payloads = bodies(endpoint)
     latencies: list[float] = []
     answers: dict[str, int] = {}
     errors = 0
@@ -130,13 +137,13 @@ async def generate(url: str, duration: float, concurrency: int) -> dict[str, Any
             body = payloads[i % len(payloads)]
             i += concurrency
             async with session.post(
-                f"{url}/updates", data=body, headers={"Content-Type": "application/json"}
+                f"{url}/{endpoint}", data=body, headers={"Content-Type": "application/json"}
             ) as response:
                 answer = await response.json()
             done = time.perf_counter()
             if done >= measure_from and now >= measure_from:
                 latencies.append(done - now)
-                name = answer.get("error") or ("offer" if "url" in answer else "other")
+                name = answer.get("error") or ("offer" if "url" in answer else answer.get("status"))
                 answers[name] = answers.get(name, 0) + 1
                 errors += response.status != 200
 
@@ -145,8 +152,8 @@ async def generate(url: str, duration: float, concurrency: int) -> dict[str, Any
         await asyncio.gather(*(worker(session, k) for k in range(concurrency)))
     latencies.sort()
     return {
-        "checks": len(latencies),
-        "checks_per_s": len(latencies) / duration,
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / duration,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "answers": answers,
@@ -169,10 +176,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--endpoint",
+        choices=["updates", "stats"],
+        default="updates",
+        help="update checks, or stats batches of 10 events",
+    )
     parser.add_argument("--generate", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
-        print(json.dumps(asyncio.run(generate(args.generate, args.duration, args.concurrency))))
+        result = generate(args.generate, args.endpoint, args.duration, args.concurrency)
+        print(json.dumps(asyncio.run(result)))
         return
     from simulator.server.embedded import run_server
 
@@ -195,6 +209,8 @@ def main() -> None:
                 str(args.duration),
                 "--concurrency",
                 str(args.concurrency),
+                "--endpoint",
+                args.endpoint,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -205,11 +221,12 @@ def main() -> None:
         out, _ = gen.communicate(timeout=args.duration + 120)
         server_cpu = cpu_seconds(srv.pid) - cpu_start
     result = json.loads(out)
-    per_cpu_s = result["checks"] / server_cpu
+    per_cpu_s = result["requests"] / server_cpu
     print(
-        "| checks/s | checks per server CPU-second | p50 ms | p99 ms | concurrency | answers |\n"
+        f"| {args.endpoint} requests/s | per server CPU-second | p50 ms | p99 ms | in flight "
+        "| answers |\n"
         "|---|---|---|---|---|---|\n"
-        f"| {result['checks_per_s']:.0f} | {per_cpu_s:.0f} | {result['p50_ms']:.1f} "
+        f"| {result['requests_per_s']:.0f} | {per_cpu_s:.0f} | {result['p50_ms']:.1f} "
         f"| {result['p99_ms']:.1f} | {args.concurrency} | {result['answers']} "
         f"(non-200: {result['non_200']}) |"
     )
