@@ -20,7 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from simulator.release import create_keys
+from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer
+
+from .conftest import add_bundle, device
 
 
 def otasim(
@@ -175,3 +178,34 @@ def test_serve_over_tls_prints_url_and_first_start_key(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     one_line_error(otasim("serve", "--tls-cert", str(cert)), "--tls-cert and --tls-key go together")
+
+
+def test_public_url_is_the_base_of_download_urls(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulator.cli",
+        "serve",
+        "--port",
+        "0",
+        "--data",
+        str(tmp_path / "data"),
+        "--public-url",
+        "https://cdn.example.test/ota/",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        key = proc.stdout.readline().split()[-1]
+        with AdminClient(url, key) as admin:
+            admin.create_app("com.cdn.app")
+            add_bundle(admin, "com.cdn.app", "1.0.1", tmp_path)
+            admin.set_channel("com.cdn.app", "production", version="1.0.1", public=True)
+        answer = httpx.post(f"{url}/updates", json=device("com.cdn.app")).json()
+        assert answer["url"].startswith("https://cdn.example.test/ota/files/")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
