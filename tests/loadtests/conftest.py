@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from locust_run import APP_ID, TAMPERED_APP_ID, VERSION, Target
+from locust_run import APP_ID, BROKEN_APP_ID, TAMPERED_APP_ID, VERSION, Target
 
 from simulator.device import make_dist
 from simulator.publish import publish
@@ -28,6 +28,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             publish(admin, app_id=APP_ID, version=VERSION, channel="production", source=dist,
                     private_pem=private_pem)  # fmt: skip
             _publish_tampered(admin, work)
+            broken = make_dist(Release(VERSION, size_kb=8, boots=False), work / "broken", seed=9)
+            publish(admin, app_id=BROKEN_APP_ID, version=VERSION, channel="production",
+                    source=broken)  # fmt: skip
         yield Target(server, work / "public.pem")
 
 

@@ -19,7 +19,8 @@ from agent.drivers.sync import SyncDevice
 from simulator.server.embedded import RunningServer
 
 APP_ID = "com.example.otasim"
-TAMPERED_APP_ID = "com.example.tampered"
+TAMPERED_APP_ID = "com.example.tampered"  # serves a zip that does not match its checksum
+BROKEN_APP_ID = "com.example.broken"  # serves a bundle without index.html: never boots
 VERSION = "1.0.1"
 LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
 LOCUST_CONF = LOCUSTFILE.with_name("locust.conf")  # its app-id is APP_ID

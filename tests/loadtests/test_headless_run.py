@@ -8,6 +8,7 @@ from pathlib import Path
 
 from locust_run import (
     APP_ID,
+    BROKEN_APP_ID,
     LOCUST_CONF,
     TAMPERED_APP_ID,
     VERSION,
@@ -67,6 +68,24 @@ def test_a_tampered_release_is_refused_once_per_device_and_fails_the_run(
     assert rows[("GET", "bundle")]["Request Count"] == "10"  # never downloaded twice
     _, versions, _ = device_versions(devices)
     assert len(versions) == 10 and VERSION not in versions
+
+
+def test_a_release_that_never_boots_is_rolled_back_and_never_reinstalled(
+    target: Target, tmp_path: Path
+) -> None:
+    args = [
+        "--headless", "-u", "10", "-r", "10", "-t", "25s", "--csv", str(tmp_path / "run"),
+        "--host", target.server.url, "--app-id", BROKEN_APP_ID,
+        "--device-root", str(tmp_path / "devices"), "--session-s", "1",
+    ]  # fmt: skip
+    done = locust(args)
+    assert done.returncode == 1, done.stderr[-4000:]  # rollbacks are failures
+    rows = stats_rows(tmp_path / "run")
+    rolled_back = rows[("UPDATE", "rolled back")]
+    assert int(rolled_back["Request Count"]) >= 1
+    assert rolled_back["Failure Count"] == rolled_back["Request Count"]
+    installs = int(rows[("UPDATE", "installed")]["Request Count"])
+    assert int(rolled_back["Request Count"]) <= installs <= 10  # never installed twice
 
 
 LEAK_CHECK = """
