@@ -55,6 +55,10 @@ class AsyncDevice:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._closed = False
+        # One policy object per device, reused by every exchange and transfer (building one
+        # per request cost more than the agent's decisions). Its per-call state lives on the
+        # object, so it is only used under `_lock`.
+        self._retrying = AsyncRetrying(sleep=clock.sleep, **runtime.retry_policy())
 
     @classmethod
     async def open(
@@ -186,7 +190,7 @@ class AsyncDevice:
             TransportError: the server could not be reached. ProtocolError: bad answer.
         """
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = await self._exchange(dialect.channel_set_request(info, channel))
+        response = await self._serialised_exchange(dialect.channel_set_request(info, channel))
         answer = self._rt.channel_set_answer(response, channel)
         if answer.allowed:
             await self._run(ChannelStored(channel))
@@ -199,13 +203,13 @@ class AsyncDevice:
     async def get_channel(self) -> ChannelAnswer:
         """PUT channel_self. Raises TransportError / ProtocolError."""
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = await self._exchange(dialect.channel_get_request(info))
+        response = await self._serialised_exchange(dialect.channel_get_request(info))
         return dialect.parse_channel(response.status, response.body)
 
     async def list_channels(self) -> list[ChannelListing]:
         """GET channel_self. Raises TransportError / ProtocolError."""
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = await self._exchange(dialect.channel_list_request(info))
+        response = await self._serialised_exchange(dialect.channel_list_request(info))
         return dialect.parse_channel_list(response.status, response.body)
 
     # -- I/O -------------------------------------------------------------------------------
@@ -237,10 +241,15 @@ class AsyncDevice:
             return [ResponseReceived(name, response.status, response.headers, response.body)]
         return await self._download(effect)
 
+    async def _serialised_exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
+        """An exchange outside a lifecycle call (channel_self): waits for the one running."""
+        async with self._lock:
+            return await self._exchange(outgoing)
+
     async def _exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
         request = self._rt.http_request(outgoing)
         try:
-            async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+            async for attempt in self._retrying:
                 with attempt:
                     started = time.perf_counter()
                     try:
@@ -269,7 +278,7 @@ class AsyncDevice:
         return self._rt.installed(effect.bundle_id)
 
     async def _transfer(self, transfer: Transfer) -> None:
-        async for attempt in AsyncRetrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+        async for attempt in self._retrying:
             with attempt:
                 request = transfer.request()
                 started, size, status = time.perf_counter(), 0, None

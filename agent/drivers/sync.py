@@ -52,6 +52,7 @@ class SyncDevice:
         self._http = http
         self._clock = clock
         self._closed = False
+        self._retrying = Retrying(sleep=clock.sleep, **runtime.retry_policy())  # one per device
 
     @classmethod
     def open(
@@ -236,7 +237,7 @@ class SyncDevice:
     def _exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
         request = self._rt.http_request(outgoing)
         try:
-            for attempt in Retrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+            for attempt in self._retrying:
                 with attempt:
                     started = time.perf_counter()
                     try:
@@ -265,7 +266,7 @@ class SyncDevice:
         return self._rt.installed(effect.bundle_id)
 
     def _transfer(self, transfer: Transfer) -> None:
-        for attempt in Retrying(sleep=self._clock.sleep, **self._rt.retry_policy()):
+        for attempt in self._retrying:
             with attempt:
                 request = transfer.request()
                 started, size, status = time.perf_counter(), 0, None
