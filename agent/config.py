@@ -60,6 +60,7 @@ class AgentConfig:
     default_channel: str | None = None  # defaultChannel: undefined
     # otasim's own options (no Capgo equivalent):
     never_retry_failed_versions: bool = True  # a version that failed here is never re-installed
+    allow_downgrade: bool = False  # install versions older than one confirmed here (plugin: yes)
     max_bundle_bytes: int = 512 * 1024 * 1024  # downloads larger than this are refused
     download_timeout_s: float = 600.0  # the plugin clears a download "in progress" after 600 s
     transport_attempts: int = 3  # attempts per request before a transport failure is final

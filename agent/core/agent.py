@@ -166,6 +166,7 @@ class Agent(UpdateFlow):
             return  # a stale signal never confirms another boot (Capgo #907)
         previous = self.state.fallback
         self.state = confirm_boot(self.state)
+        self._drop_outdated_next()
         duration_ms = str(int((self._now - boot.started_at) * 1000))
         self._stat("app_launch_ready", duration_ms=duration_ms)
         self._emit("appReady", bundle=self._bundle_payload(boot.bundle_id), status="success")

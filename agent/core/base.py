@@ -16,7 +16,7 @@ from agent.core.backoff import RandomSource
 from agent.core.effects import CommitState, DeleteBundle, Effect, EmitEvent, ReloadApp, ReportStat
 from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
 from agent.core.stats import StatsQueue
-from agent.protocol.base import DeviceInfo, Dialect, StatEvent
+from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
 from agent.protocol.capgo import CapgoDialect
 
 
@@ -45,10 +45,12 @@ class AgentBase:
         self._checking = False
         self._downloading: str | None = None
         self._deciles_sent: set[int] = set()
+        self._downgrades_reported: set[str] = set()  # "version:checksum" refused this run
         self._launch_check = False
         self._next_periodic: float | None = None
         self._apply_when_done = False
         self._download_kind = "zip"
+        self._last_check: tuple[DeviceInfo, OutgoingRequest] | None = None  # (info, request)
         self._committed = state
         self._out: list[Effect] = []
         self._deletes: list[str] = []

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from agent.core.versions import raise_floor
+
 BUILTIN = "builtin"
 BundleStatus = Literal["downloading", "pending", "success", "error"]
 STATE_FORMAT = 1
@@ -67,6 +69,7 @@ class DeviceState:
     blocked_until: float | None = None  # client-side block after a 429 hint
     rate_limit_reported: bool = False
     install_check_pending: bool = True  # first check after install or store update (atInstall)
+    highest_confirmed: str | None = None  # anti-rollback floor (agent.core.versions)
 
     def bundle(self, bundle_id: str) -> BundleInfo | None:
         return self.bundles.get(bundle_id)
@@ -118,13 +121,16 @@ def activate(state: DeviceState, bundle_id: str, boot_id: int, now: float) -> De
 
 
 def confirm_boot(state: DeviceState) -> DeviceState:
-    """The running boot signalled ready: its bundle succeeds and becomes the fallback."""
+    """The running boot signalled ready: its bundle succeeds, becomes the fallback and, if
+    newer, the anti-rollback floor."""
     if state.boot is None:
         raise RuntimeError("no boot to confirm")
     bundle_id = state.boot.bundle_id
     state = replace(state, boot=replace(state.boot, confirmed=True))
     if bundle_id != BUILTIN:
         state = set_status(state, bundle_id, "success")
+        floor = raise_floor(state.highest_confirmed, state.bundles[bundle_id].version)
+        state = replace(state, highest_confirmed=floor)
     return replace(state, fallback=bundle_id)
 
 

@@ -14,9 +14,11 @@ from agent.core.backoff import random_id
 from agent.core.base import AgentBase
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.lifecycle import BUILTIN, BundleInfo, add_bundle, set_status
+from agent.core.versions import DowngradeRefused, is_downgrade
 from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
 from agent.protocol.base import (
     NoUpdate,
+    OutgoingRequest,
     RateLimitHint,
     RevertToBuiltin,
     StatsOutcome,
@@ -33,7 +35,14 @@ class UpdateFlow(AgentBase):
         if self._checking or self._downloading or not self.config.update_url or self._blocked():
             return
         self._checking = True
-        self._out.append(SendRequest(self.dialect.check_request(self.device_info())))
+        self._out.append(SendRequest(self._check_request()))
+
+    def _check_request(self) -> OutgoingRequest:
+        """The check request, built again only when what it describes changed."""
+        info = self.device_info()
+        if self._last_check is None or self._last_check[0] != info:
+            self._last_check = (info, self.dialect.check_request(info))
+        return self._last_check[1]
 
     def _on_response(self, event: ev.ResponseReceived) -> None:
         if event.name == "/stats" and self._stats.in_flight:
@@ -138,11 +147,50 @@ class UpdateFlow(AgentBase):
         if offer.version == self._version(self.state.current) or self._refuses(offer):
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
+        floor = self.state.highest_confirmed
+        if (
+            floor is not None
+            and not self.config.allow_downgrade
+            and is_downgrade(offer.version, floor)
+        ):
+            self._refuse_downgrade(offer, floor)
+            return
         for info in list(self.state.bundles.values()):
             if info.version == offer.version and info.status in ("pending", "success"):
                 self._apply(info.id, immediate=immediate)
                 return
         self._start_download(offer, immediate)
+
+    def _refuse_downgrade(self, offer: UpdateOffer, floor: str) -> None:
+        """Refuse an offer older than a confirmed version (a replay, or a channel rolled back
+        past what booted fine here): nothing is fetched; reported once per offer and run."""
+        artefact = f"{offer.version}:{offer.checksum}"
+        if artefact in self._downgrades_reported:
+            self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
+            return
+        self._downgrades_reported.add(artefact)
+        error = DowngradeRefused(offer.version, floor)
+        self._emit(
+            "updateCheckResult",
+            kind="failed",
+            error="downgrade_refused",
+            message=error.reason,
+            statusCode=200,
+            version=offer.version,
+        )
+        self._emit("downloadFailed", version=offer.version, error=str(error))
+        self._stat(
+            "download_fail", offer.version, reason="downgrade_refused", highest_confirmed=floor
+        )
+
+    def _drop_outdated_next(self) -> None:
+        """After a confirmation raised the floor, a queued older bundle would be a downgrade."""
+        queued, floor = self.state.next, self.state.highest_confirmed
+        if queued is None or floor is None or self.config.allow_downgrade:
+            return
+        if is_downgrade(self._version(queued), floor):
+            self.state = replace(self.state, next=None)
+            self._forget(queued)
 
     def _start_download(self, offer: UpdateOffer, immediate: bool) -> None:
         resume = None

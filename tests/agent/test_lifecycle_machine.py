@@ -2,8 +2,9 @@
 
 Invariants after every step: the device has a bootable bundle (in memory and on "disk"); a
 version that failed to boot is never current again; a stale ready signal never confirms a
-later boot; no effect contradicts the state (no download of a refused version, no reload
-of a bundle that cannot boot, no deletion of a bundle a slot names).
+later boot; no bundle older than a version that confirmed a boot is ever activated
+(anti-rollback, `allow_downgrade` off); no effect contradicts the state (no download of a
+refused version, no reload of a bundle that cannot boot, no deletion of a bundle a slot names).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from agent.core.effects import DownloadBundle
+from agent.core.effects import CommitState, DownloadBundle, ReloadApp
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -24,10 +25,16 @@ from agent.core.events import (
     MovedToBackground,
     MovedToForeground,
 )
-from agent.core.lifecycle import BUILTIN, reconcile
+from agent.core.lifecycle import BUILTIN, DeviceState, reconcile
 from agent.errors import LocalError, TransportError, VerificationError
 
 VERSIONS = ["1.0.1", "1.0.2", "1.0.3"]
+
+
+def semver(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
 ANSWERS = st.one_of(
     st.sampled_from(VERSIONS).map(offer),
     st.sampled_from(VERSIONS).map(offer),
@@ -56,6 +63,7 @@ class DeviceLife(RuleBasedStateMachine):
         super().__init__()
         self.h = Harness(config=config())
         self.failed: set[str] = set()
+        self.floor = "0.0.0"  # no device activates a version older than one it confirmed
         self.h.run(AppStarted())
 
     def _run(self, event: Event) -> None:
@@ -70,11 +78,28 @@ class DeviceLife(RuleBasedStateMachine):
         for effect in self.h.effects[start:]:
             if isinstance(effect, DownloadBundle):
                 assert effect.offer.version not in self.failed
+            elif isinstance(effect, CommitState):
+                self._raise_floor(effect.state)
+            elif isinstance(effect, ReloadApp) and effect.bundle_id != BUILTIN:
+                assert semver(effect.version) >= semver(self.floor), (effect, self.floor)
         assert self.h.violations == []
+
+    def _raise_floor(self, state: DeviceState) -> None:
+        """The model's anti-rollback floor: the highest version whose confirmed boot was
+        committed (independent of the agent's own bookkeeping)."""
+        boot = state.boot
+        if boot is not None and boot.confirmed and boot.bundle_id != BUILTIN:
+            version = state.bundles[boot.bundle_id].version
+            self.floor = max(self.floor, version, key=semver)
 
     @rule(reply=ANSWERS)
     def server_will_answer(self, reply: tuple[int, dict[str, str], bytes]) -> None:
         self.h.updates.append(reply)
+
+    @rule()
+    def older_release_replayed(self) -> None:
+        """A man in the middle replays the oldest signed release (whole offer)."""
+        self.h.updates.append(offer(VERSIONS[0]))
 
     @rule(outcome=DOWNLOADS)
     def next_download_will(self, outcome: Exception | None) -> None:
@@ -174,6 +199,7 @@ class DeviceLifeAppliedAtOnce(DeviceLife):
         RuleBasedStateMachine.__init__(self)
         self.h = Harness(config=config(auto_update="always"))
         self.failed = set()
+        self.floor = "0.0.0"
         self.h.run(AppStarted())
 
 
