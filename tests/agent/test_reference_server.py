@@ -106,3 +106,84 @@ def test_signed_update_crash_and_rollback(
     for action in ("set_next", "set", "app_launch_timeout", "update_fail"):
         assert counts["actions"][action] == 1
     assert [r for r in observer.requests if r[0] == "bundle"] == [("bundle", "GET", 200, None)]
+
+
+async def session(
+    server: RunningServer,
+    public_pem: bytes,
+    folder: Path,
+    device_id: str,
+    *,
+    allow_downgrade: bool = False,
+    confirm: bool = True,
+) -> tuple[Any, Recorder]:
+    """One app run: launch, check, apply what came (background), confirm the boot unless the
+    app crashes (`confirm=False`: the process dies before notifyAppReady)."""
+    port = make_async_port()
+    config = AgentConfig(
+        update_url=f"{server.url}/updates",
+        stats_url=f"{server.url}/stats",
+        channel_url=f"{server.url}/channel_self",
+        public_key=public_pem.decode(),
+        allow_downgrade=allow_downgrade,
+    )
+    identity = DeviceIdentity(device_id, ROLLBACK_APP, "android", "1.0.0")
+    observer = Recorder()
+    device = await AsyncDevice.open(
+        folder, config, identity, port, clock=NoWaitAsyncClock(), observer=observer
+    )
+    try:
+        await device.launch()
+        await device.notify_app_ready()
+        await device.background()
+        if confirm:
+            await device.notify_app_ready()
+            await device.flush_stats()
+        return device.status(), observer
+    finally:
+        await device.aclose()
+        await port.aclose()
+
+
+ROLLBACK_APP = "com.example.rollback"
+
+
+def test_channel_rollback_past_a_confirmed_version(
+    server: RunningServer, keys: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    """The server's one-call rollback to 1.0.1 brings back the devices that never confirmed
+    anything newer; a device that confirmed 1.0.2 refuses it unless `allow_downgrade`."""
+    private_pem, public_pem = keys
+    with AdminClient(server.url, server.admin_key) as admin:
+        admin.create_app(ROLLBACK_APP)
+    ids = {name: str(uuid.uuid4()) for name in ("guarded", "plugin_like", "behind", "crashed")}
+
+    def run(name: str, **options: Any) -> tuple[Any, Recorder]:
+        folder = tmp_path / name
+        return asyncio.run(session(server, public_pem, folder, ids[name], **options))
+
+    release(server, private_pem, "1.0.1", tmp_path, ROLLBACK_APP)
+    assert run("behind")[0].current.version == "1.0.1"
+    assert run("crashed")[0].current.version == "1.0.1"
+    release(server, private_pem, "1.0.2", tmp_path, ROLLBACK_APP)
+    assert run("guarded")[0].current.version == "1.0.2"
+    assert run("plugin_like", allow_downgrade=True)[0].current.version == "1.0.2"
+    assert not run("crashed", confirm=False)[0].boot_confirmed  # 1.0.2 booted, never ready
+    assert run("crashed")[0].current.version == "1.0.1"  # rolled back locally at launch
+
+    with AdminClient(server.url, server.admin_key) as admin:
+        admin.rollback(ROLLBACK_APP, "production", "1.0.1")
+    status, guarded = run("guarded")
+    assert status.current.version == "1.0.2" and status.next is None
+    assert ("updateCheckResult", "downgrade_refused") in [
+        (name, payload.get("error")) for name, payload in guarded.events
+    ]
+    assert ("download_fail", "1.0.1") in guarded.stats
+    assert not [r for r in guarded.requests if r[0] == "bundle"]  # never fetched
+    assert run("plugin_like", allow_downgrade=True)[0].current.version == "1.0.1"
+    assert run("behind")[0].current.version == "1.0.1"
+    assert run("crashed")[0].current.version == "1.0.1"
+
+    with AdminClient(server.url, server.admin_key) as admin:
+        fails = admin.stats(ROLLBACK_APP, "1.0.1")["versions"]["1.0.1"]["actions"]
+    assert fails["download_fail"] == 1  # the guarded device's refusal reached the server
