@@ -9,12 +9,14 @@ web app proves a bundle works by calling `notifyAppReady()` (event `AppReady`) w
 signal does not come in time -- the timer fires while the app runs, or the app died and the
 next cold start finds the boot still unconfirmed -- the bundle is marked `error`, its version
 goes on the device's failed list, `update_fail` is reported and the device returns to the
-fallback (else builtin). Two choices here are deliberately safer than the Capgo plugin:
+fallback (else builtin). Three choices here are deliberately safer than the Capgo plugin:
 
 * the ready signal carries the id of the boot it confirms, so a late `notifyAppReady()` from
   the outgoing bundle can never confirm the incoming one (Capgo issue #907);
 * a version that failed to boot here is never downloaded or installed again, whatever the
-  server offers (`never_retry_failed_versions`, on by default; the plugin retries it).
+  server offers (`never_retry_failed_versions`, on by default; the plugin retries it);
+* no version older than one that confirmed a boot here is activated again (anti-rollback,
+  `agent.core.versions`; `allow_downgrade` restores the plugin's behaviour).
 
 Update checks run at launch, on every foreground and every `periodCheckDelay` while in the
 foreground (unless `autoUpdate` is `off`). An offer is downloaded into a `downloading` bundle
