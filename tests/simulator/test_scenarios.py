@@ -1,7 +1,7 @@
 """Every bundled scenario, small, end to end: real agents against the embedded reference server
 (its own process) over loopback HTTP, and the scenario's expectations hold.
 
-50 devices, 24 simulated hours at 5 760x (about 15 s each).
+50 devices, 24 simulated hours at 8 640x (about 10 s each).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from simulator.runner import RunOptions, simulate
 
 DEVICES = 50
-SCALE = 5760.0
+SCALE = 8640.0
 
 
 def run(name: str, tmp_path: Path, seed: int = 3) -> tuple[dict[str, Any], list[dict[str, str]]]:
