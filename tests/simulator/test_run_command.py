@@ -72,3 +72,33 @@ def test_a_used_workdir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "devices" / "000001").mkdir(parents=True)
     assert main(["run", "--workdir", str(tmp_path)]) == 2
     assert "earlier run" in capsys.readouterr().err
+
+
+def test_an_external_server_is_used_as_it_is(tmp_path: Path) -> None:
+    from simulator.device import make_dist
+    from simulator.publish import publish
+    from simulator.release import create_keys
+    from simulator.runner import RunOptions, simulate
+    from simulator.scenario import Release
+    from simulator.server.client import AdminClient
+    from simulator.server.embedded import run_server
+
+    private_pem, public_pem = create_keys()
+    (tmp_path / "key.pub").write_bytes(public_pem)
+    app = "com.example.external"
+    with run_server(tmp_path / "server", in_process=False) as server:
+        with AdminClient(server.url, server.admin_key) as admin:  # the user publishes
+            dist = make_dist(Release("1.0.1", size_kb=20), tmp_path / "dist", seed=1)
+            publish(admin, app_id=app, version="1.0.1", channel="production", source=dist,
+                    private_pem=private_pem)  # fmt: skip
+        report, _ = simulate(
+            RunOptions(
+                scenario(tmp_path, 0.5), devices=10, time_scale=2880, seed=2,
+                report_dir=tmp_path / "r", server_url=server.url,
+                public_key_file=tmp_path / "key.pub", app_id=app, progress=False,
+            )
+        )  # fmt: skip
+    assert not report["run"]["embedded_server"] and report["run"]["server"] == server.url
+    assert report["adoption"]["final"]["1.0.1"] >= 0.5 and report["passed"]
+    assert report["timeline"] == [] and "yours to perform" in report["run"]["notes"][0]
+    assert report["stats"]["lost"] is None
