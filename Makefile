@@ -1,5 +1,6 @@
 # One command installs and runs each job: `make test` (lint + the whole suite), `make run`
-# (the main job: a fleet simulation against the embedded reference server), `make bench`.
+# (the main job: a fleet simulation against the embedded reference server), `make bench`
+# (every benchmark script, printing its figures).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -33,5 +34,9 @@ test: lint $(INTEROP_NPM)
 run: install
 	$(VENV)/bin/otasim run $(ARGS)
 
+# The benchmarks are scripts that print figures (never timing asserts in the suite).
+# The HTTP and Locust ones need Debian's nginx-light (`apt-get install nginx-light`).
+BENCHES := bench_verify bench_agent bench_server bench_fleet bench_http bench_locust
+
 bench: install
-	$(VENV)/bin/pytest tests/benchmarks --benchmark-only $(PYTEST_ARGS)
+	@for b in $(BENCHES); do echo "== $$b"; $(PY) tests/benchmarks/$$b.py || exit 1; done

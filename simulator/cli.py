@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otasim",
         description=(
-            "Capacitor live-update (Capgo) device agent, fleet simulator, load tests "
-            "and server checker."
+            "Capacitor live-update (Capgo) device agent, fleet simulator, reference "
+            "OTA server and Locust load tests."
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
