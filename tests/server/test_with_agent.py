@@ -82,6 +82,7 @@ async def session(
         stats_url=f"{server.url}/stats",
         channel_url=f"{server.url}/channel_self",
         public_key=public_pem.decode() if public_pem else None,
+        allow_downgrade=True,  # these tests roll channels back past confirmed versions
     )
     identity = DeviceIdentity(device_id or str(uuid.uuid4()), app, "android", build)
     events = Events()
