@@ -18,6 +18,7 @@ committed the bundle, because the agent's store has no such hook.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,8 +92,9 @@ class BundlePool:
             path, pooled = bundle / rel, self.folder / digest
             try:
                 if not pooled.exists():
-                    os.link(path, pooled)
-                    continue
+                    with contextlib.suppress(FileExistsError):  # another process won the race
+                        os.link(path, pooled)
+                        continue
                 if os.stat(path).st_ino == os.stat(pooled).st_ino:
                     continue
                 tmp = path.with_name(f".{path.name}.pool")

@@ -36,11 +36,11 @@ class ScaledClock:
 
     def __init__(self, scale: float, epoch: float = SIM_EPOCH) -> None:
         self.scale = scale
-        self._epoch = epoch
-        self._t0 = time.monotonic()
+        self.epoch = epoch  # what now() says at t0
+        self.t0 = time.monotonic()  # CLOCK_MONOTONIC: the same for every process of the host
 
     def now(self) -> float:
-        return self._epoch + (time.monotonic() - self._t0) * self.scale
+        return self.epoch + (time.monotonic() - self.t0) * self.scale
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.scale)
@@ -120,7 +120,7 @@ class Fleet:
         self.mitms = {
             mode: Mitm(cast(MitmMode, mode), scenario.mitm_rate) for mode, _ in scenario.mitm_modes
         }
-        self.start = clock.now()
+        self.start = clock.epoch  # simulated t = 0, reached when run() starts the clock
         ctx = DeviceContext(
             configs=configs,
             http=self._port_factory(http),
@@ -180,8 +180,11 @@ class Fleet:
             await asyncio.sleep(every_s)
             self.metrics.loop_lag.append(loop.time() - asked)
 
-    async def run(self, flush_wait_s: float = 120.0) -> Metrics:
-        """Live until the scenario's end, then let every device deliver its stats and report."""
+    async def run(self, flush_wait_s: float = 120.0, t0: float | None = None) -> Metrics:
+        """Start the clock (now, or at monotonic time `t0` shared by the shards of a fleet),
+        live until the scenario's end, then let every device deliver its stats; the metrics."""
+        self.clock.t0 = time.monotonic() if t0 is None else t0
+        await asyncio.sleep(max(0.0, self.clock.t0 - time.monotonic()))
         end = self.scenario.duration_s
         watch = asyncio.create_task(self.watch_loop())
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import statistics
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from simulator.scenario import Expectation
@@ -80,8 +80,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.devices: list[DeviceOutcome] = []
-        self.latency: dict[str, array[float]] = defaultdict(lambda: array("d"))
-        self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
+        self.latency: dict[str, array[float]] = {}
+        self.statuses: dict[str, Counter[str]] = {}
         self.bytes: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.failure_times: list[tuple[float, str]] = []
@@ -95,8 +95,8 @@ class Metrics:
         self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
     ) -> None:
         """One HTTP exchange of any device (status None: no answer, a transport error)."""
-        self.latency[name].append(elapsed_s)
-        self.statuses[name]["error" if status is None else str(status)] += 1
+        self.latency.setdefault(name, array("d")).append(elapsed_s)
+        self.statuses.setdefault(name, Counter())["error" if status is None else str(status)] += 1
         if name in ("bundle", "delta file") and not failed and status is not None:
             self.bytes["full" if name == "bundle" else "delta"] += nbytes
 
@@ -176,6 +176,20 @@ class Metrics:
                 "latency_ms": _percentiles(ms, digits=1),
             }
         return out
+
+    def merge(self, other: Metrics) -> None:
+        """Add the measurements of another shard of the same fleet (devices stay by index)."""
+        self.devices = sorted([*self.devices, *other.devices], key=lambda d: d.index)
+        for name, values in other.latency.items():
+            self.latency.setdefault(name, array("d")).extend(values)
+        for name, counts in other.statuses.items():
+            self.statuses.setdefault(name, Counter()).update(counts)
+        for mine, theirs in ((self.bytes, other.bytes), (self.actions, other.actions),
+                             (self.faults, other.faults), (self.mitm, other.mitm)):  # fmt: skip
+            mine.update(theirs)
+        self.failure_times += other.failure_times
+        self.rollback_times += other.rollback_times
+        self.loop_lag.extend(other.loop_lag)
 
     def loop_lag_ms(self) -> dict[str, float]:
         return _percentiles(sorted(v * 1000 for v in self.loop_lag), digits=1)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import multiprocessing
 import os
+import queue
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,10 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import AgentConfig
-from agent.drivers.http import make_async_port
+from agent.drivers.http import AsyncHttpPort, make_async_port
 
 from simulator.device import file_digests, make_dist
-from simulator.fleet import Fleet, Publication, ScaledClock, Timeline, plan_fleet
+from simulator.fleet import DeviceSpec, Fleet, Publication, ScaledClock, Timeline, plan_fleet
 from simulator.metrics import Metrics
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
@@ -54,6 +57,7 @@ class RunOptions:
     app_id: str | None = None
     http_backend: str = "aiohttp"
     progress: bool = True
+    processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
 
 
@@ -206,7 +210,7 @@ def _config(url: str, public_pem: str, channel: str, scale: float) -> AgentConfi
 
 async def _run(
     scenario: Scenario,
-    specs: list[Any],
+    specs: list[DeviceSpec],
     configs: Mapping[str, AgentConfig],
     options: RunOptions,
     scale: float,
@@ -214,27 +218,102 @@ async def _run(
     server: EmbeddedServer | None,
     setup: _Setup,
 ) -> tuple[Fleet, dict[str, float]]:
-    http = make_async_port(options.http_backend, max_connections=256)  # type: ignore[arg-type]
-    try:
-        timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
-        first = [s for s in scenario.timeline if s.at_s <= 0]
-        records = [timeline.perform(s, 0.0) for s in first] if timeline else []
-        fleet = Fleet(
-            scenario, specs, configs=configs, http=http, clock=ScaledClock(scale),
-            workdir=workdir, published=setup.published,
-        )  # fmt: skip
-        fleet.metrics.steps.extend(records)
-        later = [s for s in scenario.timeline if s.at_s > 0]
-        tasks = [asyncio.create_task(timeline.run(fleet, later))] if timeline else []
-        if options.progress:
-            tasks.append(asyncio.create_task(_progress(fleet)))
-        await fleet.run(options.flush_wait_s)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return fleet, dict(timeline.published_s) if timeline else {}
-    finally:
-        await http.aclose()
+    """Run the fleet: shard 0 here (with the timeline and the progress display), the other
+    shards in worker processes started together on a shared monotonic t0."""
+    n = options.processes
+    shards = [
+        _Shard(scenario, specs[i::n], configs, scale, workdir, setup.published,
+               options.http_backend, options.flush_wait_s)
+        for i in range(n)
+    ]  # fmt: skip
+    timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
+    first = [s for s in scenario.timeline if s.at_s <= 0]
+    records = [timeline.perform(s, 0.0) for s in first] if timeline else []
+    with contextlib.ExitStack() as stack:
+        workers = _Workers(shards[1:], stack) if n > 1 else None
+        fleet, http = _shard_fleet(shards[0])
+        try:
+            fleet.metrics.steps.extend(records)
+            later = [s for s in scenario.timeline if s.at_s > 0]
+            tasks = [asyncio.create_task(timeline.run(fleet, later))] if timeline else []
+            if options.progress:
+                tasks.append(asyncio.create_task(_progress(fleet)))
+            t0 = await workers.start() if workers else None
+            await fleet.run(options.flush_wait_s, t0=t0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for metrics in await workers.results() if workers else []:
+                fleet.metrics.merge(metrics)
+        finally:
+            await http.aclose()
+    return fleet, dict(timeline.published_s) if timeline else {}
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """One process's share of the fleet (picklable)."""
+
+    scenario: Scenario
+    specs: list[DeviceSpec]
+    configs: Mapping[str, AgentConfig]
+    scale: float
+    workdir: Path
+    published: Mapping[str, Mapping[str, str]]
+    http_backend: str
+    flush_wait_s: float
+
+
+def _shard_fleet(shard: _Shard) -> tuple[Fleet, AsyncHttpPort]:
+    http = make_async_port(shard.http_backend, max_connections=256)  # type: ignore[arg-type]
+    fleet = Fleet(
+        shard.scenario, shard.specs, configs=shard.configs, http=http,
+        clock=ScaledClock(shard.scale), workdir=shard.workdir, published=shard.published,
+    )  # fmt: skip
+    return fleet, http
+
+
+def _worker(shard: _Shard, ready: Any, go: Any) -> Metrics:
+    """A worker process: build its devices, report ready, run from the t0 it is given."""
+
+    async def main() -> Metrics:
+        fleet, http = _shard_fleet(shard)
+        try:
+            ready.put(len(shard.specs))
+            t0 = await asyncio.to_thread(go.get)
+            return await fleet.run(shard.flush_wait_s, t0=t0)
+        finally:
+            await http.aclose()
+
+    return asyncio.run(main())
+
+
+class _Workers:
+    """The worker processes of a sharded run."""
+
+    START_TIMEOUT_S = 600.0
+
+    def __init__(self, shards: list[_Shard], stack: contextlib.ExitStack) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with a running loop
+        manager = stack.enter_context(ctx.Manager())
+        self._ready, self._go = manager.Queue(), manager.Queue()
+        pool = stack.enter_context(ProcessPoolExecutor(len(shards), mp_context=ctx))
+        self._futures = [pool.submit(_worker, s, self._ready, self._go) for s in shards]
+
+    async def start(self) -> float:
+        """Wait until every worker has built its devices; return the shared t0."""
+        for _ in self._futures:
+            try:
+                await asyncio.to_thread(self._ready.get, True, self.START_TIMEOUT_S)
+            except queue.Empty:
+                raise RunError("a fleet worker process did not start") from None
+        t0 = time.monotonic() + 0.2
+        for _ in self._futures:
+            self._go.put(t0)
+        return t0
+
+    async def results(self) -> list[Metrics]:
+        return [await asyncio.wrap_future(f) for f in self._futures]
 
 
 async def _progress(fleet: Fleet) -> None:
@@ -270,7 +349,8 @@ def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metric
         return None
     stats: dict[str, Any] = server.client().stats(app_id)
     sent = set(metrics.actions)
-    return sum(n for v in stats["versions"].values() for a, n in v["actions"].items() if a in sent)
+    versions = stats["versions"].values()
+    return sum(int(n) for v in versions for a, n in v["actions"].items() if a in sent)
 
 
 def _notes(scenario: Scenario, server: EmbeddedServer | None) -> tuple[str, ...]:

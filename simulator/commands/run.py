@@ -70,6 +70,9 @@ def register(sub: Any) -> None:
         default="aiohttp",
         help="HTTP backend of the devices (default: aiohttp, measured faster)",
     )
+    parser.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+                        help="run the fleet in N processes, one event loop each (default 1); "
+                             "for big fleets on several cores")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     parser.set_defaults(func=run_command)
 
@@ -110,6 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
             app_id=args.app_id,
             http_backend=args.http,
             progress=not args.no_progress,
+            processes=args.processes,
         )
         report, page = simulate(options)
     except (ScenarioError, RunError) as exc:

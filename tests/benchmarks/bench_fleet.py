@@ -169,15 +169,16 @@ async def saturate(url: str, devices: int, workdir: Path, hold_s: float) -> None
     await http.aclose()
 
 
-def speedup(devices: int, scales: list[float]) -> None:
+def speedup(devices: int, scales: list[float], processes: int) -> None:
     for scale in scales:
         with tempfile.TemporaryDirectory(prefix="otasim-bench-report-") as out:
             options = RunOptions(devices=devices, time_scale=scale, report_dir=Path(out),
-                                 progress=False)  # fmt: skip
+                                 progress=False, processes=processes)  # fmt: skip
             report, _ = simulate(options)
         run = report["run"]
         checks = ", ".join(f"{r['expect']}={r['value']}" for r in report["expectations"])
-        print(f"speedup: steady-rollout {devices} devices at {scale:g}x: 24 h in "
+        print(f"speedup: steady-rollout {devices} devices, {processes} process(es), "
+              f"at {scale:g}x: 24 h in "
               f"{run['wall_s']:.0f} s = {run['speedup']}x, loop lag p99 "
               f"{run['loop_lag_ms'].get('p99')} ms, {'passed' if report['passed'] else 'FAILED'} "
               f"({checks})", flush=True)  # fmt: skip
@@ -190,6 +191,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=15.0, help="seconds measured per level")
     parser.add_argument("--speedup-devices", type=int, default=10_000)
     parser.add_argument("--speedup-scales", default="288")
+    parser.add_argument("--speedup-processes", type=int, default=2)
     parser.add_argument("--skip-ramp", action="store_true")
     parser.add_argument("--skip-speedup", action="store_true")
     args = parser.parse_args()
@@ -205,7 +207,8 @@ def main() -> None:
             asyncio.run(ramp(server.url, args.max_devices, args.scale, Path(tmp), args.hold))
             asyncio.run(saturate(server.url, 2000, Path(tmp) / "sat", args.hold))
     if not args.skip_speedup:
-        speedup(args.speedup_devices, [float(s) for s in args.speedup_scales.split(",")])
+        scales = [float(s) for s in args.speedup_scales.split(",")]
+        speedup(args.speedup_devices, scales, args.speedup_processes)
 
 
 if __name__ == "__main__":

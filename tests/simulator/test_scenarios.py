@@ -18,7 +18,9 @@ DEVICES = 50
 SCALE = 8640.0
 
 
-def run(name: str, tmp_path: Path, seed: int = 3) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def run(
+    name: str, tmp_path: Path, seed: int = 3, processes: int = 1
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
     report, page = simulate(
         RunOptions(
             scenario=name,
@@ -27,6 +29,7 @@ def run(name: str, tmp_path: Path, seed: int = 3) -> tuple[dict[str, Any], list[
             seed=seed,
             report_dir=tmp_path / "report",
             progress=False,
+            processes=processes,
         )
     )
     assert page.is_file() and page.read_text().count("<svg") == 3
@@ -93,3 +96,10 @@ def test_same_seed_same_fleet_and_outcomes(tmp_path: Path, seed: int) -> None:
     first = run("bad-release-rollback", tmp_path / "a", seed)[1]
     second = run("bad-release-rollback", tmp_path / "b", seed)[1]
     assert [tuple(d[k] for k in keys) for d in first] == [tuple(d[k] for k in keys) for d in second]
+
+
+def test_a_fleet_sharded_over_two_processes_reports_as_one(tmp_path: Path) -> None:
+    report, devices = run("bad-release-rollback", tmp_path, processes=2)
+    assert [int(d["index"]) for d in devices] == list(range(DEVICES))
+    assert report["updates"]["rollbacks"] >= DEVICES // 2  # both shards' devices counted
+    assert report["stats"]["server_received"] == report["stats"]["sent"]
