@@ -168,7 +168,6 @@ class Agent(UpdateFlow):
             return  # a stale signal never confirms another boot (Capgo #907)
         previous = self.state.fallback
         self.state = confirm_boot(self.state)
-        self._drop_outdated_next()
         duration_ms = str(int((self._now - boot.started_at) * 1000))
         self._stat("app_launch_ready", duration_ms=duration_ms)
         self._emit("appReady", bundle=self._bundle_payload(boot.bundle_id), status="success")
@@ -178,6 +177,7 @@ class Agent(UpdateFlow):
             self.state.next,
         ):
             self._forget(previous)
+        self._drop_outdated_next()  # after: the queued bundle may be the previous fallback
         self._commit()
 
     def _on_timer(self, _: ev.TimerFired) -> None:

@@ -153,3 +153,21 @@ def test_an_older_bundle_queued_before_the_confirmation_is_dropped() -> None:
     assert h.agent.state.next is None and queued not in h.agent.state.bundles
     h.run(MovedToBackground())
     assert h.current_version() == "1.0.2"
+
+
+def test_the_previous_fallback_queued_again_is_dropped_once() -> None:
+    """Regression (found by the simulator's replay MITM): 1.0.1 is the fallback and queued
+    again while 1.0.2 boots; confirming 1.0.2 drops it exactly once."""
+    h = confirmed("1.0.1")
+    h.updates.append(offer("1.0.2"))
+    h.run(MovedToForeground())
+    h.run(MovedToBackground())  # 1.0.2 boots, unconfirmed; 1.0.1 is the fallback
+    fallback = h.agent.state.fallback
+    h.updates.append(offer("1.0.1"))
+    h.run(MovedToForeground())  # the floor is 1.0.1: not a downgrade yet, re-queued
+    assert h.agent.state.next == fallback
+    h.run(AppReady(h.reloads[-1].boot_id))
+    assert h.agent.state.next is None and fallback not in h.agent.state.bundles
+    assert h.actions().count("delete") == 1 and h.violations == []
+    h.run(MovedToBackground())
+    assert h.current_version() == "1.0.2"
