@@ -318,11 +318,12 @@ class _Workers:
 
 async def _progress(fleet: Fleet) -> None:
     """A live progress bar: simulated time, what the fleet runs, requests and failures."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn
 
     total_h = fleet.scenario.duration_s / 3600
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, TimeElapsedColumn()) as bar:
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=10),
+               TextColumn("{task.fields[info]}"))  # fmt: skip
+    with Progress(*columns) as bar:
         task = bar.add_task("", total=total_h, info="")
         while True:
             now_h = min(fleet.now_s() / 3600, total_h)
@@ -339,8 +340,8 @@ def _live_info(metrics: Metrics) -> str:
     shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(running.items()))
     requests = sum(sum(c.values()) for c in metrics.statuses.values())
     lag = metrics.loop_lag[-1] * 1000 if metrics.loop_lag else 0.0
-    return (f"{shares} · {requests:,} requests · {len(metrics.failure_times):,} failures · "
-            f"{len(metrics.rollback_times):,} rollbacks · loop lag {lag:.0f} ms")  # fmt: skip
+    return (f"{shares} · {requests:,} req · {len(metrics.failure_times):,} failed · "
+            f"{len(metrics.rollback_times):,} rolled back · lag {lag:.0f} ms")  # fmt: skip
 
 
 def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:
