@@ -52,6 +52,7 @@ def test_staged_rollout_follows_the_stages(tmp_path: Path) -> None:
     steps = [s["label"] for s in report["timeline"]]
     assert steps == ["publish 1.0.1 10%", "rollout 1.0.1 50%", "rollout 1.0.1"]
     assert all(s["error"] is None for s in report["timeline"])
+    assert report["bytes"]["delta"] > 0 and report["requests"]["delta file"]["count"] >= DEVICES
 
 
 def test_bad_release_is_rolled_back_everywhere_and_never_downloaded_again(tmp_path: Path) -> None:
