@@ -1,4 +1,4 @@
-"""Admin stats: per-version counters, devices per version now, and adoption over time."""
+"""Admin stats: per-version counters, devices per version now, and net installs over time."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from simulator.server.state import ServerState
 def app_stats(state: ServerState, app_id: str, version: str | None = None) -> dict[str, Any]:
     """Counters per version (gets, downloads, installs, uninstalls, fails, rollbacks, raw
     actions), devices currently on each version, and a per-minute timeline with the
-    cumulative adoption (installs - uninstalls).
+    cumulative `net_installs` (installs - uninstalls since the first stat: the native version
+    starts on devices without an install, so its figure can go below zero).
 
     Raises:
         ApiError: 404 `app_not_found`.
@@ -54,12 +55,12 @@ def app_stats(state: ServerState, app_id: str, version: str | None = None) -> di
 
 
 def _timeline(buckets: Mapping[int, Mapping[str, int]]) -> list[dict[str, Any]]:
-    adoption = 0
+    net_installs = 0
     points = []
     for bucket in sorted(buckets):
         counters = summarize(buckets[bucket])
-        adoption += counters["installs"] - counters["uninstalls"]
-        points.append({"at": bucket * 60, **counters, "adoption": adoption})
+        net_installs += counters["installs"] - counters["uninstalls"]
+        points.append({"at": bucket * 60, **counters, "net_installs": net_installs})
     return points
 
 

@@ -89,7 +89,7 @@ def test_counters_installs_fails_rollbacks_and_adoption(
     assert "download_fail" not in new["actions"]  # ignored from plugins before 7.17.0
     assert new["actions"]["set"] == 5  # installs count only real production devices
     assert stats["1.0.1"]["uninstalls"] == 3 and stats["1.0.1"]["gets"] == 1
-    assert new["timeline"][-1]["adoption"] == 3
+    assert new["timeline"][-1]["net_installs"] == 3
     assert admin.stats(app, "1.0.2")["versions"].keys() == {"1.0.2"}
 
 
