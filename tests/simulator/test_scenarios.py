@@ -81,9 +81,11 @@ def test_flaky_network_still_updates_without_harm(tmp_path: Path) -> None:
     assert report["updates"]["tampered_activated"] == 0
 
 
-def test_mitm_tampering_is_never_activated(tmp_path: Path) -> None:
+def test_mitm_tampering_and_replays_are_never_activated(tmp_path: Path) -> None:
     report, devices = run("mitm-tamper", tmp_path)
     assert report["mitm"].get("flip", 0) > 0  # bytes really were flipped in transit
+    assert report["mitm"].get("replay", 0) > 0  # older signed offers really were replayed
+    assert report["updates"]["downgraded"] == 0
     rejected = sum(report["failures"].get(a, 0) for a in ("checksum_fail", "decrypt_fail"))
     assert rejected > 0
     assert all(d["tampered_activated"] == "0" for d in devices)
