@@ -121,7 +121,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
         else:
             url = options.server_url.rstrip("/")
             setup = dataclasses.replace(setup, public_pem=_read_key(options.public_key_file))
-        configs = {ch: _config(url, setup.public_pem, ch, scale) for ch in channels}
+        configs = {ch: _config(url, setup.public_pem, ch) for ch in channels}
         began = time.monotonic()
         fleet, published_s = asyncio.run(
             _run(scenario, specs, configs, options, scale, workdir, server, setup)
@@ -195,11 +195,9 @@ def _read_key(path: Path | None) -> str:
         raise RunError(f"{path}: cannot read the public key: {exc.strerror}") from None
 
 
-def _config(url: str, public_pem: str, channel: str, scale: float) -> AgentConfig:
-    """The app's updater options. The download deadline is a network timeout: it stays real
-    (the agent measures it on the device's scaled clock, so it is scaled up to match)."""
+def _config(url: str, public_pem: str, channel: str) -> AgentConfig:
+    """The app's updater options."""
     return AgentConfig(
-        download_timeout_s=AgentConfig.download_timeout_s * scale,
         update_url=f"{url}/updates",
         stats_url=f"{url}/stats",
         channel_url=f"{url}/channel_self",

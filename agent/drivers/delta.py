@@ -6,6 +6,7 @@ compared with its `file_hash`, and written under its checked name into the stagi
 When all files are in, the folder moves into `bundles/<id>` by one rename, as a zip bundle
 does. Files are small, so a failed file restarts from byte 0 instead of resuming. A file whose
 content the device already holds (in its current or fallback bundle) is copied, not fetched.
+The whole download shares one `DownloadDeadline` (`download_timeout_s`, in real time).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import BinaryIO
 
 from agent.bundles.manifest import DeltaFileVerifier, ManifestEntry, check_manifest_targets
 from agent.config import AgentConfig
-from agent.drivers.fetch import ZIP_ESTIMATE, Transfer, check_free_space, check_status
+from agent.drivers.fetch import (
+    ZIP_ESTIMATE,
+    DownloadDeadline,
+    Transfer,
+    check_free_space,
+    check_status,
+)
 from agent.drivers.http import HttpRequest
 from agent.errors import LocalError, VerificationError
 from agent.protocol.base import UpdateOffer
@@ -124,6 +131,7 @@ class ManifestFetch:
         self._current: FileTransfer | None = None
         self._reuse_from = reuse_from
         self._index: dict[str, Path] | None = None
+        self._deadline = DownloadDeadline(config.download_timeout_s, f"delta {offer.version}")
 
     def _session(self) -> SessionKey | None:
         if self._public_key is None or not is_session_key(self.offer.session_key):
@@ -131,6 +139,7 @@ class ManifestFetch:
         return recover_session_key(self.offer.session_key, self._public_key)
 
     def _spend(self, size: int) -> None:
+        self._deadline.check()
         self._received += size
         if self._received > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", "delta bundle is larger than the cap")
@@ -141,6 +150,7 @@ class ManifestFetch:
         Raises:
             VerificationError: `manifest_path_fail`, `decrypt_fail`, `checksum_required`,
                 `download_manifest_checksum_fail`.
+            DownloadStopped: the download deadline passed.
         """
         check_free_space(self.store, max(len(self.entries) * FILE_ESTIMATE, ZIP_ESTIMATE))
         targets = check_manifest_targets(self.entries)
@@ -149,6 +159,7 @@ class ManifestFetch:
         for done, (entry, name) in enumerate(zip(self.entries, targets, strict=True)):
             make_verifier = functools.partial(DeltaFileVerifier, entry, session, self._public_key)
             target = self._staged / name
+            self._deadline.check()
             if not self._reuse(make_verifier().expected_hash, target):
                 self._current = FileTransfer(
                     entry, make_verifier, target, self._spend, self.config, self._now

@@ -4,7 +4,9 @@
 replays that file through a fresh `StreamingVerifier` (so hashing and decryption restart from
 byte 0 without holding anything in memory), then asks the server for the rest with
 `Range: bytes=<n>-`. A server that ignores the range (200) restarts the file. Size is capped
-by `AgentConfig.max_bundle_bytes` and time by `download_timeout_s`. When the last byte is in,
+by `AgentConfig.max_bundle_bytes` and time by `download_timeout_s`, a network timeout measured
+on the real monotonic clock (`DownloadDeadline`), never on the device's injected clock (which
+the simulator speeds up). When the last byte is in,
 the digest is checked, the zip unpacked into staging and moved into `bundles/<id>` by one rename.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
@@ -37,6 +40,25 @@ class DownloadStopped(TransportError):
 
     The partial download stays and resumes at the next offer of the same artefact.
     """
+
+
+class DownloadDeadline:
+    """The overall deadline of one download, started when the download starts.
+
+    It is a network timeout, so it runs on `time.monotonic()`: a device clock that the
+    simulator scales (or a test freezes) must not shorten or stretch it.
+    """
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self._at = time.monotonic() + seconds
+        self._what = what
+
+    def check(self) -> None:
+        """Raises:
+        DownloadStopped: the deadline has passed.
+        """
+        if time.monotonic() > self._at:
+            raise DownloadStopped(f"{self._what}: download deadline passed")
 
 
 def check_free_space(store: DeviceStore, estimate: int) -> None:
@@ -104,7 +126,7 @@ class BundleFetch:
         self._public_key = public_key
         self._now = now
         self._progress = progress
-        self._deadline = now() + config.download_timeout_s
+        self._deadline = DownloadDeadline(config.download_timeout_s, f"bundle {offer.version}")
         self._plan: BundleVerification | None = None
         self._verifier: StreamingVerifier | None = None
         self._part: BinaryIO | None = None
@@ -124,8 +146,7 @@ class BundleFetch:
             VerificationError: the offer can never verify (`checksum_required`, `decrypt_fail`).
             DownloadStopped: the download deadline has passed.
         """
-        if self._now() > self._deadline:
-            raise DownloadStopped(f"bundle {self.offer.version}: download deadline passed")
+        self._deadline.check()
         if self._plan is None:
             check_free_space(self.store, ZIP_ESTIMATE)
             self._plan = plan_bundle_verification(
@@ -186,8 +207,7 @@ class BundleFetch:
             DownloadStopped: the download deadline passed.
         """
         assert self._part is not None and self._plain is not None and self._verifier is not None
-        if self._now() > self._deadline:
-            raise DownloadStopped(f"bundle {self.offer.version}: download deadline passed")
+        self._deadline.check()
         if self._verifier.bytes_in + len(chunk) > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", "bundle body is larger than the cap")
         self._part.write(chunk)

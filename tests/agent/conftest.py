@@ -32,7 +32,7 @@ def make_device(
 ) -> Iterator[Callable[..., Driven]]:
     made: list[Driven] = []
 
-    def make(**overrides: Any) -> Driven:
+    def make(time_scale: float = 1.0, **overrides: Any) -> Driven:
         config = AgentConfig(
             update_url=f"{peer.url}/updates",
             stats_url=f"{peer.url}/stats",
@@ -41,7 +41,12 @@ def make_device(
         )
         identity = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "android", "1.0.0")
         driven = Driven(
-            request.param, tmp_path / f"device{len(made)}", config, identity, Recorder()
+            request.param,
+            tmp_path / f"device{len(made)}",
+            config,
+            identity,
+            Recorder(),
+            time_scale,
         )
         made.append(driven)
         return driven

@@ -16,10 +16,15 @@ from agent.drivers.sync import SyncDevice
 
 
 class NoWaitClock:
-    """Real time, but retry back-offs do not wait (keeps the suite fast)."""
+    """Real time (or real time sped up `scale` times, as the simulator's clock), but retry
+    back-offs do not wait (keeps the suite fast)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._t0 = time.time()
 
     def now(self) -> float:
-        return time.time()
+        return self._t0 + (time.time() - self._t0) * self.scale
 
     def sleep(self, seconds: float) -> None:
         pass
@@ -68,8 +73,10 @@ class Driven:
         config: AgentConfig,
         identity: DeviceIdentity,
         observer: Recorder,
+        time_scale: float = 1.0,
     ) -> None:
         self.kind = kind
+        self.time_scale = time_scale
         self.folder, self.config, self.identity, self.observer = folder, config, identity, observer
         self.loop = asyncio.new_event_loop() if kind == "async" else None
         self.port: Any = (
@@ -94,7 +101,7 @@ class Driven:
                     self.config,
                     self.identity,
                     self.port,
-                    clock=NoWaitAsyncClock(),
+                    clock=NoWaitAsyncClock(self.time_scale),
                     observer=self.observer,
                 )
             )
@@ -104,7 +111,7 @@ class Driven:
                 self.config,
                 self.identity,
                 self.port,
-                clock=NoWaitClock(),
+                clock=NoWaitClock(self.time_scale),
                 observer=self.observer,
             )
 

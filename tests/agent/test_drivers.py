@@ -173,6 +173,40 @@ def test_oversized_bundle_is_refused(peer: CapgoPeer, make_device: Make) -> None
     assert device.status().next is None and len(peer.bundle_requests()) == 1
 
 
+def test_download_deadline_is_real_time_not_the_device_clock(
+    peer: CapgoPeer, make_device: Make
+) -> None:
+    """~0.1 s of real transfer is ~17 min on a clock running 10 000x (as a simulated fleet's):
+    the download deadline is a network timeout, so the download completes."""
+    peer.publish("1.0.1", make_zip("1.0.1", {"big.bin": os.urandom(80_000)}))
+    peer.slow_bundle_s = 0.02
+    device = make_device(time_scale=10_000.0, download_timeout_s=30.0)
+    device.launch()
+    status = device.status()
+    assert status.next is not None and status.next.version == "1.0.1"
+    assert "downloadFailed" not in device.observer.names()
+
+
+def test_download_past_its_real_deadline_stops_and_resumes_later(
+    peer: CapgoPeer, make_device: Make
+) -> None:
+    """On a device clock that barely moves, a download slower than download_timeout_s of
+    real time still stops; its partial stays and the next check resumes it."""
+    peer.publish("1.0.1", make_zip("1.0.1", {"big.bin": os.urandom(400_000)}))
+    peer.slow_bundle_s = 0.02  # ~25 chunks: ~0.5 s
+    device = make_device(time_scale=0.001, download_timeout_s=0.15)
+    device.launch()
+    assert device.status().next is None
+    assert "downloadFailed" in device.observer.names()
+    assert ("download_fail", "1.0.1") in device.observer.stats
+    assert len(peer.bundle_requests()) == 1  # a passed deadline is not retried at once
+    assert next((device.folder / "downloads").glob("*.part")).stat().st_size > 0
+    peer.slow_bundle_s = 0.0
+    device.foreground()
+    assert device.status().next is not None
+    assert peer.bundle_requests()[-1]["range"].startswith("bytes=")
+
+
 class Killed(BaseException):
     pass
 
