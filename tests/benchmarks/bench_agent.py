@@ -8,6 +8,8 @@ Prints, as medians of the rounds:
 - driver: update checks per second through `AsyncDevice` / `SyncDevice` over an in-memory
   port (the agent's whole per-check cost: core, dialect, runtime, tenacity; no network);
 - commit: `atomic_write` per second with fsync (durable) and without, on the real disk;
+- stats commit: `DeviceStore.commit_stats` per second for a full queue (200 events, one
+  event queued and the oldest dropped per commit) and a short one (20), without fsync;
 - download memory: the Python heap peak (tracemalloc) while a `SyncDevice` downloads, verifies
   and unpacks bundles of growing size from a loopback peer: it must not grow with the size.
 """
@@ -38,7 +40,8 @@ from agent.core.lifecycle import DeviceState
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.http import HttpRequest, HttpResponse, make_sync_port
 from agent.drivers.sync import SyncDevice
-from agent.store import atomic_write
+from agent.protocol.base import StatEvent
+from agent.store import DeviceStore, atomic_write
 
 IDENTITY = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "ios", "1.0.0")
 UP_TO_DATE = json.dumps({"error": "no_new_version_available", "kind": "up_to_date"}).encode()
@@ -108,6 +111,17 @@ def commits(n: int, durable: bool) -> float:
     return rate
 
 
+def stats_commits(n: int, queue_len: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        store, _, _ = DeviceStore.open(Path(tmp), durable=False)
+        events = [StatEvent(i, "app_moved_to_foreground", "1.0.1", i) for i in range(queue_len)]
+        start = time.perf_counter()
+        for i in range(queue_len, queue_len + n):
+            events = [*events[1:], StatEvent(i, "download_10", "1.0.2", i, "1.0.1")]
+            store.commit_stats(events)
+        return n / (time.perf_counter() - start)
+
+
 def download_peak(size_mb: int) -> int:
     with serve_peer() as peer:
         peer.publish("1.0.1", make_zip("1.0.1", {"blob.bin": os.urandom(size_mb << 20)}))
@@ -136,6 +150,9 @@ def main() -> None:
     durable = statistics.median(commits(200, True) for _ in rounds)
     fast = statistics.median(commits(200, False) for _ in rounds)
     print(f"commit: {durable:,.0f}/s durable, {fast:,.0f}/s without fsync ({fast / durable:.0f}x)")
+    for queue_len in (20, 200):
+        rate = statistics.median(stats_commits(500, queue_len) for _ in rounds)
+        print(f"stats commit, queue of {queue_len}: {rate:,.0f}/s without fsync")
     for size in (4, 32, 128):
         peak = statistics.median(download_peak(size) for _ in range(min(args.rounds, 3)))
         print(f"download {size:>3} MiB bundle: heap peak {peak / 1024:,.0f} KiB")
