@@ -96,3 +96,4 @@ class DeviceStatus:
     channel: str | None
     blocked_until: float | None
     pending_stats: int
+    highest_confirmed: str | None  # the anti-rollback floor: no older offer is downloaded

@@ -255,4 +255,5 @@ class DeviceRuntime:
             channel=state.channel or self.config.default_channel,
             blocked_until=state.blocked_until,
             pending_stats=len(self.agent.pending_stats),
+            highest_confirmed=state.highest_confirmed,
         )

@@ -258,6 +258,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"boot     {boot}")
     print(f"failed   {', '.join(status.failed_versions) or '-'}")
     print(f"rejected {', '.join(status.rejected_artefacts) or '-'}")
+    print(f"floor    {status.highest_confirmed or '-'} (highest confirmed version)")
     print(f"channel  {status.channel or '-'}")
     if status.blocked_until is not None:
         print(f"blocked  until {status.blocked_until:.0f} (epoch s, after a 429)")

@@ -69,11 +69,25 @@ def test_update_failed_boot_and_rollback(peer: CapgoPeer, tmp_path: Path) -> Non
     final = status(folder)
     assert final["current"]["id"] == "builtin" and final["failed_versions"] == ["1.0.1"]
     assert final["pending_stats"] == 0 and final["boot_confirmed"]
+    assert final["highest_confirmed"] is None  # a boot that failed never raises the floor
     actions = peer.actions()
     for expected in ("set_next", "set", "app_launch_timeout", "update_fail", "app_launch_ready"):
         assert expected in actions
     assert actions.index("set") < actions.index("update_fail")
     assert len(peer.bundle_requests()) == 1  # the failed version was not fetched again
+
+
+def test_status_shows_the_anti_rollback_floor(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    peer.publish("1.0.1")
+    init(folder, peer)
+    assert otasim("launch", folder).returncode == 0  # downloads 1.0.1 as next
+    assert status(folder)["highest_confirmed"] is None
+    assert "floor    - " in otasim("status", folder).stdout
+    assert otasim("launch", folder).returncode == 0  # boots 1.0.1 and confirms it
+    assert status(folder)["highest_confirmed"] == "1.0.1"
+    text = otasim("status", folder)
+    assert text.returncode == 0 and "floor    1.0.1 (highest confirmed version)" in text.stdout
 
 
 def test_usage_errors_are_one_line_and_exit_2(peer: CapgoPeer, tmp_path: Path) -> None:

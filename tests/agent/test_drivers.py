@@ -27,10 +27,12 @@ def test_full_update_cycle(peer: CapgoPeer, make_device: Make) -> None:
     device.background()
     status = device.status()
     assert status.current.version == "1.0.1" and not status.boot_confirmed
+    assert status.highest_confirmed is None  # booted, not yet confirmed: no floor
     assert status.current.path is not None
     assert (status.current.path / "index.html").read_text() == "<html>1.0.1</html>"
     device.notify_app_ready(status.boot_id)
     assert device.status().fallback.version == "1.0.1"
+    assert device.status().highest_confirmed == "1.0.1"
     assert device.flush_stats()
     actions = peer.actions()
     for expected in (
