@@ -27,7 +27,7 @@ def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
 def test_mitm_modes_go_only_to_the_groups_behind_it() -> None:
     specs = plan_fleet(load_scenario("mitm-tamper"), 100, 4)
     behind = [s for s in specs if s.mitm]
-    assert len(behind) == 50 and {s.mitm for s in behind} == {"flip", "swap"}
+    assert len(behind) == 50 and {s.mitm for s in behind} == {"flip", "swap", "replay"}
 
 
 def test_pool_hard_links_identical_files_only(tmp_path: Path) -> None:
