@@ -182,13 +182,13 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
     cards = [  # (label, figure)
         ("devices", f"{run['devices']:,}"),
         (f"on {newest}" if newest else "adoption", f"{adoption.get(newest, 0):.1%}"),
-        ("update success", f"{upd['success_rate']:.1%}"),
+        ("update success (device × version)", f"{upd['success_rate']:.1%}"),
         ("rollbacks", f"{upd['rollbacks']:,}"),
         ("unbootable", f"{upd['unbootable']:,}"),
         ("tampered activated", f"{upd['tampered_activated']:,}"),
         ("stats lost", "n/a" if st["lost"] is None else f"{st['lost']:,}"),
         ("downloaded", _size(report["bytes"]["total"])),
-        ("speed-up", f"{run['speedup']:,}×" if run["speedup"] else "n/a"),
+        ("simulated time per real time", f"{run['speedup']:,}×" if run["speedup"] else "n/a"),
     ]
     expectations = "".join(
         f"<tr class={_VERDICT[r['ok']][0]}><td>{_VERDICT[r['ok']][1]}</td>"
@@ -198,7 +198,8 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
     requests = "".join(
         f"<tr><td>{esc(name)}</td><td>{r['count']:,}</td><td>{r['errors']:,}</td>"
         + "".join(f"<td>{r['latency_ms'].get(k, '')}</td>" for k in ("p50", "p90", "p99", "max"))
-        + f"<td>{esc(', '.join(f'{s}: {n}' for s, n in r['status'].items()))}</td></tr>"
+        + f"<td>{esc(', '.join(f'{_STATUS.get(s, s)}: {n}' for s, n in r['status'].items()))}</td>"
+        + "</tr>"
         for name, r in report["requests"].items()
     )
     verdict = "passed" if report["passed"] else "FAILED"
@@ -216,17 +217,43 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 </section>
 <section><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>measured</th></tr>
 {expectations or "<tr><td></td><td>none</td><td></td></tr>"}</table></section>
-<section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}</section>
+<section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}
+<p class="meta">{esc(_adoption_note(report))}</p></section>
 <section class="pair"><div><h2>Failures</h2>{failures_chart(report["failures"], curve)}</div>
 <div><h2>Request latency</h2>{latency_chart(report["requests"])}</div></section>
 <section><h2>Requests</h2><table><tr><th>endpoint</th><th>count</th><th>errors</th>
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>statuses</th></tr>{requests}</table>
+<p class="meta">errors: requests with no answer (network loss, reset, timeout, offline) or a 5xx;
+the agent retries them, so they are not update failures by themselves. Latencies are real
+milliseconds (the network is not time-scaled).</p>
 <p class="meta">Also in this folder: report.json, devices.csv (one row per device),
 timeline.csv (adoption per version over time).</p></section>
 </body></html>
 """
 
 
+def _adoption_note(report: dict[str, Any]) -> str:
+    """How to read the adoption curve's time axis (no time of day; real network time)."""
+    note = (
+        "Share of devices running each version over hours of simulated fleet life since the "
+        "start of the run (dashed lines: the scenario's timeline). The simulated clock has no "
+        "time of day (no night): users open the app at random times around the clock, as often "
+        "as the scenario's behaviours say."
+    )
+    bundle = report["requests"].get("bundle", {}).get("latency_ms", {})
+    scale = report["run"]["time_scale"]
+    if bundle and scale > 1:
+        minutes = bundle["p50"] / 1000 * scale / 60
+        note += (
+            f" The network is not time-scaled: a bundle download took {bundle['p50'] / 1000:.1f} s"
+            f" (median, real time), i.e. {minutes:,.0f} simulated minutes at {scale:,g}×, so"
+            " devices boot the release later than on a real network; a lower --time-scale"
+            " narrows that gap."
+        )
+    return note
+
+
+_STATUS = {"error": "no answer"}
 _VERDICT = {True: ("ok", "✔"), False: ("bad", "✘"), None: ("unknown", "?")}
 
 
@@ -249,7 +276,9 @@ h1{margin:0 0 4px}h2{font-size:18px;margin:24px 0 8px}.meta{color:#667;font-size
 table{border-collapse:collapse;width:100%;font-size:14px}
 td,th{border-bottom:1px solid #e3e6ec;padding:5px 8px;text-align:left}
 tr.ok td:first-child{color:#1b7e2b}tr.bad td{background:#fff1f1}tr.bad td:first-child{color:#b00}
-svg{max-width:100%;height:auto}.pair{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+svg{max-width:100%;height:auto}
+.empty{background:#f4f6fa;border-radius:8px;padding:28px 16px;color:#334;text-align:center}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 """
 
 
@@ -271,6 +300,11 @@ def _figure(width: float, height: float) -> Iterator[Figure]:
         yield Figure(figsize=(width, height), layout="constrained")
 
 
+def _empty(message: str) -> str:
+    """What a chart shows when it has no data: a sentence, not empty axes."""
+    return f'<p class="empty">{html.escape(message)}</p>'
+
+
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -283,6 +317,8 @@ def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -
     hours = [row["t_h"] for row in curve]
     skip = {"t_h", "failures", "rollbacks"}
     versions = [k for k in (curve[0] if curve else {}) if k not in skip]
+    if not versions:
+        return _empty("No adoption data: the run recorded no device.")
     with _figure(10, 3.6) as fig:
         ax = fig.subplots()
         colors = [("#cbd5e1" if v == BUILTIN else PALETTE[i % 6]) for i, v in enumerate(versions)]
@@ -308,7 +344,7 @@ def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -
         ax.set(
             xlim=(0, hours[-1] if hours else 1),
             ylim=(0, 100),
-            xlabel="simulated hours",
+            xlabel="simulated hours since the start",
             ylabel="% of devices running",
         )
         ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, title="version")
@@ -316,16 +352,21 @@ def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -
 
 
 def failures_chart(failures: dict[str, int], curve: list[dict[str, float]]) -> str:
-    """Failures by Capgo stats action, and cumulative failures/rollbacks over time."""
+    """Failures by Capgo stats action, and cumulative failures/rollbacks over time; a
+    message instead of empty axes when no device reported a failure."""
+    if not failures:
+        return _empty("No failures: no device reported a failed download, verification or boot.")
     with _figure(5.2, 3.6) as fig:
         bars, line = fig.subplots(2, 1, height_ratios=[3, 2])
         names = list(failures)[:8][::-1]
-        bars.barh(names or ["(none)"], [failures[n] for n in names] or [0], color="#dc2626")
-        bars.set_xlabel("stats actions reported")
+        bars.barh(names, [failures[n] for n in names], color="#dc2626")
+        bars.set_xlabel("devices' failure reports (Capgo stats action)")
         hours = [row["t_h"] for row in curve]
-        line.plot(hours, [row["failures"] for row in curve], color="#dc2626", label="failures")
+        line.plot(
+            hours, [row["failures"] for row in curve], color="#dc2626", label="failure reports"
+        )
         line.plot(hours, [row["rollbacks"] for row in curve], color="#7c3aed", label="rollbacks")
-        line.set(xlabel="simulated hours", ylabel="cumulative")
+        line.set(xlabel="simulated hours since the start", ylabel="cumulative count")
         line.legend(frameon=False, fontsize=8)
         return _svg(fig)
 
@@ -333,6 +374,8 @@ def failures_chart(failures: dict[str, int], curve: list[dict[str, float]]) -> s
 def latency_chart(requests: dict[str, dict[str, Any]]) -> str:
     """p50 / p90 / p99 latency per endpoint (real milliseconds)."""
     names = [n for n, r in requests.items() if r["latency_ms"]]
+    if not names:
+        return _empty("No requests were answered: no latency to show.")
     with _figure(5.2, 3.6) as fig:
         ax = fig.subplots()
         height = 0.26

@@ -8,7 +8,14 @@ import random
 from pathlib import Path
 
 from simulator.metrics import DeviceOutcome, Metrics
-from simulator.report import RunInfo, build_report, write_report
+from simulator.report import (
+    RunInfo,
+    build_report,
+    failures_chart,
+    latency_chart,
+    render_html,
+    write_report,
+)
 from simulator.scenario import load_scenario
 
 
@@ -103,3 +110,19 @@ def test_downgrade_is_a_confirmed_version_followed_by_an_older_one() -> None:
     metrics.ran(crashed, "1.0.1", 0.0, confirmed=False)
     metrics.ran(crashed, "builtin", 1.0, confirmed=True)
     assert replayed.downgraded() and not crashed.downgraded()
+
+
+def test_charts_without_data_say_so_instead_of_drawing_empty_axes() -> None:
+    curve = [{"t_h": 0.0, "1.0.1": 1.0, "failures": 0.0, "rollbacks": 0.0}]
+    empty = failures_chart({}, curve)
+    assert "No failures" in empty and "<svg" not in empty
+    assert "<svg" in failures_chart({"checksum_fail": 2}, curve)
+    assert "<svg" not in latency_chart({}) and "No requests" in latency_chart({})
+
+
+def test_the_adoption_note_converts_real_download_time_to_simulated_minutes() -> None:
+    report = build_report(synthetic_metrics(), info(server_received=0))
+    page = render_html(report, [])
+    median_s = report["requests"]["bundle"]["latency_ms"]["p50"] / 1000
+    assert "no time of day" in page
+    assert f"{median_s * 1440 / 60:,.0f} simulated minutes at 1,440×" in page
