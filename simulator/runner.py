@@ -228,14 +228,14 @@ async def _run(
     first = [s for s in scenario.timeline if s.at_s <= 0]
     records = [timeline.perform(s, 0.0) for s in first] if timeline else []
     with contextlib.ExitStack() as stack:
-        workers = _Workers(shards[1:], stack) if n > 1 else None
+        workers = _Workers(shards[1:], stack, options.progress) if n > 1 else None
         fleet, http = _shard_fleet(shards[0])
         try:
             fleet.metrics.steps.extend(records)
             later = [s for s in scenario.timeline if s.at_s > 0]
             tasks = [asyncio.create_task(timeline.run(fleet, later))] if timeline else []
             if options.progress:
-                tasks.append(asyncio.create_task(_progress(fleet)))
+                tasks.append(asyncio.create_task(_progress(fleet, workers)))
             t0 = await workers.start() if workers else None
             await fleet.run(options.flush_wait_s, t0=t0)
             for task in tasks:
@@ -271,19 +271,29 @@ def _shard_fleet(shard: _Shard) -> tuple[Fleet, AsyncHttpPort]:
     return fleet, http
 
 
-def _worker(shard: _Shard, ready: Any, go: Any) -> Metrics:
-    """A worker process: build its devices, report ready, run from the t0 it is given."""
+def _worker(shard: _Shard, ready: Any, go: Any, live: Any) -> Metrics:
+    """A worker process: build its devices, report ready, run from the t0 it is given; with
+    a `live` queue, send its progress tally there twice a second."""
 
     async def main() -> Metrics:
         fleet, http = _shard_fleet(shard)
+        tally = asyncio.create_task(_send_tallies(fleet.metrics, live)) if live else None
         try:
             ready.put(len(shard.specs))
             t0 = await asyncio.to_thread(go.get)
             return await fleet.run(shard.flush_wait_s, t0=t0)
         finally:
+            if tally:
+                tally.cancel()
             await http.aclose()
 
     return asyncio.run(main())
+
+
+async def _send_tallies(metrics: Metrics, live: Any) -> None:
+    while True:
+        await asyncio.to_thread(live.put, (os.getpid(), _Tally.of(metrics)))
+        await asyncio.sleep(0.5)
 
 
 class _Workers:
@@ -291,12 +301,14 @@ class _Workers:
 
     START_TIMEOUT_S = 600.0
 
-    def __init__(self, shards: list[_Shard], stack: contextlib.ExitStack) -> None:
+    def __init__(self, shards: list[_Shard], stack: contextlib.ExitStack, live: bool) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process with a running loop
         manager = stack.enter_context(ctx.Manager())
         self._ready, self._go = manager.Queue(), manager.Queue()
+        self._live = manager.Queue() if live else None
+        self.tallies: dict[int, _Tally] = {}  # worker pid -> its latest progress tally
         pool = stack.enter_context(ProcessPoolExecutor(len(shards), mp_context=ctx))
-        self._futures = [pool.submit(_worker, s, self._ready, self._go) for s in shards]
+        self._futures = [pool.submit(_worker, s, self._ready, self._go, self._live) for s in shards]
 
     async def start(self) -> float:
         """Wait until every worker has built its devices; return the shared t0."""
@@ -313,9 +325,19 @@ class _Workers:
     async def results(self) -> list[Metrics]:
         return [await asyncio.wrap_future(f) for f in self._futures]
 
+    def receive_tallies(self) -> None:
+        """Keep the latest progress tally each worker sent (blocking IPC: call in a thread)."""
+        while self._live is not None:
+            try:
+                pid, tally = self._live.get_nowait()
+            except queue.Empty:
+                return
+            self.tallies[pid] = tally
 
-async def _progress(fleet: Fleet) -> None:
-    """A live progress bar: simulated time, what the fleet runs, requests and failures."""
+
+async def _progress(fleet: Fleet, workers: _Workers | None) -> None:
+    """A live progress bar for the whole fleet (this process's shard plus the workers' latest
+    tallies): simulated time, what the fleet runs, requests and failures."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     total_h = fleet.scenario.duration_s / 3600
@@ -325,21 +347,48 @@ async def _progress(fleet: Fleet) -> None:
         task = bar.add_task("", total=total_h, info="")
         while True:
             now_h = min(fleet.now_s() / 3600, total_h)
+            if workers:
+                await asyncio.to_thread(workers.receive_tallies)
+            others = list(workers.tallies.values()) if workers else []
+            info = _Tally.total([_Tally.of(fleet.metrics), *others]).line()
             bar.update(task, completed=now_h, description=f"{now_h:5.1f}/{total_h:g} h",
-                       info=_live_info(fleet.metrics))  # fmt: skip
+                       info=info)  # fmt: skip
             await asyncio.sleep(0.25)
 
 
-def _live_info(metrics: Metrics) -> str:
-    running: dict[str, int] = {}
-    for d in metrics.devices:
-        running[d.version] = running.get(d.version, 0) + 1
-    n = max(len(metrics.devices), 1)
-    shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(running.items()))
-    requests = sum(sum(c.values()) for c in metrics.statuses.values())
-    lag = metrics.loop_lag[-1] * 1000 if metrics.loop_lag else 0.0
-    return (f"{shares} · {requests:,} req · {len(metrics.failure_times):,} failed · "
-            f"{len(metrics.rollback_times):,} rolled back · lag {lag:.0f} ms")  # fmt: skip
+@dataclass(frozen=True)
+class _Tally:
+    """What the progress line shows of one shard, small enough to send between processes."""
+
+    running: dict[str, int]  # version -> devices running it
+    requests: int
+    failed: int
+    rolled_back: int
+    lag_ms: float  # the latest event-loop lag (the worst shard's in a total)
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> _Tally:
+        running: dict[str, int] = {}
+        for d in metrics.devices:
+            running[d.version] = running.get(d.version, 0) + 1
+        requests = sum(sum(c.values()) for c in metrics.statuses.values())
+        lag = metrics.loop_lag[-1] * 1000 if metrics.loop_lag else 0.0
+        return cls(running, requests, len(metrics.failure_times), len(metrics.rollback_times), lag)
+
+    @classmethod
+    def total(cls, tallies: list[_Tally]) -> _Tally:
+        running: dict[str, int] = {}
+        for t in tallies:
+            for version, n in t.running.items():
+                running[version] = running.get(version, 0) + n
+        return cls(running, sum(t.requests for t in tallies), sum(t.failed for t in tallies),
+                   sum(t.rolled_back for t in tallies), max(t.lag_ms for t in tallies))  # fmt: skip
+
+    def line(self) -> str:
+        n = max(sum(self.running.values()), 1)
+        shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(self.running.items()))
+        return (f"{shares} · {self.requests:,} req · {self.failed:,} failed · "
+                f"{self.rolled_back:,} rolled back · lag {self.lag_ms:.0f} ms")  # fmt: skip
 
 
 def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ SCALE = 8640.0
 
 
 def run(
-    name: str, tmp_path: Path, seed: int = 3, processes: int = 1
+    name: str, tmp_path: Path, seed: int = 3, processes: int = 1, progress: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     report, page = simulate(
         RunOptions(
@@ -28,7 +29,7 @@ def run(
             time_scale=SCALE,
             seed=seed,
             report_dir=tmp_path / "report",
-            progress=False,
+            progress=progress,
             processes=processes,
         )
     )
@@ -103,8 +104,15 @@ def test_same_seed_same_fleet_and_outcomes(tmp_path: Path, seed: int) -> None:
     assert [tuple(d[k] for k in keys) for d in first] == [tuple(d[k] for k in keys) for d in second]
 
 
-def test_a_fleet_sharded_over_two_processes_reports_as_one(tmp_path: Path) -> None:
-    report, devices = run("bad-release-rollback", tmp_path, processes=2)
+def test_a_fleet_sharded_over_two_processes_reports_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the progress line unabridged
+    report, devices = run("bad-release-rollback", tmp_path, processes=2, progress=True)
     assert [int(d["index"]) for d in devices] == list(range(DEVICES))
     assert report["updates"]["rollbacks"] >= DEVICES // 2  # both shards' devices counted
     assert report["stats"]["server_received"] == report["stats"]["sent"]
+    # the live progress line counted the whole fleet, not only this process's shard
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    shown = re.search(r"([\d,]+) rolled back", last)
+    assert shown and int(shown[1].replace(",", "")) == report["updates"]["rollbacks"], last
