@@ -9,3 +9,7 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RunError(Exception):
+    """The run cannot start as asked (workdir in use, unreadable key file...)."""

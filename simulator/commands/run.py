@@ -94,7 +94,8 @@ def _positive_float(text: str) -> float:
 def run_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simulator.runner import RunError, RunOptions, simulate
+    from simulator.errors import RunError
+    from simulator.runner import RunOptions, simulate
     from simulator.scenario import ScenarioError
     from simulator.server.client import AdminError
 
