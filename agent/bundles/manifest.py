@@ -18,6 +18,7 @@ import brotli  # type: ignore[import-untyped]  # no stubs published
 
 from agent.bundles.unzip import check_relative_path
 from agent.errors import ProtocolError, VerificationError
+from agent.protocol.bounds import url_problem
 from agent.security.checksum import expected_checksum
 from agent.security.keys import PublicKey
 from agent.security.session import SessionKey
@@ -55,6 +56,9 @@ def parse_manifest(raw: object) -> list[ManifestEntry]:
             raise ProtocolError(
                 f"manifest[{index}] needs non-empty string file_name, file_hash, download_url"
             )
+        problem = url_problem(str(fields[2]))
+        if problem:
+            raise ProtocolError(f"manifest[{index}] download_url: {problem}")
         entries.append(ManifestEntry(*(str(f) for f in fields)))
     return entries
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from agent.bundles.manifest import parse_manifest
 from agent.errors import ProtocolError
@@ -32,6 +32,13 @@ from agent.protocol.base import (
     StatEvent,
     StatsOutcome,
     UpdateOffer,
+)
+from agent.protocol.bounds import (
+    check_label,
+    label_problem,
+    load_json,
+    load_json_lenient,
+    url_problem,
 )
 
 KINDS: frozenset[CheckKind] = frozenset({"up_to_date", "blocked", "failed"})
@@ -92,10 +99,7 @@ def _json_request(name: str, method: str, url: str, info: DeviceInfo, body: Any)
 
 
 def _load(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"answer is not JSON: {exc}") from None
+    return load_json(body)
 
 
 def _str_field(data: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -264,10 +268,7 @@ class CapgoDialect:
 
 
 def _load_lenient(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        return None
+    return load_json_lenient(body)
 
 
 def _breaking(data: Mapping[str, Any]) -> bool:
@@ -288,22 +289,21 @@ def _no_update(data: Mapping[str, Any]) -> NoUpdate:
         kind if isinstance(kind, str) and kind in KINDS else "failed",
         error if isinstance(error, str) and error else "unknown_error",
         message if isinstance(message, str) else "",
-        version if isinstance(version, str) else None,
+        version if isinstance(version, str) and not label_problem(version) else None,
         _breaking(data),
     )
 
 
 def _offer(data: Mapping[str, Any]) -> CheckResult:
-    version = _str_field(data, "version", required=True)
-    if not version:
-        raise ProtocolError("an offer needs a non-empty version")
+    version = check_label(_str_field(data, "version", required=True) or "", "an offer's version")
     if version == "builtin":
         return RevertToBuiltin()
     url = _str_field(data, "url") or ""
     raw_manifest = data.get("manifest")
     manifest = tuple(parse_manifest(raw_manifest)) if raw_manifest is not None else None
-    if urlsplit(url).scheme not in ("http", "https") and not manifest:
-        raise ProtocolError(f"offer {version!r} has neither an http(s) url nor a manifest")
+    problem = url_problem(url) if url or not manifest else None
+    if problem:
+        raise ProtocolError(f"offer {version!r}: {problem}")
     return UpdateOffer(
         version=version,
         url=url,

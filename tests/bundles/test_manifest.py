@@ -154,14 +154,17 @@ def test_duplicate_targets_are_manifest_path_fail():
 
 
 def test_parse_manifest():
-    raw = [{"file_name": "a.js", "file_hash": "h", "download_url": "u", "extra": 1}]
-    assert parse_manifest(raw) == [ManifestEntry("a.js", "h", "u")]
+    url = "https://cdn.test/a.js"
+    raw = [{"file_name": "a.js", "file_hash": "h", "download_url": url, "extra": 1}]
+    assert parse_manifest(raw) == [ManifestEntry("a.js", "h", url)]
     for bad in [
         {},
         "x",
         [1],
         [{"file_name": "a"}],
-        [{"file_name": "", "file_hash": "h", "download_url": "u"}],
+        [{"file_name": "", "file_hash": "h", "download_url": url}],
+        [{"file_name": "a.js", "file_hash": "h", "download_url": "u"}],  # not a URL
+        [{"file_name": "a.js", "file_hash": "h", "download_url": "http://[::1"}],
     ]:
         with pytest.raises(ProtocolError):
             parse_manifest(bad)

@@ -1,0 +1,163 @@
+"""Hostile answers (issue 16, items 2 and 3): bounded parsing at the one dialect boundary.
+
+Each reproducer of the audit runs against both drivers over loopback HTTP: the check fails
+as `malformed_answer`, nothing is left half-written, and the device keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from capgo_peer import Canned, CapgoPeer, canned_json
+from device_harness import Driven
+
+from agent.errors import ProtocolError
+from agent.protocol.bounds import MAX_DEPTH, label_problem, load_json, url_problem
+from agent.protocol.capgo import CapgoDialect
+
+Make = Callable[..., Driven]
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _failed_checks(device: Driven) -> list[str]:
+    return [
+        p.get("error", "")
+        for n, p in device.observer.events
+        if n == "updateCheckResult" and p.get("kind") == "failed"
+    ]
+
+
+def _offer_body(peer: CapgoPeer, **fields: object) -> dict[str, object]:
+    peer.publish("1.0.1")
+    return peer.offer() | fields
+
+
+@pytest.mark.parametrize("status", [200, 400, 429, 500])
+def test_deeply_nested_answers_are_a_failed_check(
+    peer: CapgoPeer, make_device: Make, status: int
+) -> None:
+    peer.canned.append(Canned(status, DEEP))
+    device = make_device(transport_attempts=1)
+    device.launch()
+    failed = _failed_checks(device)
+    assert len(failed) == 1
+    if status == 200:
+        assert failed == ["malformed_answer"]
+    assert device.status().bundles == ()
+    device.foreground()  # the device keeps checking
+    assert peer.paths().count("/updates") == 2
+
+
+@pytest.mark.parametrize("where", ["offer", "manifest"])
+def test_deep_nesting_inside_an_offer(peer: CapgoPeer, make_device: Make, where: str) -> None:
+    body = json.dumps(_offer_body(peer, extra="@")).encode()
+    if where == "manifest":
+        body = json.dumps(_offer_body(peer, manifest=["@"])).encode()
+    peer.canned.append(Canned(200, body.replace(b'"@"', DEEP)))
+    device = make_device()
+    device.launch()
+    assert _failed_checks(device) == ["malformed_answer"]
+    assert device.status().bundles == ()
+
+
+@pytest.mark.parametrize("status", [200, 429])
+def test_deeply_nested_stats_answers(peer: CapgoPeer, make_device: Make, status: int) -> None:
+    peer.stats_canned.append(Canned(status, DEEP))
+    device = make_device(transport_attempts=1)
+    device.launch()
+    device.flush_stats(2)
+    assert ("/stats", "POST", status, None) in device.observer.requests
+    device.foreground()
+    assert device.status().current.version == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"version": "\ud800"},  # a lone surrogate: no file or terminal can encode it
+        {"version": "1.0.1\x1b[2J"},  # terminal control sequence in a label
+        {"version": "1" * 300},
+        {"url": "http://[::1"},  # urlsplit raises ValueError
+        {"url": "http://127.0.0.1:99999/x.zip"},  # port out of range
+        {"url": "https://cdn.test/" + "a" * 70_000},  # httpx raised InvalidURL
+    ],
+)
+def test_hostile_offer_fields_are_refused_before_anything_is_stored(
+    peer: CapgoPeer, make_device: Make, fields: dict[str, str]
+) -> None:
+    peer.canned.append(canned_json(_offer_body(peer, **fields)))
+    device = make_device()
+    device.launch()
+    assert _failed_checks(device) == ["malformed_answer"]
+    status = device.status()
+    assert status.bundles == () and status.current.version == "1.0.0"
+    assert all(r[0] != "bundle" for r in device.observer.requests)
+
+
+def test_lone_surrogate_leaves_the_cli_device_usable(peer: CapgoPeer, tmp_path: Path) -> None:
+    """The audit's case: exit 2, a stuck `downloading` bundle, and `status` crashing after."""
+    folder = tmp_path / "dev"
+
+    def otasim(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "simulator.cli", "device", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    init = otasim(
+        "init",
+        str(folder),
+        *("--server", peer.url, "--app-id", "com.example.app"),
+        *("--platform", "ios", "--version-build", "1.0.0"),
+    )
+    assert init.returncode == 0, init.stderr
+    body = json.dumps(_offer_body(peer, version="\ud800")).encode()
+    peer.canned.append(Canned(200, body, {"content-type": "application/json"}))
+    launch = otasim("launch", str(folder))
+    assert launch.returncode == 3, launch.stderr
+    assert '"error": "malformed_answer"' in launch.stdout
+    shown = otasim("status", str(folder), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["bundles"] == []
+
+
+def test_bounds_fire_only_on_what_they_bound() -> None:
+    assert load_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+    assert load_json(b'["' + b"[" * 1000 + b'"]') == ["[" * 1000]  # brackets inside a string
+    assert load_json(b'["\\"[[[[", 1]') == ['"[[[[', 1]  # an escaped quote does not end it
+    assert load_json(b"[" + b"[]," * 50_000 + b"[]]") is not None  # wide, not deep
+    assert load_json('"caf\u00e9 \U0001f600"'.encode()) == "caf\u00e9 \U0001f600"
+    for bad in (
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b'{"a": "\\ud800"}',
+        b'{"\\udfff": 1}',
+        b"\xff",
+        b"1" * 5000,  # over Python's int digit limit: ValueError inside json
+    ):
+        with pytest.raises(ProtocolError):
+            load_json(bad)
+    with pytest.raises(ProtocolError):
+        load_json(b"[]", max_bytes=1)
+    assert label_problem("1.0.2-rc.1+build.7") is None and label_problem("") is not None
+    assert url_problem("https://cdn.test:8443/a.zip?sig=x") is None
+    for url in ("ftp://x/y", "https://", "http://a b/", "http://[::1", "x" * 9000):
+        assert url_problem(url) is not None
+
+
+def test_every_answer_parser_raises_only_protocol_errors() -> None:
+    dialect = CapgoDialect()
+    for status in (200, 400, 429, 500):
+        try:
+            dialect.parse_check(status, {}, DEEP, 0.0)
+        except ProtocolError:
+            assert status == 200
+        assert dialect.parse_stats(status, {}, DEEP, 0.0) is not None
+        try:
+            dialect.parse_channel(status, DEEP)
+        except ProtocolError:
+            assert status == 200
+        with pytest.raises(ProtocolError):
+            dialect.parse_channel_list(status, DEEP)
