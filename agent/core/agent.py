@@ -13,10 +13,12 @@ fallback (else builtin). Three choices here are deliberately safer than the Capg
 
 * the ready signal carries the id of the boot it confirms, so a late `notifyAppReady()` from
   the outgoing bundle can never confirm the incoming one (Capgo issue #907);
-* a version that failed to boot here is never downloaded or installed again, whatever the
-  server offers (`never_retry_failed_versions`, on by default; the plugin retries it);
-* no version older than one that confirmed a boot here is activated again (anti-rollback,
-  `agent.core.versions`; `allow_downgrade` restores the plugin's behaviour).
+* content that failed to boot here is never downloaded or installed again, whatever the
+  server offers or labels it (`never_retry_failed_versions`, on by default; the plugin
+  retries it);
+* content that confirmed a boot here is not activated again under another label, nor under a
+  label older than one confirmed here (anti-rollback, `agent.core.rollback`;
+  `allow_downgrade` restores the plugin's behaviour).
 
 Update checks run at launch, on every foreground and every `periodCheckDelay` while in the
 foreground (unless `autoUpdate` is `off`). An offer is downloaded into a `downloading` bundle
@@ -46,6 +48,7 @@ from agent.core import events as ev
 from agent.core.backoff import RandomSource
 from agent.core.effects import CommitStats, Effect
 from agent.core.lifecycle import BUILTIN, DeviceState, confirm_boot, fail_current, reset_to_builtin
+from agent.core.rollback import plain_content_id
 from agent.core.updates import UpdateFlow
 from agent.protocol.base import Dialect, StatEvent
 
@@ -63,8 +66,20 @@ class Agent(UpdateFlow):
         rng: RandomSource,
         dialect: Dialect | None = None,
         key_id: str | None = None,
+        content_id: Callable[[str | None], str | None] | None = None,
     ) -> None:
-        super().__init__(config, identity, state, stats, rng=rng, dialect=dialect, key_id=key_id)
+        """`content_id` maps an offer's checksum to its content identity (default: the checksum
+        lower-cased; the drivers pass the digest the app's public key recovers from it)."""
+        super().__init__(
+            config,
+            identity,
+            state,
+            stats,
+            rng=rng,
+            dialect=dialect,
+            key_id=key_id,
+            content_id=content_id or plain_content_id,
+        )
         self._handlers: Mapping[type, Callable[[Any], None]] = {
             ev.AppStarted: self._on_started,
             ev.MovedToForeground: self._on_foreground,

@@ -7,7 +7,7 @@ the state (deleting forgotten bundles only after the commit), start a boot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +15,7 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.core.backoff import RandomSource
 from agent.core.effects import CommitState, DeleteBundle, Effect, EmitEvent, ReloadApp, ReportStat
 from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
+from agent.core.rollback import plain_content_id
 from agent.core.stats import StatsQueue
 from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
 from agent.protocol.capgo import CapgoDialect
@@ -33,8 +34,10 @@ class AgentBase:
         rng: RandomSource,
         dialect: Dialect | None = None,
         key_id: str | None = None,
+        content_id: Callable[[str | None], str | None] = plain_content_id,
     ) -> None:
         self.config = config
+        self._content_id = content_id  # offer checksum -> content identity (pure)
         self.identity = identity
         self.state = state
         self.dialect: Dialect = dialect or CapgoDialect()

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from agent.core.rollback import remember
 from agent.core.versions import raise_floor
 
 BUILTIN = "builtin"
@@ -41,6 +42,7 @@ class BundleInfo:
     status: BundleStatus
     checksum: str | None = None
     downloaded_at: float | None = None
+    content: str | None = None  # content identity (agent.core.rollback), from the checksum
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class DeviceState:
     blocked_until: float | None = None  # client-side block after a 429 hint
     rate_limit_reported: bool = False
     install_check_pending: bool = True  # first check after install or store update (atInstall)
-    highest_confirmed: str | None = None  # anti-rollback floor (agent.core.versions)
+    highest_confirmed: str | None = None  # highest label confirmed here (agent.core.rollback)
+    confirmed_content: Mapping[str, str] = field(default_factory=dict)  # content -> its label
+    failed_content: frozenset[str] = frozenset()  # content identities that failed to boot here
 
     def bundle(self, bundle_id: str) -> BundleInfo | None:
         return self.bundles.get(bundle_id)
@@ -121,16 +125,20 @@ def activate(state: DeviceState, bundle_id: str, boot_id: int, now: float) -> De
 
 
 def confirm_boot(state: DeviceState) -> DeviceState:
-    """The running boot signalled ready: its bundle succeeds, becomes the fallback and, if
-    newer, the anti-rollback floor."""
+    """The running boot signalled ready: its bundle succeeds, becomes the fallback, and its
+    content and label are remembered (the label as the floor, if newer)."""
     if state.boot is None:
         raise RuntimeError("no boot to confirm")
     bundle_id = state.boot.bundle_id
     state = replace(state, boot=replace(state.boot, confirmed=True))
     if bundle_id != BUILTIN:
         state = set_status(state, bundle_id, "success")
-        floor = raise_floor(state.highest_confirmed, state.bundles[bundle_id].version)
-        state = replace(state, highest_confirmed=floor)
+        info = state.bundles[bundle_id]
+        floor = raise_floor(state.highest_confirmed, info.version)
+        confirmed = state.confirmed_content
+        if info.content is not None:
+            confirmed = remember(confirmed, info.content, info.version)
+        state = replace(state, highest_confirmed=floor, confirmed_content=confirmed)
     return replace(state, fallback=bundle_id)
 
 
@@ -144,6 +152,7 @@ def fail_current(state: DeviceState) -> tuple[DeviceState, str]:
         current=target,
         next=None if state.next == failed.id else state.next,
         failed_versions=state.failed_versions | {failed.version},
+        failed_content=state.failed_content | ({failed.content} if failed.content else set()),
     ), target
 
 
@@ -171,6 +180,7 @@ def to_json(state: DeviceState) -> dict[str, Any]:
     data["bundles"] = [dataclasses.asdict(b) for b in state.bundles.values()]
     data["failed_versions"] = sorted(state.failed_versions)
     data["rejected_artefacts"] = sorted(state.rejected_artefacts)
+    data["failed_content"] = sorted(state.failed_content)
     data["format"] = STATE_FORMAT
     return data
 
@@ -189,6 +199,7 @@ def from_json(data: Any) -> DeviceState:
             boot=Boot(**boot) if boot else None,
             failed_versions=frozenset(data.pop("failed_versions")),
             rejected_artefacts=frozenset(data.pop("rejected_artefacts")),
+            failed_content=frozenset(data.pop("failed_content", ())),
             **data,
         )
     except (AttributeError, KeyError, TypeError) as exc:

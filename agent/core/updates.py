@@ -14,7 +14,7 @@ from agent.core.backoff import random_id
 from agent.core.base import AgentBase
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.lifecycle import BUILTIN, BundleInfo, add_bundle, set_status
-from agent.core.versions import DowngradeRefused, is_downgrade
+from agent.core.rollback import Refusal, refusal
 from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
 from agent.protocol.base import (
     NoUpdate,
@@ -131,68 +131,78 @@ class UpdateFlow(AgentBase):
         self._emit("updateCheckResult", kind="failed", error=result.error, statusCode=429)
         self._block(result.retry_after_s)
 
-    def _refuses(self, offer: UpdateOffer) -> bool:
+    def _refuses(self, offer: UpdateOffer, content: str | None) -> bool:
         if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
             return True
         if self.config.never_retry_failed_versions:
+            if content is not None:  # the content failed, whatever label it comes under
+                return content in self.state.failed_content
             return offer.version in self.state.failed_versions
         return any(
             b.version == offer.version and b.status == "error" for b in self.state.bundles.values()
         )
 
+    def _runs(self, bundle_id: str, version: str, content: str | None) -> bool:
+        """True when `bundle_id` is `version` with this content (or either has no identity)."""
+        info = self.state.bundles.get(bundle_id)
+        same_content = content is None or info is None or info.content in (None, content)
+        return self._version(bundle_id) == version and same_content
+
     def _on_offer(self, offer: UpdateOffer, *, immediate: bool) -> None:
         if offer.breaking:
             self._emit("breakingAvailable", version=offer.version)
             self._emit("majorAvailable", version=offer.version)
-        if offer.version == self._version(self.state.current) or self._refuses(offer):
+        content = self._content_id(offer.checksum)
+        if self._runs(self.state.current, offer.version, content) or self._refuses(offer, content):
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
-        floor = self.state.highest_confirmed
-        if (
-            floor is not None
-            and not self.config.allow_downgrade
-            and is_downgrade(offer.version, floor)
-        ):
-            self._refuse_downgrade(offer, floor)
+        refused = None
+        if not self.config.allow_downgrade:
+            state = self.state
+            refused = refusal(
+                offer.version, content, state.confirmed_content, state.highest_confirmed
+            )
+        if refused is not None:
+            self._refuse_rollback(offer, refused)
             return
         for info in list(self.state.bundles.values()):
-            if info.version == offer.version and info.status in ("pending", "success"):
+            if info.status in ("pending", "success") and self._runs(
+                info.id, offer.version, content
+            ):
                 self._apply(info.id, immediate=immediate)
                 return
-        self._start_download(offer, immediate)
+        self._start_download(offer, immediate, content)
 
-    def _refuse_downgrade(self, offer: UpdateOffer, floor: str) -> None:
-        """Refuse an offer older than a confirmed version (a replay, or a channel rolled back
-        past what booted fine here): nothing is fetched; reported once per offer and run."""
+    def _refuse_rollback(self, offer: UpdateOffer, refused: Refusal) -> None:
+        """Refuse content confirmed here offered as a rollback (a replay, relabelled or not, or
+        a channel rolled back past it): nothing is fetched; reported once per offer and run."""
         artefact = f"{offer.version}:{offer.checksum}"
         if artefact in self._downgrades_reported:
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
         self._downgrades_reported.add(artefact)
-        error = DowngradeRefused(offer.version, floor)
         self._emit(
             "updateCheckResult",
             kind="failed",
-            error="downgrade_refused",
-            message=error.reason,
+            error=refused.error,
+            message=refused.message,
             statusCode=200,
             version=offer.version,
         )
-        self._emit("downloadFailed", version=offer.version, error=str(error))
-        self._stat(
-            "download_fail", offer.version, reason="downgrade_refused", highest_confirmed=floor
-        )
+        self._emit("downloadFailed", version=offer.version, error=refused.message)
+        self._stat("download_fail", offer.version, **refused.metadata)
 
     def _drop_outdated_next(self) -> None:
-        """After a confirmation raised the floor, a queued older bundle would be a downgrade."""
-        queued, floor = self.state.next, self.state.highest_confirmed
-        if queued is None or floor is None or self.config.allow_downgrade:
+        """After a confirmation, a queued bundle the rollback rules now refuse is dropped."""
+        state = self.state
+        info = state.bundles.get(state.next) if state.next else None
+        if info is None or self.config.allow_downgrade:
             return
-        if is_downgrade(self._version(queued), floor):
-            self.state = replace(self.state, next=None)
-            self._forget(queued)
+        if refusal(info.version, info.content, state.confirmed_content, state.highest_confirmed):
+            self.state = replace(state, next=None)
+            self._forget(info.id)
 
-    def _start_download(self, offer: UpdateOffer, immediate: bool) -> None:
+    def _start_download(self, offer: UpdateOffer, immediate: bool, content: str | None) -> None:
         resume = None
         for info in list(self.state.bundles.values()):
             if info.status != "downloading":
@@ -203,7 +213,9 @@ class UpdateFlow(AgentBase):
                 self._forget(info.id)
         bundle_id = resume or self._new_bundle_id()
         if resume is None:
-            info = BundleInfo(bundle_id, offer.version, "downloading", offer.checksum)
+            info = BundleInfo(
+                bundle_id, offer.version, "downloading", offer.checksum, content=content
+            )
             self.state = add_bundle(self.state, info)
         self._commit()
         self._downloading = bundle_id

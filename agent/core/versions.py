@@ -1,9 +1,7 @@
-"""Anti-rollback: is an offered version older than one this device already confirmed?
+"""Version order for anti-rollback (`agent.core.rollback`): is a version older than another?
 
-The Capgo signature covers a bundle's checksum, not its version, so a man in the middle can
-replay an older signed release (version, url, checksum and session key together) and the plugin
-installs it. otasim's agent keeps a floor, the highest version that confirmed a boot here
-(`DeviceState.highest_confirmed`), and refuses offers below it unless `allow_downgrade` is set.
+The floor is the highest version that confirmed a boot here (`DeviceState.highest_confirmed`);
+`agent.core.rollback` says what it may refuse, given what the mode authenticates.
 
 Versions are compared as semver 2.0.0 (pre-releases sort before their release, build metadata
 is ignored). A version that does not parse never raises the floor, and an offer that does not
@@ -13,23 +11,6 @@ parse is refused once a floor exists: the agent cannot prove it is not older.
 from __future__ import annotations
 
 import semver
-
-from agent.errors import VerificationError
-
-
-class DowngradeRefused(VerificationError):
-    """The offer is older than a version this device confirmed; it is never installed.
-
-    Reported with the Capgo stats action `download_fail` (metadata `reason=downgrade_refused`).
-    """
-
-    def __init__(self, version: str, highest_confirmed: str) -> None:
-        super().__init__(
-            "download_fail",
-            f"{version} is older than {highest_confirmed}, already confirmed on this device",
-        )
-        self.version = version
-        self.highest_confirmed = highest_confirmed
 
 
 def _parse(version: str) -> semver.Version | None:

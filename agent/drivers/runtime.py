@@ -9,6 +9,7 @@ and no disk handling is written twice.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
 from agent.protocol.capgo import retry_hint
+from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
 
@@ -127,6 +129,11 @@ class DeviceRuntime:
             rng=self.rng,
             dialect=dialect,
             key_id=self.public_key.key_id if self.public_key else None,
+            content_id=(
+                functools.partial(signed_content_id, public_key=self.public_key)
+                if self.public_key
+                else None
+            ),
         )
         self._deferred: list[IoEffect] = []
 

@@ -75,6 +75,19 @@ def expected_checksum(
     return ExpectedChecksum("sha256", digest_hex)
 
 
+def signed_content_id(checksum: str | None, public_key: PublicKey) -> str | None:
+    """The content identity a signed checksum names: the SHA-256 hex recovered from it.
+
+    No re-encoding of the checksum field (case, base64 variants) changes it. Never raises:
+    None when the checksum names no digest (the download then fails verification).
+    """
+    try:
+        expected = expected_checksum(checksum, public_key)
+    except VerificationError:
+        return None
+    return expected.hex.lower() if expected else None
+
+
 def _plain(text: str) -> ExpectedChecksum | None:
     if not text:
         return None

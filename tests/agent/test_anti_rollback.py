@@ -1,20 +1,26 @@
-"""Anti-rollback: an offer older than a version this device confirmed is never installed."""
+"""Anti-rollback: content confirmed here is never installed again as a rollback, and no label
+(unauthenticated in Capgo modes) can lock a device out of a genuine newer release."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from core_harness import Harness, answer, config, offer
+from core_harness import Harness, answer, offer
+from core_harness import config as make_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agent.config import AgentConfig
 from agent.core.events import AppReady, AppStarted, MovedToBackground, MovedToForeground
 from agent.core.lifecycle import BUILTIN, from_json, to_json
 from agent.core.versions import is_downgrade, raise_floor
+from agent.errors import VerificationError
 
 
-def confirmed(*versions: str, **overrides: object) -> Harness:
+def confirmed(*versions: str, config: AgentConfig | None = None, **overrides: object) -> Harness:
     """A device that installed, booted and confirmed each of `versions` in turn (atBackground)."""
-    h = Harness(config=config(**overrides))
+    h = Harness(config=config or make_config(**overrides))
     h.run(AppStarted())
     h.run(AppReady())
     for version in versions:
@@ -67,7 +73,7 @@ def test_is_downgrade(version: str, floor: str, expected: bool) -> None:
 def test_older_offer_is_refused_reported_and_never_fetched() -> None:
     h = confirmed("1.0.1", "1.0.2")
     downloads = len(h.sent)
-    offer_again(h, "1.0.1", checksum="f" * 64)
+    offer_again(h, "1.0.1")  # a replay of the genuine 1.0.1
     assert h.current_version() == "1.0.2" and h.agent.state.next is None
     assert not any(r.url.endswith("1.0.1.zip") for r in h.sent[downloads:])
     checks = [p for n, p in h.emitted if n == "updateCheckResult"]
@@ -80,7 +86,7 @@ def test_older_offer_is_refused_reported_and_never_fetched() -> None:
     assert metadata == [{"reason": "downgrade_refused", "highest_confirmed": "1.0.2"}]
     # the same offer again: refused quietly (reported once per run), still never fetched
     reported, emitted = h.actions().count("download_fail"), len(h.emitted)
-    offer_again(h, "1.0.1", checksum="f" * 64)
+    offer_again(h, "1.0.1")
     assert h.actions().count("download_fail") == reported
     assert [n for n, _ in h.emitted[emitted:]] == ["noNeedUpdate"]
     assert h.current_version() == "1.0.2"
@@ -121,38 +127,46 @@ def test_unconfirmed_versions_do_not_raise_the_floor() -> None:
     assert h2.current_version() == "1.0.1"
 
 
-def test_a_non_semver_offer_is_refused_once_a_floor_exists() -> None:
+def test_a_label_alone_never_refuses_content_never_confirmed_here() -> None:
+    """The label is unauthenticated: an older or non-semver label on new content is taken (the
+    server's channel rollback reaches a device that never ran the older content)."""
     h = confirmed("1.0.2")
     offer_again(h, "nightly-42")
-    assert h.current_version() == "1.0.2"
+    assert h.current_version() == "nightly-42"
+    offer_again(h, "1.0.1")
+    assert h.current_version() == "1.0.1" and h.agent.state.highest_confirmed == "1.0.2"
     fresh = confirmed("nightly-41")  # no semver floor: nothing to compare with, installed
     assert fresh.agent.state.highest_confirmed is None
 
 
 def test_floor_survives_a_restart_and_old_state_files_load() -> None:
-    h = confirmed("1.0.2")
+    h = confirmed("1.0.1", "1.0.2")
     h.restart()
     assert h.agent.state.highest_confirmed == "1.0.2"
     offer_again(h, "1.0.1")
     assert h.current_version() == "1.0.2"
     data = to_json(h.agent.state)
-    del data["highest_confirmed"]  # a state written before the floor existed
-    assert from_json(data).highest_confirmed is None
+    for key in ("highest_confirmed", "confirmed_content", "failed_content"):
+        del data[key]  # a state written before these existed
+    for bundle in data["bundles"]:
+        del bundle["content"]
+    old = from_json(data)
+    assert old.highest_confirmed is None and old.confirmed_content == {}
 
 
-def test_an_older_bundle_queued_before_the_confirmation_is_dropped() -> None:
-    h = Harness(config=config())
+def test_a_queued_bundle_is_judged_by_content_when_a_newer_one_confirms() -> None:
+    h = Harness(config=make_config())
     h.updates.append(offer("1.0.2"))
     h.run(AppStarted())  # 1.0.2 downloaded and queued
     h.run(MovedToBackground())  # 1.0.2 boots, not confirmed yet: no floor
     h.updates.append(offer("1.0.1"))
-    h.run(MovedToForeground())  # 1.0.1 downloaded and queued as next
+    h.run(MovedToForeground())  # 1.0.1 (never confirmed here) downloaded and queued as next
     queued = h.agent.state.next
     assert queued is not None and h.agent.state.bundles[queued].version == "1.0.1"
-    h.run(AppReady(h.reloads[-1].boot_id))  # 1.0.2 confirmed: 1.0.1 is now a downgrade
-    assert h.agent.state.next is None and queued not in h.agent.state.bundles
+    h.run(AppReady(h.reloads[-1].boot_id))  # 1.0.2 confirmed: 1.0.1's label alone is no reason
+    assert h.agent.state.next == queued
     h.run(MovedToBackground())
-    assert h.current_version() == "1.0.2"
+    assert h.current_version() == "1.0.1"
 
 
 def test_the_previous_fallback_queued_again_is_dropped_once() -> None:
@@ -171,3 +185,136 @@ def test_the_previous_fallback_queued_again_is_dropped_once() -> None:
     assert h.actions().count("delete") == 1 and h.violations == []
     h.run(MovedToBackground())
     assert h.current_version() == "1.0.2"
+
+
+# -- relabelled replays (issue 16): the version label is not signed in Capgo modes -----------
+
+GENUINE = ["1.0.1", "1.0.2", "1.0.3"]  # published before the attack: the attacker has them all
+NEWER = "1.0.4"  # published once the network is clean; its content is new
+
+
+def content(version: str) -> str:
+    """The (signed) checksum of the genuine release `version`, as `offer()` builds it."""
+    return version.replace(".", "").ljust(64, "a")
+
+
+def relabel(h: Harness, genuine: str, label: str) -> None:
+    """A man in the middle serves `genuine`'s url, checksum and session key as `label`."""
+    h.updates.append(offer(label, content(genuine)))
+    h.run(MovedToForeground())
+    h.run(MovedToBackground())
+    if h.agent.state.boot is not None:
+        h.run(AppReady(h.agent.state.boot.id))
+
+
+def takes_newer_release(h: Harness, rounds: int = 3) -> bool:
+    """The network is clean: the server offers NEWER at each check. Does the device get it?"""
+    h.updates.clear()
+    h.downloads.clear()
+    for _ in range(rounds):
+        h.updates.append(offer(NEWER))
+        h.restart()
+        h.run(AppStarted())
+        h.run(MovedToBackground())
+        boot = h.agent.state.boot
+        h.run(AppReady(boot.id if boot else None))
+    info = h.agent.state.bundles.get(h.agent.state.current)
+    return info is not None and (info.version, info.checksum) == (NEWER, content(NEWER))
+
+
+def test_relabel_of_confirmed_content_is_refused_and_never_raises_the_floor() -> None:
+    """The audit's case: 1.0.1's genuine url/checksum/session_key labelled 999.0.0."""
+    h = confirmed("1.0.1", "1.0.2")
+    relabel(h, "1.0.1", "999.0.0")
+    assert h.current_version() == "1.0.2" and h.agent.state.highest_confirmed == "1.0.2"
+    checks = [p for n, p in h.emitted if n == "updateCheckResult"]
+    assert checks[-1]["error"] == "relabelled_content" and checks[-1]["version"] == "999.0.0"
+    posted = [e for r in h.sent if r.name == "/stats" for e in json.loads(r.body or b"[]")]
+    metadata = [e.get("metadata") for e in posted if e["action"] == "download_fail"]
+    metadata += [dict(e.metadata) for e in h.agent.pending_stats if e.action == "download_fail"]
+    assert metadata == [{"reason": "relabelled_content", "confirmed_as": "1.0.1"}]
+    assert takes_newer_release(h)
+
+
+@pytest.mark.parametrize("history", [("1.0.2",), ("1.0.1", "1.0.2")])
+def test_relabel_as_1_0_9_after_a_confirmed_1_0_2_cannot_lock_out_1_0_4(
+    history: tuple[str, ...],
+) -> None:
+    h = confirmed(*history)
+    relabel(h, "1.0.1", "1.0.9")
+    if "1.0.1" in history:  # content seen here under its own label: refused
+        assert h.current_version() == "1.0.2"
+    else:  # never seen here: indistinguishable from a genuine 1.0.9 (documented)
+        assert h.current_version() == "1.0.9" and h.agent.state.highest_confirmed == "1.0.9"
+    assert takes_newer_release(h)
+
+
+def test_fresh_device_given_old_content_as_1_0_3_still_takes_the_genuine_1_0_3() -> None:
+    """On a fresh device the relabel cannot be detected (it runs 1.0.1 reporting 1.0.3), but
+    the genuine 1.0.3 -- same label, other content -- is not taken for "already running"."""
+    h = confirmed()
+    relabel(h, "1.0.1", "1.0.3")
+    assert h.current_version() == "1.0.3"
+    relabel(h, "1.0.3", "1.0.3")
+    current = h.agent.state.bundles[h.agent.state.current]
+    assert (current.version, current.checksum) == ("1.0.3", content("1.0.3"))
+    assert takes_newer_release(h)
+
+
+def test_content_that_failed_to_boot_is_refused_under_any_label_but_no_other_content() -> None:
+    h = confirmed("1.0.1")
+    h.updates.append(offer("1.0.4", content("1.0.2")))  # old content under the next label
+    h.run(MovedToForeground())
+    h.run(MovedToBackground())
+    h.tick(h.config.app_ready_timeout_s + 1)  # it never confirms: failed
+    assert h.current_version() == "1.0.1" and "1.0.4" in h.agent.state.failed_versions
+    relabel(h, "1.0.2", "1.0.5")  # the same content again, relabelled: refused
+    assert h.current_version() == "1.0.1"
+    assert takes_newer_release(h)  # the genuine 1.0.4 is other content: taken
+
+
+STEPS = st.one_of(
+    st.tuples(
+        st.sampled_from(["offer", "tampered"]),
+        st.sampled_from(GENUINE),
+        st.sampled_from([*GENUINE, NEWER, "1.0.5", "1.0.9", "999.0.0", "0.0.1", "2.0.0-rc.1", "x"]),
+    ),
+    st.tuples(
+        st.sampled_from(["foreground", "background", "ready", "boot_fails", "relaunch"]),
+        st.none(),
+        st.none(),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(STEPS, max_size=25),
+    mode=st.sampled_from(["atBackground", "always"]),
+)
+def test_no_hostile_sequence_locks_a_device_out_of_a_genuine_newer_release(
+    steps: list[tuple[str, str | None, str | None]], mode: str
+) -> None:
+    """Any sequence of relabelled replays of the genuine releases, tampered downloads, boot
+    failures and restarts; then a clean network publishing 1.0.4: the device takes it."""
+    h = confirmed(config=make_config(auto_update=mode))
+    for kind, genuine, label in steps:
+        if genuine is not None and label is not None:
+            h.updates.append(offer(label, content(genuine)))
+            if kind == "tampered":
+                h.downloads.append(VerificationError("checksum_fail", "bytes changed in transit"))
+            h.run(MovedToForeground())
+        elif kind == "foreground":
+            h.run(MovedToForeground())
+        elif kind == "background":
+            h.run(MovedToBackground())
+        elif kind == "ready":
+            boot = h.agent.state.boot
+            h.run(AppReady(boot.id if boot else None))
+        elif kind == "boot_fails":
+            h.run(MovedToBackground())
+            h.tick(h.config.app_ready_timeout_s + 1)
+        else:
+            h.restart()
+            h.run(AppStarted())
+    assert takes_newer_release(h)

@@ -2,8 +2,9 @@
 
 Invariants after every step: the device has a bootable bundle (in memory and on "disk"); a
 version that failed to boot is never current again; a stale ready signal never confirms a
-later boot; no bundle older than a version that confirmed a boot is ever activated
-(anti-rollback, `allow_downgrade` off); no effect contradicts the state (no download of a
+later boot; no content that confirmed a boot here is activated again under a version older
+than one confirmed here (anti-rollback, `allow_downgrade` off; each version here has one
+content); no effect contradicts the state (no download of a
 refused version, no reload of a bundle that cannot boot, no deletion of a bundle a slot names).
 """
 
@@ -63,7 +64,8 @@ class DeviceLife(RuleBasedStateMachine):
         super().__init__()
         self.h = Harness(config=config())
         self.failed: set[str] = set()
-        self.floor = "0.0.0"  # no device activates a version older than one it confirmed
+        self.floor = "0.0.0"  # no content confirmed here is activated again below this
+        self.confirmed: set[str] = set()
         self.h.run(AppStarted())
 
     def _run(self, event: Event) -> None:
@@ -80,7 +82,7 @@ class DeviceLife(RuleBasedStateMachine):
                 assert effect.offer.version not in self.failed
             elif isinstance(effect, CommitState):
                 self._raise_floor(effect.state)
-            elif isinstance(effect, ReloadApp) and effect.bundle_id != BUILTIN:
+            elif isinstance(effect, ReloadApp) and effect.version in self.confirmed:
                 assert semver(effect.version) >= semver(self.floor), (effect, self.floor)
         assert self.h.violations == []
 
@@ -91,6 +93,7 @@ class DeviceLife(RuleBasedStateMachine):
         if boot is not None and boot.confirmed and boot.bundle_id != BUILTIN:
             version = state.bundles[boot.bundle_id].version
             self.floor = max(self.floor, version, key=semver)
+            self.confirmed.add(version)
 
     @rule(reply=ANSWERS)
     def server_will_answer(self, reply: tuple[int, dict[str, str], bytes]) -> None:
@@ -200,6 +203,7 @@ class DeviceLifeAppliedAtOnce(DeviceLife):
         self.h = Harness(config=config(auto_update="always"))
         self.failed = set()
         self.floor = "0.0.0"
+        self.confirmed = set()
         self.h.run(AppStarted())
 
 

@@ -152,11 +152,13 @@ def test_channel_rollback_past_a_confirmed_version(
     server: RunningServer, keys: tuple[bytes, bytes], tmp_path: Path
 ) -> None:
     """The server's one-call rollback to 1.0.1 brings back the devices that never confirmed
-    anything newer; a device that confirmed 1.0.2 refuses it unless `allow_downgrade`."""
+    anything newer, and those that never ran 1.0.1 (its label alone is unauthenticated); a
+    device that confirmed 1.0.1 and then 1.0.2 refuses it unless `allow_downgrade`."""
     private_pem, public_pem = keys
     with AdminClient(server.url, server.admin_key) as admin:
         admin.create_app(ROLLBACK_APP)
-    ids = {name: str(uuid.uuid4()) for name in ("guarded", "plugin_like", "behind", "crashed")}
+    names = ("guarded", "plugin_like", "behind", "crashed", "skipper")
+    ids = {name: str(uuid.uuid4()) for name in names}
 
     def run(name: str, **options: Any) -> tuple[Any, Recorder]:
         folder = tmp_path / name
@@ -165,8 +167,10 @@ def test_channel_rollback_past_a_confirmed_version(
     release(server, private_pem, "1.0.1", tmp_path, ROLLBACK_APP)
     assert run("behind")[0].current.version == "1.0.1"
     assert run("crashed")[0].current.version == "1.0.1"
+    assert run("guarded")[0].current.version == "1.0.1"
     release(server, private_pem, "1.0.2", tmp_path, ROLLBACK_APP)
     assert run("guarded")[0].current.version == "1.0.2"
+    assert run("skipper")[0].current.version == "1.0.2"
     assert run("plugin_like", allow_downgrade=True)[0].current.version == "1.0.2"
     assert not run("crashed", confirm=False)[0].boot_confirmed  # 1.0.2 booted, never ready
     assert run("crashed")[0].current.version == "1.0.1"  # rolled back locally at launch
@@ -183,6 +187,7 @@ def test_channel_rollback_past_a_confirmed_version(
     assert run("plugin_like", allow_downgrade=True)[0].current.version == "1.0.1"
     assert run("behind")[0].current.version == "1.0.1"
     assert run("crashed")[0].current.version == "1.0.1"
+    assert run("skipper")[0].current.version == "1.0.1"
 
     with AdminClient(server.url, server.admin_key) as admin:
         fails = admin.stats(ROLLBACK_APP, "1.0.1")["versions"]["1.0.1"]["actions"]

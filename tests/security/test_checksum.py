@@ -4,7 +4,7 @@ import hashlib
 import pytest
 
 from agent.errors import VerificationError
-from agent.security.checksum import ExpectedChecksum, expected_checksum
+from agent.security.checksum import ExpectedChecksum, expected_checksum, signed_content_id
 from simulator.release import private_encrypt, sign_checksum
 
 DIGEST = hashlib.sha256(b"bundle").hexdigest()
@@ -59,3 +59,13 @@ def test_with_key_wrong_signer_or_payload_is_checksum_fail(keys, other_keys):
     )
     assert _action(private_encrypt(keys.private, bytes(16)).hex(), keys.public) == "checksum_fail"
     assert _action(bytes(256).hex(), keys.public) == "checksum_fail"
+
+
+def test_signed_content_id_names_the_content_whatever_the_encoding(keys, other_keys):
+    """Anti-rollback keys on content: re-encoding a signed checksum (case, legacy base64)
+    must not make replayed content look new."""
+    v3 = sign_checksum(keys.private, DIGEST, "v3")
+    forms = [v3, v3.upper(), sign_checksum(keys.private, DIGEST, "legacy")]
+    assert {signed_content_id(form, keys.public) for form in forms} == {DIGEST}
+    assert signed_content_id(sign_checksum(other_keys.private, DIGEST, "v3"), keys.public) is None
+    assert signed_content_id(DIGEST, keys.public) is None  # unsigned: names nothing
