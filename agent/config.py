@@ -64,6 +64,7 @@ class AgentConfig:
     max_bundle_bytes: int = 512 * 1024 * 1024  # downloads larger than this are refused
     download_timeout_s: float = 600.0  # the plugin clears a download "in progress" after 600 s
     transport_attempts: int = 3  # attempts per request before a transport failure is final
+    exchange_timeout_s: float = 60.0  # one /updates, /stats or channel_self exchange, all tries
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)
 
     def __post_init__(self) -> None:
@@ -78,7 +79,12 @@ class AgentConfig:
             raise ValueError("period_check_delay_s must be >= 0")
         if 0 < self.period_check_delay_s < MIN_PERIOD_CHECK_DELAY_S:  # as the plugin does
             object.__setattr__(self, "period_check_delay_s", MIN_PERIOD_CHECK_DELAY_S)
-        for name in ("response_timeout_s", "download_timeout_s", "max_bundle_bytes"):
+        for name in (
+            "response_timeout_s",
+            "download_timeout_s",
+            "exchange_timeout_s",
+            "max_bundle_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.transport_attempts < 1:

@@ -62,8 +62,10 @@ class FileTransfer:
         budget: Callable[[int], None],
         config: AgentConfig,
         now: Callable[[], float],
+        deadline: float,
     ) -> None:
         self._entry = entry
+        self._deadline = deadline
         self._make_verifier = make_verifier
         self._target = target
         self._budget = budget
@@ -78,7 +80,10 @@ class FileTransfer:
         self._target.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(self._target, "wb")  # noqa: SIM115 - closed in close()
         return HttpRequest(
-            "GET", self._entry.download_url, timeout_s=self._config.response_timeout_s
+            "GET",
+            self._entry.download_url,
+            timeout_s=self._config.response_timeout_s,
+            deadline=self._deadline,
         )
 
     def open(self, status: int, headers: Mapping[str, str]) -> None:
@@ -162,7 +167,13 @@ class ManifestFetch:
             self._deadline.check()
             if not self._reuse(make_verifier().expected_hash, target):
                 self._current = FileTransfer(
-                    entry, make_verifier, target, self._spend, self.config, self._now
+                    entry,
+                    make_verifier,
+                    target,
+                    self._spend,
+                    self.config,
+                    self._now,
+                    self._deadline.at,
                 )
                 yield self._current
             span = LAST_PERCENT - FIRST_PERCENT

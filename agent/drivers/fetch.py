@@ -50,14 +50,14 @@ class DownloadDeadline:
     """
 
     def __init__(self, seconds: float, what: str) -> None:
-        self._at = time.monotonic() + seconds
+        self.at = time.monotonic() + seconds  # also each request's `deadline`
         self._what = what
 
     def check(self) -> None:
         """Raises:
         DownloadStopped: the deadline has passed.
         """
-        if time.monotonic() > self._at:
+        if time.monotonic() > self.at:
             raise DownloadStopped(f"{self._what}: download deadline passed")
 
 
@@ -163,7 +163,13 @@ class BundleFetch:
         self._offset = self._verifier.bytes_in
         self._resumed = self._resumed or self._offset > 0
         headers = {"range": f"bytes={self._offset}-"} if self._offset else {}
-        return HttpRequest("GET", self.offer.url, headers, timeout_s=self.config.response_timeout_s)
+        return HttpRequest(
+            "GET",
+            self.offer.url,
+            headers,
+            timeout_s=self.config.response_timeout_s,
+            deadline=self._deadline.at,
+        )
 
     def open(self, status: int, headers: Mapping[str, str]) -> None:
         """Check the response head of an attempt.

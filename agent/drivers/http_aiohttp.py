@@ -1,7 +1,12 @@
-"""The aiohttp backend of the asyncio HTTP port: the fleet default (see docs/http.md)."""
+"""The aiohttp backend of the asyncio HTTP port: the fleet default (see docs/http.md).
+
+Redirects and body decoding are the port's own (`afollow_redirects`, `CappedDecoder` over raw
+bytes), as for every backend; the overall deadline is an `asyncio.timeout`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -11,16 +16,18 @@ from typing import Final
 import aiohttp
 
 from agent.drivers.http import (
-    MAX_REDIRECTS,
+    CappedDecoder,
     ConnectFailed,
     ConnectionLost,
     HttpRequest,
     HttpResponse,
     InvalidUrl,
     TlsVerifyFailed,
-    TransportTimeout,
+    afollow_redirects,
     lower_headers,
+    send_headers,
     stream_headers,
+    timeout_error,
     too_large,
 )
 from agent.errors import TransportError
@@ -34,7 +41,7 @@ def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return TlsVerifyFailed(f"{where}: {exc.certificate_error}")
     if isinstance(exc, TimeoutError):
-        return TransportTimeout(f"{where}: no answer within {request.timeout_s} s")
+        return timeout_error(request)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectFailed(f"{where}: {exc}")
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
@@ -78,24 +85,31 @@ class AiohttpPort:
             )
         return self._session
 
-    async def _open(
-        self, request: HttpRequest, headers: dict[str, str], *, decompress: bool
-    ) -> aiohttp.ClientResponse:
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=request.timeout_s, sock_read=request.timeout_s
-        )
-        try:
-            return await self._session_now().request(
-                request.method,
-                request.url,
-                headers=headers,
-                data=request.body,
-                timeout=timeout,
-                max_redirects=MAX_REDIRECTS,
-                auto_decompress=decompress,
+    async def _open(self, request: HttpRequest, raw: bool) -> aiohttp.ClientResponse:
+        async def open_once(hop: HttpRequest) -> aiohttp.ClientResponse:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=hop.timeout_s, sock_read=hop.timeout_s
             )
-        except _ERRORS as exc:
-            raise _translate(exc, request) from exc
+            try:
+                return await self._session_now().request(
+                    hop.method,
+                    hop.url,
+                    headers=stream_headers(hop) if raw else send_headers(hop),
+                    data=hop.body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                )
+            except _ERRORS as exc:
+                raise _translate(exc, hop) from exc
+
+        async def release(response: aiohttp.ClientResponse) -> None:
+            response.close()
+
+        def head(response: aiohttp.ClientResponse) -> tuple[int, str | None]:
+            return response.status, response.headers.get("location")
+
+        return await afollow_redirects(request, open_once, head, release)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -103,28 +117,29 @@ class AiohttpPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
-        response = await self._open(request, dict(request.headers), decompress=True)
         try:
-            body = await self._read_capped(response, request)
+            async with asyncio.timeout(request.left()):
+                response = await self._open(request, raw=False)
+                try:
+                    body = await self._read_capped(response, request)
+                finally:
+                    response.release()
         except _ERRORS as exc:
             raise _translate(exc, request) from exc
-        finally:
-            response.release()
         return HttpResponse(response.status, lower_headers(response.headers.items()), body)
 
     @staticmethod
     async def _read_capped(response: aiohttp.ClientResponse, request: HttpRequest) -> bytes:
         length = response.content_length
+        encoding = response.headers.get("content-encoding")
         if length is not None and length > request.max_body_bytes:
             raise too_large(request)
-        if length is not None and "content-encoding" not in response.headers:
+        if length is not None and encoding is None:
             return await response.read()  # the common case: known, small, not compressed
-        body = bytearray()
+        decoder = CappedDecoder(request, encoding)
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-            body += chunk
-            if len(body) > request.max_body_bytes:
-                raise too_large(request)
-        return bytes(body)
+            decoder.feed(chunk)
+        return decoder.finish()
 
     @asynccontextmanager
     async def stream(self, request: HttpRequest) -> AsyncIterator[_Streamed]:
@@ -133,16 +148,20 @@ class AiohttpPort:
         Raises:
             TransportError: on opening, and from `aiter_bytes` while reading.
         """
-        response = await self._open(request, stream_headers(request), decompress=False)
         try:
-            yield _Streamed(
-                response.status, lower_headers(response.headers.items()), response, request
-            )
-        finally:
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()  # a half-read connection cannot be reused
+            async with asyncio.timeout(request.left()):
+                response = await self._open(request, raw=True)
+                try:
+                    yield _Streamed(
+                        response.status, lower_headers(response.headers.items()), response, request
+                    )
+                finally:
+                    if response.content.at_eof():
+                        response.release()
+                    else:
+                        response.close()  # a half-read connection cannot be reused
+        except TimeoutError as exc:
+            raise _translate(exc, request) from exc
 
     async def aclose(self) -> None:
         """Close the session and its pooled connections."""

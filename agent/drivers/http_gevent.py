@@ -1,8 +1,9 @@
 """The geventhttpclient backend of the blocking port: Locust's fast client.
 
 Only for gevent-patched processes (Locust): `make_sync_port` checks. geventhttpclient
-has no per-request timeout and no redirects, so both are done here: a `gevent.Timeout`
-around each wait, and a short redirect loop.
+has no per-request timeout and no redirects: a `gevent.Timeout` bounds each wait (by the
+request's `timeout_s`, or what is left before its deadline), and the port's shared
+`follow_redirects` and `CappedDecoder` do the rest.
 """
 
 from __future__ import annotations
@@ -13,29 +14,29 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import gevent  # type: ignore[import-untyped]
 from geventhttpclient.client import HTTPClientPool
 from geventhttpclient.response import HTTPSocketPoolResponse
 
 from agent.drivers.http import (
-    MAX_REDIRECTS,
+    CappedDecoder,
     ConnectFailed,
     ConnectionLost,
     HttpRequest,
     HttpResponse,
-    InvalidUrl,
     TlsVerifyFailed,
-    TransportTimeout,
+    follow_redirects,
     lower_headers,
+    send_headers,
     stream_headers,
+    timeout_error,
     too_large,
 )
 from agent.errors import TransportError
 
 _CHUNK_BYTES: Final = 64 * 1024
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _T = TypeVar("_T")
 
 
@@ -44,15 +45,16 @@ def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return TlsVerifyFailed(f"{where}: {exc.verify_message}")
     if isinstance(exc, TimeoutError | gevent.Timeout):
-        return TransportTimeout(f"{where}: no answer within {request.timeout_s} s")
+        return timeout_error(request)
     if isinstance(exc, ConnectionRefusedError | socket.gaierror | ssl.SSLError):
         return ConnectFailed(f"{where}: {exc}")
     return ConnectionLost(f"{where}: {exc!r}")
 
 
 def _bounded(request: HttpRequest, action: Callable[[], _T]) -> _T:
-    """Run one blocking wait under the request's timeout, translating what fails."""
-    timeout = gevent.Timeout(request.timeout_s)
+    """Run one blocking wait under the request's timeout (or what is left before its
+    deadline), translating what fails."""
+    timeout = gevent.Timeout(request.remaining())
     timeout.start()
     try:
         return action()
@@ -64,20 +66,6 @@ def _bounded(request: HttpRequest, action: Callable[[], _T]) -> _T:
         raise _translate(exc, request) from exc
     finally:
         timeout.close()
-
-
-def _redirected(request: HttpRequest, status: int, location: str) -> HttpRequest:
-    method, body = request.method, request.body
-    if status == 303 or (status in (301, 302) and method == "POST"):
-        method, body = "GET", None
-    return HttpRequest(
-        method,
-        urljoin(request.url, location),
-        request.headers,
-        body,
-        request.timeout_s,
-        request.max_body_bytes,
-    )
 
 
 @dataclass
@@ -110,9 +98,7 @@ class GeventPort:
         )
 
     def _open_once(self, request: HttpRequest, headers: dict[str, str]) -> HTTPSocketPoolResponse:
-        parts = urlsplit(request.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidUrl(f"{request.method} {request.url}: not an http(s) URL")
+        parts = urlsplit(request.url)  # checked by follow_redirects
         target = parts.path or "/"
         if parts.query:
             target += f"?{parts.query}"
@@ -124,16 +110,18 @@ class GeventPort:
         return _bounded(request, request_once)
 
     def _open(self, request: HttpRequest, raw: bool) -> HTTPSocketPoolResponse:
-        for _ in range(MAX_REDIRECTS + 1):
-            headers = stream_headers(request) if raw else dict(request.headers)
-            response = self._open_once(request, headers)
+        def open_once(hop: HttpRequest) -> HTTPSocketPoolResponse:
+            return self._open_once(hop, stream_headers(hop) if raw else send_headers(hop))
+
+        def head(response: HTTPSocketPoolResponse) -> tuple[int, str | None]:
             location = response.get("location")
-            if response.status_code not in _REDIRECTS or not isinstance(location, str):
-                return response
+            return response.status_code, location if isinstance(location, str) else None
+
+        def release(response: HTTPSocketPoolResponse) -> None:
             _bounded(request, response.read)
             response.release()
-            request = _redirected(request, response.status_code, location)
-        raise ConnectionLost(f"{request.method} {request.url}: more than {MAX_REDIRECTS} redirects")
+
+        return follow_redirects(request, open_once, head, release)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -146,11 +134,15 @@ class GeventPort:
             length = response.content_length
             if length is not None and length > request.max_body_bytes:
                 raise too_large(request)
-            body = _bounded(request, lambda: response.read(request.max_body_bytes + 1))
-            if len(body) > request.max_body_bytes:
+            raw = _bounded(request, lambda: response.read(request.max_body_bytes + 1))
+            if len(raw) > request.max_body_bytes:
                 raise too_large(request)
             if not response.message_complete:
                 raise ConnectionLost(f"{request.method} {request.url}: body truncated")
+            encoding = response.get("content-encoding")
+            decoder = CappedDecoder(request, encoding if isinstance(encoding, str) else None)
+            decoder.feed(raw)
+            body = decoder.finish()
         finally:
             response.release()
         return HttpResponse(response.status_code, lower_headers(response.items()), body)

@@ -1,37 +1,54 @@
-"""The httpx backends of the HTTP port: plain httpx, asyncio and blocking."""
+"""The httpx backends of the HTTP port: plain httpx, asyncio and blocking.
+
+httpx follows redirects and decodes bodies itself, but neither as the port promises (https to
+http is followed; a compressed chunk is decoded whole before any cap applies), so both are
+done by the port's shared `follow_redirects` and `CappedDecoder` over raw bytes. The overall
+deadline is an `asyncio.timeout` for the async client; for the blocking client, whose reads
+cannot be interrupted from outside, every socket wait of the exchange is shortened to what is
+left before the deadline (`_DeadlineBackend`, the network layer under httpcore's pool).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+import httpcore
 import httpx
 
 from agent.drivers.http import (
-    MAX_REDIRECTS,
+    CappedDecoder,
     ConnectFailed,
     ConnectionLost,
     HttpRequest,
     HttpResponse,
     InvalidUrl,
     TlsVerifyFailed,
-    TransportTimeout,
+    afollow_redirects,
+    follow_redirects,
     lower_headers,
+    send_headers,
     stream_headers,
-    too_large,
+    timeout_error,
 )
 from agent.errors import TransportError
 
-_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL)
+_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, TimeoutError)
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "otasim_exchange_deadline", default=None
+)
 
 
-def _translate(exc: Exception, request: HttpRequest) -> TransportError:
+def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     where = f"{request.method} {request.url}"
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportTimeout(f"{where}: no answer within {request.timeout_s} s")
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return timeout_error(request)
     if isinstance(exc, httpx.ConnectError):
         cause = _certificate_error(exc)
         if cause is not None:
@@ -49,29 +66,85 @@ def _certificate_error(exc: BaseException | None) -> ssl.SSLCertVerificationErro
     return exc
 
 
-def _client_options(ssl_context: ssl.SSLContext, max_connections: int) -> dict[str, object]:
-    return {
-        "verify": ssl_context,
-        "limits": httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        "follow_redirects": True,
-        "max_redirects": MAX_REDIRECTS,
-        "trust_env": False,
-    }
+def _wait(timeout: float | None) -> float | None:
+    """A socket wait shortened to the current exchange's deadline (see `_DeadlineBackend`)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("exchange deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _wait(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _wait(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _wait(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's blocking network layer, every wait capped by the exchange's deadline."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, _wait(timeout), local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
 
 
 def _build(
     client: httpx.Client | httpx.AsyncClient, request: HttpRequest, raw: bool
 ) -> httpx.Request:
-    headers = stream_headers(request) if raw else dict(request.headers)
     return client.build_request(
         request.method,
         request.url,
-        headers=headers,
+        headers=stream_headers(request) if raw else send_headers(request),
         content=request.body,
-        timeout=httpx.Timeout(request.timeout_s),
+        timeout=httpx.Timeout(request.remaining()),
     )
+
+
+def _head(response: httpx.Response) -> tuple[int, str | None]:
+    return response.status_code, response.headers.get("location")
+
+
+def _decoder(response: httpx.Response, request: HttpRequest) -> CappedDecoder:
+    return CappedDecoder(request, response.headers.get("content-encoding"))
 
 
 def _result(response: httpx.Response, body: bytes) -> HttpResponse:
@@ -111,14 +184,21 @@ class HttpxAsyncPort:
     """An `AsyncHttpPort` over one `httpx.AsyncClient` with a bounded pool."""
 
     def __init__(self, ssl_context: ssl.SSLContext, *, max_connections: int) -> None:
-        self._client = httpx.AsyncClient(**_client_options(ssl_context, max_connections))  # type: ignore[arg-type]
+        self._client = httpx.AsyncClient(
+            verify=ssl_context, limits=_limits(max_connections), trust_env=False
+        )
 
     async def _open(self, request: HttpRequest, raw: bool) -> httpx.Response:
-        built = _build(self._client, request, raw)
-        try:
-            return await self._client.send(built, stream=True)
-        except _ERRORS as exc:
-            raise _translate(exc, request) from exc
+        async def open_once(hop: HttpRequest) -> httpx.Response:
+            try:
+                return await self._client.send(_build(self._client, hop, raw), stream=True)
+            except _ERRORS as exc:
+                raise _translate(exc, hop) from exc
+
+        async def release(response: httpx.Response) -> None:
+            await response.aclose()
+
+        return await afollow_redirects(request, open_once, _head, release)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -126,18 +206,18 @@ class HttpxAsyncPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
-        response = await self._open(request, raw=False)
         try:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > request.max_body_bytes:
-                    raise too_large(request)
+            async with asyncio.timeout(request.left()):
+                response = await self._open(request, raw=False)
+                try:
+                    decoder = _decoder(response, request)
+                    async for chunk in response.aiter_raw():
+                        decoder.feed(chunk)
+                    return _result(response, decoder.finish())
+                finally:
+                    await response.aclose()
         except _ERRORS as exc:
             raise _translate(exc, request) from exc
-        finally:
-            await response.aclose()
-        return _result(response, bytes(body))
 
     @asynccontextmanager
     async def stream(self, request: HttpRequest) -> AsyncIterator[_AsyncStreamed]:
@@ -146,12 +226,16 @@ class HttpxAsyncPort:
         Raises:
             TransportError: on opening, and from `aiter_bytes` while reading.
         """
-        response = await self._open(request, raw=True)
         try:
-            headers = lower_headers(response.headers.multi_items())
-            yield _AsyncStreamed(response.status_code, headers, response, request)
-        finally:
-            await response.aclose()
+            async with asyncio.timeout(request.left()):
+                response = await self._open(request, raw=True)
+                try:
+                    headers = lower_headers(response.headers.multi_items())
+                    yield _AsyncStreamed(response.status_code, headers, response, request)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise _translate(exc, request) from exc
 
     async def aclose(self) -> None:
         """Close the client and its pooled connections."""
@@ -162,14 +246,27 @@ class HttpxSyncPort:
     """A `SyncHttpPort` over one `httpx.Client` with a bounded pool."""
 
     def __init__(self, ssl_context: ssl.SSLContext, *, max_connections: int) -> None:
-        self._client = httpx.Client(**_client_options(ssl_context, max_connections))  # type: ignore[arg-type]
+        limits = _limits(max_connections)
+        transport = httpx.HTTPTransport(verify=ssl_context, limits=limits, trust_env=False)
+        # httpx has no option for the network layer; its pool is rebuilt with the same settings
+        # over `_DeadlineBackend` (tests/http/test_sync_port.py fails if this stops working).
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
+        self._client = httpx.Client(transport=transport, trust_env=False)
 
     def _open(self, request: HttpRequest, raw: bool) -> httpx.Response:
-        built = _build(self._client, request, raw)
-        try:
-            return self._client.send(built, stream=True)
-        except _ERRORS as exc:
-            raise _translate(exc, request) from exc
+        def open_once(hop: HttpRequest) -> httpx.Response:
+            try:
+                return self._client.send(_build(self._client, hop, raw), stream=True)
+            except _ERRORS as exc:
+                raise _translate(exc, hop) from exc
+
+        return follow_redirects(request, open_once, _head, httpx.Response.close)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -177,18 +274,20 @@ class HttpxSyncPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
-        response = self._open(request, raw=False)
+        token = _DEADLINE.set(request.deadline)
         try:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > request.max_body_bytes:
-                    raise too_large(request)
-        except _ERRORS as exc:
-            raise _translate(exc, request) from exc
+            response = self._open(request, raw=False)
+            try:
+                decoder = _decoder(response, request)
+                for chunk in response.iter_raw():
+                    decoder.feed(chunk)
+                return _result(response, decoder.finish())
+            except _ERRORS as exc:
+                raise _translate(exc, request) from exc
+            finally:
+                response.close()
         finally:
-            response.close()
-        return _result(response, bytes(body))
+            _DEADLINE.reset(token)
 
     @contextmanager
     def stream(self, request: HttpRequest) -> Iterator[_SyncStreamed]:
@@ -197,12 +296,16 @@ class HttpxSyncPort:
         Raises:
             TransportError: on opening, and from `iter_bytes` while reading.
         """
-        response = self._open(request, raw=True)
+        token = _DEADLINE.set(request.deadline)
         try:
-            headers = lower_headers(response.headers.multi_items())
-            yield _SyncStreamed(response.status_code, headers, response, request)
+            response = self._open(request, raw=True)
+            try:
+                headers = lower_headers(response.headers.multi_items())
+                yield _SyncStreamed(response.status_code, headers, response, request)
+            finally:
+                response.close()
         finally:
-            response.close()
+            _DEADLINE.reset(token)
 
     def close(self) -> None:
         """Close the client and its pooled connections."""

@@ -38,7 +38,14 @@ from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
 from agent.drivers.delta import ManifestFetch
 from agent.drivers.fetch import BundleFetch, DownloadStopped
-from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
+from agent.drivers.http import (
+    DeadlinePassed,
+    HttpRequest,
+    HttpResponse,
+    InsecureRedirect,
+    InvalidUrl,
+    TlsVerifyFailed,
+)
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
 from agent.protocol.capgo import retry_hint
@@ -78,9 +85,10 @@ class _JitteredWait(wait_base):
 
 def _retryable(error: BaseException) -> bool:
     """Transport failures are retried, except those a second try cannot fix (a certificate
-    that does not verify, a refused download) and hints longer than we wait in-process."""
+    that does not verify, a refused download or redirect, an unusable URL, a passed deadline)
+    and hints longer than we wait in-process."""
     if not isinstance(error, TransportError) or isinstance(
-        error, DownloadStopped | TlsVerifyFailed
+        error, DownloadStopped | TlsVerifyFailed | InsecureRedirect | InvalidUrl | DeadlinePassed
     ):
         return False
     hint = getattr(error, "retry_after_s", None)
@@ -202,12 +210,15 @@ class DeviceRuntime:
         return [DownloadProgressed(bundle_id, 90), DownloadFinished(bundle_id)]
 
     def http_request(self, request: OutgoingRequest) -> HttpRequest:
+        """The request of one exchange: all its attempts end within `exchange_timeout_s` of
+        now (real monotonic time, like the download deadline)."""
         return HttpRequest(
             request.method,
             request.url,
             request.headers,
             request.body,
             timeout_s=self.config.response_timeout_s,
+            deadline=time.monotonic() + self.config.exchange_timeout_s,
         )
 
     def channel_set_answer(self, response: HttpResponse, channel: str) -> ChannelAnswer:

@@ -42,6 +42,7 @@ class Canned:
     status: int = 200
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    trickle_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 @dataclass
@@ -187,7 +188,15 @@ class CapgoPeer:
 
 
 def _reply(canned: Canned) -> Response:
+    if canned.trickle_s:
+        return StreamingResponse(_trickle(canned), canned.status, canned.headers)
     return Response(canned.body or b"", status_code=canned.status, headers=canned.headers)
+
+
+async def _trickle(canned: Canned) -> AsyncIterator[bytes]:
+    for byte in canned.body or b"":
+        await asyncio.sleep(canned.trickle_s)
+        yield bytes([byte])
 
 
 def canned_json(data: Any, status: int = 200, **headers: str) -> Canned:

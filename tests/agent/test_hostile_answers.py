@@ -124,6 +124,23 @@ def test_lone_surrogate_leaves_the_cli_device_usable(peer: CapgoPeer, tmp_path: 
     assert json.loads(shown.stdout)["bundles"] == []
 
 
+@pytest.mark.parametrize("name", ["/updates", "/stats"])
+def test_a_trickling_server_cannot_hold_an_exchange_past_its_deadline(
+    peer: CapgoPeer, make_device: Make, name: str
+) -> None:
+    """The audit's slow server: one byte at a time, each within the inactivity timeout. The
+    exchange ends at `exchange_timeout_s` (real time), as one attempt: a deadline is final."""
+    slow = Canned(200, json.dumps({"kind": "up_to_date", "error": "x"}).encode(), trickle_s=0.2)
+    (peer.canned if name == "/updates" else peer.stats_canned).append(slow)
+    device = make_device(exchange_timeout_s=1.0, response_timeout_s=5.0)
+    device.launch()
+    device.flush_stats(2)
+    failed = [r for r in device.observer.requests if r[0] == name and r[3] is not None]
+    assert len(failed) == 1 and "deadline" in str(failed[0][3])
+    if name == "/updates":
+        assert _failed_checks(device) == ["transport_error"]
+
+
 def test_bounds_fire_only_on_what_they_bound() -> None:
     assert load_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
     assert load_json(b'["' + b"[" * 1000 + b'"]') == ["[" * 1000]  # brackets inside a string

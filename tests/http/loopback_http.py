@@ -2,13 +2,16 @@
 
 Routes: /echo (JSON of what was received), /bundle (ranged bytes), /gzip, /slow?s=,
 /stall (half a body, then silence), /truncated (closes before Content-Length),
-/redirect, /status/N, /big, /hold?s= (counts concurrent requests). Threaded (under a
+/redirect, /redirect_to?url=, /status/N, /big, /hold?s= (counts concurrent requests),
+/bomb/gzip and /bomb/br (a few KB expanding to BOMB_BYTES), /trickle/body and /trickle/head
+(TRICKLE_BYTES bytes, one every TRICKLE_GAP_S, in the body or in the headers). Threaded (under a
 gevent-patched process, greenlets), daemon threads, so it never blocks shutdown.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import gzip
 import ipaddress
 import json
@@ -16,6 +19,7 @@ import ssl
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import brotli  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +35,24 @@ from cryptography.x509.oid import NameOID
 
 BUNDLE = bytes(range(256)) * 1024  # 256 KiB, every offset distinguishable mod 256
 BIG = b"x" * (2 * 1024 * 1024)
+BOMB_BYTES = 64 * 1024 * 1024
+TRICKLE_BYTES, TRICKLE_GAP_S = 20, 0.3
+BAD_URLS = [
+    "ftp://127.0.0.1/bundle.zip",
+    "http://[::1",  # urlsplit raises ValueError
+    "http://127.0.0.1:99999/x",
+    "https://127.0.0.1/" + "a" * 70_000,  # httpx raised InvalidURL from outside its try
+]
+
+
+@functools.cache
+def bomb(encoding: str) -> bytes:
+    """BOMB_BYTES of zeros, compressed (gzip: ~65 KB, br: ~12 KB)."""
+    zeros = bytes(BOMB_BYTES)
+    if encoding == "br":
+        return bytes(brotli.compress(zeros, quality=1))
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(zeros) + packer.flush()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,6 +105,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._partial(close=True)
         elif path == "/redirect":
             self._reply(302, b"", {"Location": "/echo?redirected=1"})
+        elif path == "/redirect_to":
+            self._reply(302, b"", {"Location": query["url"]})
+        elif path.startswith("/bomb/"):
+            encoding = path.rsplit("/", 1)[1]
+            self._reply(200, bomb(encoding), {"Content-Encoding": encoding})
+        elif path == "/trickle/body":
+            self._trickle(in_headers=False)
+        elif path == "/trickle/head":
+            self._trickle(in_headers=True)
         elif path.startswith("/status/"):
             self._reply(int(path.rsplit("/", 1)[1]), b'{"error":"x"}', {"Retry-After": "7"})
         elif path == "/big":
@@ -112,6 +144,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         time.sleep(3)
         self.close_connection = True
+
+    def _trickle(self, *, in_headers: bool) -> None:
+        """One byte every TRICKLE_GAP_S: each wait is short, the whole is not."""
+        self.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % TRICKLE_BYTES
+        padding = b"X-Pad: " + b"p" * TRICKLE_BYTES + b"\r\n"
+        slow = padding if in_headers else b""
+        self.wfile.write(head if in_headers else head + b"\r\n")
+        try:
+            for byte in slow or b"y" * TRICKLE_BYTES:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(TRICKLE_GAP_S)
+            if in_headers:
+                self.wfile.write(b"\r\n" + b"y" * TRICKLE_BYTES)
+        except OSError:
+            pass  # the client gave up, as it should
 
     def _hold(self, seconds: float) -> None:
         with self.server.lock:

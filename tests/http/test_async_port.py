@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import tracemalloc
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from loopback_http import BIG, BUNDLE, Loopback
+from loopback_http import BAD_URLS, BIG, BOMB_BYTES, BUNDLE, Loopback, bomb
 
 from agent.drivers.http import (
     AsyncHttpPort,
     ConnectFailed,
     ConnectionLost,
+    DeadlinePassed,
     HttpRequest,
+    InsecureRedirect,
     InvalidUrl,
     ResponseTooLarge,
     TlsVerifyFailed,
@@ -118,6 +124,63 @@ async def test_body_cap(port: AsyncHttpPort, loopback: Loopback) -> None:
     assert len((await port.send(HttpRequest("GET", f"{loopback.url}/big"))).body) == len(BIG)
     with pytest.raises(ResponseTooLarge):
         await port.send(HttpRequest("GET", f"{loopback.url}/big", max_body_bytes=1000))
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+async def test_unusable_urls_are_invalid_never_a_library_error(
+    port: AsyncHttpPort, url: str
+) -> None:
+    with pytest.raises(InvalidUrl):
+        await port.send(HttpRequest("GET", url))
+    with pytest.raises(InvalidUrl):
+        async with port.stream(HttpRequest("GET", url)):
+            pass
+
+
+@pytest.mark.parametrize("where", ["body", "head"])
+async def test_the_deadline_bounds_a_trickling_exchange(
+    port: AsyncHttpPort, loopback: Loopback, where: str
+) -> None:
+    """One byte every 0.3 s never trips the 5 s inactivity timeout; the deadline stops it."""
+    request = HttpRequest(
+        "GET", f"{loopback.url}/trickle/{where}", timeout_s=5.0, deadline=time.monotonic() + 1.0
+    )
+    with pytest.raises(DeadlinePassed):
+        await port.send(request)
+    request = replace(request, deadline=time.monotonic() + 1.0)
+    with pytest.raises(DeadlinePassed):
+        await _read(port, request)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+async def test_a_compressed_bomb_stops_at_the_cap_while_decompressing(
+    port: AsyncHttpPort, loopback: Loopback, encoding: str
+) -> None:
+    bomb(encoding)  # built before measuring
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLarge):
+            await port.send(HttpRequest("GET", f"{loopback.url}/bomb/{encoding}"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < BOMB_BYTES // 2  # the 4 MiB cap, not the 64 MiB the bomb expands to
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_https_to_http_redirect_is_refused(
+    backend: str, tls: tuple[Loopback, Path], loopback: Loopback
+) -> None:
+    server, ca_path = tls
+    port = make_async_port(backend, verify=str(ca_path))  # type: ignore[arg-type]
+    downgrade = f"{server.url}/redirect_to?url={quote(loopback.url + '/echo')}"
+    try:
+        with pytest.raises(InsecureRedirect, match="refused a redirect from https"):
+            await port.send(HttpRequest("POST", downgrade, body=b"device info"))
+        same_scheme = f"{server.url}/redirect_to?url={quote(server.url + '/echo')}"
+        assert (await port.send(HttpRequest("GET", same_scheme))).status == 200
+    finally:
+        await port.aclose()
 
 
 async def test_not_http_url(port: AsyncHttpPort) -> None:

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from loopback_http import BIG, BUNDLE, Loopback
+from loopback_http import BAD_URLS, BIG, BOMB_BYTES, BUNDLE, Loopback, bomb
 
 from agent.drivers.http import (
     ConnectFailed,
     ConnectionLost,
+    DeadlinePassed,
     HttpRequest,
+    InsecureRedirect,
     InvalidUrl,
     ResponseTooLarge,
     SyncBackend,
@@ -117,9 +123,55 @@ def test_body_cap(port: SyncHttpPort, loopback: Loopback) -> None:
         port.send(HttpRequest("GET", f"{loopback.url}/big", max_body_bytes=1000))
 
 
-def test_not_http_url(port: SyncHttpPort) -> None:
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_unusable_urls_are_invalid_never_a_library_error(port: SyncHttpPort, url: str) -> None:
     with pytest.raises(InvalidUrl):
-        port.send(HttpRequest("GET", "ftp://127.0.0.1/bundle.zip"))
+        port.send(HttpRequest("GET", url))
+    with pytest.raises(InvalidUrl), port.stream(HttpRequest("GET", url)):
+        pass
+
+
+@pytest.mark.parametrize("where", ["body", "head"])
+def test_the_deadline_bounds_a_trickling_exchange(
+    port: SyncHttpPort, loopback: Loopback, where: str
+) -> None:
+    """One byte every 0.3 s never trips the 5 s inactivity timeout; the deadline stops it."""
+    request = HttpRequest(
+        "GET", f"{loopback.url}/trickle/{where}", timeout_s=5.0, deadline=time.monotonic() + 1.0
+    )
+    with pytest.raises(DeadlinePassed):
+        port.send(request)
+    request = replace(request, deadline=time.monotonic() + 1.0)
+    with pytest.raises(DeadlinePassed):
+        _read(port, request)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_a_compressed_bomb_stops_at_the_cap_while_decompressing(
+    port: SyncHttpPort, loopback: Loopback, encoding: str
+) -> None:
+    bomb(encoding)  # built before measuring
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLarge):
+            port.send(HttpRequest("GET", f"{loopback.url}/bomb/{encoding}"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < BOMB_BYTES // 2  # the 4 MiB cap, not the 64 MiB the bomb expands to
+
+
+def test_https_to_http_redirect_is_refused(tls: tuple[Loopback, Path], loopback: Loopback) -> None:
+    server, ca_path = tls
+    port = make_sync_port(BACKEND, verify=str(ca_path))
+    downgrade = f"{server.url}/redirect_to?url={quote(loopback.url + '/echo')}"
+    try:
+        with pytest.raises(InsecureRedirect, match="refused a redirect from https"):
+            port.send(HttpRequest("POST", downgrade, body=b"device info"))
+        same_scheme = f"{server.url}/redirect_to?url={quote(server.url + '/echo')}"
+        assert port.send(HttpRequest("GET", same_scheme)).status == 200
+    finally:
+        port.close()
 
 
 def test_pool_bounds_concurrent_connections(port: SyncHttpPort, loopback: Loopback) -> None:
