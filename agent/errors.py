@@ -14,6 +14,10 @@ Library exceptions (httpx, aiohttp, OSError from sockets) are translated to thes
 
 from __future__ import annotations
 
+import errno
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class AgentError(Exception):
     """Root of every error the agent raises on purpose."""
@@ -55,3 +59,10 @@ class LocalError(AgentError):
         super().__init__(f"{action}: {reason}")
         self.action = action
         self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, action: str, what: str) -> LocalError:
+        """`action`, or `insufficient_disk_space` when the disk (or the quota) is full."""
+        if exc.errno in NO_SPACE:
+            return cls("insufficient_disk_space", f"disk full while {what}: {exc}")
+        return cls(action, f"cannot {what}: {exc}")

@@ -73,7 +73,8 @@ def safe_unzip(zip_path: Path, dest: Path, limits: UnzipLimits = DEFAULT_LIMITS)
             (absolute, `..`, NUL, symlink or special file), `directory_path_fail` (a file where
             a folder must go), `unzip_fail` (not a zip, corrupt, duplicate names, encrypted,
             unsupported method, empty, over a limit).
-        LocalError: `unzip_fail` when writing to disk fails (disk full, permissions).
+        LocalError: `insufficient_disk_space` when the disk cannot hold the unpacked size or
+            fills while writing; `unzip_fail` when writing fails otherwise (permissions).
     """
     created = not dest.exists()
     if not created and (not dest.is_dir() or any(dest.iterdir())):
@@ -81,6 +82,7 @@ def safe_unzip(zip_path: Path, dest: Path, limits: UnzipLimits = DEFAULT_LIMITS)
     try:
         with zipfile.ZipFile(zip_path) as archive:
             entries = _unflatten(_plan(archive.infolist(), limits))
+            _check_room(dest.parent, sum(e.info.file_size for e in entries))
             dest.mkdir(exist_ok=True)
             _extract(archive, entries, dest, limits)
     except (VerificationError, LocalError):
@@ -91,10 +93,21 @@ def safe_unzip(zip_path: Path, dest: Path, limits: UnzipLimits = DEFAULT_LIMITS)
         raise VerificationError("unzip_fail", f"corrupt zip: {exc}") from None
     except OSError as exc:
         _clear(dest, created)
-        raise LocalError("unzip_fail", f"cannot write the bundle: {exc}") from None
+        raise LocalError.from_os_error(exc, "unzip_fail", "write the bundle") from None
     except BaseException:
         _clear(dest, created)
         raise
+
+
+def _check_room(folder: Path, size: int) -> None:
+    """Refuse to unpack what the disk cannot hold (the size cap still applies while writing).
+
+    Raises:
+        LocalError: `insufficient_disk_space`.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < size:
+        raise LocalError("insufficient_disk_space", f"{free} bytes free, {size} to unpack")
 
 
 def _plan(infos: list[zipfile.ZipInfo], limits: UnzipLimits) -> list[_Entry]:

@@ -21,7 +21,6 @@ from agent.core.events import (
     AppStarted,
     ChannelStored,
     CheckRequested,
-    DownloadFailed,
     Event,
     MovedToBackground,
     MovedToForeground,
@@ -272,7 +271,7 @@ class AsyncDevice:
                 await self._transfer(transfer)
             await asyncio.to_thread(fetch.install)
         except AgentError as exc:
-            return [DownloadFailed(effect.bundle_id, exc)]
+            return self._rt.download_failed(fetch, exc)
         finally:
             fetch.close()
         return self._rt.installed(effect.bundle_id)

@@ -26,6 +26,8 @@ from agent.drivers.fetch import (
     Transfer,
     check_free_space,
     check_status,
+    close_quietly,
+    disk_writes,
 )
 from agent.drivers.http import HttpRequest
 from agent.errors import LocalError, VerificationError
@@ -77,8 +79,9 @@ class FileTransfer:
     def request(self) -> HttpRequest:
         self.close()
         self._verifier = self._make_verifier()
-        self._target.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(self._target, "wb")  # noqa: SIM115 - closed in close()
+        with disk_writes("creating a delta file"):
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+            self._out = open(self._target, "wb")  # noqa: SIM115 - closed in close()
         return HttpRequest(
             "GET",
             self._entry.download_url,
@@ -92,19 +95,21 @@ class FileTransfer:
     def feed(self, chunk: bytes) -> None:
         assert self._out is not None and self._verifier is not None
         self._budget(len(chunk))
-        self._out.write(self._verifier.update(chunk))
+        with disk_writes("writing a delta file"):
+            self._out.write(self._verifier.update(chunk))
 
     def complete(self) -> None:
         assert self._out is not None and self._verifier is not None
         try:
-            self._out.write(self._verifier.finish())
+            with disk_writes("writing a delta file"):
+                self._out.write(self._verifier.finish())
+                self._out.flush()
         finally:
             self.close()
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        close_quietly(self._out)
+        self._out = None
 
 
 class ManifestFetch:
@@ -157,7 +162,7 @@ class ManifestFetch:
                 `download_manifest_checksum_fail`.
             DownloadStopped: the download deadline passed.
         """
-        check_free_space(self.store, max(len(self.entries) * FILE_ESTIMATE, ZIP_ESTIMATE))
+        check_free_space(self.store, 2 * max(len(self.entries) * FILE_ESTIMATE, ZIP_ESTIMATE))
         targets = check_manifest_targets(self.entries)
         session = self._session()
         self._staged = self.store.fresh_staging(self.bundle_id)
@@ -187,8 +192,9 @@ class ManifestFetch:
         source = self._index.get(sha256_hex)
         if source is None:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        with disk_writes("copying a delta file"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
         return True
 
     def install(self) -> None:

@@ -3,7 +3,11 @@
 `BundleFetch` keeps the raw bytes received so far in `downloads/<id>.part`. Each attempt
 replays that file through a fresh `StreamingVerifier` (so hashing and decryption restart from
 byte 0 without holding anything in memory), then asks the server for the rest with
-`Range: bytes=<n>-`. A server that ignores the range (200) restarts the file. Size is capped
+`Range: bytes=<n>-`. A server that ignores the range (200) restarts the file. Free space is
+checked against what the download really writes (the raw `.part` and the plain `.zip`, from
+the announced length) and, before unpacking, the unpacked size; the `.part` is dropped once the
+digest verified. A write that fails (disk full: `insufficient_disk_space`) is a `LocalError`:
+the core then forgets the bundle and its files. Size is capped
 by `AgentConfig.max_bundle_bytes` and time by `download_timeout_s`, a network timeout measured
 on the real monotonic clock (`DownloadDeadline`), never on the device's injected clock (which
 the simulator speeds up). When the last byte is in,
@@ -12,10 +16,12 @@ the digest is checked, the zip unpacked into staging and moved into `bundles/<id
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import BinaryIO, Protocol
 
 from agent.bundles.unzip import safe_unzip
@@ -61,15 +67,36 @@ class DownloadDeadline:
             raise DownloadStopped(f"{self._what}: download deadline passed")
 
 
-def check_free_space(store: DeviceStore, estimate: int) -> None:
-    """Refuse to start a download without twice the estimate free, as the plugin does.
+def check_free_space(store: DeviceStore, needed: int) -> None:
+    """Refuse to go on without `needed` bytes free (at the start, twice the plugin's estimate).
 
     Raises:
         LocalError: `insufficient_disk_space`.
     """
     free = shutil.disk_usage(store.folder).free
-    if free < 2 * estimate:
-        raise LocalError("insufficient_disk_space", f"{free} bytes free, {2 * estimate} needed")
+    if free < needed:
+        raise LocalError("insufficient_disk_space", f"{free} bytes free, {needed} needed")
+
+
+@contextmanager
+def disk_writes(what: str) -> Iterator[None]:
+    """Turn a failed write of the download's own files into a `LocalError`.
+
+    Raises:
+        LocalError: `insufficient_disk_space` (disk or quota full), else `finish_download_fail`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise LocalError.from_os_error(exc, "finish_download_fail", what) from exc
+
+
+def close_quietly(handle: BinaryIO | None) -> None:
+    """Close a download file in cleanup. Completed files were flushed under `disk_writes`, so
+    a flush failing here (disk full) only loses bytes of a download that failed anyway."""
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            handle.close()
 
 
 def check_status(status: int, headers: Mapping[str, str], now: float) -> None:
@@ -148,18 +175,19 @@ class BundleFetch:
         """
         self._deadline.check()
         if self._plan is None:
-            check_free_space(self.store, ZIP_ESTIMATE)
+            check_free_space(self.store, 2 * ZIP_ESTIMATE)
             self._plan = plan_bundle_verification(
                 self.offer.checksum, self.offer.session_key, self._public_key
             )
         self.close()
         part_path = self.store.part_path(self.bundle_id)
-        self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
-        self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
         self._verifier = self._plan.verifier()
-        with open(part_path, "rb") as replay:
-            while chunk := replay.read(REPLAY_CHUNK):
-                self._plain.write(self._verifier.update(chunk))
+        with disk_writes("replaying the partial download"):
+            self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
+            self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
+            with open(part_path, "rb") as replay:
+                while chunk := replay.read(REPLAY_CHUNK):
+                    self._plain.write(self._verifier.update(chunk))
         self._offset = self._verifier.bytes_in
         self._resumed = self._resumed or self._offset > 0
         headers = {"range": f"bytes={self._offset}-"} if self._offset else {}
@@ -195,6 +223,8 @@ class BundleFetch:
         self._total = self._offset + int(length) if length and length.isdigit() else None
         if self._total is not None and self._total > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", f"bundle is {self._total} bytes, over the cap")
+        if self._total is not None:  # what is still to come, written twice: .part and .zip
+            check_free_space(self.store, 2 * (self._total - self._offset))
 
     def _restart(self) -> None:
         assert self._part is not None and self._plain is not None and self._plan is not None
@@ -216,8 +246,9 @@ class BundleFetch:
         self._deadline.check()
         if self._verifier.bytes_in + len(chunk) > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", "bundle body is larger than the cap")
-        self._part.write(chunk)
-        self._plain.write(self._verifier.update(chunk))
+        with disk_writes("writing the download"):
+            self._part.write(chunk)
+            self._plain.write(self._verifier.update(chunk))
         if self._total:
             percent = TRANSFER_PERCENT * self._verifier.bytes_in // self._total
             if percent // 10 > self._last_percent // 10:
@@ -237,7 +268,11 @@ class BundleFetch:
         if self._total is not None and received != self._total:
             raise TransportError(f"body ended after {received} of {self._total} bytes")
         try:
-            self._plain.write(self._verifier.finish())
+            with disk_writes("writing the download"):
+                self._plain.write(self._verifier.finish())
+                self._plain.flush()
+                assert self._part is not None
+                self._part.flush()
             self._plan.check(self._verifier)
         except VerificationError:
             if not self._resumed:
@@ -246,6 +281,7 @@ class BundleFetch:
             raise TransportError("resumed download did not verify; restarting from zero") from None
         finally:
             self.close()
+        self.store.part_path(self.bundle_id).unlink(missing_ok=True)  # verified: not resumed
 
     def install(self) -> None:
         """Unpack the verified zip into staging and move it into place.
@@ -258,11 +294,10 @@ class BundleFetch:
         try:
             safe_unzip(self.store.zip_path(self.bundle_id), staged)
         except OSError as exc:
-            raise LocalError("unzip_fail", f"cannot unpack bundle: {exc}") from exc
+            raise LocalError.from_os_error(exc, "unzip_fail", "unpack the bundle") from exc
         self.store.install(self.bundle_id, staged)
 
     def close(self) -> None:
-        for handle in (self._part, self._plain):
-            if handle is not None:
-                handle.close()
+        close_quietly(self._part)
+        close_quietly(self._plain)
         self._part = self._plain = None

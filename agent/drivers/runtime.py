@@ -33,7 +33,7 @@ from agent.core.effects import (
     ReportStat,
     SendRequest,
 )
-from agent.core.events import DownloadFinished, DownloadProgressed, Event
+from agent.core.events import DownloadFailed, DownloadFinished, DownloadProgressed, Event
 from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
 from agent.drivers.delta import ManifestFetch
@@ -46,7 +46,7 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
 )
-from agent.errors import AgentError, TransportError
+from agent.errors import AgentError, LocalError, TransportError
 from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
 from agent.protocol.capgo import retry_hint
 from agent.security.checksum import signed_content_id
@@ -204,6 +204,14 @@ class DeviceRuntime:
             if b != BUILTIN
         ]
         return ManifestFetch(*args, now=self.now, progress=progress, reuse_from=installed)
+
+    def download_failed(self, fetch: BundleFetch | ManifestFetch, error: AgentError) -> list[Event]:
+        """The events of a failed download. A disk failure frees the download's files at once:
+        the state commit that forgets the bundle needs room on that disk too."""
+        if isinstance(error, LocalError):
+            fetch.close()
+            self.store.delete_bundle(fetch.bundle_id)
+        return [DownloadFailed(fetch.bundle_id, error)]
 
     @staticmethod
     def installed(bundle_id: str) -> list[Event]:

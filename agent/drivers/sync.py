@@ -20,7 +20,6 @@ from agent.core.events import (
     AppStarted,
     ChannelStored,
     CheckRequested,
-    DownloadFailed,
     Event,
     MovedToBackground,
     MovedToForeground,
@@ -260,7 +259,7 @@ class SyncDevice:
                 self._transfer(transfer)
             fetch.install()
         except AgentError as exc:
-            return [DownloadFailed(effect.bundle_id, exc)]
+            return self._rt.download_failed(fetch, exc)
         finally:
             fetch.close()
         return self._rt.installed(effect.bundle_id)

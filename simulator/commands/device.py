@@ -24,7 +24,9 @@ EXIT_CODES = """exit codes:
   2  usage error, or DIR is not a device folder (or already is one, for init)
   3  an update check or download failed (server unreachable, refused, bad answer,
      verification failure); the device still boots its previous bundle
-  4  the device folder could not be written (disk full, permissions)"""
+  4  the device folder could not be written (disk full, permissions), also when a
+     download stopped for lack of space (stats insufficient_disk_space); the partial
+     download is deleted and the device still boots its previous bundle"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,6 +167,7 @@ class _Printer:
 
     def __init__(self, verbose: bool = False) -> None:
         self.failed = False
+        self.disk_full = False
         self.verbose = verbose
 
     def on_request(
@@ -191,6 +194,7 @@ class _Printer:
         print(f"event {name} {json.dumps(dict(payload), default=str)}", flush=True)
 
     def on_stat(self, action: str, version_name: str) -> None:
+        self.disk_full = self.disk_full or action == "insufficient_disk_space"
         print(f"stat  {action} {version_name}", flush=True)
 
 
@@ -231,6 +235,8 @@ def run_lifecycle(args: argparse.Namespace) -> int:
             device.notify_app_ready(status.boot_id)
         if not device.flush_stats():
             print("stats: some events stay queued for the next run", file=sys.stderr)
+    if printer.disk_full:
+        return EXIT_DISK
     return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
 
 

@@ -66,6 +66,7 @@ class CapgoPeer:
     files: dict[str, bytes] = field(default_factory=dict)  # served at /files/<name>
     slow_bundle_s: float = 0.0  # pause between 16 KiB chunks
     ignore_range: bool = False
+    chunked: bool = False  # serve bundles without Content-Length
 
     def reset(self) -> None:
         """Forget everything a previous test set up or recorded."""
@@ -82,6 +83,7 @@ class CapgoPeer:
         self.files.clear()
         self.slow_bundle_s = 0.0
         self.ignore_range = False
+        self.chunked = False
 
     def publish(self, version: str, payload: bytes | None = None, **extra: str) -> Release:
         data = payload if payload is not None else make_zip(version)
@@ -161,7 +163,8 @@ class CapgoPeer:
                 return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
             status = 206
             headers["content-range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        headers["content-length"] = str(len(data) - start)
+        if not self.chunked:
+            headers["content-length"] = str(len(data) - start)
         return StreamingResponse(self._chunks(data[start:]), status_code=status, headers=headers)
 
     async def file(self, request: Request) -> Response:
