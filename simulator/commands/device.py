@@ -141,6 +141,8 @@ def run_init(args: argparse.Namespace) -> int:
     try:
         if args.public_key:
             options["publicKey"] = load_public_key(args.public_key.read_text()).pem
+        if options.get("ca_file") is not None:
+            options["ca_file"] = _checked_ca_file(str(options["ca_file"]))
         config = AgentConfig.from_capgo(options)
         identity = DeviceIdentity(
             device_id=args.device_id or str(uuid.uuid4()),
@@ -160,6 +162,24 @@ def run_init(args: argparse.Namespace) -> int:
         f"{identity.version_build}) in {args.dir}"
     )
     return EXIT_OK
+
+
+def _checked_ca_file(path: str) -> str:
+    """The absolute path of a readable PEM CA bundle (later commands may run elsewhere).
+
+    Raises:
+        CommandError: the file is missing or holds no usable CA certificate.
+    """
+    import ssl
+
+    from agent.drivers.http import shared_ssl_context
+
+    resolved = str(Path(path).expanduser().resolve())
+    try:
+        shared_ssl_context(resolved)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"ca_file {path}: not a readable PEM CA bundle ({exc})") from None
+    return resolved
 
 
 class _Printer:
@@ -199,8 +219,11 @@ class _Printer:
 
 
 @contextmanager
-def _opened(folder: Path, observer: Any = None) -> Iterator[SyncDevice]:
-    """The device in `folder` with its own HTTP port, closed at the end."""
+def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iterator[SyncDevice]:
+    """The device in `folder` with its own HTTP port, closed at the end (`network=False`: a
+    command that sends nothing, so the configured `ca_file` is not even read)."""
+    import ssl
+
     from agent.config import AgentConfig, DeviceIdentity
     from agent.drivers.http import make_sync_port
     from agent.drivers.sync import SyncDevice
@@ -214,7 +237,13 @@ def _opened(folder: Path, observer: Any = None) -> Iterator[SyncDevice]:
         raise CommandError(f"{folder} is not a device folder (run `otasim device init`)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"{folder / DEVICE_FILE} is unreadable: {exc}") from exc
-    port = make_sync_port(verify=config.ca_file or True)
+    try:
+        port = make_sync_port(verify=(config.ca_file or True) if network else True)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(
+            f"ca_file {config.ca_file} of {folder} is unusable ({exc}); "
+            "`otasim device status` still works"
+        ) from None
     try:
         device = SyncDevice.open(folder, config, identity, port, observer=observer)
         yield device
@@ -241,7 +270,7 @@ def run_lifecycle(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    with _opened(args.dir) as device:
+    with _opened(args.dir, network=False) as device:
         status = device.status()
     if args.json:
         print(json.dumps(asdict(status), default=str, indent=2))

@@ -278,6 +278,28 @@ def test_https_verifies_by_default_and_takes_a_custom_ca(tmp_path: Path) -> None
         assert status(tmp_path / "trusted")["next"]["version"] == "1.0.1"
 
 
+def test_a_missing_or_bad_ca_file_is_refused_at_init_and_never_breaks_status(
+    peer: CapgoPeer, tmp_path: Path
+) -> None:
+    """The audit's case: `ca_file` accepted by init, then every command (status included)
+    ended in a FileNotFoundError traceback."""
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for ca in (tmp_path / "missing.pem", tmp_path / "junk.pem"):
+        done = otasim(
+            *("init", tmp_path / "dev", "--server", peer.url, "--app-id", "com.example.app"),
+            *("--platform", "ios", "--version-build", "1.0.0", "--config", f"ca_file={ca}"),
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "ca_file" in done.stderr and not (tmp_path / "dev").exists()
+    ca_path = _make_certs(tmp_path)
+    init(tmp_path / "dev", peer, "--config", f"ca_file={ca_path}")
+    ca_path.unlink()  # removed after init
+    launched = otasim("launch", tmp_path / "dev")
+    assert launched.returncode == 2 and "Traceback" not in launched.stderr
+    assert "ca_file" in launched.stderr
+    assert status(tmp_path / "dev")["current"]["id"] == "builtin"
+
+
 def test_unusable_device_folder_exits_4(peer: CapgoPeer, tmp_path: Path) -> None:
     folder = tmp_path / "dev"
     init(folder, peer)
