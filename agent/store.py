@@ -9,11 +9,12 @@
 ```
 
 Every file is written by `atomic_write` (temp file in the same folder, fsync, `os.replace`,
-fsync the folder), and every bundle enters `bundles/` by one directory rename, so a kill at
-any instant leaves either the old or the new version of each. `DeviceStore.open` then sweeps
-what a kill may leave behind (temp files, staging folders, bundles the state does not name,
-partial downloads no bundle resumes) and repairs the state against the folders it finds, so
-the device always has a bootable bundle.
+fsync the folder), and every bundle enters `bundles/` by one directory rename once its whole
+tree is fsynced (`sync_tree`), so a kill or a power cut at any instant leaves either the old
+or the new version of each (`simulator.prove.powercut` checks it at every write).
+`DeviceStore.open` then sweeps what a kill may leave behind (temp files, staging folders,
+bundles the state does not name, partial downloads no bundle resumes) and repairs the state
+against the folders it finds, so the device always has a bootable bundle.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """Make a folder's whole content durable: fsync every file and folder, deepest first.
+
+    Before a folder is moved into place by one rename: without it a power cut after the
+    rename (made durable by `fsync_dir` of the new parent) can leave the entry pointing at
+    empty files or a folder whose entries were never written.
+    """
+    for parent, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(parent, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(parent))
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -192,11 +210,15 @@ class DeviceStore:
     def install(self, bundle_id: str, staged: Path) -> Path:
         """Move a fully unpacked bundle into place with one rename, then drop its download.
 
+        With `durable`, the staged tree is fsynced before the rename and `bundles/` after it.
+
         Raises:
             LocalError: the rename failed (action `set_fail`).
         """
         target = self.bundle_dir(bundle_id)
         try:
+            if self.durable:
+                sync_tree(staged)
             _remove(target)
             os.replace(staged, target)
             if self.durable:

@@ -1,32 +1,22 @@
-"""Kill the device at every commit boundary of an update's life, reopen, find it bootable.
+"""Kill the device, or cut its power, at every write boundary of an update's life.
 
-A boundary is each `os.replace` (every state/stats commit and the bundle folder rename) and
-each bundle deletion; the kill lands just before or just after it. After the kill the folder
-is reopened as a new process would, checked for consistency, and driven on to prove it still
-updates.
+`atomic_write` is checked against a kill raised just before or after its rename; the whole
+life (download, stage, unpack, swap, confirm, rollback) against the kill and power-cut images
+of `simulator.prove.powercut`, each reopened and booted.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from capgo_peer import CapgoPeer, make_zip
-from device_harness import NoWaitClock
 
-from agent.config import AgentConfig, DeviceIdentity
-from agent.core.lifecycle import BUILTIN
-from agent.drivers.http import make_sync_port
-from agent.drivers.sync import SyncDevice
-from agent.store import DeviceStore, atomic_write
-
-IDENTITY = DeviceIdentity(str(uuid.UUID(int=3)), "com.example.app", "ios", "1.0.0")
+from agent import store as store_module
+from agent.store import DeviceStore, atomic_write, fsync_dir
+from simulator.prove.powercut import DiskRecorder, prove_power_cuts, recording_folder
 
 
 class Killed(BaseException):
@@ -51,59 +41,6 @@ class Killer:
             return result
 
         return boundary
-
-
-@pytest.fixture
-def shm_path(tmp_path: Path) -> Iterator[Path]:
-    """A scratch folder on tmpfs when there is one: fsync is free there, kills are the same."""
-    base = Path("/dev/shm")
-    if not base.is_dir():
-        yield tmp_path
-        return
-    folder = Path(tempfile.mkdtemp(dir=base, prefix="otasim-crash-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def port() -> Iterator[Any]:
-    sync_port = make_sync_port()
-    yield sync_port
-    sync_port.close()
-
-
-def open_device(folder: Path, peer: CapgoPeer, port: Any) -> SyncDevice:
-    config = AgentConfig(
-        update_url=f"{peer.url}/updates", stats_url=f"{peer.url}/stats", channel_url=f"{peer.url}/c"
-    )
-    return SyncDevice.open(folder, config, IDENTITY, port, clock=NoWaitClock())
-
-
-def life(folder: Path, peer: CapgoPeer, port: Any) -> None:
-    """Update to 1.0.1, confirm it, update to 1.0.2 (deleting 1.0.1), confirm it."""
-    for version in ("1.0.1", "1.0.2"):
-        peer.publish(version, make_zip(version, {"app.js": b"x" * 5000}))
-        device = open_device(folder, peer, port)
-        device.launch()
-        device.notify_app_ready()
-        device.background()
-        device.notify_app_ready()
-        device.flush_stats(max_wait_s=0)
-
-
-def assert_consistent(folder: Path) -> None:
-    store, state, _ = DeviceStore.open(folder)
-    assert state.bootable(state.current) and state.bootable(state.fallback)
-    for info in state.bundles.values():
-        if info.status in ("pending", "success"):
-            index = store.bundle_dir(info.id) / "index.html"
-            assert index.read_text() == f"<html>{info.version}</html>"
-            assert info.id in (state.current, state.next, state.fallback)  # no orphan
-    installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
-    assert {p.name for p in store.bundles.iterdir()} == installed
-    assert list(store.staging.iterdir()) == []
-    assert list(folder.glob(".*.tmp")) == []
-    assert state.current == BUILTIN or state.current in installed
 
 
 def run_with_killer(
@@ -133,29 +70,41 @@ def test_atomic_write_keeps_old_or_new(
         atomic_write(target, b"old")
 
 
-def test_kill_at_every_commit_boundary(
-    peer: CapgoPeer, port: Any, shm_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_kill_and_power_cut_at_every_write_boundary() -> None:
+    figures = prove_power_cuts()
+    assert figures.problems == []
+    assert figures.boundaries > 200
+    assert set(figures.by_area) == {"download", "stage", "unpack", "swap", "commit", "cleanup"}
+    assert "rollback 1.0.3->1.0.2" in figures.by_step
+    assert figures.kill_recovered == figures.kill_images == figures.boundaries + 1
+    assert figures.cut_recovered == figures.cut_images == figures.boundaries + 1
+
+
+def test_power_cut_finds_bundles_renamed_before_their_files_are_durable(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tmp_path = shm_path
-    counter = Killer(None, False)
-    run_with_killer(monkeypatch, counter, lambda: life(tmp_path / "clean", peer, port))
-    boundaries = counter.seen
-    assert boundaries > 10
-    for at in range(boundaries):
-        for after in (False, True):
-            folder = tmp_path / f"kill-{at}-{after}"
-            peer.reset()
-            killed = run_with_killer(
-                monkeypatch, Killer(at, after), lambda f=folder: life(f, peer, port)
-            )
-            assert killed
-            assert_consistent(folder)
-            device = open_device(folder, peer, port)
-            device.launch()
-            device.notify_app_ready()
-            device.background()
-            device.notify_app_ready()
-            assert_consistent(folder)
-            status = device.status()
-            assert status.current.version in ("1.0.0", "1.0.1", "1.0.2")
-            assert status.current.version not in status.failed_versions
+    """Without `sync_tree` a kill still recovers, a power cut does not: the proof can fail."""
+    monkeypatch.setattr(store_module, "sync_tree", lambda folder: None)
+    figures = prove_power_cuts()
+    assert figures.kill_recovered == figures.kill_images
+    assert figures.cut_recovered < figures.cut_images
+    assert any("incomplete after reopen" in p for p in figures.problems)
+
+
+def test_durable_image_keeps_only_what_was_fsynced() -> None:
+    with recording_folder() as scratch:
+        root = scratch / "device"
+        root.mkdir()
+        recorder = DiskRecorder(root)
+        with recorder.recording():
+            (root / "lost").write_bytes(b"never synced")
+            atomic_write(root / "kept", b"synced")
+            (root / "folder").mkdir()
+            (root / "folder" / "inner").write_bytes(b"x")
+            fsync_dir(root)
+        assert recorder.durable_image() == {"lost": b"", "kept": b"synced", "folder": None}
+        ops = [(b.op, b.path) for b in recorder.boundaries]
+        assert ("write", "lost") in ops and ("mkdir", "folder") in ops
+        assert ("fsync", ".") in ops and ("replace", ops[ops.index(("fsync", ".")) - 1][1])
+        kill_before_last = recorder.images[recorder.boundaries[-1].kill]
+        assert kill_before_last["folder/inner"] == b"x" and kill_before_last["lost"]
