@@ -90,6 +90,11 @@ def _snapshot(root: Path) -> Image:
     return image
 
 
+def read_tree(root: Path) -> dict[str, bytes]:
+    """The files under `root` (relative path -> bytes); empty when `root` is missing."""
+    return {k: v for k, v in _snapshot(root).items() if v is not None}
+
+
 def _digest(image: Image) -> str:
     hasher = hashlib.sha256()
     for path in sorted(image):
@@ -102,7 +107,7 @@ def _digest(image: Image) -> str:
 _REAL_OPEN = builtins.open
 
 
-class _NoWaitClock:
+class NoWaitClock:
     """Wall-clock time, but a sleep moves this clock forward instead of waiting."""
 
     def __init__(self) -> None:
@@ -329,9 +334,7 @@ def check_image(image: Image, folder: Path, life: Life, step: str) -> Recovery:
     for info in state.bundles.values():
         if info.status in ("pending", "success"):
             expected = life.files.get(info.version)
-            found = _snapshot(store.bundle_dir(info.id))
-            found_files = {k: v for k, v in found.items() if v is not None}
-            if found_files != expected:
+            if read_tree(store.bundle_dir(info.id)) != expected:
                 return Recovery(None, f"bundle {info.version} is incomplete after reopen")
     old, new = life.steps[step]
     try:
@@ -423,7 +426,7 @@ def reference_life(work: Path) -> Iterator[tuple[Life, LiveFn]]:
         )
 
         def open_device(folder: Path) -> SyncDevice:
-            return SyncDevice.open(folder, config, identity, port, clock=_NoWaitClock())
+            return SyncDevice.open(folder, config, identity, port, clock=NoWaitClock())
 
         def release(version: str, delta: bool) -> None:
             dist = work / f"dist-{version}"

@@ -1,0 +1,114 @@
+"""`otasim prove`: each attack of the matrix, a few cases each, against the real agent over
+loopback; and the figures' detectors shown firing (an attack table of zeros must be earned)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from simulator.prove.attacks import (
+    ATTACKS,
+    Attack,
+    Case,
+    Figures,
+    Victim,
+    _offer_case,
+    proving_ground,
+    run_attack,
+)
+from simulator.prove.hostile import Reply
+from simulator.prove.powercut import recording_folder
+
+CASES = {"slow retrieval (1 byte/s)": 1, "zip bombs": 6, "endless body": 4}
+GAPS_THAT_ACTIVATE = {"replay of an older release never run here", "mix-and-match of delta files"}
+
+
+@pytest.fixture(scope="module")
+def victim() -> Iterator[Victim]:
+    with recording_folder() as scratch, proving_ground(scratch) as running:
+        yield running
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack(victim: Victim, attack: Attack) -> None:
+    cases = CASES.get(attack.name, 8)
+    figures = run_attack(victim, attack, cases, seed=15)
+    assert figures.cases == cases
+    assert figures.injected == cases  # every case really changed what the server served
+    assert (figures.unbootable, figures.unhandled, figures.unusable) == (0, 0, 0), figures.samples
+    if attack.name in GAPS_THAT_ACTIVATE:  # the documented Capgo v2 gaps, shown happening
+        assert attack.known_gap and figures.activations > 0
+    else:
+        assert figures.activations == 0, figures.samples
+        assert figures.held()
+    if attack.name not in ("freeze", *GAPS_THAT_ACTIVATE):
+        assert sum(figures.refusals.values()) > 0  # refused with a typed error, not ignored
+
+
+def _genuine(victim: Victim, n: int) -> Case:
+    release = victim.kit.pool[4]
+    replies = _offer_case(victim.kit, victim.server.url, release, f"7.0.{n}", release.payload)
+    return Case(replies, changed=False)
+
+
+def test_an_untampered_release_counts_as_activation_and_not_as_injected(victim: Victim) -> None:
+    figures = Figures("genuine")
+    victim.run(_genuine(victim, 1), figures)
+    assert (figures.cases, figures.injected, figures.activations) == (1, 0, 1)
+    victim.run(replace(_genuine(victim, 2), allowed=(victim.kit.pool[4].files,)), figures)
+    assert figures.activations == 1  # an allowed tree is not an activation
+
+
+def test_an_exception_out_of_the_device_counts_as_unhandled(
+    victim: Victim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(self: object) -> None:
+        raise ValueError("from a parser")
+
+    monkeypatch.setattr("agent.drivers.sync.SyncDevice.background", explode)
+    figures = Figures("unhandled")
+    victim.run(_genuine(victim, 3), figures)
+    assert figures.unhandled == 1 and "ValueError" in figures.samples[0]
+
+
+def test_a_broken_bundle_folder_counts_as_unbootable(victim: Victim) -> None:
+    folder, release = victim.kit.templates["current"]
+    broken = folder.with_name("template-broken")
+    shutil.copytree(folder, broken)
+    for index in broken.glob("bundles/*/index.html"):
+        index.unlink()
+    victim.kit.templates["broken"] = (broken, release)
+    figures = Figures("unbootable")
+    victim.run(Case({"/updates": Reply(404)}, changed=False, template="broken"), figures)
+    assert figures.unbootable == 1
+
+
+def test_a_device_that_cannot_install_afterwards_counts_as_unusable(victim: Victim) -> None:
+    useless = replace(victim.kit.pool[5], payload=b"not the bundle")
+    figures = Figures("unusable")
+    victim.run(replace(_genuine(victim, 4), then_genuine=useless), figures)
+    assert figures.unusable == 1
+
+
+def test_otasim_prove_prints_json() -> None:
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "simulator.cli", "prove", "--cases", "3"),
+            *("--attack", "checksum", "--no-power-cut", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert [a["attack"] for a in figures["attacks"]] == ["checksum tampering"]
+    assert figures["attacks"][0]["cases"] == figures["attacks"][0]["injected"] == 3
+    assert "checksum tampering (3 cases" in out.stderr
