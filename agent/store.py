@@ -73,8 +73,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     Raises:
         LocalError: the disk refused the write (action `disk_write_fail`).
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -84,8 +85,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         if durable:
             fsync_dir(path.parent)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise LocalError("disk_write_fail", f"cannot write {path}: {exc}") from exc
 
 
@@ -201,10 +203,17 @@ class DeviceStore:
         return self.downloads / f"{bundle_id}.zip"
 
     def fresh_staging(self, bundle_id: str) -> Path:
-        """An empty staging folder for `bundle_id` (any previous attempt removed)."""
+        """An empty staging folder for `bundle_id` (any previous attempt removed).
+
+        Raises:
+            LocalError: the folder cannot be created (`insufficient_disk_space` when full).
+        """
         path = self.staging / bundle_id
         _remove(path)
-        path.mkdir()
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise LocalError.from_os_error(exc, "unzip_fail", "creating staging") from exc
         return path
 
     def install(self, bundle_id: str, staged: Path) -> Path:

@@ -54,7 +54,7 @@ class AgentBase:
         self._apply_when_done = False
         self._download_kind = "zip"
         self._last_check: tuple[DeviceInfo, OutgoingRequest] | None = None  # (info, request)
-        self._committed = state
+        self._committed: DeviceState | None = state  # None: the last commit did not land
         self._out: list[Effect] = []
         self._deletes: list[str] = []
         self._stats_changed = False
@@ -98,6 +98,12 @@ class AgentBase:
         self._stats.add(action, version, self._now, old, meta)
         self._stats_changed = True
         self._out.append(ReportStat(action, version))
+
+    def commit_failed(self) -> None:
+        """The driver could not write the last commit (disk full): the state and the stats
+        queue are written again at the end of the next step, whatever it changes."""
+        self._committed = None
+        self._stats_changed = True
 
     def _commit(self) -> None:
         self._out.append(CommitState(self.state))

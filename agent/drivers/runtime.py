@@ -167,10 +167,15 @@ class DeviceRuntime:
                     self._perform(effect)
 
     def _perform(self, effect: Effect) -> None:
-        if isinstance(effect, CommitState):
-            self.store.commit_state(effect.state)
-        elif isinstance(effect, CommitStats):
-            self.store.commit_stats(effect.events)
+        if isinstance(effect, CommitState | CommitStats):
+            try:
+                if isinstance(effect, CommitState):
+                    self.store.commit_state(effect.state)
+                else:
+                    self.store.commit_stats(effect.events)
+            except LocalError:
+                self.agent.commit_failed()
+                raise
         elif isinstance(effect, DeleteBundle):
             self.store.delete_bundle(effect.bundle_id)
         elif isinstance(effect, ReportStat):

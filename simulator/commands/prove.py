@@ -34,14 +34,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TEXT",
         help="only attacks whose name contains TEXT (repeatable)",
     )
-    p.add_argument("--no-power-cut", action="store_true", help="skip the power-cut proof")
+    p.add_argument(
+        "--no-power-cut", action="store_true", help="skip the power-cut and disk-full proofs"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from simulator.prove.attacks import ATTACKS, proving_ground, run_attack
-    from simulator.prove.powercut import prove_power_cuts, recording_folder
+    from simulator.prove.powercut import prove_disk_full, prove_power_cuts, recording_folder
 
     if args.cases is not None and args.cases < 1:
         raise CommandError("--cases must be at least 1")
@@ -66,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
             power = prove_power_cuts()
             out["power_cut"] = power.as_dict()
             failed |= bool(power.problems)
+            full = prove_disk_full()
+            out["disk_full"] = full.as_dict()
+            failed |= bool(full.problems or full.absorbed)
     except RuntimeError as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
@@ -105,4 +110,13 @@ def render(out: dict[str, Any]) -> str:
             f"power cut before each write:    {cut} recovered (only fsynced data kept)",
         ]
         lines += [f"  {problem}" for problem in power["problems"][:5]]
+    full = out.get("disk_full")
+    if full:
+        lines += [
+            f"disk full at each write of a first update: {full['injection_points']} points;"
+            f" {full['typed_errors']} typed errors, {full['reported']} failure stats,"
+            f" {len(full['absorbed'])} unnoticed; {full['recovered']} booted old or new with"
+            f" staging freed; {full['succeeded_after']} installed once space returned",
+        ]
+        lines += [f"  {problem}" for problem in full["problems"][:5]]
     return "\n".join(lines)

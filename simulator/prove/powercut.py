@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.drivers.api import AgentObserver
 from agent.drivers.http import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.errors import AgentError
@@ -46,6 +48,7 @@ from agent.store import STATS_FILE, DeviceStore, read_json
 Image = dict[str, bytes | None]
 
 LiveFn = Callable[[Path, Callable[[str], None]], None]  # (device folder, on_step)
+_CAN_FILL = frozenset({"create", "open", "write", "mkdir", "fsync", "replace", "rename"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 BUILTIN_VERSION = "1.0.0"
 
@@ -147,7 +150,7 @@ class _TrackedFile:
 class DiskRecorder:
     """Records the write boundaries under `root` and the durable state at each (see module)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, full_at: int | None = None) -> None:
         self.root = str(root)
         self.root_ino = os.stat(root).st_ino
         self.listings: dict[int, dict[str, tuple[int, bool]]] = {self.root_ino: {}}
@@ -155,6 +158,10 @@ class DiskRecorder:
         self.boundaries: list[Boundary] = []
         self.images: dict[str, Image] = {}
         self.step = ""
+        self.images_on = full_at is None
+        self.full_at = full_at  # index among the writes that can fill a disk
+        self.fillable = 0
+        self.fill_ops: list[str] = []
 
     # -- what is durable ------------------------------------------------------------------
 
@@ -191,6 +198,16 @@ class DiskRecorder:
         return digest
 
     def boundary(self, op: str, path: str) -> None:
+        """Before each write: raise ENOSPC at the one `full_at` names (the disk-full injection
+        point), else take the kill and power-cut images when `images` is on."""
+        exists = op == "mkdir" and os.path.isdir(path)  # EEXIST comes before ENOSPC
+        if op in _CAN_FILL and not exists and self.full_at is not None:
+            self.fillable += 1
+            self.fill_ops.append(f"{op} {os.path.relpath(path, self.root)} ({self.step})")
+            if self.fillable - 1 == self.full_at:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        if not self.images_on:
+            return
         kill = self._keep(_snapshot(Path(self.root)))
         cut = self._keep(self.durable_image())
         rel = os.path.relpath(path, self.root)
@@ -314,7 +331,7 @@ def materialize(image: Image, folder: Path) -> None:
 class Life:
     """An update's life against a server: the releases, their files, how to open the device."""
 
-    open_device: Callable[[Path], SyncDevice]
+    open_device: Callable[..., SyncDevice]  # (folder, observer=None)
     files: dict[str, dict[str, bytes]]  # version -> bundle-relative path -> bytes
     steps: dict[str, tuple[str, str]] = field(default_factory=dict)  # step -> (old, new)
 
@@ -425,8 +442,10 @@ def reference_life(work: Path) -> Iterator[tuple[Life, LiveFn]]:
             public_key=public_pem.decode(),
         )
 
-        def open_device(folder: Path) -> SyncDevice:
-            return SyncDevice.open(folder, config, identity, port, clock=NoWaitClock())
+        def open_device(folder: Path, observer: AgentObserver | None = None) -> SyncDevice:
+            return SyncDevice.open(
+                folder, config, identity, port, clock=NoWaitClock(), observer=observer
+            )
 
         def release(version: str, delta: bool) -> None:
             dist = work / f"dist-{version}"
@@ -518,3 +537,101 @@ def prove_power_cuts() -> PowerCutFigures:
             distinct_images=len(checked),
             problems=problems,
         )
+
+
+@dataclass
+class DiskFullFigures:
+    injection_points: int  # writes of a fresh device's first update that can meet a full disk
+    typed_errors: int  # the fill surfaced as a LocalError out of the device call
+    reported: int  # the device carried on and queued a failure stat
+    recovered: int  # reopened: old or new, bundles complete, staging freed
+    succeeded_after: int  # with space back, the update installed and booted
+    problems: list[str]
+    absorbed: list[str] = field(default_factory=list)  # fills with no error and no stat
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def prove_disk_full() -> DiskFullFigures:
+    """Fill the disk at each write of a fresh device's first update, one write per run: the
+    device must fail with a typed error or a failure stat, keep booting, free its staging,
+    and install the update once space returns."""
+    with recording_folder() as scratch, reference_life(scratch / "work") as (life, live):
+        (scratch / "work").mkdir()
+        live(scratch / "life", lambda step: None)  # publishes the releases; 1.0.3 is served
+        latest = "1.0.3"
+        life.steps["fresh"] = (BUILTIN_VERSION, latest)
+        counting = DiskRecorder(_fresh(scratch / "count"), full_at=-1)
+        with counting.recording():
+            _first_update(life, Path(counting.root))
+        figures = DiskFullFigures(counting.fillable, 0, 0, 0, 0, [])
+        for point in range(counting.fillable):
+            folder = _fresh(scratch / f"full-{point}")
+            recorder = DiskRecorder(folder, full_at=point)
+            problem = None
+            with recorder.recording():
+                try:
+                    typed, stats = _first_update(life, folder)
+                except Exception as exc:
+                    typed, stats = False, []
+                    problem = f"unhandled {type(exc).__name__}: {exc}"
+            reported = not typed and any(a.endswith(("_fail", "_space")) for a in stats)
+            figures.typed_errors += typed
+            figures.reported += reported
+            if not typed and not reported and problem is None:
+                figures.absorbed.append(counting.fill_ops[point])
+            leftovers = list((folder / "staging").glob("*"))
+            if problem is None and leftovers:
+                problem = f"staging not freed: {[p.name for p in leftovers]}"
+            outcome = check_image(_snapshot(folder), scratch / f"check-{point}", life, "fresh")
+            if problem is None and outcome.problem is not None:
+                problem = outcome.problem
+            figures.recovered += outcome.problem is None
+            try:
+                device = life.open_device(folder)
+                device.launch()
+                device.background()
+                device.notify_app_ready(device.status().boot_id)
+                ok = device.status().current.version == latest
+            except AgentError as exc:
+                ok, problem = False, problem or f"after space returned: {exc}"
+            figures.succeeded_after += ok
+            if problem is None and not ok:
+                problem = "the update did not install once space returned"
+            if problem is not None:
+                where = counting.fill_ops[point]
+                figures.problems.append(f"disk full at write {point} ({where}): {problem}")
+        return figures
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def _first_update(life: Life, folder: Path) -> tuple[bool, list[str]]:
+    """A fresh device's first update, each app call made whatever the one before raised (the
+    app runs on); then a foreground, after the disk has room again. Returns whether a call
+    raised a typed `AgentError`, and the stat actions queued."""
+    watch = _StatWatch()
+    typed = False
+    try:
+        device = life.open_device(folder, watch)
+    except AgentError:  # the folder could not be created: the app opens it again later
+        typed = True
+        device = life.open_device(folder, watch)
+    for call in (device.launch, device.background, device.notify_app_ready, device.foreground):
+        try:
+            call()
+        except AgentError:
+            typed = True
+    return typed, watch.actions
+
+
+class _StatWatch(AgentObserver):
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+
+    def on_stat(self, action: str, version_name: str) -> None:
+        self.actions.append(action)

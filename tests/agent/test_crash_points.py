@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 
 from agent import store as store_module
+from agent.core.base import AgentBase
 from agent.store import DeviceStore, atomic_write, fsync_dir
-from simulator.prove.powercut import DiskRecorder, prove_power_cuts, recording_folder
+from simulator.prove.powercut import (
+    DiskRecorder,
+    prove_disk_full,
+    prove_power_cuts,
+    recording_folder,
+)
 
 
 class Killed(BaseException):
@@ -108,3 +114,22 @@ def test_durable_image_keeps_only_what_was_fsynced() -> None:
         assert ("fsync", ".") in ops and ("replace", ops[ops.index(("fsync", ".")) - 1][1])
         kill_before_last = recorder.images[recorder.boundaries[-1].kill]
         assert kill_before_last["folder/inner"] == b"x" and kill_before_last["lost"]
+
+
+def test_disk_full_at_every_write_of_a_first_update() -> None:
+    figures = prove_disk_full()
+    assert figures.problems == [] and figures.absorbed == []
+    assert figures.injection_points > 50
+    assert figures.typed_errors > 0 and figures.reported > 0  # both ways a fill surfaces
+    assert figures.typed_errors + figures.reported == figures.injection_points
+    assert figures.recovered == figures.succeeded_after == figures.injection_points
+
+
+def test_disk_full_proof_finds_a_commit_the_core_believes_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without `commit_failed` a confirm whose commit met a full disk is never written again:
+    the device reopens unconfirmed, rolls the good release back and never retries it."""
+    monkeypatch.setattr(AgentBase, "commit_failed", lambda self: None)
+    figures = prove_disk_full()
+    assert any("did not install once space returned" in p for p in figures.problems)
