@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--config takes the Capgo updater options (appReadyTimeout, autoUpdate,\n"
             "autoDeleteFailed, autoDeletePrevious, resetWhenUpdate, periodCheckDelay,\n"
             "responseTimeout, defaultChannel, ...) and otasim's own (never_retry_failed_versions,\n"
-            "max_bundle_bytes, download_timeout_s, transport_attempts, ca_file)."
+            "max_bundle_bytes, download_timeout_s, exchange_timeout_s, transport_attempts,\n"
+            "ca_file)."
         ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
