@@ -14,6 +14,8 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from agent.core import versions
+
 from simulator.scenario import Expectation
 
 BUILTIN = "builtin"
@@ -59,15 +61,14 @@ class DeviceOutcome:
     def downgraded(self) -> bool:
         """Booted a version older than one it had already confirmed (a replay, a rollback
         of the channel): the agent's own rollbacks to the fallback do not count."""
-        best: tuple[tuple[int, int | str], ...] | None = None
+        floor: str | None = None
         for _, version in self.running:
             if version == BUILTIN:
                 continue
-            key = _version_key(version)
-            if best is not None and key < best:
+            if floor is not None and versions.less_than(version, floor):
                 return True
-            if version in self.confirmed and (best is None or key > best):
-                best = key
+            if version in self.confirmed:
+                floor = versions.raise_floor(floor, version)
         return False
 
     def version_at(self, t: float) -> str:
@@ -135,7 +136,7 @@ class Metrics:
 
     def versions(self) -> list[str]:
         seen = {v for d in self.devices for _, v in d.running}
-        return sorted(seen - {BUILTIN}, key=_version_key) + [BUILTIN] * (BUILTIN in seen)
+        return sorted(seen - {BUILTIN}, key=versions.sort_key) + [BUILTIN] * (BUILTIN in seen)
 
     def curve(self, duration_s: float, points: int = 97) -> list[dict[str, float]]:
         """Adoption per version (plus cumulative failures and rollbacks) at regular times."""
@@ -239,8 +240,3 @@ def _percentiles(values: list[float], digits: int) -> dict[str, float]:
         "p99": round(cuts[98], digits),
         "max": round(values[-1], digits),
     }
-
-
-def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    parts = version.replace("-", ".").split(".")
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
