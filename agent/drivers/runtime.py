@@ -40,7 +40,7 @@ from agent.drivers.fetch import BundleFetch, DownloadStopped
 from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
-from agent.protocol.capgo import retry_hint
+from agent.protocol.capgo import CapgoDialect, retry_hint
 from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
 
@@ -125,7 +125,7 @@ class DeviceRuntime:
             state,
             stats,
             rng=self.rng,
-            dialect=dialect,
+            dialect=dialect or CapgoDialect(),
             key_id=self.public_key.key_id if self.public_key else None,
         )
         self._deferred: list[IoEffect] = []

@@ -38,9 +38,11 @@ from agent.core.agent import Agent
 from agent.core.events import MovedToBackground, MovedToForeground, ResponseReceived
 from agent.core.lifecycle import DeviceState
 from agent.drivers.aio import AsyncDevice
-from agent.drivers.http import HttpRequest, HttpResponse, make_sync_port
+from agent.drivers.backends import make_sync_port
+from agent.drivers.http import HttpRequest, HttpResponse
 from agent.drivers.sync import SyncDevice
 from agent.protocol.base import StatEvent
+from agent.protocol.capgo import CapgoDialect
 from agent.store import DeviceStore, atomic_write
 
 IDENTITY = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "ios", "1.0.0")
@@ -54,6 +56,7 @@ def core_cycles(n: int) -> float:
         DeviceState(),
         [],
         rng=random.Random(1),
+        dialect=CapgoDialect(),
     )
     start = time.perf_counter()
     for i in range(n):

@@ -112,7 +112,8 @@ async def _aiohttp_raw(url: str, n: int) -> tuple[list[AsyncSend], AsyncClose]:
 
 
 async def _port_async(url: str, n: int, backend: str) -> tuple[list[AsyncSend], AsyncClose]:
-    from agent.drivers.http import HttpRequest, make_async_port
+    from agent.drivers.backends import make_async_port
+    from agent.drivers.http import HttpRequest
 
     port = make_async_port(backend, max_connections=100)  # type: ignore[arg-type]
     request = HttpRequest("POST", url, HEADERS, BODY)
@@ -125,7 +126,7 @@ async def _port_async(url: str, n: int, backend: str) -> tuple[list[AsyncSend], 
 
 async def _agent_async(url: str, n: int, window: Window) -> tuple[list[AsyncSend], AsyncClose]:
     from agent.drivers.aio import AsyncDevice
-    from agent.drivers.http import make_async_port
+    from agent.drivers.backends import make_async_port
 
     port = make_async_port("aiohttp", max_connections=100)
     devices = []
@@ -202,7 +203,8 @@ def _gevent_sends(name: str, url: str, n: int, window: Window) -> list[Callable[
             return response.status_code
 
         return [send_raw] * n
-    from agent.drivers.http import HttpRequest, make_sync_port
+    from agent.drivers.backends import make_sync_port
+    from agent.drivers.http import HttpRequest
 
     port = make_sync_port("geventhttpclient", max_connections=n)
     if name == "port-geventhttpclient":
