@@ -10,6 +10,7 @@ the agent (`check_for_update`, stats off) over the port of the same backend.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -71,8 +72,18 @@ def device_setup(url: str, index: int, window: Window) -> tuple[Any, Any, Any, P
         device_id=str(uuid.uuid4()), app_id="com.example.app", platform="android",
         version_build="1.0.0",
     )  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix="otasim-bench-")) / f"{index:05d}"
-    return config, identity, CountErrors(), folder
+    return config, identity, CountErrors(), _devices_root() / f"{index:05d}"
+
+
+@functools.cache
+def _devices_root() -> Path:
+    """One folder for every benchmark device of this process, removed when the process exits."""
+    root = tempfile.TemporaryDirectory(prefix="otasim-bench-devices-")
+    _roots.append(root)  # kept alive until exit, then its finalizer removes it
+    return Path(root.name)
+
+
+_roots: list[tempfile.TemporaryDirectory[str]] = []
 
 
 # -- asyncio candidates: each returns (one send per worker, close) ------------------------
