@@ -19,13 +19,16 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Bundle
 
 from agent.bundles.zipbundle import verify_file
 from agent.security.keys import load_public_key
 from agent.security.verify import plan_bundle_verification
+
+if TYPE_CHECKING:  # the fixture's type (conftest is not imported: other folders have one)
+    from conftest import Bundle
 
 pytestmark = pytest.mark.benchmark(group="verify")
 OPENSSL = shutil.which("openssl")
