@@ -10,8 +10,10 @@ the agent (`check_for_update`, stats off) over the port of the same backend.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -78,12 +80,9 @@ def device_setup(url: str, index: int, window: Window) -> tuple[Any, Any, Any, P
 @functools.cache
 def _devices_root() -> Path:
     """One folder for every benchmark device of this process, removed when the process exits."""
-    root = tempfile.TemporaryDirectory(prefix="otasim-bench-devices-")
-    _roots.append(root)  # kept alive until exit, then its finalizer removes it
-    return Path(root.name)
-
-
-_roots: list[tempfile.TemporaryDirectory[str]] = []
+    root = tempfile.mkdtemp(prefix="otasim-bench-devices-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(root)
 
 
 # -- asyncio candidates: each returns (one send per worker, close) ------------------------

@@ -19,9 +19,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -66,17 +64,11 @@ def user_class(name: str, base: str, path: str) -> type[User]:
 
 
 def measure(name: str, url: str, users: int, window: Window) -> dict[str, Any]:
-    # the devices' folders in memory as `otasim loadtest` does, removed afterwards
-    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="otasim-bench-locust-", dir=shm) as root:
-        return _measure(name, url, users, window, root)
-
-
-def _measure(name: str, url: str, users: int, window: Window, root: str) -> dict[str, Any]:
     base, path = url.rsplit("/", 1)
     parser = get_parser()
     add_options(parser)
-    options = parser.parse_args(["--max-devices-per-worker", str(users), "--device-root", root])
+    # the default device root: in /dev/shm, removed when this process exits
+    options = parser.parse_args(["--max-devices-per-worker", str(users)])
     env = Environment(user_classes=[user_class(name, base, path)], parsed_options=options)
     runner = env.create_local_runner()
     runner.start(users, spawn_rate=min(users, 200))
