@@ -226,7 +226,7 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
     import ssl
 
     from agent.config import AgentConfig, DeviceIdentity
-    from agent.drivers.http import make_sync_port
+    from agent.drivers.backends import make_sync_port
     from agent.drivers.sync import SyncDevice
     from agent.errors import AgentError, LocalError
 
