@@ -151,6 +151,7 @@ def test_bounds_fire_only_on_what_they_bound() -> None:
         b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
         b'{"a": "\\ud800"}',
         b'{"\\udfff": 1}',
+        b'"\xed\xa0\x80"',  # a surrogate encoded raw (json decodes with surrogatepass)
         b"\xff",
         b"1" * 5000,  # over Python's int digit limit: ValueError inside json
     ):
