@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import uuid
@@ -256,7 +257,15 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
         port.close()
 
 
+def _escape_unprintable() -> None:
+    """Print what the terminal cannot encode escaped, never crash on it (a state written
+    before the protocol boundary refused lone surrogates may still hold one)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def run_lifecycle(args: argparse.Namespace) -> int:
+    _escape_unprintable()
     printer = _Printer(args.verbose)
     with _opened(args.dir, printer) as device:
         getattr(device, args.action)()
@@ -271,6 +280,7 @@ def run_lifecycle(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    _escape_unprintable()
     with _opened(args.dir, network=False) as device:
         status = device.status()
     if args.json:
