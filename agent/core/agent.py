@@ -64,7 +64,7 @@ class Agent(UpdateFlow):
         stats: Sequence[StatEvent],
         *,
         rng: RandomSource,
-        dialect: Dialect | None = None,
+        dialect: Dialect,
         key_id: str | None = None,
         content_id: Callable[[str | None], str | None] | None = None,
     ) -> None:

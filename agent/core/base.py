@@ -18,7 +18,6 @@ from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
 from agent.core.rollback import plain_content_id
 from agent.core.stats import StatsQueue
 from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
-from agent.protocol.capgo import CapgoDialect
 
 
 class AgentBase:
@@ -32,7 +31,7 @@ class AgentBase:
         stats: Sequence[StatEvent],
         *,
         rng: RandomSource,
-        dialect: Dialect | None = None,
+        dialect: Dialect,
         key_id: str | None = None,
         content_id: Callable[[str | None], str | None] = plain_content_id,
     ) -> None:
@@ -40,7 +39,7 @@ class AgentBase:
         self._content_id = content_id  # offer checksum -> content identity (pure)
         self.identity = identity
         self.state = state
-        self.dialect: Dialect = dialect or CapgoDialect()
+        self.dialect = dialect
         self._stats = StatsQueue(stats, rng)
         self._rng = rng
         self._key_id = key_id

@@ -74,6 +74,7 @@ class DeviceState:
     highest_confirmed: str | None = None  # highest label confirmed here (agent.core.rollback)
     confirmed_content: Mapping[str, str] = field(default_factory=dict)  # content -> its label
     failed_content: frozenset[str] = frozenset()  # content identities that failed to boot here
+    rejected_content: frozenset[str] = frozenset()  # content whose download failed verification
 
     def bundle(self, bundle_id: str) -> BundleInfo | None:
         return self.bundles.get(bundle_id)
@@ -181,6 +182,7 @@ def to_json(state: DeviceState) -> dict[str, Any]:
     data["failed_versions"] = sorted(state.failed_versions)
     data["rejected_artefacts"] = sorted(state.rejected_artefacts)
     data["failed_content"] = sorted(state.failed_content)
+    data["rejected_content"] = sorted(state.rejected_content)
     data["format"] = STATE_FORMAT
     return data
 
@@ -200,6 +202,7 @@ def from_json(data: Any) -> DeviceState:
             failed_versions=frozenset(data.pop("failed_versions")),
             rejected_artefacts=frozenset(data.pop("rejected_artefacts")),
             failed_content=frozenset(data.pop("failed_content", ())),
+            rejected_content=frozenset(data.pop("rejected_content", ())),
             **data,
         )
     except (AttributeError, KeyError, TypeError) as exc:

@@ -134,6 +134,8 @@ class UpdateFlow(AgentBase):
     def _refuses(self, offer: UpdateOffer, content: str | None) -> bool:
         if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
             return True
+        if content is not None and content in self.state.rejected_content:
+            return True  # under any label: one verification answer per signed checksum
         if self.config.never_retry_failed_versions:
             if content is not None:  # the content failed, whatever label it comes under
                 return content in self.state.failed_content
@@ -286,7 +288,10 @@ class UpdateFlow(AgentBase):
         if isinstance(error, VerificationError):
             artefact = f"{info.version}:{info.checksum}"
             self.state = replace(
-                self.state, rejected_artefacts=self.state.rejected_artefacts | {artefact}
+                self.state,
+                rejected_artefacts=self.state.rejected_artefacts | {artefact},
+                rejected_content=self.state.rejected_content
+                | ({info.content} if info.content else set()),
             )
         if not isinstance(error, TransportError):
             self._forget(info.id)  # a transport failure keeps the partial download to resume

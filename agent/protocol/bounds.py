@@ -29,6 +29,8 @@ MAX_LABEL_CHARS: Final = 256
 _STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS: Final = frozenset(b"[{")
+_MAY_HOLD_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+"""An escaped surrogate (`\\udXXX`), or one encoded raw (json decodes with surrogatepass)."""
 
 
 def _depth_within(body: bytes, max_depth: int) -> bool:
@@ -77,7 +79,8 @@ def load_json(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES, max_depth: int 
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"answer is not JSON: {exc}") from None
-    _check_text(data)
+    if _MAY_HOLD_SURROGATE.search(body):
+        _check_text(data)
     return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import uuid
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--config takes the Capgo updater options (appReadyTimeout, autoUpdate,\n"
             "autoDeleteFailed, autoDeletePrevious, resetWhenUpdate, periodCheckDelay,\n"
             "responseTimeout, defaultChannel, ...) and otasim's own (never_retry_failed_versions,\n"
-            "max_bundle_bytes, download_timeout_s, transport_attempts, ca_file)."
+            "max_bundle_bytes, download_timeout_s, exchange_timeout_s, transport_attempts,\n"
+            "ca_file)."
         ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -225,7 +227,7 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
     import ssl
 
     from agent.config import AgentConfig, DeviceIdentity
-    from agent.drivers.http import make_sync_port
+    from agent.drivers.backends import make_sync_port
     from agent.drivers.sync import SyncDevice
     from agent.errors import AgentError, LocalError
 
@@ -255,7 +257,15 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
         port.close()
 
 
+def _escape_unprintable() -> None:
+    """Print what the terminal cannot encode escaped, never crash on it (a state written
+    before the protocol boundary refused lone surrogates may still hold one)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def run_lifecycle(args: argparse.Namespace) -> int:
+    _escape_unprintable()
     printer = _Printer(args.verbose)
     with _opened(args.dir, printer) as device:
         getattr(device, args.action)()
@@ -270,6 +280,7 @@ def run_lifecycle(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    _escape_unprintable()
     with _opened(args.dir, network=False) as device:
         status = device.status()
     if args.json:

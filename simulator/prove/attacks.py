@@ -37,7 +37,7 @@ import brotli
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.store import DeviceStore
 

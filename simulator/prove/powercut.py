@@ -39,7 +39,7 @@ from typing import Any
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.api import AgentObserver
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.errors import AgentError
 from agent.store import STATS_FILE, DeviceStore, read_json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,10 +116,17 @@ CREATE TABLE IF NOT EXISTS audit (
 def connect(data_dir: Path) -> sqlite3.Connection:
     """Open (creating if needed) the server database in `data_dir`, in autocommit mode.
 
+    The database holds API key hashes and device data: its files are the owner's only
+    (0600; SQLite gives the -wal and -shm files the database file's mode).
     Use `transaction()` for every multi-statement change.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(data_dir / DB_NAME, isolation_level=None, check_same_thread=False)
+    path = data_dir / DB_NAME
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        if file.exists():
+            file.chmod(0o600)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

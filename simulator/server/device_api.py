@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -61,11 +62,21 @@ def bad_request(exc: BadRequest) -> JSONResponse:
     return JSONResponse({"error": exc.code, "message": exc.message}, 400)
 
 
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?"
+)
+
+
 def base_url(request: Request, state: ServerState) -> str:
-    """Where devices reach this server (the configured public URL, else the Host header)."""
+    """Where devices reach this server: the configured public URL, else the Host header when
+    it is only a host and port, else the address the request came in on (a Host such as
+    `a@evil.example/x?` never shapes a download URL)."""
     if state.config.public_url:
         return state.config.public_url.rstrip("/")
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    host = request.headers.get("host", "")
+    if not _HOST.fullmatch(host):
+        address, port = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     return f"{request.url.scheme}://{host}"
 
 

@@ -8,6 +8,13 @@ from pathlib import Path
 import uvicorn
 
 from simulator.server.app import create_app
+from simulator.server.guard import (
+    ACCEPT_BURST,
+    ConnectionLimits,
+    connection_budget,
+    guarded_protocol,
+    limit_logs,
+)
 from simulator.server.state import ServerConfig
 
 
@@ -43,15 +50,22 @@ def make_server(
     config: ServerConfig, tls_cert: Path | None = None, tls_key: Path | None = None
 ) -> uvicorn.Server:
     """A uvicorn server for one worker: httptools parser (x1.46 checks/s over h11, measured
-    by tests/benchmarks/bench_server.py), quiet logs, no access log, lifespan on."""
+    by tests/benchmarks/bench_server.py), quiet and rate-limited logs, no access log,
+    lifespan on; slow request heads and bodies time out and connections are capped
+    (`simulator.server.guard`)."""
+    limit = config.max_connections or connection_budget()
+    limits = ConnectionLimits(config.head_timeout_s, config.body_timeout_s, limit)
     uv_config = uvicorn.Config(
         create_app(config),
-        http="httptools",
+        http=guarded_protocol(limits),
         log_level="warning",
         access_log=False,
         lifespan="on",
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=config.keep_alive_s,
+        limit_concurrency=limit,
+        backlog=ACCEPT_BURST,
     )
+    limit_logs()  # after uvicorn.Config, which configures its loggers
     return uvicorn.Server(uv_config)

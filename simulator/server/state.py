@@ -23,6 +23,9 @@ class ServerConfig:
     trip Capgo's enumeration guard (short 429 for every app until the window passes).
     Capgo uses 5; the default 0 turns the guard off, because a simulated fleet shares one
     loopback address and one misconfigured device would otherwise block the whole fleet.
+    A request head must arrive within `head_timeout_s` and its body within `body_timeout_s`;
+    idle keep-alive connections close after `keep_alive_s`; beyond `max_connections` (None:
+    what the descriptor limit allows) a connection gets an immediate 503.
     """
 
     data_dir: Path
@@ -31,6 +34,10 @@ class ServerConfig:
     enumeration_misses: int = 0
     enumeration_window_s: float = 900.0
     flush_interval_s: float = 0.5
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+    keep_alive_s: int = 20  # above clients' idle timeouts (aiohttp: 15 s): they close first
+    max_connections: int | None = None
 
 
 class EnumerationGuard:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import AgentConfig
+from agent.core.effects import DownloadBundle
 from agent.core.events import AppReady, AppStarted, MovedToBackground, MovedToForeground
 from agent.core.lifecycle import BUILTIN, from_json, to_json
 from agent.core.versions import is_downgrade, raise_floor
@@ -317,4 +318,18 @@ def test_no_hostile_sequence_locks_a_device_out_of_a_genuine_newer_release(
         else:
             h.restart()
             h.run(AppStarted())
+    assert takes_newer_release(h)
+
+
+def test_a_verification_failure_is_answered_once_per_signed_checksum() -> None:
+    """Padding oracle (issue 16, item 9): `decrypt_fail` and `checksum_fail` tell a padding
+    error from a hash mismatch, but each signed checksum gets one answer: relabelling it
+    ("1.0.2-a", "1.0.2-b", ...) to ask again is refused before anything is fetched."""
+    h = confirmed()
+    h.downloads.append(VerificationError("decrypt_fail", "bad padding"))
+    relabel(h, "1.0.2", "1.0.2")
+    for label in ("1.0.2-a", "1.0.2-b", "9.0.0"):
+        relabel(h, "1.0.2", label)
+    fetched = [e for e in h.effects if isinstance(e, DownloadBundle)]
+    assert len(fetched) == 1 and h.current_version() == "1.0.0"
     assert takes_newer_release(h)

@@ -122,6 +122,12 @@ def test_lone_surrogate_leaves_the_cli_device_usable(peer: CapgoPeer, tmp_path: 
     shown = otasim("status", str(folder), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["bundles"] == []
+    # a state written by an agent without the boundary: shown escaped, never a crash
+    state = json.loads((folder / "state.json").read_text())
+    state["bundles"] = [{"id": "k" * 10, "version": "\ud800", "status": "downloading"}]
+    (folder / "state.json").write_text(json.dumps(state))
+    shown = otasim("status", str(folder))
+    assert shown.returncode == 0 and "\\ud800" in shown.stdout, shown.stderr
 
 
 @pytest.mark.parametrize("name", ["/updates", "/stats"])
@@ -151,6 +157,7 @@ def test_bounds_fire_only_on_what_they_bound() -> None:
         b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
         b'{"a": "\\ud800"}',
         b'{"\\udfff": 1}',
+        b'"\xed\xa0\x80"',  # a surrogate encoded raw (json decodes with surrogatepass)
         b"\xff",
         b"1" * 5000,  # over Python's int digit limit: ValueError inside json
     ):

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from loopback_http import BAD_URLS, BIG, BOMB_BYTES, BUNDLE, Loopback, bomb
 
+from agent.drivers.backends import make_async_port
 from agent.drivers.http import (
     AsyncHttpPort,
     ConnectFailed,
@@ -25,7 +26,6 @@ from agent.drivers.http import (
     ResponseTooLarge,
     TlsVerifyFailed,
     TransportTimeout,
-    make_async_port,
 )
 
 pytestmark = pytest.mark.anyio

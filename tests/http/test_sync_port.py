@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from loopback_http import BAD_URLS, BIG, BOMB_BYTES, BUNDLE, Loopback, bomb
 
+from agent.drivers.backends import SyncBackend, make_sync_port
 from agent.drivers.http import (
     ConnectFailed,
     ConnectionLost,
@@ -28,11 +29,9 @@ from agent.drivers.http import (
     InsecureRedirect,
     InvalidUrl,
     ResponseTooLarge,
-    SyncBackend,
     SyncHttpPort,
     TlsVerifyFailed,
     TransportTimeout,
-    make_sync_port,
 )
 
 UNDER_GEVENT = os.environ.get("OTASIM_HTTP_UNDER_GEVENT") == "1"
