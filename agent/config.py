@@ -66,6 +66,7 @@ class AgentConfig:
     transport_attempts: int = 3  # attempts per request before a transport failure is final
     exchange_timeout_s: float = 60.0  # one /updates, /stats or channel_self exchange, all tries
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)
+    strict_release: bool = False  # require otasim's signed release document (needs public_key)
 
     def __post_init__(self) -> None:
         _check_url("update_url", self.update_url, may_be_empty=True)
@@ -77,6 +78,8 @@ class AgentConfig:
             raise ValueError(f"auto_update must be one of {get_args(ApplyMode)}")
         if self.period_check_delay_s < 0:
             raise ValueError("period_check_delay_s must be >= 0")
+        if self.strict_release and not self.public_key:
+            raise ValueError("strict_release needs public_key (the release document is signed)")
         if 0 < self.period_check_delay_s < MIN_PERIOD_CHECK_DELAY_S:  # as the plugin does
             object.__setattr__(self, "period_check_delay_s", MIN_PERIOD_CHECK_DELAY_S)
         for name in (

@@ -5,6 +5,7 @@ it, or start a staged rollout. The private key never leaves this process."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ def publish(
     private_pem: bytes | None = None,
     delta: bool = False,
     rollout_percent: float | None = None,
+    strict: bool = False,
+    counter: int | None = None,
+    expires_days: float = 7.0,
 ) -> dict[str, Any]:
     """Upload `source` (a dist folder, or a zip) as bundle `version` and publish it on
     `channel` (created if missing; public when the app has no public channel yet).
@@ -68,6 +72,8 @@ def publish(
         raise PublishError(f"no such file or folder: {source}")
     if delta and not source.is_dir():
         raise PublishError("--delta needs the dist folder, not a zip")
+    if strict and private_pem is None:
+        raise PublishError("--strict signs the release document with --key: give one")
     app = _ensure_app(client, app_id)
     with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
         work = Path(tmp)
@@ -83,12 +89,25 @@ def publish(
                 "checksum": sealed.checksum,
                 "session_key": sealed.session_key,
                 "key_id": sealed.key_id,
+                "plain_checksum": sealed.plain_checksum,
             }
         manifest = None
         if delta:
             manifest = release.build_manifest(
                 source, work / "delta", private_pem, fields.get("session_key") or None
             )
+        if strict:
+            assert private_pem is not None
+            fields["release"] = release.sign_release_document(
+                private_pem,
+                app_id=app_id,
+                version=version,
+                counter=int(time.time()) if counter is None else counter,
+                expires=int(time.time() + expires_days * 86400),
+                plain_checksum=fields.get("plain_checksum", ""),
+                manifest=manifest,
+            )
+        fields.pop("plain_checksum", None)
         bundle = client.upload_bundle(
             app_id, version, zip_path=zip_path, manifest=manifest, **fields
         )

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
 import brotli
+from agent.bundles.manifest import expected_file_hash
 from agent.errors import VerificationError
 from agent.security.keys import key_id, load_public_key
+from agent.security.release import ReleaseDocument, sign_release
 from agent.security.session import (
     AES_IV_BYTES,
     AES_KEY_BYTES,
@@ -350,3 +352,29 @@ def _write_new(path: Path, data: bytes) -> Path:
     except FileExistsError:
         raise ReleaseError(f"{path} exists: a file and its '.br' name clash") from None
     return path
+
+
+def sign_release_document(
+    private_pem: bytes,
+    *,
+    app_id: str,
+    version: str,
+    counter: int,
+    expires: int,
+    plain_checksum: str,
+    manifest: DeltaManifest | None,
+) -> dict[str, str]:
+    """The signed release document of strict mode (`agent.security.release`): the version,
+    a monotonic counter, an expiry, the plain zip's SHA-256 and every delta file's SHA-256
+    (recovered from the manifest's signed hashes, as a device recovers them).
+
+    Raises:
+        ReleaseError: bad private key.
+    """
+    private = load_private_key(private_pem)
+    public = load_public_key(public_pem_of(private).decode())
+    files = {}
+    for delta_file in manifest.files if manifest is not None else ():
+        files[delta_file.file_name] = expected_file_hash(delta_file.file_hash, public)
+    document = ReleaseDocument(app_id, version, counter, expires, plain_checksum, files)
+    return sign_release(document, private)

@@ -50,7 +50,8 @@ from agent.core.effects import CommitStats, Effect
 from agent.core.lifecycle import BUILTIN, DeviceState, confirm_boot, fail_current, reset_to_builtin
 from agent.core.rollback import plain_content_id
 from agent.core.updates import UpdateFlow
-from agent.protocol.base import Dialect, StatEvent
+from agent.protocol.base import Dialect, NoUpdate, StatEvent, UpdateOffer
+from agent.security.release import ReleaseDocument
 
 
 class Agent(UpdateFlow):
@@ -67,9 +68,12 @@ class Agent(UpdateFlow):
         dialect: Dialect,
         key_id: str | None = None,
         content_id: Callable[[str | None], str | None] | None = None,
+        open_release: Callable[[UpdateOffer | NoUpdate], ReleaseDocument] | None = None,
     ) -> None:
         """`content_id` maps an offer's checksum to its content identity (default: the checksum
-        lower-cased; the drivers pass the digest the app's public key recovers from it)."""
+        lower-cased; the drivers pass the digest the app's public key recovers from it).
+        `open_release` verifies an answer's signed release document (strict mode; raises
+        `VerificationError`)."""
         super().__init__(
             config,
             identity,
@@ -79,6 +83,7 @@ class Agent(UpdateFlow):
             dialect=dialect,
             key_id=key_id,
             content_id=content_id or plain_content_id,
+            open_release=open_release,
         )
         self._handlers: Mapping[type, Callable[[Any], None]] = {
             ev.AppStarted: self._on_started,

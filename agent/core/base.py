@@ -17,7 +17,15 @@ from agent.core.effects import CommitState, DeleteBundle, Effect, EmitEvent, Rel
 from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
 from agent.core.rollback import plain_content_id
 from agent.core.stats import StatsQueue
-from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
+from agent.protocol.base import (
+    DeviceInfo,
+    Dialect,
+    NoUpdate,
+    OutgoingRequest,
+    StatEvent,
+    UpdateOffer,
+)
+from agent.security.release import ReleaseDocument
 
 
 class AgentBase:
@@ -34,9 +42,11 @@ class AgentBase:
         dialect: Dialect,
         key_id: str | None = None,
         content_id: Callable[[str | None], str | None] = plain_content_id,
+        open_release: Callable[[UpdateOffer | NoUpdate], ReleaseDocument] | None = None,
     ) -> None:
         self.config = config
         self._content_id = content_id  # offer checksum -> content identity (pure)
+        self._open_release = open_release  # strict mode: verify an answer's release document
         self.identity = identity
         self.state = state
         self.dialect = dialect

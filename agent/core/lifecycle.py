@@ -75,6 +75,8 @@ class DeviceState:
     confirmed_content: Mapping[str, str] = field(default_factory=dict)  # content -> its label
     failed_content: frozenset[str] = frozenset()  # content identities that failed to boot here
     rejected_content: frozenset[str] = frozenset()  # content whose download failed verification
+    release_counter: int = 0  # strict mode: highest signed release counter accepted here
+    release_expires: int = 0  # strict mode: when the newest signed release document expires
 
     def bundle(self, bundle_id: str) -> BundleInfo | None:
         return self.bundles.get(bundle_id)

@@ -7,10 +7,10 @@ What a Capgo answer authenticates depends on the mode:
 - **Capgo v2** (a public key): the checksum is signed (an RSA block over the SHA-256 of the
   bundle) and the session key too, but the *version label* is not. The content identity is the
   digest recovered from the signature, so no re-encoding of the checksum field changes it.
-- **strict signed release metadata** (issue 15, not built): the version is signed together
-  with the content. Only then may a version *label* bind the device: that mode adds an
-  authenticated floor, raised only from authenticated versions, checked for every offer in
-  `refusal()` below -- the one place every offer passes.
+- **strict signed release metadata** (`AgentConfig.strict_release`, `agent.security.release`):
+  the version is signed together with the content. Only then may a version *label* bind the
+  device: the floor (raised only from versions confirmed in that mode) refuses every older
+  offer, checked in `refusal()` below -- the one place every offer passes.
 
 In the two Capgo modes the label is unauthenticated, so it never decides on its own whether
 new content is refused (a label raised by a man in the middle would lock the device out of
@@ -61,15 +61,20 @@ def refusal(
     content: str | None,
     confirmed: Mapping[str, str],
     floor: str | None,
+    *,
+    authenticated: bool = False,
 ) -> Refusal | None:
     """Whether an offer of `content` labelled `version` is refused as a rollback.
 
     `confirmed` maps the content identities confirmed here to their labels; `floor` is the
     highest label confirmed here (unauthenticated in Capgo modes: it only judges content
-    confirmed here, never unseen content).
+    confirmed here, never unseen content). `authenticated` (strict mode: the label is signed
+    with the content in the release document) makes the floor refuse any older version.
     """
     seen_as = confirmed.get(content) if content else None
     if seen_as is None:
+        if authenticated and floor is not None and is_downgrade(version, floor):
+            return _downgrade(version, floor)
         return None
     if seen_as != version:
         return Refusal(
@@ -78,9 +83,13 @@ def refusal(
             {"reason": "relabelled_content", "confirmed_as": seen_as},
         )
     if floor is not None and is_downgrade(version, floor):
-        return Refusal(
-            "downgrade_refused",
-            f"{version} is older than {floor}, already confirmed on this device",
-            {"reason": "downgrade_refused", "highest_confirmed": floor},
-        )
+        return _downgrade(version, floor)
     return None
+
+
+def _downgrade(version: str, floor: str) -> Refusal:
+    return Refusal(
+        "downgrade_refused",
+        f"{version} is older than {floor}, already confirmed on this device",
+        {"reason": "downgrade_refused", "highest_confirmed": floor},
+    )

@@ -24,6 +24,7 @@ from agent.protocol.base import (
     StatsOutcome,
     UpdateOffer,
 )
+from agent.security.release import ReleaseDocument
 
 DECILES = range(10, 100, 10)
 
@@ -110,6 +111,8 @@ class UpdateFlow(AgentBase):
         )
 
     def _on_no_update(self, result: NoUpdate) -> None:
+        if self.config.strict_release:
+            self._check_freshness(result if result.kind != "failed" else None)
         self._emit(
             "updateCheckResult",
             kind=result.kind,
@@ -156,13 +159,19 @@ class UpdateFlow(AgentBase):
             self._emit("majorAvailable", version=offer.version)
         content = self._content_id(offer.checksum)
         if self._runs(self.state.current, offer.version, content) or self._refuses(offer, content):
+            if self.config.strict_release:
+                self._check_freshness(offer)
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
-        refused = None
-        if not self.config.allow_downgrade:
+        refused = self._release_refusal(offer, content) if self.config.strict_release else None
+        if refused is None and not self.config.allow_downgrade:
             state = self.state
             refused = refusal(
-                offer.version, content, state.confirmed_content, state.highest_confirmed
+                offer.version,
+                content,
+                state.confirmed_content,
+                state.highest_confirmed,
+                authenticated=self.config.strict_release,
             )
         if refused is not None:
             self._refuse_rollback(offer, refused)
@@ -174,6 +183,55 @@ class UpdateFlow(AgentBase):
                 self._apply(info.id, immediate=immediate)
                 return
         self._start_download(offer, immediate, content)
+
+    def _release_refusal(self, offer: UpdateOffer, content: str | None) -> Refusal | None:
+        """Strict mode: the offer must come with a valid signed release document for this app,
+        this version and this content, not older than one accepted here, not expired."""
+        assert self._open_release is not None
+        try:
+            document = self._open_release(offer)
+        except VerificationError as exc:
+            return Refusal(exc.action, exc.reason, {"reason": exc.action})
+        problem = None
+        if document.app_id != self.identity.app_id or document.version != offer.version:
+            problem = "release_mismatch", f"document is for {document.app_id} {document.version}"
+        elif offer.manifest is None and (content is None or document.bundle.lower() != content):
+            problem = "release_mismatch", "the bundle is not the signed release's bundle"
+        elif document.counter < self.state.release_counter:
+            problem = "release_replayed", f"release counter {document.counter} is below one seen"
+        elif document.expires <= self._now:
+            problem = "release_expired", "the release document has expired"
+        if problem is not None:
+            return Refusal(problem[0], problem[1], {"reason": problem[0]})
+        self._accept_release(document)
+        return None
+
+    def _accept_release(self, document: ReleaseDocument) -> None:
+        self.state = replace(
+            self.state,
+            release_counter=max(self.state.release_counter, document.counter),
+            release_expires=max(self.state.release_expires, document.expires),
+        )
+
+    def _check_freshness(self, result: UpdateOffer | NoUpdate | None) -> None:
+        """Strict mode, an answer that installs nothing: take a fresher valid document it
+        carries; once the newest one held has expired, say so (a frozen device, or a
+        publisher that stopped re-signing)."""
+        assert self._open_release is not None
+        if result is not None and result.release is not None:
+            try:
+                document = self._open_release(result)
+            except VerificationError:
+                document = None
+            if (
+                document is not None
+                and document.app_id == self.identity.app_id
+                and document.counter >= self.state.release_counter
+            ):
+                self._accept_release(document)
+        expires = self.state.release_expires
+        if expires and expires <= self._now:
+            self._emit("releaseStale", expired_at=expires)
 
     def _refuse_rollback(self, offer: UpdateOffer, refused: Refusal) -> None:
         """Refuse content confirmed here offered as a rollback (a replay, relabelled or not, or

@@ -48,10 +48,11 @@ from agent.drivers.http import (
     TlsVerifyFailed,
 )
 from agent.errors import AgentError, LocalError, TransportError
-from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
+from agent.protocol.base import ChannelAnswer, Dialect, NoUpdate, OutgoingRequest, UpdateOffer
 from agent.protocol.capgo import CapgoDialect, retry_hint
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
+from agent.security.release import ReleaseDocument, verified_release
 from agent.store import DeviceStore
 
 IoEffect = SendRequest | DownloadBundle
@@ -141,8 +142,14 @@ class DeviceRuntime:
                 if self.public_key
                 else None
             ),
+            open_release=self._open_release if config.strict_release else None,
         )
         self._deferred: list[IoEffect] = []
+
+    def _open_release(self, answer: UpdateOffer | NoUpdate) -> ReleaseDocument:
+        assert self.public_key is not None  # strict_release needs a public key (AgentConfig)
+        manifest = answer.manifest if isinstance(answer, UpdateOffer) else None
+        return verified_release(answer.release, manifest, self.public_key)
 
     def retry_policy(self) -> dict[str, Any]:
         """Keyword arguments for tenacity's (Async)Retrying; add `sleep=` from the clock."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceIdentity
 
 CheckKind = Literal["up_to_date", "blocked", "failed"]
 MAX_RATE_LIMIT_S = 24 * 3600.0
+RELEASE_FIELD = "otasim_release"
+"""The answer field holding otasim's signed release document (`agent.security.release`)."""
 """The plugin honours a server's rate-limit hint for at most 24 h."""
 
 
@@ -76,6 +78,7 @@ class UpdateOffer:
     message: str | None = None
     link: str | None = None
     comment: str | None = None
+    release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class NoUpdate:
     version: str | None = None
     breaking: bool = False
     status: int = 200
+    release: Any = None  # the raw RELEASE_FIELD, as in UpdateOffer
 
 
 @dataclass(frozen=True)

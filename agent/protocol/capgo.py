@@ -20,6 +20,7 @@ from agent.bundles.manifest import parse_manifest
 from agent.errors import ProtocolError
 from agent.protocol.base import (
     MAX_RATE_LIMIT_S,
+    RELEASE_FIELD,
     ChannelAnswer,
     ChannelListing,
     CheckKind,
@@ -291,6 +292,7 @@ def _no_update(data: Mapping[str, Any]) -> NoUpdate:
         message if isinstance(message, str) else "",
         version if isinstance(version, str) and not label_problem(version) else None,
         _breaking(data),
+        release=data.get(RELEASE_FIELD),
     )
 
 
@@ -314,4 +316,5 @@ def _offer(data: Mapping[str, Any]) -> CheckResult:
         message=_str_field(data, "message"),
         link=_str_field(data, "link"),
         comment=_str_field(data, "comment"),
+        release=data.get(RELEASE_FIELD),
     )

@@ -96,6 +96,11 @@ def render(out: dict[str, Any]) -> str:
         lines += [_row(a) for a in out["attacks"]]
         notes = [(a["attack"], a["note"]) for a in out["attacks"] if a["note"]]
         lines += [f"  note: {name}: {note}" for name, note in notes]
+        lines += [
+            f"  {a['attack']}: the device reported the freeze in {a['detected']}/{a['cases']}"
+            for a in out["attacks"]
+            if "freeze" in a["attack"]
+        ]
         for a in out["attacks"]:
             lines += [f"  {a['attack']}: {sample}" for sample in a["samples"][:1]]
     power = out.get("power_cut")

@@ -36,6 +36,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", type=Path, help="RSA private key PEM (encrypt and sign)")
     p.add_argument("--delta", action="store_true", help="also upload a per-file manifest")
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also sign a release document (version, counter, expiry, hashes) with --key, "
+        "for devices in strict mode (otasim's, not Capgo's)",
+    )
+    p.add_argument(
+        "--counter", type=int, help="strict: the release counter (default: Unix time, growing)"
+    )
+    p.add_argument(
+        "--expires-days", type=float, default=7.0, help="strict: document lifetime (7 days)"
+    )
+    p.add_argument(
         "--rollout",
         type=float,
         metavar="PERCENT",
@@ -68,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
                 private_pem=private_pem,
                 delta=args.delta,
                 rollout_percent=args.rollout,
+                strict=args.strict,
+                counter=args.counter,
+                expires_days=args.expires_days,
             )
         except (PublishError, ReleaseError, AdminError) as exc:
             raise CommandError(str(exc)) from exc

@@ -34,16 +34,27 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import brotli
+from agent.bundles.manifest import expected_file_hash
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
+from agent.protocol.base import RELEASE_FIELD
+from agent.security.keys import PublicKey, load_public_key
+from agent.security.release import ReleaseDocument, sign_release
 from agent.store import DeviceStore
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from simulator.prove.hostile import HostileServer, Reply, hostile_server
 from simulator.prove.powercut import NoWaitClock, read_tree
-from simulator.release import build_manifest, create_keys, encrypt_bundle, zip_dist
+from simulator.release import (
+    build_manifest,
+    create_keys,
+    encrypt_bundle,
+    load_private_key,
+    zip_dist,
+)
 
 Tree = dict[str, bytes]
 MiB = 1024 * 1024
@@ -65,6 +76,7 @@ class Release:
     checksum: str
     session_key: str
     delta: tuple[tuple[str, str, bytes], ...]  # (file_name, file_hash, served bytes)
+    plain_sha256: str = ""
 
 
 def _dist(n: int) -> Tree:
@@ -83,13 +95,15 @@ class Kit:
     public_pem: bytes
     pool: list[Release]
     attacker_keys: list[bytes]
-    templates: dict[str, tuple[Path, Release]] = field(default_factory=dict)  # prepared devices
+    # prepared devices: folder, the release they run, its signed document (strict ones)
+    templates: dict[str, tuple[Path, Release, dict[str, str] | None]] = field(default_factory=dict)
 
     @property
     def trees(self) -> tuple[Tree, ...]:
         return tuple(r.files for r in self.pool)
 
     def answer(self, release: Release, url: str, version: str, **fields: Any) -> bytes:
+        """A genuine Capgo answer offering `release` as `version`, with `fields` replaced."""
         body = {
             "version": version,
             "url": f"{url}/bundle",
@@ -97,6 +111,22 @@ class Kit:
             "session_key": release.session_key,
         }
         return json.dumps(body | fields).encode()
+
+    @functools.cached_property
+    def _signer(self) -> tuple[rsa.RSAPrivateKey, PublicKey]:
+        return load_private_key(self.private_pem), load_public_key(self.public_pem.decode())
+
+    def document(
+        self, release: Release, version: str, counter: int, expires: float | None = None
+    ) -> dict[str, str]:
+        """The signed release document (strict mode) of `release` as `version`."""
+        private, public = self._signer
+        files = {
+            name: expected_file_hash(file_hash, public) for name, file_hash, _ in release.delta
+        }
+        expiry = int(time.time() + 7 * 86400 if expires is None else expires)
+        document = ReleaseDocument(APP_ID, version, counter, expiry, release.plain_sha256, files)
+        return sign_release(document, private)
 
     def encrypt(self, release: Release, private_pem: bytes, out: Path) -> tuple[bytes, str, str]:
         sealed = encrypt_bundle(release.zip_path, private_pem, out)
@@ -125,6 +155,7 @@ def build_kit(work: Path) -> Kit:
                 sealed.checksum,
                 sealed.session_key,
                 delta,
+                sealed.plain_checksum,
             )
         )
     attackers = [create_keys()[0] for _ in range(3)]
@@ -154,6 +185,7 @@ class Figures:
     unbootable: int = 0
     unhandled: int = 0
     unusable: int = 0  # then_genuine did not install afterwards
+    detected: int = 0  # the device said its newest signed release document expired (freeze)
     refusals: Counter[str] = field(default_factory=Counter)  # stat actions and failed checks
     samples: list[str] = field(default_factory=list)  # the first few problems, for the report
     seconds: float = 0.0
@@ -174,12 +206,14 @@ class Figures:
 class _Watch(AgentObserver):
     def __init__(self) -> None:
         self.refusals: list[str] = []
+        self.stale = False
 
     def on_stat(self, action: str, version_name: str) -> None:
         if action.endswith("_fail") or action in ("checksum_required",):
             self.refusals.append(action)
 
     def on_event(self, name: str, payload: Any) -> None:
+        self.stale = self.stale or name == "releaseStale"
         if name == "updateCheckResult" and payload.get("kind") == "failed":
             self.refusals.append(f"check:{payload.get('error', '')}")
 
@@ -218,31 +252,37 @@ class Victim:
             durable=False,
         )
 
-    def prepare(self, name: str, *history: Release) -> None:
+    def prepare(
+        self, name: str, *history: Release, strict: bool = False, expires: float | None = None
+    ) -> None:
         """A device folder that ran `history` in turn, each confirmed, the last as CURRENT
-        (the ones before as 2.<n>.0, their pool labels)."""
+        (the ones before as 2.<n>.0, their pool labels). `strict`: a strict-mode device, each
+        answer with its signed document (counters from 100, expiring at `expires`)."""
         folder = self.scratch / f"template-{name}"
         for n, release in enumerate(history, 1):
             label = CURRENT if n == len(history) else release.version
+            fields = {}
+            document = None
+            if strict:
+                document = self.kit.document(release, label, 100 + n, expires)
+                fields[RELEASE_FIELD] = document
+            answer = self.kit.answer(release, self.server.url, label, **fields)
             self.server.script(
-                {
-                    "/updates": Reply.json(self.kit.answer(release, self.server.url, label)),
-                    "/bundle": Reply(body=release.payload),
-                }
+                {"/updates": Reply.json(answer), "/bundle": Reply(body=release.payload)}
             )
-            device = self.open(folder)
+            device = self.open(folder, strict_release=strict)
             device.launch()
             device.background()
             device.notify_app_ready(device.status().boot_id)
             assert device.status().current.version == label, "the template did not install"
-        self.kit.templates[name] = (folder, history[-1])
+        self.kit.templates[name] = (folder, history[-1], document)
 
     def run(self, case: Case, figures: Figures) -> None:
         folder = self.scratch / "victim"
         shutil.rmtree(folder, ignore_errors=True)
         allowed = case.allowed
         if case.template is not None:
-            template, release = self.kit.templates[case.template]
+            template, release, _ = self.kit.templates[case.template]
             shutil.copytree(template, folder)
             allowed += (release.files,)
         self.server.script(case.replies)
@@ -258,6 +298,7 @@ class Victim:
         figures.cases += 1
         figures.injected += case.changed and self.server.served[case.where] > 0
         figures.refusals.update(watch.refusals)
+        figures.detected += watch.stale
         activated = self._activated(folder, allowed)
         if activated:
             figures.activations += 1
@@ -465,39 +506,74 @@ def replay_unseen(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
     return Case(replies, True, template="current")
 
 
-def freeze(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
-    """A newer release exists; the attacker keeps answering as if CURRENT were the latest."""
-    frozen = rng.choice(
-        [
-            json.dumps({"error": "no_new_version_available", "message": "No new version"}),
-            kit.answer(kit.pool[0], url, CURRENT).decode(),
-        ]
-    ).encode()
-    return Case({"/updates": Reply.json(frozen)}, True, template="current")
+def freeze(strict: bool) -> CaseMaker:
+    """A newer release exists; the attacker keeps answering as if CURRENT were the latest
+    (strict: to a device whose newest signed document has expired, replaying that one)."""
 
-
-def mix_and_match(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
-    """A delta manifest made of the files of two genuine releases: the device runs release B
-    (so B's files can be reused locally), the offer carries release A's session key."""
-    other = kit.templates["delta"][1]
-    release = _release(rng, kit)
-    while True:
-        mask = [rng.random() < 0.5 for _ in release.delta]
-        if any(mask) and not all(mask):
-            break
-    replies: dict[str, Reply] = {}
-    manifest = []
-    pairs = zip(mask, release.delta, other.delta, strict=True)
-    for k, (take_other, mine, theirs) in enumerate(pairs):
-        name, file_hash, data = theirs if take_other else mine
-        replies[f"/files/{k}"] = Reply(body=data)
-        manifest.append(
-            {"file_name": name, "file_hash": file_hash, "download_url": f"{url}/files/{k}"}
+    def make(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
+        template = "stale-strict" if strict else "current"
+        stale = kit.templates[template][2] if strict else None
+        no_update: dict[str, Any] = {
+            "error": "no_new_version_available",
+            "message": "No new version available",
+            "kind": "up_to_date",
+        }
+        if stale is not None and rng.random() < 0.5:
+            no_update[RELEASE_FIELD] = stale
+        frozen = rng.choice(
+            [
+                json.dumps(no_update).encode(),
+                kit.answer(kit.pool[0], url, CURRENT, **({RELEASE_FIELD: stale} if stale else {})),
+            ]
         )
-    answer = json.loads(kit.answer(release, url, f"5.0.{n}", manifest=manifest))
-    answer["url"] = f"{url}/none.zip"
-    replies["/updates"] = Reply.json(json.dumps(answer).encode())
-    return Case(replies, True, allowed=(release.files,), template="delta")
+        return Case({"/updates": Reply.json(frozen)}, True, template=template)
+
+    return make
+
+
+def mix_and_match(strict: bool) -> CaseMaker:
+    """A delta manifest made of the files of two genuine releases: the device runs release B
+    (so B's files can be reused locally), the offer carries release A's session key (strict:
+    and A's genuine signed document, newer than any the device holds)."""
+
+    def make(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
+        template = "delta-strict" if strict else "delta"
+        other = kit.templates[template][1]
+        release = _release(rng, kit)
+        while True:
+            mask = [rng.random() < 0.5 for _ in release.delta]
+            if any(mask) and not all(mask):
+                break
+        replies: dict[str, Reply] = {}
+        manifest = []
+        pairs = zip(mask, release.delta, other.delta, strict=True)
+        for k, (take_other, mine, theirs) in enumerate(pairs):
+            name, file_hash, data = theirs if take_other else mine
+            replies[f"/files/{k}"] = Reply(body=data)
+            entry = {"file_name": name, "file_hash": file_hash, "download_url": f"{url}/files/{k}"}
+            manifest.append(entry)
+        label = f"5.0.{n}"
+        fields: dict[str, Any] = {"manifest": manifest}
+        if strict:
+            fields[RELEASE_FIELD] = kit.document(release, label, 1000 + n)
+        answer = json.loads(kit.answer(release, url, label, **fields))
+        answer["url"] = f"{url}/none.zip"
+        replies["/updates"] = Reply.json(json.dumps(answer).encode())
+        return Case(replies, True, allowed=(release.files,), template=template)
+
+    return make
+
+
+def strict_replay(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
+    """A strict device runs CURRENT (document counter 101); the attacker replays an older
+    release's genuine answer with its genuine signed document (lower counter), as it was or
+    relabelled."""
+    release = _release(rng, kit)
+    document = kit.document(release, release.version, rng.randint(1, 100))
+    label = rng.choice([release.version, _older_label(rng), f"5.0.{n}"])
+    fields = {RELEASE_FIELD: document} if rng.random() < 0.9 else {}  # or stripped
+    replies = _offer_case(kit, url, release, label, release.payload, **fields)
+    return Case(replies, True, template="current-strict")
 
 
 def _endless(out: BinaryIO) -> None:
@@ -658,6 +734,7 @@ def hostile_answer(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
     return Case(replies, True, allowed=kit.trees)
 
 
+STRICT = {"strict_release": True}
 ATTACKS: tuple[Attack, ...] = (
     Attack("zip bit flips", zip_mutation("bit flips")),
     Attack("zip truncation", zip_mutation("truncation")),
@@ -676,13 +753,13 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack(
         "freeze",
-        freeze,
+        freeze(strict=False),
         note="nothing activates, but Capgo v2 cannot tell a frozen device (no signed freshness)",
         known_gap=True,
     ),
     Attack(
         "mix-and-match of delta files",
-        mix_and_match,
+        mix_and_match(strict=False),
         note="activates: files of the running release are reused under another release's "
         "manifest; Capgo v2 signs each file, not the set (strict mode needed)",
         known_gap=True,
@@ -697,6 +774,14 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("zip bombs", zip_bomb, default_cases=200),
     Attack("hostile /updates answers", hostile_answer),
+    Attack("strict: replay of an older release", strict_replay, config=STRICT),
+    Attack("strict: mix-and-match of delta files", mix_and_match(strict=True), config=STRICT),
+    Attack(
+        "strict: freeze",
+        freeze(strict=True),
+        config=STRICT,
+        note="detected: the device reports releaseStale once its newest document expired",
+    ),
 )
 
 
@@ -710,6 +795,11 @@ def proving_ground(scratch: Path) -> Iterator[Victim]:
             victim.prepare("current", kit.pool[0])
             victim.prepare("history", kit.pool[3], kit.pool[0])
             victim.prepare("delta", kit.pool[1])
+            victim.prepare("current-strict", kit.pool[0], strict=True)
+            victim.prepare("delta-strict", kit.pool[1], strict=True)
+            expires = time.time() + 1.5
+            victim.prepare("stale-strict", kit.pool[0], strict=True, expires=expires)
+            time.sleep(max(0.0, expires + 0.1 - time.time()))  # its document has expired
             yield victim
         finally:
             victim.close()

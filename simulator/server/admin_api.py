@@ -5,6 +5,7 @@ with a role of at least the one listed in `ROUTES`; answers are JSON, errors
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -144,6 +145,16 @@ def _manifest(body: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _release(body: dict[str, Any]) -> str | None:
+    """The signed release document (strict mode), kept as the JSON the devices get."""
+    release = body.get("release")
+    if release is None:
+        return None
+    if not isinstance(release, dict) or set(release) != {"signed", "signature"}:
+        raise bad("release must be an object with signed and signature")
+    return json.dumps({k: text(release, k, max_len=1 << 20) for k in ("signed", "signature")})
+
+
 async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     body = await body_of(request)
     spec = {
@@ -156,6 +167,7 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "min_update_version": text(body, "min_update_version", None, 64),
         "link": text(body, "link", None, 2048),
         "comment": text(body, "comment", None, 2048),
+        "release": _release(body),
     }
     if spec["file_id"] is None and not spec["manifest"]:
         raise bad("A bundle needs file_id (the zip) and/or a manifest")

@@ -126,7 +126,8 @@ def create_bundle(
         )
         cur = conn.execute(
             "INSERT INTO bundles (app_id, name, checksum, session_key, key_id, file_id, "
-            "min_update_version, link, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "min_update_version, link, comment, created_at, release_doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 app_id,
                 version,
@@ -138,6 +139,7 @@ def create_bundle(
                 spec["link"],
                 spec["comment"],
                 time.time(),
+                spec["release"],
             ),
         )
         conn.executemany(

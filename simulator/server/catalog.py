@@ -7,6 +7,7 @@ stale across processes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from simulator.server.model import App, Bundle, Channel, ManifestFile
@@ -95,6 +96,7 @@ class Catalog:
             min_update_version=row["min_update_version"],
             link=row["link"],
             comment=row["comment"],
+            release=json.loads(row["release_doc"]) if row["release_doc"] else None,
         )
 
     def override(self, app_id: str, device_id: str) -> Channel | None:

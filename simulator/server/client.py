@@ -100,6 +100,7 @@ class AdminClient:
         checksum: str,
         session_key: str = "",
         key_id: str | None = None,
+        release: dict[str, str] | None = None,
         **extra: str,
     ) -> dict[str, Any]:
         """Upload the zip and/or delta files, then register the bundle.
@@ -112,6 +113,8 @@ class AdminClient:
             body["session_key"] = session_key
         if key_id:
             body["key_id"] = key_id
+        if release:
+            body["release"] = release
         if zip_path is not None:
             body["file_id"] = self.upload_file(app_id, zip_path)
         if manifest is not None:

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS bundles (
     link TEXT,
     comment TEXT,
     created_at REAL NOT NULL,
+    release_doc TEXT,                    -- signed release document (JSON), strict mode
     UNIQUE (app_id, name)
 );
 CREATE TABLE IF NOT EXISTS manifest_files (
@@ -133,6 +134,9 @@ def connect(data_dir: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(bundles)")}
+    if "release_doc" not in columns:  # a database from before strict mode
+        conn.execute("ALTER TABLE bundles ADD COLUMN release_doc TEXT")
     return conn
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from agent.protocol.base import RELEASE_FIELD
+
 from simulator.server import semver
 from simulator.server.model import BUILTIN, Answer, App, Bundle, Channel
 from simulator.server.validation import DeviceInfo
@@ -91,7 +93,10 @@ def decide(
             bundleKeyId=bundle.key_id,
         )
     if info.version_name == name:
-        return refusal("no_new_version_available", "No new version available", "noNew", name)
+        fresh = {RELEASE_FIELD: bundle.release} if bundle.release else {}
+        return refusal(
+            "no_new_version_available", "No new version available", "noNew", name, **fresh
+        )
     blocked = check_policy(info, channel, overridden, bundle)
     if blocked is not None:
         return blocked
@@ -291,6 +296,8 @@ def _offer(info: DeviceInfo, app: App, bundle: Bundle, file_url: Callable[[str],
     }
     if manifest:
         body["manifest"] = manifest
+    if bundle.release:
+        body[RELEASE_FIELD] = bundle.release
     if app.expose_metadata and semver.at_least(info.plugin_version, METADATA_MIN):
         body.update({k: v for k, v in (("link", bundle.link), ("comment", bundle.comment)) if v})
     return Answer(200, body, "get", bundle.name)

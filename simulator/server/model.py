@@ -70,6 +70,7 @@ class Bundle:
     min_update_version: str | None = None
     link: str | None = None
     comment: str | None = None
+    release: dict[str, str] | None = None  # signed release document (strict mode), as served
 
 
 @dataclass(frozen=True)

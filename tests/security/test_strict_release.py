@@ -1,0 +1,151 @@
+"""Strict mode: the signed release document, from `otasim publish --strict` through the
+reference server to a strict device (and what it refuses)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig, DeviceIdentity
+from agent.drivers.backends import make_sync_port
+from agent.drivers.sync import SyncDevice
+from agent.errors import VerificationError
+from agent.security.release import ReleaseDocument, open_release, sign_release
+from simulator.prove.powercut import NoWaitClock
+from simulator.publish import PublishError, publish
+from simulator.server.client import AdminClient
+from simulator.server.embedded import run_server
+
+APP = "com.otasim.strict"
+DOC = ReleaseDocument(APP, "1.0.1", 3, 2_000_000_000, "ab" * 32, {"index.html": "cd" * 32})
+
+
+def test_a_signed_document_opens_and_every_change_is_refused(keys: Any, other_keys: Any) -> None:
+    field = sign_release(DOC, keys.private)
+    assert open_release(field, keys.public) == DOC
+    signed = json.loads(base64.b64decode(field["signed"]))
+    signed["counter"] = 4
+    forged = field | {"signed": base64.b64encode(json.dumps(signed).encode()).decode()}
+    for raw, error in (
+        (forged, "release_signature_fail"),
+        (sign_release(DOC, other_keys.private), "release_signature_fail"),
+        (None, "release_unsigned"),
+        ({"signed": "not base64!", "signature": field["signature"]}, "release_unsigned"),
+        ({"signed": field["signed"]}, "release_unsigned"),
+    ):
+        with pytest.raises(VerificationError) as caught:
+            open_release(raw, keys.public)
+        assert caught.value.action == error
+
+
+def test_fields_of_the_wrong_type_are_refused_even_when_signed(keys: Any) -> None:
+    bad = ReleaseDocument(APP, "1.0.1", "3", 1, "", {})  # type: ignore[arg-type]
+    with pytest.raises(VerificationError) as caught:
+        open_release(sign_release(bad, keys.private), keys.public)
+    assert caught.value.action == "release_unsigned"
+
+
+@dataclass
+class Reference:
+    url: str
+    admin: AdminClient
+    port: Any  # the devices' sync HTTP port
+
+
+@pytest.fixture
+def reference() -> Iterator[Reference]:
+    port = make_sync_port()
+    with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
+        yield Reference(server.url, admin, port)
+    port.close()
+
+
+def _dist(folder: Path, version: str) -> Path:
+    (folder / "js").mkdir(parents=True)
+    (folder / "index.html").write_text(f"<html>{version}</html>")
+    (folder / "js" / "app.js").write_text(f"console.log('{version}');" * 500)
+    return folder
+
+
+def _device(reference: Reference, folder: Path, keys: Any, strict: bool) -> SyncDevice:
+    url = reference.url
+    config = AgentConfig(
+        update_url=f"{url}/updates",
+        stats_url=f"{url}/stats",
+        channel_url=f"{url}/channel_self",
+        public_key=keys.public_pem.decode(),
+        strict_release=strict,
+    )
+    identity = DeviceIdentity(str(uuid.uuid4()), APP, "android", "1.0.0")
+    return SyncDevice.open(folder, config, identity, reference.port, clock=NoWaitClock())
+
+
+def _update(device: SyncDevice) -> str:
+    device.launch()
+    device.background()
+    device.notify_app_ready(device.status().boot_id)
+    return device.status().current.version
+
+
+def test_publish_strict_then_a_strict_device_installs_zip_and_delta(
+    reference: Reference, keys: Any, tmp_path: Path
+) -> None:
+    admin = reference.admin
+    device = _device(reference, tmp_path / "device", keys, strict=True)
+    for n, (version, delta) in enumerate((("1.0.1", False), ("1.0.2", True)), 1):
+        source = _dist(tmp_path / version, version)
+        publish(
+            admin,
+            app_id=APP,
+            version=version,
+            channel="production",
+            source=source,
+            private_pem=keys.private_pem,
+            delta=delta,
+            strict=True,
+            counter=n,
+        )
+        assert _update(device) == version
+    state = device._rt.agent.state
+    assert state.release_counter == 2 and state.release_expires > 0
+    assert not [e for e in device.status().failed_versions]
+
+
+def test_a_strict_device_refuses_a_release_published_without_its_document(
+    reference: Reference, keys: Any, tmp_path: Path
+) -> None:
+    admin = reference.admin
+    source = _dist(tmp_path / "1.0.1", "1.0.1")
+    publish(
+        admin,
+        app_id=APP,
+        version="1.0.1",
+        channel="production",
+        source=source,
+        private_pem=keys.private_pem,
+    )
+    strict = _device(reference, tmp_path / "strict", keys, strict=True)
+    assert _update(strict) == "1.0.0"
+    assert _update(_device(reference, tmp_path / "capgo", keys, strict=False)) == "1.0.1"
+
+
+def test_strict_needs_a_key(reference: Reference, tmp_path: Path) -> None:
+    admin = reference.admin
+    with pytest.raises(PublishError, match="--key"):
+        publish(
+            admin,
+            app_id=APP,
+            version="1.0.1",
+            channel="production",
+            source=_dist(tmp_path / "d", "1.0.1"),
+            strict=True,
+        )
+    with pytest.raises(ValueError, match="public_key"):
+        AgentConfig(strict_release=True)
