@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-power-cut", action="store_true", help="skip the power-cut and disk-full proofs"
     )
+    p.add_argument("--no-server", action="store_true", help="skip the reference server's proof")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
@@ -44,13 +45,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from simulator.prove.attacks import ATTACKS, proving_ground, run_attack
     from simulator.prove.powercut import prove_disk_full, prove_power_cuts, recording_folder
+    from simulator.prove.server import prove_server
 
     if args.cases is not None and args.cases < 1:
         raise CommandError("--cases must be at least 1")
     chosen = [
         a for a in ATTACKS if not args.attack or any(t.lower() in a.name for t in args.attack)
     ]
-    if not chosen and args.no_power_cut:
+    if not chosen and args.no_power_cut and args.no_server:
         raise CommandError("nothing to prove: no attack matches --attack")
     out: dict[str, Any] = {"seed": args.seed, "attacks": []}
     failed = False
@@ -64,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
                     failed |= not attack.known_gap and not figures.held()
                     done = f"{figures.cases} cases, {figures.seconds:.1f} s"
                     print(f"prove: {attack.name} ({done})", file=sys.stderr, flush=True)
+        if not args.no_server:
+            server = prove_server(args.cases or 2000, args.seed)
+            out["server"] = server.as_dict()
+            failed |= not server.held()
         if not args.no_power_cut:
             power = prove_power_cuts()
             out["power_cut"] = power.as_dict()
@@ -103,6 +109,16 @@ def render(out: dict[str, Any]) -> str:
         ]
         for a in out["attacks"]:
             lines += [f"  {a['attack']}: {sample}" for sample in a["samples"][:1]]
+    server = out.get("server")
+    if server:
+        lines += [
+            f"reference server: {server['cases']} fuzzed requests to every route (statuses"
+            f" {server['statuses']}): {server['server_errors']} 5xx, {server['auth_bypass']}"
+            f" admin answers without the role, {server['key_leaks']} keys in answers,"
+            f" {server['traversals_served']} traversals served, files not 0600:"
+            f" {server['open_files'] or 'none'}",
+        ]
+        lines += [f"  {sample}" for sample in server["samples"][:5]]
     power = out.get("power_cut")
     if power:
         kill = f"{power['kill_recovered']}/{power['kill_images']}"

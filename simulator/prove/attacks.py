@@ -655,7 +655,7 @@ def _encoding_bomb(encoding: str) -> bytes:
     return gzip.compress(zeros, compresslevel=1)
 
 
-def _fuzz_value(rng: random.Random, depth: int = 0) -> Any:
+def fuzz_value(rng: random.Random, depth: int = 0) -> Any:
     kind = rng.randrange(9 if depth < 4 else 6)
     if kind == 0:
         return None
@@ -671,8 +671,8 @@ def _fuzz_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 5:
         return rng.choice(["1.0.1", "http://127.0.0.1:1/x", "http://[::1", "ftp://h/x", ""])
     if kind == 6:
-        return [_fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 5))]
-    return {rng.choice(_FIELDS): _fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 5))}
+        return [fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 5))]
+    return {rng.choice(_FIELDS): fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 5))}
 
 
 _FIELDS = ["version", "url", "checksum", "session_key", "manifest", "error", "message", "kind"]
@@ -688,7 +688,7 @@ def hostile_answer(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
     if kind == 0:  # fuzzed JSON, over a genuine offer or from scratch
         base = json.loads(genuine) if rng.random() < 0.5 else {}
         for _ in range(rng.randint(1, 4)):
-            base[rng.choice(_FIELDS)] = _fuzz_value(rng)
+            base[rng.choice(_FIELDS)] = fuzz_value(rng)
         reply = Reply.json(json.dumps(base).encode())
     elif kind == 1:  # bytes of a genuine answer mutated (invalid UTF-8, broken JSON)
         reply = Reply.json(mutate(rng, genuine))

@@ -24,6 +24,8 @@ from simulator.prove.attacks import (
 )
 from simulator.prove.hostile import Reply
 from simulator.prove.powercut import recording_folder
+from simulator.prove.server import TRAVERSALS, prove_server
+from simulator.server import admin_api, device_api
 
 CASES = {"slow retrieval (1 byte/s)": 1, "zip bombs": 6, "endless body": 4}
 GAPS_THAT_ACTIVATE = {"replay of an older release never run here", "mix-and-match of delta files"}
@@ -102,7 +104,7 @@ def test_otasim_prove_prints_json() -> None:
     out = subprocess.run(
         [
             *(sys.executable, "-m", "simulator.cli", "prove", "--cases", "3"),
-            *("--attack", "checksum", "--no-power-cut", "--json"),
+            *("--attack", "checksum", "--no-power-cut", "--no-server", "--json"),
         ],
         capture_output=True,
         text=True,
@@ -114,3 +116,22 @@ def test_otasim_prove_prints_json() -> None:
     assert [a["attack"] for a in figures["attacks"]] == ["checksum tampering"]
     assert figures["attacks"][0]["cases"] == figures["attacks"][0]["injected"] == 3
     assert "checksum tampering (3 cases" in out.stderr
+
+
+def test_the_reference_server_holds_under_fuzzing() -> None:
+    figures = prove_server(120, seed=15)
+    assert figures.held(), figures.samples
+    assert figures.cases == 120 + len(TRAVERSALS)
+    assert {200, 401}.issubset(figures.statuses)  # requests got through, and were refused
+
+
+def test_server_proof_counts_5xx_and_a_missing_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(device_api, "updates", broken)
+    real = admin_api.authenticate
+    monkeypatch.setattr(admin_api, "authenticate", lambda conn, req, role: real(conn, req, "read"))
+    figures = prove_server(60, seed=15)
+    assert figures.server_errors > 0 and figures.auth_bypass > 0
+    assert not figures.held()
