@@ -10,6 +10,7 @@ the checksum is the SHA-256 of the plain zip, signed the same way ("V3": 512 hex
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -78,8 +79,10 @@ def public_pem_of(private: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def load_private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
-    """Load an unencrypted RSA-2048 private key (PKCS#1 or PKCS#8 PEM).
+    """Load an unencrypted RSA-2048 private key (PKCS#1 or PKCS#8 PEM); the last few loaded
+    are kept (loading checks the key, ~60 ms: `otasim prove` encrypts thousands of bundles).
 
     Raises:
         ReleaseError: not such a key.
