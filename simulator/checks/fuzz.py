@@ -49,9 +49,11 @@ def _mutated(template: dict[str, Any]) -> st.SearchStrategy[bytes]:
                 body[key] = value[0]
         return json.dumps(body).encode()
 
+    valid = json.dumps(template).encode()
+    changed = edits.map(apply).filter(lambda raw: raw != valid)
     whole = _VALUES.map(lambda v: json.dumps(v).encode())
     garbage = st.binary(max_size=64).filter(lambda b: not _is_json(b))
-    return st.one_of(edits.map(apply), edits.map(apply), whole, garbage)
+    return st.one_of(changed, changed, whole, garbage)
 
 
 def _is_json(raw: bytes) -> bool:

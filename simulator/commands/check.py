@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
+
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -45,8 +47,8 @@ def register(sub: Any) -> None:
                    help="the app's public key (PEM or capacitor.config.json): verify bundles "
                         "as devices do")  # fmt: skip
     p.add_argument("--channel", metavar="NAME", help="the defaultChannel devices send")
-    p.add_argument("--plugin", default="plugin-8", metavar="PROFILE",
-                   help="plugin generation to speak as (default: plugin-8)")  # fmt: skip
+    p.add_argument("--plugin", default=DEFAULT_PROFILE, choices=sorted(PLUGIN_PROFILES),
+                   help=f"plugin generation to speak as (default: {DEFAULT_PROFILE})")  # fmt: skip
     for name in ("updates", "stats", "channel"):
         path = "channel_self" if name == "channel" else name
         p.add_argument(f"--{name}-url", metavar="URL", default="",

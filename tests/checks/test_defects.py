@@ -22,6 +22,7 @@ from simulator.checks.model import REGISTRY
 from simulator.checks.runner import all_checks
 
 WRITES = ("--allow-writes",)
+PLUGIN_7_WRITES = (*WRITES, "--plugin", "plugin-7")  # plugin 7 sends one event per POST
 KEY = ("--public-key",)  # followed by the test's public key path
 CASES = [  # (defect, app, extra args, the check that must catch it, its status)
     ("unreadable-offer", PLAIN, (), "protocol.answer", "fail"),
@@ -33,7 +34,7 @@ CASES = [  # (defect, app, extra args, the check that must catch it, its status)
     ("crash-on-non-object", PLAIN, (), "protocol.fuzz", "fail"),
     ("stats-array-refused", PLAIN, WRITES, "protocol.stats-batch", "fail"),
     ("stats-array-dropped", PLAIN, WRITES, "protocol.stats-batch", "warn"),
-    ("stats-object-refused", PLAIN, WRITES, "protocol.stats-single", "fail"),
+    ("stats-object-refused", PLAIN, PLUGIN_7_WRITES, "protocol.stats-single", "fail"),
     ("channel-get-broken", PLAIN, (), "protocol.channel-get", "fail"),
     ("channel-set-any", PLAIN, WRITES, "protocol.channel-set", "warn"),
     ("bundle-404", PLAIN, (), "bundle.download", "fail"),
@@ -130,3 +131,18 @@ def test_tls_check_fails_when_tls_1_0_is_accepted(
     assert got.status("transport.tls") == "fail", got.out
     assert "TLS 1.0/1.1 handshake is accepted" in got.out
     assert got.code == 1
+
+
+def test_a_refused_stats_shape_only_warns_for_a_profile_that_does_not_send_it(
+    defective: Defective, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    defective.layer.defect = "stats-array-refused"
+    try:
+        got = run_check(tmp_path, capsys, "--server", defective.url, "--app-id", PLAIN,
+                        "--ca-file", str(defective.ca_file), "--plugin", "plugin-7",
+                        "--allow-writes", "--only", "protocol.stats-*")  # fmt: skip
+    finally:
+        defective.layer.defect = None
+    assert got.not_passing() == {"protocol.stats-batch": "warn"}, got.out
+    assert "not the shape plugin-7 sends" in got.out
+    assert got.code == 0

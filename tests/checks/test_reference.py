@@ -68,3 +68,17 @@ def test_clean_https_server_passes_with_tls_rollout_and_channel(
                         "--expect-rollout", "50", "--only", "decide")  # fmt: skip
     assert rollout.status("decide.rollout-share") == "pass", rollout.out
     assert rollout.status("decide.sticky") == "pass", rollout.out
+
+
+@pytest.mark.parametrize("profile", ["plugin-6", "plugin-7"])
+def test_older_plugin_profiles_pass_on_the_reference_server(
+    reference: RunningServer, keys: tuple[bytes, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], profile: str,
+) -> None:  # fmt: skip
+    got = run_check(tmp_path, capsys, "--server", reference.url, "--app-id", APP,
+                    "--public-key", str(keys[1]), "--allow-writes", "--plugin", profile,
+                    "--fuzz-examples", "10", "--skip", "transport")  # fmt: skip
+    assert got.code == 0, got.out
+    assert got.not_passing() == {}, got.out
+    assert got.report["profile"] == profile
+    assert got.status("protocol.kind") == "skip"  # these plugins do not read `kind`
