@@ -10,16 +10,20 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from agent.bundles.manifest import DeltaFileVerifier, check_manifest_targets
 from agent.bundles.zipbundle import unpack_file, verify_file
 from agent.drivers.http import ssl_context_for
 from agent.errors import VerificationError
 from agent.security.checksum import ExpectedChecksum, expected_checksum
+from agent.security.keys import PublicKey
+from agent.security.session import SessionKey, is_session_key, recover_session_key
 from agent.security.verify import BundleVerification, plan_bundle_verification
 
 from simulator.checks.context import CheckContext, Exchange
 from simulator.checks.model import Outcome, Skip, check, failed, passed, skipped, warned
 
 MAX_REDIRECT_HOPS = 5
+MAX_MANIFEST_FILES = 200  # bounded: a check, not a mirror
 
 
 def downloaded(ctx: CheckContext) -> Exchange:
@@ -94,7 +98,7 @@ def checksum(ctx: CheckContext) -> Outcome:
     try:
         expected = expected_checksum(offer.checksum, None)
     except VerificationError as exc:
-        return failed(f"{exc.action}: {exc}")
+        return failed(f"{exc.action}: {exc.reason}")
     if expected is None:
         return warned("no checksum offered: devices without a public key install unchecked bytes")
     actual = _plain_digest(expected, got.body)
@@ -116,7 +120,7 @@ def _verify_bytes(data: bytes, verification: BundleVerification, *, unzip: bool)
             else:
                 verify_file(src, None, verification)
         except VerificationError as exc:
-            return failed(f"devices report {exc.action}: {exc}")
+            return failed(f"devices report {exc.action}: {exc.reason}")
     done = "checksum matches, unzips safely" if unzip else "checksum matches"
     return passed(("decrypted, " if verification.session else "") + done)
 
@@ -136,7 +140,7 @@ def signature(ctx: CheckContext) -> Outcome:
     try:
         verification = plan_bundle_verification(offer.checksum, offer.session_key, key)
     except VerificationError as exc:
-        return failed(f"devices report {exc.action}: {exc}")
+        return failed(f"devices report {exc.action}: {exc.reason}")
     return _verify_bytes(downloaded(ctx).body, verification, unzip=True)
 
 
@@ -248,3 +252,46 @@ def https(ctx: CheckContext) -> Outcome:
         hops = f", {len(chain) - 1} redirect(s)" if len(chain) > 1 else ""
         return passed(f"{len(urls)} https URL(s){hops}")
     return passed(f"{len(urls)} https URL(s)")
+
+
+@check(
+    "bundle.manifest",
+    "Every delta (manifest) file downloads and verifies as on a device",
+    "error",
+    "devices that take the manifest path report download_manifest_checksum_fail (or "
+    "decrypt_fail, manifest_path_fail) and fall back to nothing: no update",
+)
+def manifest(ctx: CheckContext) -> Outcome:
+    _, offer = ctx.require_offer()
+    if not offer.manifest:
+        return skipped(f"the offer has no manifest ({ctx.options.profile.name} device)")
+    entries = list(offer.manifest)
+    key = ctx.options.public_key
+    signed = any(len(e.file_hash) > 64 for e in entries)
+    if signed and key is None:
+        return skipped("the file hashes are signed: give --public-key to recover them")
+    try:
+        session = _session(offer.session_key, key)
+        check_manifest_targets(entries)
+        for entry in entries[:MAX_MANIFEST_FILES]:
+            verifier = DeltaFileVerifier(entry, session, key)
+            got = ctx.fetch(entry.download_url)
+            if got.status != 200:
+                return failed(f"{entry.file_name}: HTTP {got.status} from {entry.download_url}")
+            verifier.update(got.body)
+            verifier.finish()
+    except VerificationError as exc:
+        return failed(f"devices report {exc.action}: {exc.reason}")
+    more = (
+        f" (first {MAX_MANIFEST_FILES} of {len(entries)})"
+        if len(entries) > MAX_MANIFEST_FILES
+        else ""
+    )
+    return passed(f"{min(len(entries), MAX_MANIFEST_FILES)} files verified{more}")
+
+
+def _session(session_key: str, key: PublicKey | None) -> SessionKey | None:
+    """The bundle's session key as a device with `key` recovers it (None without a key)."""
+    if key is None or not is_session_key(session_key):
+        return None
+    return recover_session_key(session_key, key)

@@ -21,7 +21,7 @@ from simulator.server.embedded import RunningServer, run_server
 
 APP = "com.example.app"
 SIGNED, PLAIN, ROLLOUT = "com.check.signed", "com.check.plain", "com.check.rollout"
-DOWNGRADE, EVIL = "com.check.downgrade", "com.check.evil"
+DOWNGRADE, EVIL, ZIP = "com.check.downgrade", "com.check.evil", "com.check.zip"
 PRIVATE_CHANNEL = "internal"
 
 
@@ -71,10 +71,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(keys: tuple[bytes, Path], dist: Path) -> Iterator[RunningServer]:
-    """The reference server with com.example.app 1.0.1 signed and encrypted on production."""
+    """The reference server with com.example.app 1.0.1 on production: signed, encrypted,
+    with a delta manifest."""
     with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
         publish(admin, app_id=APP, version="1.0.1", channel="production", source=dist,
-                private_pem=keys[0])  # fmt: skip
+                private_pem=keys[0], delta=True)  # fmt: skip
         yield server
 
 
@@ -97,7 +98,8 @@ def _publish_apps(admin: AdminClient, keys: tuple[bytes, Path], dist: Path, tmp:
     publish(admin, app_id=SIGNED, version="1.0.1", channel="production", source=dist,
             private_pem=keys[0])  # fmt: skip
     admin.set_channel(SIGNED, PRIVATE_CHANNEL, version="1.0.1", public=False)
-    for app in (PLAIN, ROLLOUT, DOWNGRADE):
+    publish(admin, app_id=PLAIN, version="1.0.1", channel="production", source=dist, delta=True)
+    for app in (ROLLOUT, DOWNGRADE, ZIP):
         publish(admin, app_id=app, version="1.0.1", channel="production", source=dist)
     publish(admin, app_id=ROLLOUT, version="1.0.2", channel="production", source=dist,
             rollout_percent=50)  # fmt: skip
@@ -122,7 +124,8 @@ def defective(
         with AdminClient(url, admin_key, verify=tls) as admin:
             _publish_apps(admin, keys, dist, tmp)
         with AdminClient(plain.url, plain.admin_key) as other:
-            publish(other, app_id=PLAIN, version="1.0.1", channel="production", source=dist)
+            publish(other, app_id=PLAIN, version="1.0.1", channel="production", source=dist,
+                    delta=True)  # fmt: skip
         layer.plain_base = plain.url
         layer.real_app_id = PLAIN
         yield Defective(url, cert[0], layer)

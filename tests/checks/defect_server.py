@@ -146,6 +146,8 @@ class DefectLayer:
             data.pop("kind", None)
         elif d == "unreadable-offer" and "url" in data:
             data["version"] = 101
+        elif d == "wrong-file-hash" and data.get("manifest"):
+            data["manifest"][0]["file_hash"] = "0" * 64
         elif d == "wrong-checksum" and "url" in data:
             data["checksum"] = "0" * 64
         elif d == "http-bundle-url" and "url" in data:

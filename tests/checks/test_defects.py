@@ -14,7 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DOWNGRADE, EVIL, PLAIN, PRIVATE_CHANNEL, ROLLOUT, SIGNED, Defective, run_check
+from conftest import (
+    DOWNGRADE,
+    EVIL,
+    PLAIN,
+    PRIVATE_CHANNEL,
+    ROLLOUT,
+    SIGNED,
+    ZIP,
+    Defective,
+    run_check,
+)
 from defect_server import serve_defective
 
 from simulator.checks.context import DEVICE_NAMESPACE
@@ -37,13 +47,14 @@ CASES = [  # (defect, app, extra args, the check that must catch it, its status)
     ("stats-object-refused", PLAIN, PLUGIN_7_WRITES, "protocol.stats-single", "fail"),
     ("channel-get-broken", PLAIN, (), "protocol.channel-get", "fail"),
     ("channel-set-any", PLAIN, WRITES, "protocol.channel-set", "warn"),
-    ("bundle-404", PLAIN, (), "bundle.download", "fail"),
+    ("bundle-404", ZIP, (), "bundle.download", "fail"),
     ("wrong-checksum", PLAIN, (), "bundle.checksum", "fail"),
-    (None, PLAIN, KEY, "bundle.signature", "fail"),  # an unsigned bundle, a key given
+    (None, ZIP, KEY, "bundle.signature", "fail"),  # an unsigned bundle, a key given
     (None, EVIL, (), "bundle.unzip", "fail"),  # a zip with ../ in it
     ("no-range", PLAIN, (), "bundle.range", "fail"),
     ("no-etag", PLAIN, (), "bundle.caching", "warn"),
     ("http-bundle-url", PLAIN, (), "bundle.https", "fail"),
+    ("wrong-file-hash", PLAIN, (), "bundle.manifest", "fail"),
     ("non-sticky", ROLLOUT, (), "decide.sticky", "fail"),
     (
         "wrong-share",
