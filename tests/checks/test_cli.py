@@ -90,3 +90,9 @@ def test_only_runs_just_the_chosen_checks(
                     "--only", "protocol.answer", "--only", "bundle.download")  # fmt: skip
     assert [c["id"] for c in got.report["checks"]] == ["protocol.answer", "bundle.download"]
     assert got.code == 0
+
+
+def test_docs_list_every_check_with_its_severity_and_why() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "checks.md").read_text()
+    for check in all_checks():
+        assert f"| `{check.id}` | {check.severity} | {check.title} | {check.why} |" in docs
