@@ -94,6 +94,15 @@ class Exchange:
     body: bytes
     elapsed_ms: float
 
+    @classmethod
+    def answered(cls, request: OutgoingRequest, response: HttpResponse, started: float) -> Exchange:
+        """The exchange of `request`, answered by `response`, sent at perf_counter `started`."""
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return cls(
+            request.name, request.method, request.url, response.status, dict(response.headers),
+            response.body, elapsed_ms,
+        )  # fmt: skip
+
     def json(self) -> Any:
         try:
             return json.loads(self.body)
@@ -212,16 +221,7 @@ class CheckContext:
             request.body,
             timeout_s=timeout_s or self.options.timeout_s,
         )
-        response: HttpResponse = self.port.send(http)
-        exchange = Exchange(
-            request.name,
-            request.method,
-            request.url,
-            response.status,
-            dict(response.headers),
-            response.body,
-            (time.perf_counter() - started) * 1000,
-        )
+        exchange = Exchange.answered(request, self.port.send(http), started)
         self.log.append(exchange)
         return exchange
 
@@ -310,15 +310,8 @@ class CheckContext:
                 if size > limit:
                     raise Skip(f"{url} is larger than {limit} bytes")
                 chunks.append(chunk)
-            exchange = Exchange(
-                "bundle",
-                "GET",
-                url,
-                response.status,
-                dict(response.headers),
-                b"".join(chunks),
-                (time.perf_counter() - started) * 1000,
-            )
+            answer = HttpResponse(response.status, response.headers, b"".join(chunks))
+            exchange = Exchange.answered(OutgoingRequest("bundle", "GET", url, {}), answer, started)
         self.log.append(replace(exchange, body=exchange.body[:4096]))
         return exchange
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import semver
-from agent.protocol.base import DeviceInfo, NoUpdate
+from agent.protocol.base import DeviceInfo, NoUpdate, UpdateOffer
 
 from simulator.checks.context import Answer, CheckContext
-from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
+from simulator.checks.model import Outcome, Skip, check, failed, passed, skipped, warned
 from simulator.checks.protocol import MISSING_CHANNEL, unknown_channel_answer
 from simulator.server.decide import UP_TO_DATE
 
@@ -38,12 +39,17 @@ def _summary(answer: Answer) -> str:
     return answer.describe()
 
 
+def fleet_devices(ctx: CheckContext) -> list[DeviceInfo]:
+    """--devices synthetic devices shaped like the baseline device."""
+    base = ctx.baseline.device
+    return [_like(ctx, base, f"fleet-{i}") for i in range(ctx.options.devices)]
+
+
 def fleet(ctx: CheckContext) -> list[list[str]]:
     """For each of --devices synthetic devices, what it got on each of ROUNDS checks."""
 
     def ask_all() -> list[list[str]]:
-        base = ctx.baseline.device
-        devices = [_like(ctx, base, f"fleet-{i}") for i in range(ctx.options.devices)]
+        devices = fleet_devices(ctx)
         rounds = [[_summary(ctx.ask(d)) for d in devices] for _ in range(ROUNDS)]
         return [list(answers) for answers in zip(*rounds, strict=True)]
 
@@ -118,6 +124,23 @@ def _looks_like_version(text: str) -> bool:
     return True
 
 
+def _on_builtin(
+    ctx: CheckContext, native_of: Callable[[str], str]
+) -> tuple[UpdateOffer, str, Answer]:
+    """Ask as the baseline device (same id, same rollout draw) on builtin of the native
+    version `native_of(offered version)`: (the offer, that native version, the answer).
+
+    Raises:
+        Skip: nothing offered, or the offered version is not semver.
+    """
+    base, offer = ctx.require_offer()
+    if not _looks_like_version(offer.version):
+        raise Skip(f"the offered version {offer.version!r} is not semver")
+    native = native_of(offer.version)
+    device = _like(ctx, base, version_build=native)
+    return offer, native, ctx.ask(replace(device, version_name="builtin"))
+
+
 @check(
     "decide.builtin",
     "A device on builtin is compared by its native version",
@@ -126,11 +149,7 @@ def _looks_like_version(text: str) -> bool:
     "the release a fresh install already contains: a needless download on every first start",
 )
 def builtin(ctx: CheckContext) -> Outcome:
-    base, offer = ctx.require_offer()
-    if not _looks_like_version(offer.version):
-        return skipped(f"the offered version {offer.version!r} is not semver")
-    device = _like(ctx, base, version_build=offer.version)
-    answer = ctx.ask(replace(device, version_name="builtin"))
+    offer, _, answer = _on_builtin(ctx, lambda version: version)
     if answer.offer is not None and answer.offer.version == offer.version:
         return failed(
             f"offered {offer.version} to a device whose builtin bundle is {offer.version}"
@@ -148,12 +167,7 @@ def builtin(ctx: CheckContext) -> Outcome:
     "on boot and rollbacks (Capgo's disable_auto_update_under_native, on by default)",
 )
 def no_downgrade(ctx: CheckContext) -> Outcome:
-    base, offer = ctx.require_offer()
-    if not _looks_like_version(offer.version):
-        return skipped(f"the offered version {offer.version!r} is not semver")
-    newer = str(semver.Version.parse(offer.version).bump_minor())
-    device = _like(ctx, base, version_build=newer)
-    answer = ctx.ask(replace(device, version_name="builtin"))
+    _, newer, answer = _on_builtin(ctx, lambda v: str(semver.Version.parse(v).bump_minor()))
     if answer.offer is not None:
         return failed(f"offered {answer.offer.version} to a device on native {newer}")
     return passed(f"native {newer}: {answer.describe()}")

@@ -52,6 +52,10 @@ class Skip(Exception):
     """Raised by a check or a context helper: the check cannot run; the message says why."""
 
 
+class CheckFailed(Exception):
+    """Raised by a check's helper: the check fails; the message says what was found."""
+
+
 CheckFunction = Callable[["CheckContext"], Outcome]
 
 

@@ -8,12 +8,12 @@ from dataclasses import replace
 from typing import Any
 
 from agent.errors import ProtocolError
-from agent.protocol.base import NoUpdate, StatEvent, StatsOutcome
+from agent.protocol.base import ChannelAnswer, NoUpdate, OutgoingRequest, StatEvent, StatsOutcome
 from agent.protocol.capgo import KINDS, info_object
 
 from simulator.checks.context import Answer, CheckContext, Exchange
 from simulator.checks.fuzz import malformed_requests
-from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
+from simulator.checks.model import CheckFailed, Outcome, check, failed, passed, skipped, warned
 from simulator.server.decide import BLOCKED, UP_TO_DATE, kind_of
 
 FLAG_KEYS = frozenset({"major", "breaking", "public", "allow_self_set", "allowSet", "unset"})
@@ -158,7 +158,7 @@ def _flag_problems(value: Any, where: str) -> list[str]:
 )
 def flags(ctx: CheckContext) -> Outcome:
     if ctx.options.profile.lists_channels:
-        ctx.once("channel-list", lambda: ctx.send(ctx.dialect.channel_list_request(_dev(ctx))))
+        channel_list(ctx)
     problems, seen = [], 0
     for exchange in ctx.log:
         data = exchange.json()
@@ -183,6 +183,14 @@ def _count_flags(value: Any) -> int:
 
 def _dev(ctx: CheckContext) -> Any:
     return ctx.device("protocol")
+
+
+def channel_list(ctx: CheckContext) -> Exchange:
+    """GET /channel_self (listChannels) as the protocol device, once per run."""
+    listing: Exchange = ctx.once(
+        "channel-list", lambda: ctx.send(ctx.dialect.channel_list_request(_dev(ctx)))
+    )
+    return listing
 
 
 def _bad_bodies(ctx: CheckContext) -> list[tuple[str, bytes]]:
@@ -347,20 +355,10 @@ def stats_single(ctx: CheckContext) -> Outcome:
     "the channel it returns and asks for it in every later check",
 )
 def channel_get(ctx: CheckContext) -> Outcome:
-    device = _dev(ctx)
-    notes = []
-    put = ctx.send(ctx.dialect.channel_get_request(device))
-    if put.status >= 500:
-        return failed(f"PUT /channel_self: HTTP {put.status}")
-    try:
-        answer = ctx.dialect.parse_channel(put.status, put.body)
-    except ProtocolError as exc:
-        return failed(f"PUT /channel_self: {exc}")
-    notes.append(f"PUT: {answer.channel or answer.error} ({answer.status or put.status})")
+    answer = _channel_answer(ctx, ctx.dialect.channel_get_request(_dev(ctx)))
+    notes = [f"PUT: {answer.channel or answer.error} ({answer.status or 'no status'})"]
     if ctx.options.profile.lists_channels:
-        listing = ctx.once(
-            "channel-list", lambda: ctx.send(ctx.dialect.channel_list_request(device))
-        )
+        listing = channel_list(ctx)
         try:
             channels = ctx.dialect.parse_channel_list(listing.status, listing.body)
         except ProtocolError as exc:
@@ -379,20 +377,12 @@ def channel_get(ctx: CheckContext) -> Outcome:
 def channel_set(ctx: CheckContext) -> Outcome:
     ctx.require_writes("POST /channel_self")
     device = ctx.device("channel-set")
-    post = ctx.send(ctx.dialect.channel_set_request(device, MISSING_CHANNEL))
-    if post.status >= 500:
-        return failed(f"POST /channel_self: HTTP {post.status}")
-    try:
-        answer = ctx.dialect.parse_channel(post.status, post.body)
-    except ProtocolError as exc:
-        return failed(f"POST /channel_self: {exc}")
+    answer = _channel_answer(ctx, ctx.dialect.channel_set_request(device, MISSING_CHANNEL))
     if answer.allowed:
         return failed(f"POST /channel_self accepted {MISSING_CHANNEL!r}, which does not exist")
     notes = [f"POST {MISSING_CHANNEL}: {answer.error}"]
     if ctx.options.channel:
-        chosen = ctx.dialect.parse_channel(
-            *_status_body(ctx.send(ctx.dialect.channel_set_request(device, ctx.options.channel)))
-        )
+        chosen = _channel_answer(ctx, ctx.dialect.channel_set_request(device, ctx.options.channel))
         notes.append(f"POST {ctx.options.channel}: {'allowed' if chosen.allowed else chosen.error}")
     if ctx.options.profile.unset_channel_delete:
         delete = ctx.send(replace(ctx.dialect.channel_list_request(device), method="DELETE"))
@@ -402,5 +392,17 @@ def channel_set(ctx: CheckContext) -> Outcome:
     return passed("; ".join(notes) + f" (device {ctx.device_ids['channel-set']})")
 
 
-def _status_body(exchange: Exchange) -> tuple[int, bytes]:
-    return exchange.status, exchange.body
+def _channel_answer(ctx: CheckContext, request: OutgoingRequest) -> ChannelAnswer:
+    """Send a channel_self POST/PUT and read the answer as the plugin does.
+
+    Raises:
+        CheckFailed: a 5xx, or an answer the plugin cannot read.
+    """
+    exchange = ctx.send(request)
+    where = f"{request.method} /channel_self"
+    if exchange.status >= 500:
+        raise CheckFailed(f"{where}: HTTP {exchange.status}")
+    try:
+        return ctx.dialect.parse_channel(exchange.status, exchange.body)
+    except ProtocolError as exc:
+        raise CheckFailed(f"{where}: {exc}") from None

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from agent.errors import TransportError
 
 from simulator.checks.context import CheckContext
-from simulator.checks.model import FAMILIES, REGISTRY, Check, Outcome, Result, Skip
+from simulator.checks.model import FAMILIES, REGISTRY, Check, CheckFailed, Outcome, Result, Skip
 
 
 def all_checks() -> list[Check]:
@@ -47,6 +47,8 @@ def run_one(ctx: CheckContext, check: Check) -> Result:
         outcome = check.run(ctx)
     except Skip as exc:
         outcome = Outcome("skip", str(exc))
+    except CheckFailed as exc:
+        outcome = Outcome("fail", str(exc))
     except TransportError as exc:
         outcome = Outcome("fail", f"no answer: {exc}")
     except Exception as exc:  # a checker bug is reported, never blamed on the server

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 from agent.drivers.http import HttpRequest, make_async_port
 from agent.errors import TransportError
+from agent.protocol.base import OutgoingRequest
 from agent.protocol.capgo import retry_hint
 
 from simulator.checks.context import CheckContext, Exchange
-from simulator.checks.decisions import _like
+from simulator.checks.decisions import fleet_devices
 from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
 
 CERT_EXPIRY_WARN_DAYS = 14
@@ -54,23 +55,19 @@ def burst(ctx: CheckContext) -> Burst:
     """--devices synthetic devices check for an update at the same instant (one round)."""
 
     def run() -> Burst:
-        base = ctx.baseline.device
-        requests = [
-            ctx.dialect.check_request(_like(ctx, base, f"fleet-{i}"))
-            for i in range(ctx.options.devices)
-        ]
+        requests = [ctx.dialect.check_request(d) for d in fleet_devices(ctx)]
         return asyncio.run(_burst(ctx, requests))
 
     result: Burst = ctx.once("burst", run)
     return result
 
 
-async def _burst(ctx: CheckContext, requests: list[Any]) -> Burst:
+async def _burst(ctx: CheckContext, requests: list[OutgoingRequest]) -> Burst:
     port = make_async_port(verify=ctx.options.ca_file or True, max_connections=len(requests))
     statuses: dict[int, int] = {}
     latencies: list[float] = []
 
-    async def one(request: Any) -> None:
+    async def one(request: OutgoingRequest) -> None:
         started = time.perf_counter()
         http = HttpRequest(request.method, request.url, dict(request.headers), request.body,
                            timeout_s=ctx.options.timeout_s)  # fmt: skip
@@ -79,20 +76,10 @@ async def _burst(ctx: CheckContext, requests: list[Any]) -> Burst:
         except TransportError:
             statuses[0] = statuses.get(0, 0) + 1
             return
-        elapsed = (time.perf_counter() - started) * 1000
-        latencies.append(elapsed)
+        exchange = Exchange.answered(request, response, started)
+        latencies.append(exchange.elapsed_ms)
         statuses[response.status] = statuses.get(response.status, 0) + 1
-        ctx.log.append(
-            Exchange(
-                request.name,
-                request.method,
-                request.url,
-                response.status,
-                dict(response.headers),
-                response.body,
-                elapsed,
-            )
-        )
+        ctx.log.append(exchange)
 
     started = time.perf_counter()
     try:
