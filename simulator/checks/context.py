@@ -103,6 +103,14 @@ class Exchange:
             response.body, elapsed_ms,
         )  # fmt: skip
 
+    @property
+    def app_not_served(self) -> bool:
+        """Capgo's HTTP 429 `on_premise_app`: "this app is not served here" (not a rate limit)."""
+        data = self.json()
+        return (
+            self.status == 429 and isinstance(data, dict) and data.get("error") == "on_premise_app"
+        )
+
     def json(self) -> Any:
         try:
             return json.loads(self.body)
@@ -266,12 +274,22 @@ class CheckContext:
             answer = self.ask(device)
         return Baseline(device, answer)
 
+    def require_app(self) -> None:
+        """Raises Skip when the server answered the baseline check with Capgo's "app not
+        served here" (HTTP 429 `on_premise_app`)."""
+        if self.baseline.answer.exchange.app_not_served:
+            raise Skip(
+                f"the server does not serve {self.options.app_id} (HTTP 429 "
+                "on_premise_app): publish a release for it first"
+            )
+
     def require_offer(self) -> tuple[DeviceInfo, UpdateOffer]:
         """The baseline device and the bundle offered to it.
 
         Raises:
-            Skip: the server offers nothing to the device shapes tried.
+            Skip: the app is not served, or nothing is offered to the device shapes tried.
         """
+        self.require_app()
         base = self.baseline
         if base.answer.offer is None:
             raise Skip(

@@ -181,6 +181,7 @@ def no_downgrade(ctx: CheckContext) -> Outcome:
     "production releases without anyone noticing",
 )
 def unknown_channel(ctx: CheckContext) -> Outcome:
+    ctx.require_app()
     answer = unknown_channel_answer(ctx)
     if answer.offer is not None:
         return failed(f"defaultChannel {MISSING_CHANNEL!r} was offered {answer.offer.version}")

@@ -355,6 +355,7 @@ def stats_single(ctx: CheckContext) -> Outcome:
     "the channel it returns and asks for it in every later check",
 )
 def channel_get(ctx: CheckContext) -> Outcome:
+    ctx.require_app()
     answer = _channel_answer(ctx, ctx.dialect.channel_get_request(_dev(ctx)))
     notes = [f"PUT: {answer.channel or answer.error} ({answer.status or 'no status'})"]
     if ctx.options.profile.lists_channels:

@@ -89,12 +89,6 @@ async def _burst(ctx: CheckContext, requests: list[OutgoingRequest]) -> Burst:
     return Burst(len(requests), statuses, latencies, (time.perf_counter() - started) * 1000)
 
 
-def _unknown_app(exchange: Exchange) -> bool:
-    """Capgo's 429 `on_premise_app` means "app not served here", not a rate limit."""
-    data = exchange.json()
-    return isinstance(data, dict) and data.get("error") == "on_premise_app"
-
-
 @check(
     "transport.rate-limit",
     "Every 429 carries a retry hint the plugin understands",
@@ -105,7 +99,7 @@ def _unknown_app(exchange: Exchange) -> bool:
 def rate_limit(ctx: CheckContext) -> Outcome:
     ctx.require_offer()
     burst(ctx)
-    limited = [e for e in ctx.log if e.status == 429 and not _unknown_app(e)]
+    limited = [e for e in ctx.log if e.status == 429 and not e.app_not_served]
     if not limited:
         return skipped(
             f"no 429 in {len(ctx.log)} requests (incl. a burst of {ctx.options.devices} "

@@ -82,3 +82,19 @@ def test_older_plugin_profiles_pass_on_the_reference_server(
     assert got.not_passing() == {}, got.out
     assert got.report["profile"] == profile
     assert got.status("protocol.kind") == "skip"  # these plugins do not read `kind`
+
+
+def test_an_app_the_server_does_not_serve_skips_instead_of_passing(
+    reference: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh `otasim serve` (nothing published): 429 on_premise_app is not a pass."""
+    got = run_check(tmp_path, capsys, "--server", reference.url, "--app-id", "com.not.published",
+                    "--fuzz-examples", "5")  # fmt: skip
+    assert got.code == 0, got.out
+    passed = {c["id"] for c in got.report["checks"] if c["status"] == "pass"}
+    # only what does not depend on the app: validation, size limit, secrets
+    assert passed == {
+        "protocol.bad-input", "protocol.unknown-app", "protocol.fuzz", "transport.size-limit",
+        "transport.no-secrets",
+    }  # fmt: skip
+    assert "does not serve com.not.published" in got.out
