@@ -68,6 +68,7 @@ class Check:
     severity: Severity
     why: str
     run: CheckFunction
+    reads_log: bool = False  # judges the whole conversation: runs after the other checks
 
     @property
     def family(self) -> str:
@@ -77,14 +78,20 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, title: str, severity: Severity, why: str) -> Callable[[CheckFunction], Check]:
-    """Register the decorated function as a check (ids are `<family>.<name>`, unique)."""
+def check(
+    id: str, title: str, severity: Severity, why: str, *, reads_log: bool = False
+) -> Callable[[CheckFunction], Check]:
+    """Register the decorated function as a check (ids are `<family>.<name>`, unique).
+
+    `reads_log`: the check judges every answer of the run (`CheckContext.log`), so it runs
+    after the others; it is still reported in its place.
+    """
 
     def register(func: CheckFunction) -> Check:
         family = id.split(".", 1)[0]
         if family not in FAMILIES or id in REGISTRY:
             raise ValueError(f"bad or duplicate check id {id!r}")
-        registered = Check(id, title, severity, why, func)
+        registered = Check(id, title, severity, why, func, reads_log)
         REGISTRY[id] = registered
         return registered
 

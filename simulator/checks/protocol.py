@@ -92,6 +92,7 @@ def up_to_date(ctx: CheckContext) -> Outcome:
     "error",
     "plugin 8 reads an answer without a known `kind` as failed: every up-to-date check "
     "becomes download_fail and devices report failures that never happened",
+    reads_log=True,
 )
 def kinds(ctx: CheckContext) -> Outcome:
     if not ctx.options.profile.reads_kind:
@@ -155,6 +156,7 @@ def _flag_problems(value: Any, where: str) -> list[str]:
     "error",
     'the plugin reads a flag sent as 1 or "true" as false: public channels look private, '
     "allowSet refusals and major-update warnings are missed",
+    reads_log=True,
 )
 def flags(ctx: CheckContext) -> Outcome:
     if ctx.options.profile.lists_channels:

@@ -95,6 +95,7 @@ async def _burst(ctx: CheckContext, requests: list[OutgoingRequest]) -> Burst:
     "warning",
     "a 429 without Retry-After (or retryAfterSeconds, rateLimitResetAt) gives devices no "
     "pause: they hammer the server again at the next foreground",
+    reads_log=True,
 )
 def rate_limit(ctx: CheckContext) -> Outcome:
     ctx.require_offer()
@@ -166,6 +167,7 @@ def _strings(value: Any) -> list[str]:
     "No secrets, stack traces or database errors in any answer",
     "error",
     "keys and internals in device answers are readable by anyone who installs the app",
+    reads_log=True,
 )
 def no_secrets(ctx: CheckContext) -> Outcome:
     found = set()
