@@ -2,57 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import ssl
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from defect_server import DefectLayer, self_signed, serve_defective
+from check_harness import (
+    APP,
+    DOWNGRADE,
+    EVIL,
+    PLAIN,
+    PRIVATE_CHANNEL,
+    ROLLOUT,
+    SIGNED,
+    ZIP,
+    Defective,
+)
+from defect_server import self_signed, serve_defective
 
 from simulator import release
-from simulator.cli import main
 from simulator.publish import publish
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
-
-APP = "com.example.app"
-SIGNED, PLAIN, ROLLOUT = "com.check.signed", "com.check.plain", "com.check.rollout"
-DOWNGRADE, EVIL, ZIP = "com.check.downgrade", "com.check.evil", "com.check.zip"
-PRIVATE_CHANNEL = "internal"
-
-
-@dataclass(frozen=True)
-class Checked:
-    code: int
-    report: dict[str, Any]
-    out: str
-
-    def status(self, check_id: str) -> str:
-        return next(c["status"] for c in self.report["checks"] if c["id"] == check_id)
-
-    def not_passing(self) -> dict[str, str]:
-        """check id -> status, for every check that neither passed nor skipped."""
-        return {
-            c["id"]: c["status"]
-            for c in self.report["checks"]
-            if c["status"] not in ("pass", "skip")
-        }
-
-
-def run_check(tmp: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Checked:
-    """`otasim check ARGS --json FILE` in this process.
-
-    The latency budget is the plugin's 20 s responseTimeout unless ARGS sets one: a shared,
-    noisy machine must not decide the suite (the `slow` defect case sets a tight one)."""
-    out = tmp / "check.json"
-    out.unlink(missing_ok=True)
-    code = main(["check", "--max-p99-ms", "20000", *args, "--json", str(out)])
-    printed = capsys.readouterr().out
-    return Checked(code, json.loads(out.read_text()) if out.exists() else {}, printed)
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +52,6 @@ def reference(keys: tuple[bytes, Path], dist: Path) -> Iterator[RunningServer]:
         publish(admin, app_id=APP, version="1.0.1", channel="production", source=dist,
                 private_pem=keys[0], delta=True)  # fmt: skip
         yield server
-
-
-@dataclass(frozen=True)
-class Defective:
-    url: str
-    ca_file: Path
-    layer: DefectLayer
 
 
 def _evil_zip(folder: Path) -> Path:

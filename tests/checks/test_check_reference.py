@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import APP, ROLLOUT, SIGNED, Defective, run_check
+from check_harness import APP, ROLLOUT, SIGNED, Defective, run_check
 
 from simulator.checks.runner import all_checks
 from simulator.server.embedded import RunningServer

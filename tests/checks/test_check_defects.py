@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (
+from check_harness import (
     DOWNGRADE,
     EVIL,
     PLAIN,

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import APP, run_check
+from check_harness import APP, run_check
 
 from simulator.checks.runner import all_checks, select
 from simulator.cli import main
