@@ -35,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": _SERVER,
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
+    "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
 }
 
 

@@ -20,7 +20,8 @@ from agent.security.session import SessionKey, is_session_key, recover_session_k
 from agent.security.verify import BundleVerification, plan_bundle_verification
 
 from simulator.checks.context import CheckContext, Exchange
-from simulator.checks.model import Outcome, Skip, check, failed, passed, skipped, warned
+from simulator.checks.errors import Skip
+from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
 
 MAX_REDIRECT_HOPS = 5
 MAX_MANIFEST_FILES = 200  # bounded: a check, not a mirror

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import semver
 from agent.config import AgentConfig, DeviceIdentity
-from agent.drivers.http import HttpRequest, HttpResponse, SyncHttpPort, make_sync_port
+from agent.drivers.backends import make_sync_port
+from agent.drivers.http import HttpRequest, HttpResponse, SyncHttpPort
 from agent.errors import ProtocolError
 from agent.protocol.base import (
     CheckResult,
@@ -36,7 +37,7 @@ from agent.protocol.base import (
 from agent.protocol.capgo import CapgoDialect
 from agent.security.keys import PublicKey
 
-from simulator.checks.model import Skip
+from simulator.checks.errors import Skip
 
 if TYPE_CHECKING:
     from agent.protocol.profiles import PluginProfile

@@ -12,7 +12,8 @@ import semver
 from agent.protocol.base import DeviceInfo, NoUpdate, UpdateOffer
 
 from simulator.checks.context import Answer, CheckContext
-from simulator.checks.model import Outcome, Skip, check, failed, passed, skipped, warned
+from simulator.checks.errors import Skip
+from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
 from simulator.checks.protocol import MISSING_CHANNEL, unknown_channel_answer
 from simulator.server.decide import UP_TO_DATE
 

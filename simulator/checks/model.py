@@ -3,8 +3,9 @@
 A check is a small function of the `CheckContext` (simulator/checks/context.py) registered with
 `@check(id, title, severity, why)`. It returns an `Outcome`: `passed`, `failed`, `warned`
 (a problem that does not stop devices, or evidence too thin to pass) or `skipped` (what it
-needs is missing: a public key, --allow-writes, an offer). A check may also raise `Skip` from
-deep inside a helper (the context raises it when the server offers nothing to download).
+needs is missing: a public key, --allow-writes, an offer). A check may also raise `Skip` or
+`CheckFailed` (simulator/checks/errors.py) from deep inside a helper (the context raises
+`Skip` when the server offers nothing to download).
 """
 
 from __future__ import annotations
@@ -46,14 +47,6 @@ def warned(detail: str) -> Outcome:
 
 def skipped(reason: str) -> Outcome:
     return Outcome("skip", reason)
-
-
-class Skip(Exception):
-    """Raised by a check or a context helper: the check cannot run; the message says why."""
-
-
-class CheckFailed(Exception):
-    """Raised by a check's helper: the check fails; the message says what was found."""
 
 
 CheckFunction = Callable[["CheckContext"], Outcome]

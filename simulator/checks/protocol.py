@@ -12,8 +12,9 @@ from agent.protocol.base import ChannelAnswer, NoUpdate, OutgoingRequest, StatEv
 from agent.protocol.capgo import KINDS, info_object
 
 from simulator.checks.context import Answer, CheckContext, Exchange
+from simulator.checks.errors import CheckFailed
 from simulator.checks.fuzz import malformed_requests
-from simulator.checks.model import CheckFailed, Outcome, check, failed, passed, skipped, warned
+from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
 from simulator.server.decide import BLOCKED, UP_TO_DATE, kind_of
 
 FLAG_KEYS = frozenset({"major", "breaking", "public", "allow_self_set", "allowSet", "unset"})

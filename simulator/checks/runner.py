@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from agent.errors import TransportError
 
 from simulator.checks.context import CheckContext
-from simulator.checks.model import FAMILIES, REGISTRY, Check, CheckFailed, Outcome, Result, Skip
+from simulator.checks.errors import CheckFailed, Skip
+from simulator.checks.model import FAMILIES, REGISTRY, Check, Outcome, Result
 
 
 def all_checks() -> list[Check]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.drivers.http import HttpRequest, make_async_port
+from agent.drivers.backends import make_async_port
+from agent.drivers.http import HttpRequest
 from agent.errors import TransportError
 from agent.protocol.base import OutgoingRequest
 from agent.protocol.capgo import retry_hint

@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML page")
     p.add_argument("--list", action="store_true", help="list every check and exit")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, extra="check")
 
 
 def _positive_int(text: str) -> int:
