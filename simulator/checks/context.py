@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import semver
 from agent.config import AgentConfig, DeviceIdentity
+from agent.core import versions
 from agent.drivers.backends import make_sync_port
 from agent.drivers.http import HttpRequest, HttpResponse, SyncHttpPort
 from agent.errors import ProtocolError
@@ -340,19 +340,12 @@ def _block_target(answer: Answer) -> str | None:
     if not isinstance(data, dict) or data.get("error") not in VERSION_BLOCKS:
         return None
     version = data.get("version")
-    return version if isinstance(version, str) and _semver(version) else None
-
-
-def _semver(text: str) -> semver.Version | None:
-    try:
-        return semver.Version.parse(text)
-    except ValueError:
-        return None
+    return version if isinstance(version, str) and versions.parse(version) else None
 
 
 def _native_for(target: str) -> tuple[str, str]:
     """(native version, running version name) of a device the target is an update for."""
-    parsed = _semver(target)
+    parsed = versions.parse(target)
     assert parsed is not None
     native = f"{parsed.major}.0.0"
     if native != target:

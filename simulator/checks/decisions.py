@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-import semver
+from agent.core import versions
 from agent.protocol.base import DeviceInfo, NoUpdate, UpdateOffer
 
 from simulator.checks.context import Answer, CheckContext
@@ -79,14 +79,10 @@ def sticky(ctx: CheckContext) -> Outcome:
     return passed(f"{len(answers)} devices × {ROUNDS} checks, each constant ({shown})")
 
 
-def _newest(versions: set[str]) -> str | None:
-    parsed = []
-    for version in versions:
-        try:
-            parsed.append((semver.Version.parse(version), version))
-        except ValueError:
-            continue
-    return max(parsed)[1] if parsed else None
+def _newest(names: set[str]) -> str | None:
+    """The highest version among `names` in otasim's one version order (None: no version)."""
+    ordered = [(parsed, name) for name in names if (parsed := versions.parse(name)) is not None]
+    return max(ordered)[1] if ordered else None
 
 
 @check(
@@ -118,11 +114,13 @@ def rollout_share(ctx: CheckContext) -> Outcome:
 
 
 def _looks_like_version(text: str) -> bool:
-    try:
-        semver.Version.parse(text)
-    except ValueError:
-        return False
-    return True
+    return versions.parse(text) is not None
+
+
+def _minor_above(version: str) -> str:
+    parsed = versions.parse(version)
+    assert parsed is not None  # _on_builtin only passes versions
+    return str(parsed.bump_minor())
 
 
 def _on_builtin(
@@ -168,7 +166,7 @@ def builtin(ctx: CheckContext) -> Outcome:
     "on boot and rollbacks (Capgo's disable_auto_update_under_native, on by default)",
 )
 def no_downgrade(ctx: CheckContext) -> Outcome:
-    _, newer, answer = _on_builtin(ctx, lambda v: str(semver.Version.parse(v).bump_minor()))
+    _, newer, answer = _on_builtin(ctx, _minor_above)
     if answer.offer is not None:
         return failed(f"offered {answer.offer.version} to a device on native {newer}")
     return passed(f"native {newer}: {answer.describe()}")
