@@ -14,7 +14,7 @@ from agent.protocol.base import DeviceInfo, NoUpdate, UpdateOffer
 from simulator.checks.context import Answer, CheckContext
 from simulator.checks.errors import Skip
 from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
-from simulator.checks.protocol import MISSING_CHANNEL, unknown_channel_answer
+from simulator.checks.protocol import MISSING_CHANNEL, channel_answer, unknown_channel_answer
 from simulator.server.decide import UP_TO_DATE
 
 ROUNDS = 3
@@ -206,6 +206,47 @@ def channel(ctx: CheckContext) -> Outcome:
     if isinstance(answer.result, NoUpdate) and answer.result.kind != "failed":
         return passed(f"channel {name}: {answer.result.error} ({answer.result.kind})")
     return failed(f"channel {name}: {answer.describe()}")
+
+
+@check(
+    "decide.override",
+    "setChannel overrides the default channel on the server, unsetChannel removes it",
+    "error",
+    "plugin 6 keeps a device's channel on the server: if setChannel does not take, testers "
+    "who picked a channel keep getting the default channel's releases",
+)
+def override(ctx: CheckContext) -> Outcome:
+    profile, name = ctx.options.profile, ctx.options.channel
+    if profile.channel_stored_locally:
+        return skipped(
+            f"{profile.name} keeps the channel on the device (sent as defaultChannel); "
+            "server-side overrides are plugin 6's: give --plugin plugin-6"
+        )
+    if not name:
+        return skipped("give --channel NAME (a channel devices may set themselves)")
+    ctx.require_writes("setChannel (POST /channel_self)")
+    ctx.require_app()
+    device = ctx.device("override", channel="")
+    default = _summary(ctx.ask(device))
+    wanted = _summary(ctx.ask(replace(device, channel=name)))
+    if default == wanted:
+        return skipped(
+            f"the default channel and {name} answer alike ({default}): no override to see"
+        )
+    answer = channel_answer(ctx, ctx.dialect.channel_set_request(device, name))
+    if not answer.allowed:
+        return failed(f"setChannel {name} refused: {answer.error}")
+    after = _summary(ctx.ask(device))
+    if after != wanted:
+        return failed(f"after setChannel {name} the device gets {after}, not {name}'s {wanted}")
+    detail = f"default {default}; after setChannel {name}: {after}"
+    if profile.unset_channel_delete:
+        ctx.send(replace(ctx.dialect.channel_list_request(device), method="DELETE"))
+        back = _summary(ctx.ask(device))
+        if back != default:
+            return failed(f"{detail}; after unsetChannel (DELETE) still {back}, not {default}")
+        detail += f"; after unsetChannel: {back}"
+    return passed(f"{detail} (device {ctx.device_ids['override']})")
 
 
 _VARIANTS = {  # label -> identity changes

@@ -361,7 +361,7 @@ def stats_single(ctx: CheckContext) -> Outcome:
 )
 def channel_get(ctx: CheckContext) -> Outcome:
     ctx.require_app()
-    answer = _channel_answer(ctx, ctx.dialect.channel_get_request(_dev(ctx)))
+    answer = channel_answer(ctx, ctx.dialect.channel_get_request(_dev(ctx)))
     notes = [f"PUT: {answer.channel or answer.error} ({answer.status or 'no status'})"]
     if ctx.options.profile.lists_channels:
         listing = channel_list(ctx)
@@ -383,12 +383,12 @@ def channel_get(ctx: CheckContext) -> Outcome:
 def channel_set(ctx: CheckContext) -> Outcome:
     ctx.require_writes("POST /channel_self")
     device = ctx.device("channel-set")
-    answer = _channel_answer(ctx, ctx.dialect.channel_set_request(device, MISSING_CHANNEL))
+    answer = channel_answer(ctx, ctx.dialect.channel_set_request(device, MISSING_CHANNEL))
     if answer.allowed:
         return failed(f"POST /channel_self accepted {MISSING_CHANNEL!r}, which does not exist")
     notes = [f"POST {MISSING_CHANNEL}: {answer.error}"]
     if ctx.options.channel:
-        chosen = _channel_answer(ctx, ctx.dialect.channel_set_request(device, ctx.options.channel))
+        chosen = channel_answer(ctx, ctx.dialect.channel_set_request(device, ctx.options.channel))
         notes.append(f"POST {ctx.options.channel}: {'allowed' if chosen.allowed else chosen.error}")
     if ctx.options.profile.unset_channel_delete:
         delete = ctx.send(replace(ctx.dialect.channel_list_request(device), method="DELETE"))
@@ -398,7 +398,7 @@ def channel_set(ctx: CheckContext) -> Outcome:
     return passed("; ".join(notes) + f" (device {ctx.device_ids['channel-set']})")
 
 
-def _channel_answer(ctx: CheckContext, request: OutgoingRequest) -> ChannelAnswer:
+def channel_answer(ctx: CheckContext, request: OutgoingRequest) -> ChannelAnswer:
     """Send a channel_self POST/PUT and read the answer as the plugin does.
 
     Raises:

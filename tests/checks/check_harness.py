@@ -16,7 +16,7 @@ from simulator.cli import main
 APP = "com.example.app"
 SIGNED, PLAIN, ROLLOUT = "com.check.signed", "com.check.plain", "com.check.rollout"
 DOWNGRADE, EVIL, ZIP = "com.check.downgrade", "com.check.evil", "com.check.zip"
-PRIVATE_CHANNEL = "internal"
+PRIVATE_CHANNEL, BETA = "internal", "beta"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from check_harness import (
     APP,
+    BETA,
     DOWNGRADE,
     EVIL,
     PLAIN,
@@ -51,7 +52,14 @@ def reference(keys: tuple[bytes, Path], dist: Path) -> Iterator[RunningServer]:
     with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
         publish(admin, app_id=APP, version="1.0.1", channel="production", source=dist,
                 private_pem=keys[0], delta=True)  # fmt: skip
+        _self_set_beta(admin, APP, dist, keys[0])
         yield server
+
+
+def _self_set_beta(admin: AdminClient, app: str, dist: Path, private: bytes | None) -> None:
+    """Channel `beta` (devices may set it themselves) serving 1.0.2, production on 1.0.1."""
+    publish(admin, app_id=app, version="1.0.2", channel=BETA, source=dist, private_pem=private)
+    admin.set_channel(app, BETA, allow_device_self_set=True)
 
 
 def _evil_zip(folder: Path) -> Path:
@@ -67,6 +75,7 @@ def _publish_apps(admin: AdminClient, keys: tuple[bytes, Path], dist: Path, tmp:
             private_pem=keys[0])  # fmt: skip
     admin.set_channel(SIGNED, PRIVATE_CHANNEL, version="1.0.1", public=False)
     publish(admin, app_id=PLAIN, version="1.0.1", channel="production", source=dist, delta=True)
+    _self_set_beta(admin, PLAIN, dist, None)
     for app in (ROLLOUT, DOWNGRADE, ZIP):
         publish(admin, app_id=app, version="1.0.1", channel="production", source=dist)
     publish(admin, app_id=ROLLOUT, version="1.0.2", channel="production", source=dist,

@@ -87,6 +87,9 @@ class DefectLayer:
             return _json_answer(400, {"error": "invalid_json_body", "message": "send an array"})
         if d == "channel-get-broken" and path == "/channel_self" and method == "PUT":
             return _json_answer(200, {"channel": 42, "status": "default"})
+        ignored = isinstance(data, dict) and data.get("channel") != MISSING_CHANNEL
+        if d == "override-ignored" and path == "/channel_self" and method == "POST" and ignored:
+            return _json_answer(200, {"status": "ok"})
         if d == "channel-set-any" and path == "/channel_self" and method == "POST":
             return _json_answer(200, {"status": "ok", "allowSet": True})
         if d == "bundle-404" and path.startswith("/files/"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from check_harness import (
+    BETA,
     DOWNGRADE,
     EVIL,
     PLAIN,
@@ -33,6 +34,7 @@ from simulator.checks.runner import all_checks
 
 WRITES = ("--allow-writes",)
 PLUGIN_7_WRITES = (*WRITES, "--plugin", "plugin-7")  # plugin 7 sends one event per POST
+PLUGIN_6_BETA = (*WRITES, "--plugin", "plugin-6", "--channel", BETA)  # server-side overrides
 KEY = ("--public-key",)  # followed by the test's public key path
 CASES = [  # (defect, app, extra args, the check that must catch it, its status)
     ("unreadable-offer", PLAIN, (), "protocol.answer", "fail"),
@@ -67,6 +69,7 @@ CASES = [  # (defect, app, extra args, the check that must catch it, its status)
     (None, DOWNGRADE, (), "decide.no-downgrade", "warn"),  # under-native guard off
     ("channel-fallback", PLAIN, (), "decide.unknown-channel", "warn"),
     (None, SIGNED, ("--channel", PRIVATE_CHANNEL), "decide.channel", "fail"),
+    ("override-ignored", PLAIN, PLUGIN_6_BETA, "decide.override", "fail"),
     ("wrong-filter", PLAIN, (), "decide.filters", "fail"),
     ("429-no-hint", PLAIN, (), "transport.rate-limit", "warn"),
     ("slow", PLAIN, ("--max-p99-ms", "100"), "transport.latency", "warn"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from check_harness import APP, ROLLOUT, SIGNED, Defective, run_check
+from check_harness import APP, BETA, ROLLOUT, SIGNED, Defective, run_check
 
 from simulator.checks.runner import all_checks
 from simulator.server.embedded import RunningServer
@@ -28,7 +28,7 @@ def test_every_check_passes_or_skips_on_the_reference_server(
     # only what plain http, a default channel, a signed bundle and no rollout cannot show
     assert set(skips) == {
         "bundle.unzip", "bundle.https", "transport.tls", "decide.channel",
-        "decide.rollout-share", "transport.rate-limit",
+        "decide.rollout-share", "transport.rate-limit", "decide.override",
     }  # fmt: skip
     assert all(reason for reason in skips.values())
     assert "verdict: passed" in got.out
@@ -77,11 +77,13 @@ def test_older_plugin_profiles_pass_on_the_reference_server(
 ) -> None:  # fmt: skip
     got = run_check(tmp_path, capsys, "--server", reference.url, "--app-id", APP,
                     "--public-key", str(keys[1]), "--allow-writes", "--plugin", profile,
-                    "--fuzz-examples", "10", "--skip", "transport")  # fmt: skip
+                    "--channel", BETA, "--fuzz-examples", "10", "--skip", "transport")  # fmt: skip
     assert got.code == 0, got.out
     assert got.not_passing() == {}, got.out
     assert got.report["profile"] == profile
     assert got.status("protocol.kind") == "skip"  # these plugins do not read `kind`
+    # plugin 6 keeps the channel on the server: setChannel moves the device, DELETE back
+    assert got.status("decide.override") == ("pass" if profile == "plugin-6" else "skip")
 
 
 def test_an_app_the_server_does_not_serve_skips_instead_of_passing(
