@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bundle",
     "run",
     "loadtest",
+    "check",
     "prove",
 )
 
@@ -35,6 +36,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": _SERVER,
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
+    "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
 }
 
 

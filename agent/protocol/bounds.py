@@ -1,8 +1,9 @@
 """The one parsing boundary every dialect shares: hostile answers become `ProtocolError`.
 
 A server (or a man in the middle) controls every byte of an answer, so before a dialect looks
-at a field, `load_json` bounds the body: its size, its nesting depth (Python's decoder recurses,
-and 100 000 nested brackets raise `RecursionError`), and its text (a JSON string may carry a
+at a field, `load_json` bounds the body: its size, its nesting depth (Python's decoder recurses
+and raises `RecursionError` on 100 000 nested brackets; anything deeper than `MAX_DEPTH` is
+refused too), and its text (a JSON string may carry a
 lone UTF-16 surrogate, `"\\ud800"`, which no file or terminal can encode). Labels the device
 stores and prints (versions) and URLs it will fetch are checked by `check_label` and
 `url_problem`, which never raise anything but `ProtocolError` (or nothing at all).
@@ -26,24 +27,22 @@ MAX_URL_CHARS: Final = 8192
 """Signed CDN URLs run to ~2 KiB; servers and proxies commonly refuse more than 8 KiB."""
 MAX_LABEL_CHARS: Final = 256
 
-_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS: Final = frozenset(b"[{")
 _MAY_HOLD_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 """An escaped surrogate (`\\udXXX`), or one encoded raw (json decodes with surrogatepass)."""
 
 
-def _depth_within(body: bytes, max_depth: int) -> bool:
-    """True when no bracket outside a JSON string nests deeper than `max_depth`."""
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    if len(brackets) <= max_depth:
-        return True
-    depth = 0
-    for byte in brackets:
-        depth += 1 if byte in _OPENERS else -1
+def _deeper_than(data: Any, max_depth: int) -> bool:
+    """True when arrays and objects in `data` nest deeper than `max_depth` (iterative)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
         if depth > max_depth:
-            return False
-    return True
+            return True
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _check_text(data: Any) -> None:
@@ -73,13 +72,17 @@ def load_json(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES, max_depth: int 
     """
     if len(body) > max_bytes:
         raise ProtocolError(f"answer is {len(body)} bytes, over {max_bytes}")
-    if not _depth_within(body, max_depth):
-        raise ProtocolError(f"answer nests deeper than {max_depth}")
+    too_deep = ProtocolError(f"answer nests deeper than {max_depth}")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        data = json.loads(body)  # its C decoder stops at Python's recursion limit
+    except RecursionError:
+        raise too_deep from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"answer is not JSON: {exc}") from None
-    if _MAY_HOLD_SURROGATE.search(body):
+    openers = body.count(b"[") + body.count(b"{")
+    if openers > max_depth and isinstance(data, dict | list) and _deeper_than(data, max_depth):
+        raise too_deep
+    if (b"\\u" in body or b"\xed" in body) and _MAY_HOLD_SURROGATE.search(body):
         _check_text(data)
     return data
 

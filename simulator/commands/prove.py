@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--no-server", action="store_true", help="skip the reference server's proof")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, extra="server")
 
 
 def run(args: argparse.Namespace) -> int:

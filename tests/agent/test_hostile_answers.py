@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from capgo_peer import Canned, CapgoPeer, canned_json
+from capgo_peer import Canned, CapgoPeer, canned_json, make_zip
 from device_harness import Driven
 
 from agent.errors import ProtocolError
 from agent.protocol.bounds import MAX_DEPTH, label_problem, load_json, url_problem
 from agent.protocol.capgo import CapgoDialect
+from simulator.release import EncryptedBundle, create_keys, encrypt_bundle
 
 Make = Callable[..., Driven]
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -185,3 +186,51 @@ def test_every_answer_parser_raises_only_protocol_errors() -> None:
             assert status == 200
         with pytest.raises(ProtocolError):
             dialect.parse_channel_list(status, DEEP)
+
+
+def test_a_relabelled_signed_replay_is_refused_end_to_end(
+    peer: CapgoPeer, make_device: Make, tmp_path: Path
+) -> None:
+    """The audit's item 1 over loopback with real signed, encrypted bundles: 1.0.1's genuine
+    url, checksum (re-encoded in upper case) and session key labelled 999.0.0 are refused
+    before anything is fetched; the floor stays 1.0.2 and a genuine 1.0.4 still gets in."""
+    private_pem, public_pem = create_keys()
+
+    def release(version: str) -> EncryptedBundle:
+        zip_path = tmp_path / f"{version}.zip"
+        zip_path.write_bytes(make_zip(version))
+        bundle = encrypt_bundle(zip_path, private_pem, tmp_path / f"{version}.enc")
+        peer.publish(
+            version,
+            bundle.path.read_bytes(),
+            checksum=bundle.checksum,
+            session_key=bundle.session_key,
+        )
+        return bundle
+
+    device = make_device(public_key=public_pem.decode(), auto_update="always")
+    device.launch()
+    for version in ("1.0.1", "1.0.2"):
+        bundle = release(version)
+        if version == "1.0.1":
+            old = bundle
+        device.foreground()
+        device.notify_app_ready()
+        assert device.status().current.version == version
+    peer.files["old"] = old.path.read_bytes()
+    replay = {
+        "version": "999.0.0",
+        "url": f"{peer.url}/files/old",
+        "checksum": old.checksum.upper(),
+        "session_key": old.session_key,
+    }
+    peer.canned.append(canned_json(replay))
+    device.foreground()
+    status = device.status()
+    assert status.current.version == "1.0.2" and status.highest_confirmed == "1.0.2"
+    assert "/files/old" not in peer.paths()
+    assert "relabelled_content" in _failed_checks(device)
+    release("1.0.4")
+    device.foreground()
+    device.notify_app_ready()
+    assert device.status().current.version == "1.0.4"
