@@ -63,6 +63,8 @@ class AgentConfig:
     allow_downgrade: bool = False  # install versions older than one confirmed here (plugin: yes)
     max_bundle_bytes: int = 512 * 1024 * 1024  # downloads larger than this are refused
     download_timeout_s: float = 600.0  # the plugin clears a download "in progress" after 600 s
+    min_download_bytes_per_s: int = 1024  # a download slower than this over a window stops
+    stall_window_s: float = 30.0  # that window (real time); 0 turns the rate check off
     transport_attempts: int = 3  # attempts per request before a transport failure is final
     exchange_timeout_s: float = 60.0  # one /updates, /stats or channel_self exchange, all tries
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)

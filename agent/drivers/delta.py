@@ -141,7 +141,7 @@ class ManifestFetch:
         self._current: FileTransfer | None = None
         self._reuse_from = reuse_from
         self._index: dict[str, Path] | None = None
-        self._deadline = DownloadDeadline(config.download_timeout_s, f"delta {offer.version}")
+        self._deadline = DownloadDeadline(config, f"delta {offer.version}")
 
     def _session(self) -> SessionKey | None:
         if self._public_key is None or not is_session_key(self.offer.session_key):
@@ -149,7 +149,7 @@ class ManifestFetch:
         return recover_session_key(self.offer.session_key, self._public_key)
 
     def _spend(self, size: int) -> None:
-        self._deadline.check()
+        self._deadline.received(size)
         self._received += size
         if self._received > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", "delta bundle is larger than the cap")

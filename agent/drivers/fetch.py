@@ -55,9 +55,13 @@ class DownloadDeadline:
     simulator scales (or a test freezes) must not shorten or stretch it.
     """
 
-    def __init__(self, seconds: float, what: str) -> None:
-        self.at = time.monotonic() + seconds  # also each request's `deadline`
+    def __init__(self, config: AgentConfig, what: str) -> None:
+        self.at = time.monotonic() + config.download_timeout_s  # also each request's `deadline`
         self._what = what
+        self._min_rate = config.min_download_bytes_per_s
+        self._window_s = config.stall_window_s
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
 
     def check(self) -> None:
         """Raises:
@@ -65,6 +69,25 @@ class DownloadDeadline:
         """
         if time.monotonic() > self.at:
             raise DownloadStopped(f"{self._what}: download deadline passed")
+
+    def received(self, size: int) -> None:
+        """Count `size` bytes just received: a body trickling in slower than
+        `min_download_bytes_per_s` over `stall_window_s` stops long before the deadline (a
+        slow-retrieval attack, or a dead network).
+
+        Raises:
+            DownloadStopped: the deadline has passed, or the transfer is stalled.
+        """
+        self.check()
+        self._window_bytes += size
+        elapsed = time.monotonic() - self._window_start
+        if not self._window_s or elapsed < self._window_s:
+            return
+        if self._window_bytes < self._min_rate * elapsed:
+            raise DownloadStopped(
+                f"{self._what}: stalled ({self._window_bytes} bytes in {elapsed:.0f} s)"
+            )
+        self._window_start, self._window_bytes = time.monotonic(), 0
 
 
 def check_free_space(store: DeviceStore, needed: int) -> None:
@@ -153,7 +176,7 @@ class BundleFetch:
         self._public_key = public_key
         self._now = now
         self._progress = progress
-        self._deadline = DownloadDeadline(config.download_timeout_s, f"bundle {offer.version}")
+        self._deadline = DownloadDeadline(config, f"bundle {offer.version}")
         self._plan: BundleVerification | None = None
         self._verifier: StreamingVerifier | None = None
         self._part: BinaryIO | None = None
@@ -240,10 +263,10 @@ class BundleFetch:
 
         Raises:
             VerificationError: the body grew past the size cap (`download_fail`).
-            DownloadStopped: the download deadline passed.
+            DownloadStopped: the download deadline passed, or the transfer is stalled.
         """
         assert self._part is not None and self._plain is not None and self._verifier is not None
-        self._deadline.check()
+        self._deadline.received(len(chunk))
         if self._verifier.bytes_in + len(chunk) > self.config.max_bundle_bytes:
             raise VerificationError("download_fail", "bundle body is larger than the cap")
         with disk_writes("writing the download"):
