@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.cases is not None and args.cases < 1:
         raise CommandError("--cases must be at least 1")
     chosen = [
-        a for a in ATTACKS if not args.attack or any(t.lower() in a.name for t in args.attack)
+        a
+        for a in ATTACKS
+        if not args.attack or any(t.lower() in a.name.lower() for t in args.attack)
     ]
     if not chosen and args.no_power_cut and args.no_server:
         raise CommandError("nothing to prove: no attack matches --attack")

@@ -364,9 +364,9 @@ class Victim:
 
 
 def flip_bits(rng: random.Random, data: bytes) -> bytes:
+    """1 to 8 distinct bits flipped (so the bytes always change)."""
     out = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        spot = rng.randrange(len(out) * 8)
+    for spot in rng.sample(range(len(out) * 8), min(rng.randint(1, 8), len(out) * 8)):
         out[spot // 8] ^= 1 << (spot % 8)
     return bytes(out)
 
