@@ -28,8 +28,9 @@ from typing import BinaryIO, Final, Literal
 import brotli
 from agent.bundles.manifest import expected_file_hash
 from agent.errors import VerificationError
+from agent.protocol.base import ReleaseDocument
 from agent.security.keys import key_id, load_public_key
-from agent.security.release import ReleaseDocument, sign_release
+from agent.security.release import sign_release
 from agent.security.session import (
     AES_IV_BYTES,
     AES_KEY_BYTES,

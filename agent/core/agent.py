@@ -50,8 +50,7 @@ from agent.core.effects import CommitStats, Effect
 from agent.core.lifecycle import BUILTIN, DeviceState, confirm_boot, fail_current, reset_to_builtin
 from agent.core.rollback import plain_content_id
 from agent.core.updates import UpdateFlow
-from agent.protocol.base import Dialect, NoUpdate, StatEvent, UpdateOffer
-from agent.security.release import ReleaseDocument
+from agent.protocol.base import Dialect, NoUpdate, ReleaseDocument, StatEvent, UpdateOffer
 
 
 class Agent(UpdateFlow):

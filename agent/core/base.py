@@ -22,10 +22,10 @@ from agent.protocol.base import (
     Dialect,
     NoUpdate,
     OutgoingRequest,
+    ReleaseDocument,
     StatEvent,
     UpdateOffer,
 )
-from agent.security.release import ReleaseDocument
 
 
 class AgentBase:

@@ -20,11 +20,11 @@ from agent.protocol.base import (
     NoUpdate,
     OutgoingRequest,
     RateLimitHint,
+    ReleaseDocument,
     RevertToBuiltin,
     StatsOutcome,
     UpdateOffer,
 )
-from agent.security.release import ReleaseDocument
 
 DECILES = range(10, 100, 10)
 

@@ -48,11 +48,18 @@ from agent.drivers.http import (
     TlsVerifyFailed,
 )
 from agent.errors import AgentError, LocalError, TransportError
-from agent.protocol.base import ChannelAnswer, Dialect, NoUpdate, OutgoingRequest, UpdateOffer
+from agent.protocol.base import (
+    ChannelAnswer,
+    Dialect,
+    NoUpdate,
+    OutgoingRequest,
+    ReleaseDocument,
+    UpdateOffer,
+)
 from agent.protocol.capgo import CapgoDialect, retry_hint
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
-from agent.security.release import ReleaseDocument, verified_release
+from agent.security.release import verified_release
 from agent.store import DeviceStore
 
 IoEffect = SendRequest | DownloadBundle

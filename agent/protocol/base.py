@@ -9,6 +9,7 @@ Parsers never raise anything but `agent.errors.ProtocolError` on bad input.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -19,6 +20,30 @@ CheckKind = Literal["up_to_date", "blocked", "failed"]
 MAX_RATE_LIMIT_S = 24 * 3600.0
 RELEASE_FIELD = "otasim_release"
 """The answer field holding otasim's signed release document (`agent.security.release`)."""
+
+
+@dataclass(frozen=True)
+class ReleaseDocument:
+    app_id: str
+    version: str
+    counter: int
+    expires: int
+    bundle: str  # SHA-256 hex of the plain zip ("" for a delta-only release)
+    files: Mapping[str, str] = field(default_factory=dict)  # file name -> SHA-256 hex
+
+    def encode(self) -> bytes:
+        """The canonical bytes that are signed (sorted keys, no spaces)."""
+        body = {
+            "app_id": self.app_id,
+            "version": self.version,
+            "counter": self.counter,
+            "expires": self.expires,
+            "bundle": self.bundle,
+            "files": dict(self.files),
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 """The plugin honours a server's rate-limit hint for at most 24 h."""
 
 

@@ -27,7 +27,6 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -36,33 +35,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from agent.bundles.manifest import expected_file_hash
 from agent.errors import VerificationError
-from agent.protocol.base import ManifestEntry
+from agent.protocol.base import ManifestEntry, ReleaseDocument
 from agent.security.keys import PublicKey
 
 MAX_FILES: Final = 20_000
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-@dataclass(frozen=True)
-class ReleaseDocument:
-    app_id: str
-    version: str
-    counter: int
-    expires: int
-    bundle: str  # SHA-256 hex of the plain zip ("" for a delta-only release)
-    files: Mapping[str, str] = field(default_factory=dict)  # file name -> SHA-256 hex
-
-    def encode(self) -> bytes:
-        """The canonical bytes that are signed (sorted keys, no spaces)."""
-        body = {
-            "app_id": self.app_id,
-            "version": self.version,
-            "counter": self.counter,
-            "expires": self.expires,
-            "bundle": self.bundle,
-            "files": dict(self.files),
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sign_release(document: ReleaseDocument, private: rsa.RSAPrivateKey) -> dict[str, str]:

@@ -40,9 +40,9 @@ from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
-from agent.protocol.base import RELEASE_FIELD
+from agent.protocol.base import RELEASE_FIELD, ReleaseDocument
 from agent.security.keys import PublicKey, load_public_key
-from agent.security.release import ReleaseDocument, sign_release
+from agent.security.release import sign_release
 from agent.store import DeviceStore
 from cryptography.hazmat.primitives.asymmetric import rsa
 

@@ -17,7 +17,8 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.errors import VerificationError
-from agent.security.release import ReleaseDocument, open_release, sign_release
+from agent.protocol.base import ReleaseDocument
+from agent.security.release import open_release, sign_release
 from simulator.prove.powercut import NoWaitClock
 from simulator.publish import PublishError, publish
 from simulator.server.client import AdminClient
