@@ -116,7 +116,8 @@ def render(out: dict[str, Any]) -> str:
         lines += [
             f"reference server: {server['cases']} fuzzed requests to every route (statuses"
             f" {server['statuses']}): {server['server_errors']} 5xx, {server['auth_bypass']}"
-            f" admin answers without the role, {server['key_leaks']} keys in answers,"
+            f" admin answers without the role, {server['key_leaks']} keys in answers or in"
+            f" {server['log_records']} log records,"
             f" {server['traversals_served']} traversals served, files not 0600:"
             f" {server['open_files'] or 'none'}",
         ]

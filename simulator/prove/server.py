@@ -8,6 +8,7 @@ file outside the blob store served, and the database and keys files readable by 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import stat
@@ -36,7 +37,8 @@ class ServerFigures:
     cases: int = 0
     server_errors: int = 0  # 5xx, or the connection dropped
     auth_bypass: int = 0  # an admin route answered 2xx without a key of its role
-    key_leaks: int = 0  # an API key appeared in an answer
+    key_leaks: int = 0  # an API key appeared in an answer or in the server's log
+    log_records: int = 0  # log records the server wrote while fuzzed (all searched for keys)
     traversals_served: int = 0  # a file route served something outside the blob store
     open_files: list[str] = field(default_factory=list)  # database/keys files not 0600
     statuses: Counter[int] = field(default_factory=Counter)  # what the fuzzing got back
@@ -69,22 +71,59 @@ def prove_server(cases: int, seed: int) -> ServerFigures:
     """`cases` fuzzed requests (device and admin routes, every key kind), then traversals."""
     rng = random.Random(f"{seed}:server")
     figures = ServerFigures()
-    with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
-        admin.create_app(APP)
-        keys = {role: admin.create_key(f"prove-{role}", role)["key"] for role in ROLES}
-        secrets = {server.admin_key, *keys.values()}
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            for _ in range(cases):
-                _fuzz_once(http, rng, keys, secrets, figures)
-            for name in TRAVERSALS:
-                answer = http.get(f"/files/{name}")
-                figures.cases += 1
-                if answer.status_code == 200 or answer.status_code >= 500:
-                    figures.traversals_served += answer.status_code == 200
-                    figures.server_errors += answer.status_code >= 500
-                    figures.samples.append(f"GET /files/{name}: {answer.status_code}")
-        figures.open_files = _open_files(server.data_dir)
+    logged = _Capture()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(logged)
+    root.setLevel(logging.DEBUG)
+    try:
+        with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
+            secrets = _fuzz_server(server.url, admin, server.admin_key, cases, rng, figures)
+            figures.open_files = _open_files(server.data_dir)
+    finally:
+        root.removeHandler(logged)
+        root.setLevel(level)
+    figures.log_records = len(logged.lines)
+    leaks = [line for line in logged.lines if any(secret in line for secret in secrets)]
+    figures.key_leaks += len(leaks)
+    figures.samples += [f"a key in the log: {line[:80]}" for line in leaks[:2]]
     return figures
+
+
+class _Capture(logging.Handler):
+    """Every log record of this process (the embedded server runs in a thread here)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _fuzz_server(
+    url: str,
+    admin: AdminClient,
+    admin_key: str,
+    cases: int,
+    rng: random.Random,
+    figures: ServerFigures,
+) -> set[str]:
+    """The fuzzing and the traversals; returns every API key in play."""
+    admin.create_app(APP)
+    keys = {role: admin.create_key(f"prove-{role}", role)["key"] for role in ROLES}
+    secrets = {admin_key, *keys.values()}
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for _ in range(cases):
+            _fuzz_once(http, rng, keys, secrets, figures)
+        for name in TRAVERSALS:
+            answer = http.get(f"/files/{name}")
+            figures.cases += 1
+            if answer.status_code == 200 or answer.status_code >= 500:
+                figures.traversals_served += answer.status_code == 200
+                figures.server_errors += answer.status_code >= 500
+                figures.samples.append(f"GET /files/{name}: {answer.status_code}")
+    return secrets
 
 
 def _fuzz_once(

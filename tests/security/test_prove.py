@@ -4,11 +4,13 @@ loopback; and the figures' detectors shown firing (an attack table of zeros must
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -123,6 +125,7 @@ def test_the_reference_server_holds_under_fuzzing() -> None:
     assert figures.held(), figures.samples
     assert figures.cases == 120 + len(TRAVERSALS)
     assert {200, 401}.issubset(figures.statuses)  # requests got through, and were refused
+    assert figures.log_records > 0  # the server's log was searched for keys
 
 
 def test_server_proof_counts_5xx_and_a_missing_role(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,3 +138,15 @@ def test_server_proof_counts_5xx_and_a_missing_role(monkeypatch: pytest.MonkeyPa
     figures = prove_server(60, seed=15)
     assert figures.server_errors > 0 and figures.auth_bypass > 0
     assert not figures.held()
+
+
+def test_server_proof_finds_a_key_written_to_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = device_api.updates
+
+    async def chatty(request: Any, *args: Any) -> Any:
+        logging.getLogger("simulator.server").warning(request.headers.get("authorization"))
+        return await real(request, *args)
+
+    monkeypatch.setattr(device_api, "updates", chatty)
+    figures = prove_server(60, seed=15)
+    assert figures.key_leaks > 0 and any("in the log" in s for s in figures.samples)
