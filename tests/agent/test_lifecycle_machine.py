@@ -4,8 +4,9 @@ Invariants after every step: the device has a bootable bundle (in memory and on 
 version that failed to boot is never current again; a stale ready signal never confirms a
 later boot; content that confirmed a boot here is never fetched or switched to again under a
 version older than one confirmed here, except by the agent's own fall back after a failed boot
-(anti-rollback, `allow_downgrade` off; each version here has one content); no effect contradicts the state (no download of a
-refused version, no reload of a bundle that cannot boot, no deletion of a bundle a slot names).
+(anti-rollback, `allow_downgrade` off; each version here has one content); no effect
+contradicts the state (no download of a refused version, no reload of a bundle that cannot
+boot, no deletion of a bundle a slot names).
 """
 
 from __future__ import annotations
