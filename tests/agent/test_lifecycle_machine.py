@@ -2,10 +2,11 @@
 
 Invariants after every step: the device has a bootable bundle (in memory and on "disk"); a
 version that failed to boot is never current again; a stale ready signal never confirms a
-later boot; no content that confirmed a boot here is activated again under a version older
-than one confirmed here (anti-rollback, `allow_downgrade` off; each version here has one
-content); no effect contradicts the state (no download of a
-refused version, no reload of a bundle that cannot boot, no deletion of a bundle a slot names).
+later boot; content that confirmed a boot here is never fetched or switched to again under a
+version older than one confirmed here, except by the agent's own fall back after a failed boot
+(anti-rollback, `allow_downgrade` off; each version here has one content); no effect
+contradicts the state (no download of a refused version, no reload of a bundle that cannot
+boot, no deletion of a bundle a slot names).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class DeviceLife(RuleBasedStateMachine):
         self.failed: set[str] = set()
         self.floor = "0.0.0"  # no content confirmed here is activated again below this
         self.confirmed: set[str] = set()
+        self.running, self.fallback = BUILTIN, BUILTIN
         self.h.run(AppStarted())
 
     def _run(self, event: Event) -> None:
@@ -76,14 +78,21 @@ class DeviceLife(RuleBasedStateMachine):
             self._check_effects(before)
         self.failed |= {v for a, v in self.h.reported if a == "update_fail"}
 
+    def _rollback(self, version: str) -> bool:
+        return version in self.confirmed and semver(version) < semver(self.floor)
+
     def _check_effects(self, start: int) -> None:
         for effect in self.h.effects[start:]:
             if isinstance(effect, DownloadBundle):
                 assert effect.offer.version not in self.failed
+                assert not self._rollback(effect.offer.version), (effect, self.floor)
             elif isinstance(effect, CommitState):
                 self._raise_floor(effect.state)
-            elif isinstance(effect, ReloadApp) and effect.version in self.confirmed:
-                assert semver(effect.version) >= semver(self.floor), (effect, self.floor)
+                self.fallback = effect.state.fallback
+            elif isinstance(effect, ReloadApp):
+                switched = effect.bundle_id not in (self.running, self.fallback)
+                assert not (switched and self._rollback(effect.version)), (effect, self.floor)
+                self.running = effect.bundle_id
         assert self.h.violations == []
 
     def _raise_floor(self, state: DeviceState) -> None:
@@ -204,6 +213,7 @@ class DeviceLifeAppliedAtOnce(DeviceLife):
         self.failed = set()
         self.floor = "0.0.0"
         self.confirmed = set()
+        self.running, self.fallback = BUILTIN, BUILTIN
         self.h.run(AppStarted())
 
 
