@@ -118,7 +118,9 @@ def render(out: dict[str, Any]) -> str:
             f" {server['statuses']}): {server['server_errors']} 5xx, {server['auth_bypass']}"
             f" admin answers without the role, {server['key_leaks']} keys in answers or in"
             f" {server['log_records']} log records,"
-            f" {server['traversals_served']} traversals served, files not 0600:"
+            f" {server['traversals_served']} traversals served,"
+            f" {server['oversized_accepted']} oversized bodies taken,"
+            f" {server['starved']} requests starved by 50 slow clients, files not 0600:"
             f" {server['open_files'] or 'none'}",
         ]
         lines += [f"  {sample}" for sample in server["samples"][:5]]

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import socket
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ APP = "com.otasim.prove.server"
 ROLES = ("read", "upload", "write", "all")  # each includes the ones before it
 DEVICE_ROUTES = [("POST", "/updates"), ("POST", "/stats"), ("POST", "/channel_self")]
 DEVICE_ROUTES += [("PUT", "/channel_self"), ("DELETE", "/channel_self"), ("GET", "/channel_self")]
+BIG_BODY = 2 * 1024 * 1024  # past the device routes' 1 MiB limit
+SLOW_CLIENTS = 50
+PROBE_TIMEOUT_S = 5.0  # a normal request beside the slow clients must answer within this
 TRAVERSALS = ("../db.sqlite3", "..%2F..%2Fetc%2Fpasswd", "%2e%2e/" + DB_NAME, "/etc/passwd")
 
 
@@ -39,6 +43,8 @@ class ServerFigures:
     auth_bypass: int = 0  # an admin route answered 2xx without a key of its role
     key_leaks: int = 0  # an API key appeared in an answer or in the server's log
     log_records: int = 0  # log records the server wrote while fuzzed (all searched for keys)
+    oversized_accepted: int = 0  # bodies past the server's limit not refused with 413
+    starved: int = 0  # normal requests that failed while slow clients held sockets
     traversals_served: int = 0  # a file route served something outside the blob store
     open_files: list[str] = field(default_factory=list)  # database/keys files not 0600
     statuses: Counter[int] = field(default_factory=Counter)  # what the fuzzing got back
@@ -49,6 +55,7 @@ class ServerFigures:
 
     def held(self) -> bool:
         misses = self.server_errors + self.auth_bypass + self.key_leaks + self.traversals_served
+        misses += self.oversized_accepted + self.starved
         return misses == 0 and not self.open_files and self.cases > 0
 
 
@@ -123,7 +130,46 @@ def _fuzz_server(
                 figures.traversals_served += answer.status_code == 200
                 figures.server_errors += answer.status_code >= 500
                 figures.samples.append(f"GET /files/{name}: {answer.status_code}")
+        _oversized(http, figures)
+        _slow_clients(url, http, figures)
     return secrets
+
+
+def _oversized(http: httpx.Client, figures: ServerFigures) -> None:
+    """Bodies past the device routes' limit, announced or streamed without a length."""
+    big = b"[" + b"0," * (BIG_BODY // 2) + b"0]"
+    for body in (big, iter([big[i : i + 65536] for i in range(0, len(big), 65536)])):
+        figures.cases += 1
+        try:
+            status = http.post("/stats", content=body).status_code
+        except httpx.HTTPError:
+            continue  # the server hung up on it: refused
+        if status != 413:
+            figures.oversized_accepted += 1
+            figures.samples.append(f"POST /stats with {len(big)} bytes: {status}")
+
+
+def _slow_clients(url: str, http: httpx.Client, figures: ServerFigures) -> None:
+    """SLOW_CLIENTS sockets trickle a request head and stay; normal requests still answer."""
+    host, port = url.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(b"POST /updates HTTP/1.1\r\nHost: prove\r\nX-Slow: ")
+            held.append(sock)
+        for _ in range(5):
+            figures.cases += 1
+            try:
+                ok = http.get("/ok", timeout=PROBE_TIMEOUT_S).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if not ok:
+                figures.starved += 1
+                figures.samples.append(f"GET /ok failed beside {SLOW_CLIENTS} slow clients")
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def _fuzz_once(

@@ -8,12 +8,16 @@ import logging
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
+from simulator.prove import server as server_proof
 from simulator.prove.attacks import (
     ATTACKS,
     Attack,
@@ -27,7 +31,7 @@ from simulator.prove.attacks import (
 from simulator.prove.hostile import Reply
 from simulator.prove.powercut import recording_folder
 from simulator.prove.server import TRAVERSALS, prove_server
-from simulator.server import admin_api, device_api
+from simulator.server import admin_api, device_api, web
 
 CASES = {"slow retrieval (1 byte/s)": 1, "zip bombs": 6, "endless body": 4}
 GAPS_THAT_ACTIVATE = {"replay of an older release never run here", "mix-and-match of delta files"}
@@ -123,7 +127,8 @@ def test_otasim_prove_prints_json() -> None:
 def test_the_reference_server_holds_under_fuzzing() -> None:
     figures = prove_server(120, seed=15)
     assert figures.held(), figures.samples
-    assert figures.cases == 120 + len(TRAVERSALS)
+    assert figures.cases == 120 + len(TRAVERSALS) + 2 + 5  # + oversized bodies + requests
+    assert figures.oversized_accepted == figures.starved == 0
     assert {200, 401}.issubset(figures.statuses)  # requests got through, and were refused
     assert figures.log_records > 0  # the server's log was searched for keys
 
@@ -150,3 +155,28 @@ def test_server_proof_finds_a_key_written_to_the_log(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(device_api, "updates", chatty)
     figures = prove_server(60, seed=15)
     assert figures.key_leaks > 0 and any("in the log" in s for s in figures.samples)
+
+
+def test_server_proof_finds_a_body_limit_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = web.read_json
+    monkeypatch.setattr(device_api, "read_json", lambda request: real(request, 1 << 30))
+    figures = prove_server(10, seed=15)
+    assert figures.oversized_accepted == 2 and not figures.held()
+
+
+def test_slow_clients_starve_a_one_thread_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The starvation probe against a server that serves one connection at a time."""
+    monkeypatch.setattr(server_proof, "PROBE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(server_proof, "SLOW_CLIENTS", 2)
+    single = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    thread = threading.Thread(target=single.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{single.server_address[1]}"
+    figures = server_proof.ServerFigures()
+    try:
+        with httpx.Client(base_url=url) as http:
+            server_proof._slow_clients(url, http, figures)
+    finally:
+        single.shutdown()
+        single.server_close()
+    assert figures.starved == 5
