@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "autoDeleteFailed, autoDeletePrevious, resetWhenUpdate, periodCheckDelay,\n"
             "responseTimeout, defaultChannel, ...) and otasim's own (never_retry_failed_versions,\n"
             "max_bundle_bytes, download_timeout_s, exchange_timeout_s, transport_attempts,\n"
-            "ca_file)."
+            "ca_file, strict_release, min_download_bytes_per_s, stall_window_s)."
         ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
