@@ -1,4 +1,4 @@
-"""Power cut and process kill at every write boundary of an update's life.
+"""Power cut, process kill and full disk at every write boundary of an update's life.
 
 A `DiskRecorder` watches every call that changes the device folder (file creation, each data
 write, rename, unlink, mkdir, rmdir, fsync). Before each one it takes two images:
@@ -13,6 +13,9 @@ write, rename, unlink, mkdir, rmdir, fsync). Before each one it takes two images
 Each distinct image is then materialized in a fresh folder, reopened and booted: the device
 must run the version it ran before the step or the new one (old-or-new), every installed
 bundle must be complete, and its stats queue must load whole.
+
+The same recorder is the disk-full injection point (`full_at`): it raises ENOSPC at one chosen
+write, and `prove_disk_full` runs a fresh device's first update once per write that can fail.
 
 Inodes identify files across renames, so the device folder must live on a file system that
 does not reuse inode numbers within a run: tmpfs (`/dev/shm`), checked by `recording_folder`.
