@@ -18,6 +18,7 @@ from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
 from agent.core.stats import StatsQueue
 from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
 from agent.protocol.capgo import CapgoDialect
+from agent.protocol.profiles import get_profile
 
 
 class AgentBase:
@@ -37,7 +38,7 @@ class AgentBase:
         self.config = config
         self.identity = identity
         self.state = state
-        self.dialect: Dialect = dialect or CapgoDialect()
+        self.dialect: Dialect = dialect or CapgoDialect(get_profile(config.plugin))
         self._stats = StatsQueue(stats, rng)
         self._rng = rng
         self._key_id = key_id

@@ -127,6 +127,8 @@ class ChannelListing:
 class Dialect(Protocol):
     """A server dialect: request builders and answer parsers, all pure."""
 
+    stats_batch_size: int  # the most stats events one request carries
+
     def check_request(self, info: DeviceInfo) -> OutgoingRequest: ...
 
     def parse_check(

@@ -151,10 +151,12 @@ class Harness:
         request = effect.request
         self.sent.append(request)
         if request.name == "/stats":
-            self.posted_stats.extend(e["action"] for e in json.loads(request.body or b"[]"))
+            body = json.loads(request.body or b"[]")
+            events = body if isinstance(body, list) else [body]  # plugins 6 and 7: one object
+            self.posted_stats.extend(e["action"] for e in events)
             status = self.stats_answers.popleft() if self.stats_answers else 200
             if status != 200:
-                self.posted_stats = self.posted_stats[: -len(json.loads(request.body or b"[]"))]
+                self.posted_stats = self.posted_stats[: -len(events)]
             return ResponseReceived("/stats", status, {}, b'{"status":"ok"}')
         status, headers, body = self.updates.popleft() if self.updates else UP_TO_DATE
         return ResponseReceived("/updates", status, headers, body)
