@@ -33,6 +33,7 @@ from agent.drivers.aio import AsyncDevice
 from agent.drivers.api import AgentObserver, BundleView, Clock
 from agent.drivers.http import AsyncHttpPort
 from agent.errors import AgentError
+from agent.protocol.profiles import PluginProfile
 
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
 from simulator.scenario import Behaviour, Release
@@ -134,6 +135,7 @@ class DeviceContext:
     pool: BundlePool
     published: Mapping[str, Mapping[str, str]]  # version -> file digests, when we published it
     start: float  # clock time of the fleet's t = 0
+    profile: PluginProfile  # the plugin generation the devices reproduce
 
 
 class VirtualDevice(AgentObserver):
@@ -178,6 +180,8 @@ class VirtualDevice(AgentObserver):
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
             self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
+        elif name == "updateCheckResult":
+            self.ctx.metrics.check_result(self.outcome, self.ctx.profile, dict(payload))
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.ctx.metrics.stat(self.outcome, action, version_name, self.sim_now())
@@ -334,7 +338,9 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
-            if expected is not None and any(digests.get(k) != v for k, v in expected.items()):
+            if expected is None:
+                self.outcome.unchecked.add(version)
+            elif digests != expected:  # a file changed, added or missing: not what was published
                 self.outcome.tampered += 1
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)

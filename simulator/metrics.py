@@ -14,6 +14,9 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from agent.protocol.answers import finding
+from agent.protocol.profiles import PluginProfile
+
 from simulator.scenario import Expectation
 
 BUILTIN = "builtin"
@@ -51,6 +54,8 @@ class DeviceOutcome:
     unbootable: bool = False
     stats_queued: int = 0
     stats_pending: int = 0
+    phantom: int = 0  # download_fail reports still to come for answers that were no failure
+    unchecked: set[str] = field(default_factory=set)  # booted with no published files to compare
 
     @property
     def version(self) -> str:
@@ -89,6 +94,8 @@ class Metrics:
         self.faults: Counter[str] = Counter()
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
+        self.findings: Counter[str] = Counter()  # about the server: text -> device reports
+        self.first_offered: dict[str, float] = {}  # version -> first download start seen
         self.loop_lag: array[float] = array("d")  # real seconds the event loop woke up late
 
     def request(
@@ -100,12 +107,31 @@ class Metrics:
         if name in ("bundle", "delta file") and not failed and status is not None:
             self.bytes["full" if name == "bundle" else "delta"] += nbytes
 
+    def check_result(
+        self, device: DeviceOutcome, profile: PluginProfile, payload: dict[str, object]
+    ) -> None:
+        """A device's `updateCheckResult`: when the device calls failed what was no failure
+        (an up-to-date or blocked answer), it is a finding about the server, and the
+        `download_fail` the device reports next for it is not an update failure."""
+        kind, error, status = payload.get("kind"), payload.get("error"), payload.get("statusCode")
+        if not isinstance(kind, str) or not isinstance(error, str) or not isinstance(status, int):
+            return
+        found = finding(profile.name, profile.reads_kind, kind, error, None, status)
+        if found is not None:
+            self.findings[found.text] += 1
+            device.phantom += 1
+
     def stat(self, device: DeviceOutcome, action: str, version: str, t: float) -> None:
         """A stats action the device's agent queued."""
         version = version.split(":", 1)[0]
         self.actions[action] += 1
         device.stats_queued += 1
+        if action == "download_fail" and device.phantom:
+            device.phantom -= 1  # reported, as the plugin does; not a failure of the update
+            return
         if action in DOWNLOAD_STARTS:
+            if version not in self.first_offered or t < self.first_offered[version]:
+                self.first_offered[version] = t
             if version in device.rolled_back:
                 device.redownloaded.add(version)
             device.download_starts[version] += 1
@@ -187,12 +213,36 @@ class Metrics:
         for mine, theirs in ((self.bytes, other.bytes), (self.actions, other.actions),
                              (self.faults, other.faults), (self.mitm, other.mitm)):  # fmt: skip
             mine.update(theirs)
+        self.findings.update(other.findings)
+        for version, t in other.first_offered.items():
+            self.first_offered[version] = min(t, self.first_offered.get(version, t))
         self.failure_times += other.failure_times
         self.rollback_times += other.rollback_times
         self.loop_lag.extend(other.loop_lag)
 
     def loop_lag_ms(self) -> dict[str, float]:
         return _percentiles(sorted(v * 1000 for v in self.loop_lag), digits=1)
+
+    def failures(self) -> Counter[str]:
+        """Failure reports by Capgo action, without those that were no failure (findings)."""
+        total: Counter[str] = Counter()
+        for d in self.devices:
+            total.update(d.failures)
+        return total
+
+    def unchecked_versions(self) -> list[str]:
+        """Versions devices booted with no published files to compare them with."""
+        return sorted({v for d in self.devices for v in d.unchecked}, key=_version_key)
+
+    def refusals(self, share: float = 0.5) -> dict[str, dict[str, int]]:
+        """Endpoints where most requests got no answer or an error status: {name: statuses}."""
+        out = {}
+        for name, statuses in sorted(self.statuses.items()):
+            bad = {s: n for s, n in statuses.items() if s == "error" or int(s) >= 400}
+            total = sum(statuses.values())
+            if total and sum(bad.values()) > share * total:
+                out[name] = {"requests": total, **dict(sorted(bad.items()))}
+        return out
 
     def evaluate(self, expectation: Expectation, end_s: float, stats_lost: int | None) -> float:
         """The measured value an expectation is checked against."""
@@ -210,6 +260,8 @@ class Metrics:
         if expectation.metric == "unbootable":
             return sum(d.unbootable for d in devices)
         if expectation.metric == "tampered_activated":
+            if self.unchecked_versions():
+                return float("nan")
             return sum(d.tampered > 0 for d in devices)
         if expectation.metric == "stats_lost":
             return float("nan") if stats_lost is None else stats_lost
