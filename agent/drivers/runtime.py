@@ -90,7 +90,7 @@ def _complete(observer: object | None) -> AgentObserver:
     if isinstance(observer, AgentObserver):
         return observer
     full = AgentObserver()
-    for hook in ("on_request", "on_event", "on_stat"):
+    for hook in ("on_request", "on_event", "on_stat", "on_retry"):
         if callable(getattr(observer, hook, None)):
             setattr(full, hook, getattr(observer, hook))
     return full
@@ -137,7 +137,15 @@ class DeviceRuntime:
             "wait": _JitteredWait(self.rng),
             "retry": retry_if_exception(_retryable),
             "reraise": True,
+            "before_sleep": self._retrying,
         }
+
+    def _retrying(self, retry_state: Any) -> None:
+        """tenacity's before_sleep: tell the observer the attempt it saw will be retried."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, AgentError):
+            delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+            self.observer.on_retry(error, float(delay))
 
     def flow(self, event: Event) -> Generator[IoEffect, list[Event], None]:
         """Handle `event` and everything it leads to; yields the effects needing the network."""

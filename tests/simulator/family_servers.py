@@ -5,8 +5,10 @@ docs for plugin 6: it answers an up-to-date device `{"error":"no_new_version_ava
 "message":...}` without `kind`, reads a stats body as ONE object (an array gives a row with
 every field None, answered 200 `{"status":"ok"}` all the same), lists channels with integer
 flags, and may serve its endpoints under its own paths. `refuse_after` makes it answer 503 to
-every request after that many /updates answers. `Plain` is a plain web server: no handler for
-POST, so http.server answers 501 to it; `drop=True` closes every connection unanswered.
+every request after that many /updates answers; `drop_odd` closes, unanswered, the
+connection of each device's 1st, 3rd, 5th... /updates request (a flaky keep-alive).
+`Plain` is a plain web server: no handler for POST, so http.server answers 501 to it;
+`drop=True` closes every connection unanswered.
 """
 
 from __future__ import annotations
@@ -29,16 +31,24 @@ class OldCapgo:
     release: tuple[str, bytes] | None = None  # (version, zip) offered to other versions
     refuse_after: int | None = None  # 503 to everything after this many /updates answers
     session_key: str = ""  # sent with the offer (an encrypted release)
+    drop_odd: bool = False  # drop every other /updates request of each device
+    seen: dict[str, int] = field(default_factory=dict)  # device id -> /updates requests
     url: str = ""
     checks: int = 0
     stats_rows: list[dict[str, Any]] = field(default_factory=list)
     stats_bodies: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, path: str, body: Any) -> tuple[int, Any]:
+    def answer(self, path: str, body: Any) -> tuple[int, Any] | None:
+        """(status, JSON body), or None to drop the connection unanswered."""
         with self.lock:
             if self.refuse_after is not None and self.checks >= self.refuse_after:
                 return 503, {"error": "service_unavailable"}
+            if path == self.updates_path and self.drop_odd:
+                device = str(body.get("device_id")) if isinstance(body, dict) else ""
+                self.seen[device] = self.seen.get(device, 0) + 1
+                if self.seen[device] % 2:
+                    return None
             if path == self.updates_path:
                 self.checks += 1
                 return 200, self._update(body)
@@ -78,15 +88,18 @@ class _OldCapgoHandler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
         except ValueError:
             body = None
-        status, data = self.server.family.answer(self.path.split("?")[0], body)
-        self._send(status, json.dumps(data).encode(), "application/json")
+        answer = self.server.family.answer(self.path.split("?")[0], body)
+        if answer is None:
+            self.close_connection = True
+            return
+        self._send(answer[0], json.dumps(answer[1]).encode(), "application/json")
 
     def do_GET(self) -> None:
         family = self.server.family
         if self.path == "/bundle.zip" and family.release is not None:
             self._send(200, family.release[1], "application/zip")
             return
-        status, data = family.answer(self.path.split("?")[0], None)
+        status, data = family.answer(self.path.split("?")[0], None) or (404, None)
         self._send(status, json.dumps(data).encode(), "application/json")
 
     do_PUT = do_POST
