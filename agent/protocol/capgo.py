@@ -180,7 +180,7 @@ class CapgoDialect:
             raise ProtocolError("an /updates answer must be a JSON object")
         if "error" in data or "kind" in data:
             return _no_update(data, self.profile.reads_kind)
-        return _offer(data)
+        return _offer(data, self.profile.accepts_manifest)
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
         """A JSON array of events (plugin 8), or one event object (plugins 6 and 7).
@@ -319,14 +319,15 @@ def _no_update(data: Mapping[str, Any], reads_kind: bool) -> NoUpdate:
     )
 
 
-def _offer(data: Mapping[str, Any]) -> CheckResult:
+def _offer(data: Mapping[str, Any], accepts_manifest: bool) -> CheckResult:
+    """An offer; a plugin without delta support (plugin 6) ignores a `manifest`."""
     version = _str_field(data, "version", required=True)
     if not version:
         raise ProtocolError("an offer needs a non-empty version")
     if version == "builtin":
         return RevertToBuiltin()
     url = _str_field(data, "url") or ""
-    raw_manifest = data.get("manifest")
+    raw_manifest = data.get("manifest") if accepts_manifest else None
     manifest = tuple(parse_manifest(raw_manifest)) if raw_manifest is not None else None
     if urlsplit(url).scheme not in ("http", "https") and not manifest:
         raise ProtocolError(f"offer {version!r} has neither an http(s) url nor a manifest")

@@ -204,3 +204,14 @@ def test_retry_options_are_validated() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def test_plugin_6_ignores_a_manifest() -> None:
+    body = {
+        "version": "1.0.1", "url": "https://ota.test/1.0.1.zip", "checksum": "a" * 64,
+        "session_key": "",
+        "manifest": [{"file_name": "index.html", "file_hash": "b" * 64,
+                      "download_url": "https://ota.test/f"}],
+    }  # fmt: skip
+    assert _check("plugin-6", body).manifest is None  # type: ignore[attr-defined]
+    assert _check("plugin-8", body).manifest  # type: ignore[attr-defined]
