@@ -155,6 +155,51 @@ def probe_updates(
     return "reverts to builtin"
 
 
+def probe_channel_flags(
+    urls: Endpoints, app_id: str, plugin: str, *, ca_file: str | None = None
+) -> str | None:
+    """The finding when the server lists channels with flags that are not JSON booleans.
+
+    The plugin reads `public` / `allow_self_set` as booleans (Android's `optBoolean`): an
+    integer `1` is false on the device. Only for profiles that list channels; a listing that
+    fails or is not a list is no finding (the run does not need it).
+    """
+    profile = get_profile(plugin)
+    if not profile.lists_channels:
+        return None
+    ident = DeviceIdentity(
+        str(uuid.uuid4()), app_id, "android", "1.0.0", plugin_version=profile.plugin_version
+    )
+    config = AgentConfig(update_url=urls.updates, channel_url=urls.channel, plugin=plugin)
+    request = CapgoDialect(profile).channel_list_request(
+        DeviceInfo(ident, config, "1.0.0", None, None)
+    )
+    try:
+        with httpx.Client(timeout=PREFLIGHT_TIMEOUT_S, verify=ca_file or True) as client:
+            response = client.get(request.url, headers=dict(request.headers))
+        listing = json.loads(response.content) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(listing, list):
+        return None
+    odd = sorted(
+        {
+            f"{flag}: {json.dumps(item[flag])}"
+            for item in listing
+            if isinstance(item, dict)
+            for flag in ("public", "allow_self_set")
+            if flag in item and not isinstance(item[flag], bool)
+        }
+    )
+    if not odd:
+        return None
+    return (
+        f"your server lists channels with flags that are not JSON booleans ({', '.join(odd)}): "
+        f"{profile.name} devices read them as false (listChannels shows every channel as "
+        "private and not self-assignable)"
+    )
+
+
 def _check_key(offer: UpdateOffer, key: object, where: str) -> None:
     encrypted = is_session_key(offer.session_key)
     if encrypted and key is None:

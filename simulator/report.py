@@ -41,6 +41,7 @@ class RunInfo:
     notes: tuple[str, ...] = ()
     plugin: str = "plugin-8"  # the plugin profile the devices reproduced
     expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
+    server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
 
 
 def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
@@ -60,12 +61,14 @@ def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
     return out
 
 
-def findings(metrics: Metrics) -> list[dict[str, Any]]:
-    """Findings about the server: what it did, and how many device reports it caused."""
+def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
+    """Findings about the server: what it did, and how many device reports it caused (none
+    for what the pre-flight found)."""
     out = [
         {"about": "server", "text": text, "events": n}
         for text, n in sorted(metrics.findings.items(), key=_by_count)
     ]
+    out += [{"about": "server", "text": text, "events": 0} for text in info.server_findings]
     for name, counts in metrics.refusals().items():
         total = counts["requests"]
         bad = {s: n for s, n in counts.items() if s != "requests"}
@@ -122,7 +125,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "expected_releases": list(info.expected_versions),
             "notes": list(info.notes),
         },
-        "findings": findings(metrics),
+        "findings": findings(metrics, info),
         "unknown": unknown,
         "passed": all(r["ok"] is not False for r in results),
         "expectations": results,
@@ -255,7 +258,10 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
         + "</td></tr>"
         for r in report["expectations"]
     )
-    found = "".join(f"<li>{esc(f['text'])} <b>{f['events']:,}</b></li>" for f in report["findings"])
+    found = "".join(
+        f"<li>{esc(f['text'])}" + (f": <b>{f['events']:,}</b>" if f["events"] else "") + "</li>"
+        for f in report["findings"]
+    )
     unknown = "".join(
         f"<li><b>{esc(k.replace('_', ' '))}</b>: unknown — {esc(v)}</li>"
         for k, v in report["unknown"].items()

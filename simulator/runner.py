@@ -32,7 +32,13 @@ from simulator.device import file_digests, make_dist
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Fleet, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics
-from simulator.preflight import Endpoints, check_writable, endpoints, probe_updates
+from simulator.preflight import (
+    Endpoints,
+    check_writable,
+    endpoints,
+    probe_channel_flags,
+    probe_updates,
+)
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario
@@ -118,6 +124,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     preflight = (
         probe_updates(external, scenario.app_id, options.plugin, public_pem) if external else None
     )
+    flags = probe_channel_flags(external, scenario.app_id, options.plugin) if external else None
     with ExitStack() as stack:
         workdir = stack.enter_context(_workdir(options.workdir))
         specs = plan_fleet(scenario, devices, options.seed)
@@ -153,6 +160,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             published_s=published_s,
             server_received=_server_received(server, scenario.app_id, fleet.metrics),
             notes=_notes(scenario, server, preflight),
+            server_findings=(flags,) if flags else (),
         )
         report = build_report(fleet.metrics, info)
         page = write_report(report, fleet.metrics, options.report_dir)

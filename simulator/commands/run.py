@@ -206,7 +206,8 @@ def _summary(report: dict[str, Any], page: Any) -> None:
     )
     for finding in report["findings"]:
         text = escape(finding["text"])
-        console.print(f"  [bold yellow]finding[/]: {text}: {finding['events']:,}", highlight=False)
+        count = f": {finding['events']:,}" if finding["events"] else ""
+        console.print(f"  [bold yellow]finding[/]: {text}{count}", highlight=False)
     for figure, reason in report["unknown"].items():
         console.print(f"  unknown: {figure.replace('_', ' ')}: {escape(reason)}", highlight=False)
     for r in report["expectations"]:
