@@ -246,3 +246,21 @@ def test_a_server_failing_most_requests_is_named_with_counts(
     assert any(f"{updates['count']:,} of {updates['count']:,} /updates" in f["text"]
                for f in refused)  # fmt: skip
     assert "503: " in refused[0]["text"] and "finding" in out and code in (0, 1)
+
+
+@pytest.mark.parametrize("plugin", ["plugin-6", "plugin-7"])
+def test_older_profiles_against_the_reference_server(tmp_path: Path, plugin: str) -> None:
+    """The reference server takes each profile's shapes: single-object stats all arrive."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        SCENARIO.replace('metric = "tampered_activated"\nmax = 0', 'metric = "stats_lost"\nmax = 0')
+        + '[[releases]]\nversion = "1.0.1"\nsize_kb = 8\n'
+        + '[[timeline]]\nat_h = 0\naction = "publish"\nversion = "1.0.1"\n'
+    )
+    report, _ = simulate(
+        RunOptions(str(path), devices=6, time_scale=2880, seed=4, plugin=plugin,
+                   report_dir=tmp_path / "report", progress=False)
+    )  # fmt: skip
+    assert report["passed"] and report["run"]["plugin"] == plugin
+    assert report["stats"]["lost"] == 0 and report["stats"]["server_received"] > 0
+    assert report["adoption"]["final"]["1.0.1"] > 0.5 and report["findings"] == []
