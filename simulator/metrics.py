@@ -234,13 +234,14 @@ class Metrics:
         """Versions devices booted with no published files to compare them with."""
         return sorted({v for d in self.devices for v in d.unchecked}, key=_version_key)
 
-    def refusals(self, share: float = 0.5) -> dict[str, dict[str, int]]:
-        """Endpoints where most requests got no answer or an error status: {name: statuses}."""
+    def refusals(self, share: float = 0.5, least: int = 5) -> dict[str, dict[str, int]]:
+        """Endpoints where most (and at least `least`) requests got no answer or an error
+        status: {name: {"requests": n, status: n, ...}}."""
         out = {}
         for name, statuses in sorted(self.statuses.items()):
             bad = {s: n for s, n in statuses.items() if s == "error" or int(s) >= 400}
             total = sum(statuses.values())
-            if total and sum(bad.values()) > share * total:
+            if sum(bad.values()) >= least and sum(bad.values()) > share * total:
                 out[name] = {"requests": total, **dict(sorted(bad.items()))}
         return out
 

@@ -69,18 +69,20 @@ def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
         for text, n in sorted(metrics.findings.items(), key=_by_count)
     ]
     out += [{"about": "server", "text": text, "events": 0} for text in info.server_findings]
+    if info.embedded:  # our own server: its outages are the scenario's, not findings
+        return out
+    injected = sum(metrics.faults.values())
     for name, counts in metrics.refusals().items():
         total = counts["requests"]
         bad = {s: n for s, n in counts.items() if s != "requests"}
         statuses = ", ".join(f"{_STATUS.get(s, s)}: {n}" for s, n in bad.items())
-        out.append(
-            {
-                "about": "server",
-                "text": f"your server refused or failed {sum(bad.values()):,} of {total:,} "
-                f"{name} requests ({statuses})",
-                "events": sum(bad.values()),
-            }
+        text = (
+            f"your server refused or failed {sum(bad.values()):,} of {total:,} {name} requests "
+            f"({statuses})"
         )
+        if injected:
+            text += f"; the scenario's network injected {injected:,} faults, counted in these"
+        out.append({"about": "server", "text": text, "events": sum(bad.values())})
     return out
 
 
