@@ -9,6 +9,7 @@ except request latencies, which are real (the network is not time-scaled).
 from __future__ import annotations
 
 import bisect
+import json
 import statistics
 from array import array
 from collections import Counter
@@ -95,6 +96,7 @@ class Metrics:
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
         self.findings: Counter[str] = Counter()  # about the server: text -> device reports
+        self.stats_unconfirmed = 0  # events sent in batches answered without `results`
         self.first_offered: dict[str, float] = {}  # version -> first download start seen
         self.loop_lag: array[float] = array("d")  # real seconds the event loop woke up late
 
@@ -120,6 +122,18 @@ class Metrics:
         if found is not None:
             self.findings[found.text] += 1
             device.phantom += 1
+
+    def stats_answer(self, request: bytes, answer: bytes) -> None:
+        """A 200 answer to a stats POST: a batch (array) answered without per-event `results`
+        was not taken as a batch (see `simulator.device.StatsWatch`)."""
+        if not request.startswith(b"["):
+            return
+        try:
+            events, data = json.loads(request), json.loads(answer)
+        except ValueError:
+            return
+        if isinstance(events, list) and not (isinstance(data, dict) and "results" in data):
+            self.stats_unconfirmed += len(events)
 
     def stat(self, device: DeviceOutcome, action: str, version: str, t: float) -> None:
         """A stats action the device's agent queued."""
@@ -214,6 +228,7 @@ class Metrics:
                              (self.faults, other.faults), (self.mitm, other.mitm)):  # fmt: skip
             mine.update(theirs)
         self.findings.update(other.findings)
+        self.stats_unconfirmed += other.stats_unconfirmed
         for version, t in other.first_offered.items():
             self.first_offered[version] = min(t, self.first_offered.get(version, t))
         self.failure_times += other.failure_times

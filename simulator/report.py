@@ -69,6 +69,17 @@ def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
         for text, n in sorted(metrics.findings.items(), key=_by_count)
     ]
     out += [{"about": "server", "text": text, "events": 0} for text in info.server_findings]
+    if metrics.stats_unconfirmed:
+        out.append(
+            {
+                "about": "server",
+                "text": "your server answered stats batches (JSON arrays, as plugin 8 sends "
+                "them) without per-event `results`: it may read one object per POST and lose "
+                "the events; check what it stored, or run with --plugin plugin-6/plugin-7 "
+                "(stats events sent in such batches)",
+                "events": metrics.stats_unconfirmed,
+            }
+        )
     if info.embedded:  # our own server: its outages are the scenario's, not findings
         return out
     injected = sum(metrics.faults.values())
@@ -155,6 +166,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "sent": queued - pending,
             "server_received": info.server_received,
             "lost": lost,
+            "unconfirmed": metrics.stats_unconfirmed,
             "by_action": dict(sorted(metrics.actions.items(), key=_by_count)),
         },
         "bytes": {**metrics.bytes, "total": sum(metrics.bytes.values())},

@@ -171,10 +171,13 @@ def test_no_kind_answers_are_a_finding_not_failures(tmp_path: Path) -> None:
         rows = list(server.stats_rows)
     assert report["stats"]["by_action"]["download_fail"] > 0  # what plugin-8 devices send
     assert report["failures"] == {}  # ... is no update failure
-    finding, flags = report["findings"]
+    finding, flags, batches = report["findings"]
     assert "without a valid `kind`" in finding["text"] and "plugin-8" in finding["text"]
     assert finding["events"] == report["stats"]["by_action"]["download_fail"]
     assert "not JSON booleans (allow_self_set: 0, public: 1)" in flags["text"]
+    assert "stats batches" in batches["text"] and "without per-event `results`" in batches["text"]
+    sent = sum(len(b) for b in server.stats_bodies)
+    assert batches["events"] == report["stats"]["unconfirmed"] == sent > 0
     assert report["passed"]
     # plugin 8 batches stats: this server stores one row per POST with every field empty
     assert rows and all(r["action"] is None for r in rows)
@@ -248,9 +251,10 @@ def test_a_server_failing_most_requests_is_named_with_counts(
     assert "503: " in refused[0]["text"] and "finding" in out and code in (0, 1)
 
 
-@pytest.mark.parametrize("plugin", ["plugin-6", "plugin-7"])
-def test_older_profiles_against_the_reference_server(tmp_path: Path, plugin: str) -> None:
-    """The reference server takes each profile's shapes: single-object stats all arrive."""
+@pytest.mark.parametrize("plugin", ["plugin-6", "plugin-7", "plugin-8"])
+def test_each_profile_against_the_reference_server(tmp_path: Path, plugin: str) -> None:
+    """The reference server takes each profile's shapes: single-object stats (6, 7) and
+    batches answered with per-event results (8) all arrive; no finding."""
     path = tmp_path / "tiny.toml"
     path.write_text(
         SCENARIO.replace('metric = "tampered_activated"\nmax = 0', 'metric = "stats_lost"\nmax = 0')
