@@ -129,10 +129,13 @@ class Metrics:
         if not request.startswith(b"["):
             return
         try:
-            events, data = json.loads(request), json.loads(answer)
+            data = json.loads(answer)  # small; the batch itself is parsed only when needed
+            if isinstance(data, dict) and "results" in data:
+                return
+            events = json.loads(request)
         except ValueError:
             return
-        if isinstance(events, list) and not (isinstance(data, dict) and "results" in data):
+        if isinstance(events, list):
             self.stats_unconfirmed += len(events)
 
     def stat(self, device: DeviceOutcome, action: str, version: str, t: float) -> None:
