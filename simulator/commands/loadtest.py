@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--users must be >= 1")
     if args.public_key is not None and not args.public_key.is_file():
         raise CommandError(f"no such file: {args.public_key}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    _preflight(args)
     with ExitStack() as stack:
         if args.host or args.updates_url:
             host, key_file = args.host or _origin(args.updates_url), args.public_key
@@ -121,3 +121,23 @@ def _origin(url: str) -> str:
     """scheme://host[:port] of a URL: Locust's --host when only the plugin's URLs are given."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """The run's pre-flight (`simulator.preflight`): the report folder is writable and, for
+    your server, /updates answers like a Capgo server for this app with a key that fits.
+
+    Raises:
+        CommandError: exit 2 with one line naming the problem.
+    """
+    from simulator.preflight import PreflightError, check_writable, endpoints, probe_updates
+
+    try:
+        check_writable([args.out])
+        if not (args.host or args.updates_url):
+            return
+        urls = endpoints(args.host, args.updates_url, args.stats_url, args.channel_url)
+        pem = args.public_key.read_text() if args.public_key else None
+        probe_updates(urls, args.app_id, args.plugin, pem)
+    except (PreflightError, ValueError, OSError) as exc:
+        raise CommandError(f"pre-flight: {exc}") from None
