@@ -268,3 +268,14 @@ def test_each_profile_against_the_reference_server(tmp_path: Path, plugin: str) 
     assert report["passed"] and report["run"]["plugin"] == plugin
     assert report["stats"]["lost"] == 0 and report["stats"]["server_received"] > 0
     assert report["adoption"]["final"]["1.0.1"] > 0.5 and report["findings"] == []
+
+
+def test_findings_merge_across_processes(tmp_path: Path) -> None:
+    with old_capgo(release=("1.0.1", _zip("1.0.1"))) as server:
+        report = _run(tmp_path, server_url=server.url, app_id=APP, processes=2)
+        sent = sum(len(b) for b in server.stats_bodies)
+    texts = [f["text"] for f in report["findings"]]
+    assert any("without a valid `kind`" in t for t in texts)
+    assert report["stats"]["unconfirmed"] == sent > 0
+    assert report["adoption"]["time_to_adoption_h"]["1.0.1"]["devices"] > 0
+    assert report["updates"]["tampered_activated"] is None
