@@ -151,6 +151,7 @@ class CapgoDialect:
     def __init__(self, profile: PluginProfile | None = None) -> None:
         self.profile = profile or get_profile()
         self.stats_batch_size = STATS_BATCH_SIZE if self.profile.stats_batched else 1
+        self.stores_channel_locally = self.profile.channel_stored_locally
 
     def check_request(self, info: DeviceInfo) -> OutgoingRequest:
         return _json_request("/updates", "POST", info.config.update_url, info, info_object(info))
@@ -224,12 +225,29 @@ class CapgoDialect:
             "/channel_self", "PUT", info.config.channel_url, info, info_object(info)
         )
 
+    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
+        """`DELETE <channelUrl>?<info object>` for plugins before 7.34.0; None for current
+        ones, which only forget the channel they keep."""
+        if not self.profile.unset_channel_delete:
+            return None
+        return self._query_request("DELETE", info)
+
     def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
+        """GET the channel list.
+
+        Raises:
+            ProtocolError: the profile's plugin has no listChannels (before 7.5.0).
+        """
+        if not self.profile.lists_channels:
+            raise ProtocolError(f"{self.profile.name} has no listChannels (plugin >= 7.5.0)")
+        return self._query_request("GET", info)
+
+    def _query_request(self, method: str, info: DeviceInfo) -> OutgoingRequest:
         query = {
             k: str(v).lower() if isinstance(v, bool) else v for k, v in info_object(info).items()
         }
         url = info.config.channel_url + "?" + urlencode(query)
-        return OutgoingRequest("/channel_self", "GET", url, {"user-agent": user_agent(info)})
+        return OutgoingRequest("/channel_self", method, url, {"user-agent": user_agent(info)})
 
     def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
         """Parse a channel_self POST/PUT answer.
