@@ -215,3 +215,32 @@ def test_plugin_6_ignores_a_manifest() -> None:
     }  # fmt: skip
     assert _check("plugin-6", body).manifest is None  # type: ignore[attr-defined]
     assert _check("plugin-8", body).manifest  # type: ignore[attr-defined]
+
+
+@given(
+    code=st.sampled_from(sorted(UP_TO_DATE_CODES)),
+    kind=st.one_of(st.none(), _JSON),
+    extra=st.dictionaries(st.text(max_size=10), _JSON, max_size=4),
+    plugin=st.sampled_from(sorted(PLUGIN_PROFILES)),
+)
+def test_a_fleets_verdict_never_counts_an_up_to_date_answer_as_a_failure(
+    code: str, kind: object, extra: dict[str, object], plugin: str
+) -> None:
+    """Through a real agent (core) and the simulator's metrics, whatever the answer's shape."""
+    from simulator.metrics import DeviceOutcome, Metrics
+
+    body = {**extra, "error": code}
+    if kind is not None:
+        body["kind"] = kind
+    if kind in ("blocked", "failed"):
+        return  # the server itself said otherwise
+    h = Harness(config=config(plugin=plugin))
+    h.updates.append(answer(body))
+    h.run(AppStarted())
+    metrics, device = Metrics(), DeviceOutcome(0, "d", "ios", "17", "lan", "daily", "production")
+    for name, payload in h.emitted:
+        if name == "updateCheckResult":
+            metrics.check_result(device, get_profile(plugin), payload)
+    for action, version in h.reported:
+        metrics.stat(device, action, version, 1.0)
+    assert not metrics.failures() and not metrics.failure_times
