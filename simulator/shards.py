@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.drivers.http import AsyncHttpPort, make_async_port
+from agent.drivers.backends import make_async_port
+from agent.drivers.http import AsyncHttpPort
 
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Fleet, ScaledClock, Timeline

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig
-from agent.drivers.http import AsyncHttpPort, make_async_port
+from agent.drivers.backends import make_async_port
+from agent.drivers.http import AsyncHttpPort
 from simulator.device import VirtualDevice
 from simulator.fleet import Fleet, ScaledClock, plan_fleet
 from simulator.runner import RunOptions, simulate
