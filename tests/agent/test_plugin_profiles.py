@@ -114,20 +114,29 @@ _JSON = st.recursive(
 )
 
 
-@given(
-    code=st.sampled_from(sorted(UP_TO_DATE_CODES)),
-    kind=st.one_of(st.none(), st.sampled_from(["up_to_date", "UP_TO_DATE", "", "ok"]), _JSON),
-    extra=st.dictionaries(st.text(max_size=10), _JSON, max_size=4),
-    plugin=st.sampled_from(sorted(PLUGIN_PROFILES)),
-)
-def test_no_classification_makes_an_up_to_date_answer_a_failure_verdict(
-    code: str, kind: object, extra: dict[str, object], plugin: str
-) -> None:
-    body = {**extra, "error": code}
-    if kind is not None:
+@st.composite
+def up_to_date_answers(draw: st.DrawFn) -> dict[str, object]:
+    """An up-to-date /updates answer body of any shape: any extra fields, any `kind` or none,
+    except a `kind` that says otherwise (the server's own word is kept)."""
+    body = draw(st.dictionaries(st.text(max_size=10), _JSON, max_size=4))
+    body["error"] = draw(st.sampled_from(sorted(UP_TO_DATE_CODES)))
+    kind = draw(
+        st.one_of(st.none(), st.sampled_from(["up_to_date", "UP_TO_DATE", "", "ok"]), _JSON)
+    )
+    if kind is None or kind in ("blocked", "failed"):
+        body.pop("kind", None)
+    else:
         body["kind"] = kind
-    if isinstance(kind, str) and kind in ("blocked", "failed"):
-        return  # the server itself said otherwise: its own word is kept
+    return body
+
+
+PLUGINS = st.sampled_from(sorted(PLUGIN_PROFILES))
+
+
+@given(body=up_to_date_answers(), plugin=PLUGINS)
+def test_no_classification_makes_an_up_to_date_answer_a_failure_verdict(
+    body: dict[str, object], plugin: str
+) -> None:
     result = _check(plugin, body)
     assert isinstance(result, NoUpdate)
     assert meaning(result.error, body.get("kind"), result.status) == "up_to_date"
@@ -217,23 +226,13 @@ def test_plugin_6_ignores_a_manifest() -> None:
     assert _check("plugin-8", body).manifest  # type: ignore[attr-defined]
 
 
-@given(
-    code=st.sampled_from(sorted(UP_TO_DATE_CODES)),
-    kind=st.one_of(st.none(), _JSON),
-    extra=st.dictionaries(st.text(max_size=10), _JSON, max_size=4),
-    plugin=st.sampled_from(sorted(PLUGIN_PROFILES)),
-)
+@given(body=up_to_date_answers(), plugin=PLUGINS)
 def test_a_fleets_verdict_never_counts_an_up_to_date_answer_as_a_failure(
-    code: str, kind: object, extra: dict[str, object], plugin: str
+    body: dict[str, object], plugin: str
 ) -> None:
     """Through a real agent (core) and the simulator's metrics, whatever the answer's shape."""
     from simulator.metrics import DeviceOutcome, Metrics
 
-    body = {**extra, "error": code}
-    if kind is not None:
-        body["kind"] = kind
-    if kind in ("blocked", "failed"):
-        return  # the server itself said otherwise
     h = Harness(config=config(plugin=plugin))
     h.updates.append(answer(body))
     h.run(AppStarted())
