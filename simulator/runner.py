@@ -64,6 +64,8 @@ class RunOptions:
     plugin: str = DEFAULT_PROFILE  # the plugin generation the devices reproduce
     expect_releases: Mapping[str, Path] = dataclasses.field(default_factory=dict)  # version ->
     # the release as published (dist folder or zip): makes tamper/byte-exact checks measurable
+    artefact_retries: int | None = None  # None: AgentConfig's default (agent/core/retry.py)
+    artefact_retry_window_s: float | None = None
     public_key_file: Path | None = None
     app_id: str | None = None
     http_backend: str = "aiohttp"
@@ -140,7 +142,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             urls = external
             expected = _expected(options.expect_releases, workdir / "expected")
             setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
-        configs = {ch: _config(urls, setup.public_pem, ch, options.plugin) for ch in channels}
+        configs = {ch: _config(urls, setup.public_pem, ch, options) for ch in channels}
         began = time.monotonic()
         fleet, published_s = asyncio.run(
             _run(scenario, specs, configs, options, scale, workdir, server, setup)
@@ -252,16 +254,25 @@ def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, s
     return digests
 
 
-def _config(urls: Endpoints, public_pem: str, channel: str, plugin: str) -> AgentConfig:
+def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions) -> AgentConfig:
     """The app's updater options."""
-    return AgentConfig(
-        update_url=urls.updates,
-        stats_url=urls.stats,
-        channel_url=urls.channel,
-        public_key=public_pem or None,
-        default_channel=None if channel == PRODUCTION else channel,
-        plugin=plugin,
-    )
+    retry = {
+        name: value
+        for name in ("artefact_retries", "artefact_retry_window_s")
+        if (value := getattr(options, name)) is not None
+    }
+    try:
+        return AgentConfig(
+            update_url=urls.updates,
+            stats_url=urls.stats,
+            channel_url=urls.channel,
+            public_key=public_pem or None,
+            default_channel=None if channel == PRODUCTION else channel,
+            plugin=options.plugin,
+            **retry,
+        )
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 async def _run(

@@ -86,6 +86,15 @@ def register(sub: Any) -> None:
         default="aiohttp",
         help="HTTP backend of the devices (default: aiohttp, measured faster)",
     )
+    parser.add_argument(
+        "--artefact-retries", type=int, metavar="N",
+        help="re-downloads of a bundle that failed verification, within the window "
+             "(default 3; never activated; docs/agent.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--artefact-retry-window-h", type=_positive_float, metavar="H",
+        help="the window of those retries, from the first failure (default 24)",
+    )  # fmt: skip
     parser.add_argument("--processes", type=_positive_int, default=1, metavar="N",
                         help="run the fleet in N processes, one event loop each (default 1); "
                              "for big fleets on several cores")  # fmt: skip
@@ -166,6 +175,10 @@ def run_command(args: argparse.Namespace) -> int:
             channel_url=args.channel_url,
             plugin=args.plugin,
             expect_releases=expected,
+            artefact_retries=args.artefact_retries,
+            artefact_retry_window_s=(
+                args.artefact_retry_window_h * 3600 if args.artefact_retry_window_h else None
+            ),
             public_key_file=Path(args.public_key) if args.public_key else None,
             app_id=args.app_id,
             http_backend=args.http,

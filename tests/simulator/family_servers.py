@@ -32,6 +32,7 @@ class OldCapgo:
     refuse_after: int | None = None  # 503 to everything after this many /updates answers
     session_key: str = ""  # sent with the offer (an encrypted release)
     drop_odd: bool = False  # drop every other /updates request of each device
+    corrupt: int = 0  # serve the bundle with one byte flipped this many times first
     seen: dict[str, int] = field(default_factory=dict)  # device id -> /updates requests
     url: str = ""
     checks: int = 0
@@ -97,7 +98,12 @@ class _OldCapgoHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         family = self.server.family
         if self.path == "/bundle.zip" and family.release is not None:
-            self._send(200, family.release[1], "application/zip")
+            data = bytearray(family.release[1])
+            with family.lock:
+                if family.corrupt > 0:
+                    family.corrupt -= 1
+                    data[len(data) // 2] ^= 1  # a flipped transfer
+            self._send(200, bytes(data), "application/zip")
             return
         status, data = family.answer(self.path.split("?")[0], None) or (404, None)
         self._send(status, json.dumps(data).encode(), "application/json")

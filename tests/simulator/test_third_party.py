@@ -279,3 +279,20 @@ def test_findings_merge_across_processes(tmp_path: Path) -> None:
     assert report["stats"]["unconfirmed"] == sent > 0
     assert report["adoption"]["time_to_adoption_h"]["1.0.1"]["devices"] > 0
     assert report["updates"]["tampered_activated"] is None
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_a_flipped_transfer_then_clean_ones_the_release_lands(tmp_path: Path, retries: int) -> None:
+    """The first downloads are corrupted in transit; with the bounded retry (the default 3)
+    devices that refused one take the release from a later, clean transfer; with none left
+    they stay on what they run (a corrupted bundle is never activated)."""
+    import csv
+
+    with old_capgo(release=("1.0.1", _zip("1.0.1")), corrupt=6) as server:
+        report = _run(tmp_path, server_url=server.url, app_id=APP, artefact_retries=retries)
+    assert report["failures"]["checksum_fail"] == 6 and report["updates"]["unbootable"] == 0
+    with open(tmp_path / "report" / "devices.csv", newline="") as handle:
+        devices = list(csv.DictReader(handle))
+    hit = [d for d in devices if "checksum_fail" in d["failures"]]
+    landed = [d for d in hit if "1.0.1" in d["versions_run"].split()]
+    assert hit and (landed if retries else not landed)
