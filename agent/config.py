@@ -15,11 +15,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from agent.protocol.profiles import PLUGIN_PROFILES
+from agent.protocol.profiles import PLUGIN_VERSION as PLUGIN_VERSION  # re-exported
+
 ApplyMode = Literal["atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off"]
 Platform = Literal["ios", "android"]
 
-PLUGIN_VERSION = "8.51.14"
-"""The `@capgo/capacitor-updater` release whose behaviour this agent reproduces."""
 
 DEFAULT_UPDATE_URL = "https://plugin.capgo.app/updates"
 DEFAULT_STATS_URL = "https://plugin.capgo.app/stats"
@@ -95,8 +96,6 @@ class AgentConfig:
         for name in ("artefact_retry_window_s", "artefact_retry_backoff_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
-        from agent.protocol.profiles import PLUGIN_PROFILES  # the registry imports this module
-
         if self.plugin not in PLUGIN_PROFILES:
             raise ValueError(f"plugin must be one of {', '.join(PLUGIN_PROFILES)}")
 

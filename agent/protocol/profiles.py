@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.config import PLUGIN_VERSION
+PLUGIN_VERSION = "8.51.14"
+"""The newest `@capgo/capacitor-updater` release reproduced (the default profile's)."""
 
 
 @dataclass(frozen=True)
