@@ -100,5 +100,7 @@ def test_an_external_server_is_used_as_it_is(tmp_path: Path) -> None:
         )  # fmt: skip
     assert not report["run"]["embedded_server"] and report["run"]["server"] == server.url
     assert report["adoption"]["final"]["1.0.1"] >= 0.5 and report["passed"]
-    assert report["timeline"] == [] and "yours to perform" in report["run"]["notes"][0]
-    assert report["stats"]["lost"] is None
+    preflight, timeline = report["run"]["notes"]
+    assert preflight == "pre-flight: the server answered a new device: offers 1.0.1"
+    assert report["timeline"] == [] and "yours to perform" in timeline
+    assert report["stats"]["lost"] is None and "stats_lost" in report["unknown"]
