@@ -30,7 +30,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 SIM_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: what device clocks read at t = 0
-WINDOW_S = 1.0  # default lookahead of a step, simulated seconds
+WINDOW_S = 600.0  # default lookahead of a step, simulated seconds (measured: docs/simulator.md)
 
 T = TypeVar("T")
 

@@ -263,6 +263,7 @@ class VirtualDevice(AgentObserver):
             clock=self.clock,
             rng=self.agent_rng,
             observer=self,
+            durable=False,  # kills are simulated, power loss is not: atomic renames, no fsync
         )
 
     async def _leave(self) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from agent.config import AgentConfig
 
+from simulator.clock import WINDOW_S
 from simulator.device import file_digests, make_dist
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
@@ -54,6 +55,7 @@ class RunOptions:
     progress: bool = True
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
+    window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
 
 
 class EmbeddedServer:
@@ -238,7 +240,7 @@ async def _run(
     n = options.processes
     shards = [
         Shard(scenario, specs[i::n], configs, workdir, setup.published,
-              options.http_backend, options.flush_wait_s, cap)
+              options.http_backend, options.flush_wait_s, cap, options.window_s)
         for i in range(n)
     ]  # fmt: skip
     timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None

@@ -83,3 +83,10 @@ def test_two_processes_report_as_one(tmp_path: Path) -> None:
     two = outputs(tmp_path, "two", "mitm-tamper", processes=2)
     assert one["report.json"]["mitm"].get("swap", 0) > 0  # shared knowledge crossed shards
     assert_same(one, two)
+
+
+def test_the_clock_step_changes_how_much_runs_at_once_never_what_happens(tmp_path: Path) -> None:
+    """A step's window is concurrency, not resolution: each device keeps its exact time."""
+    wide = outputs(tmp_path, "wide", "staged-rollout", window_s=3600.0)
+    narrow = outputs(tmp_path, "narrow", "staged-rollout", window_s=1.0)
+    assert_same(wide, narrow)
