@@ -125,7 +125,7 @@ def memory(small: int, large: int) -> None:
         with scratch() as tmp:
             result = run(Path(tmp), devices=devices)
         sizes[devices] = (result["maxrss_kb"], result["device_disk_bytes"])
-    (rss_s, disk_s), (rss_l, disk_l) = sizes[small], sizes[large]
+    (rss_s, _), (rss_l, disk_l) = sizes[small], sizes[large]
     per_rss = (rss_l - rss_s) / (large - small)
     per_disk = disk_l / large / 1024
     print(f"memory: peak RSS {rss_s / 1024:,.0f} MB at {small:,} devices, {rss_l / 1024:,.0f} MB "

@@ -21,7 +21,7 @@ DEVICES = 50
 def run(
     name: str, tmp_path: Path, seed: int = 3, processes: int = 1, progress: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    report, page = simulate(
+    report, _ = simulate(
         RunOptions(
             scenario=name,
             devices=DEVICES,
@@ -136,7 +136,7 @@ def test_sharded_timeline_steps_land_at_their_simulated_times(tmp_path: Path) ->
     1.0.2 exists in any shard before 4 h, and 1.0.1 reached both shards before it."""
     path = tmp_path / "race.toml"
     path.write_text(RACE)
-    report, page = simulate(
+    report, _ = simulate(
         RunOptions(str(path), devices=20, seed=2, report_dir=tmp_path / "r", processes=2,
                    progress=False)
     )  # fmt: skip
