@@ -1,16 +1,17 @@
 # One command installs and runs each job: `make test` (lint + the whole suite), `make run`
 # (the main job: a fleet simulation against the embedded reference server), `make bench`
-# (every benchmark script, printing its figures).
+# (the CPU-bound benchmarks under pytest-benchmark), `make bench-system` (the whole-system
+# benchmark scripts, printing their tables).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test run bench
+.PHONY: install lint test run bench bench-check bench-system
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[all,test]'
 	touch $@
 
 install: $(STAMP)
@@ -34,9 +35,26 @@ test: lint $(INTEROP_NPM)
 run: install
 	$(VENV)/bin/otasim run $(ARGS)
 
-# The benchmarks are scripts that print figures (never timing asserts in the suite).
-# The HTTP and Locust ones need Debian's nginx-light (`apt-get install nginx-light`).
-BENCHES := bench_verify bench_agent bench_server bench_fleet bench_http bench_locust
+# Benchmarks are never timing asserts in the suite (`make test` leaves tests/benchmarks out).
+# `make bench` runs the CPU-bound ones (tests/benchmarks/test_bench_*.py) under
+# pytest-benchmark, saves the run in .benchmarks/ and compares it with the last saved one;
+# `make bench-check` compares without saving and fails when a benchmark's best round (min:
+# the figure least moved by other load) is more than BENCH_FAIL slower than in the last saved run.
+BENCH_FAIL ?= 25%
+BENCH := $(VENV)/bin/pytest tests/benchmarks --benchmark-only \
+	--benchmark-group-by=group --benchmark-columns=min,median,max,ops,rounds --benchmark-sort=name
+SAVED := $(wildcard .benchmarks/*/*.json)
 
 bench: install
-	@for b in $(BENCHES); do echo "== $$b"; $(PY) tests/benchmarks/$$b.py || exit 1; done
+	$(BENCH) --benchmark-autosave $(if $(SAVED),--benchmark-compare)
+
+bench-check: install
+	$(if $(SAVED),,$(error no saved benchmark run: run `make bench` first))
+	$(BENCH) --benchmark-compare --benchmark-compare-fail=min:$(BENCH_FAIL)
+
+# The system benchmarks are scripts that print tables; the HTTP and Locust ones need Debian's
+# nginx-light (`apt-get install nginx-light`).
+SYSTEM_BENCHES := bench_server bench_fleet bench_http bench_locust
+
+bench-system: install
+	@for b in $(SYSTEM_BENCHES); do echo "== $$b"; $(PY) tests/benchmarks/$$b.py || exit 1; done

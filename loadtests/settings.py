@@ -7,7 +7,9 @@ environment variable (`LOCUST_APP_ID=...`). `LoadtestSettings` is the validated 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,13 @@ def _memory_tmp() -> str | None:
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
+def _process_device_root() -> str:
+    """A folder for this process's devices (no --device-root), removed when the process exits."""
+    root = tempfile.mkdtemp(prefix="otasim-locust-", dir=_memory_tmp())
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 @dataclass(frozen=True)
 class LoadtestSettings:
     """The devices' side of the options, checked once per process.
@@ -111,13 +120,13 @@ class LoadtestSettings:
         key = None
         if options.public_key:
             key = load_public_key(Path(options.public_key).read_text()).pem
-        root = options.device_root or tempfile.mkdtemp(prefix="otasim-locust-", dir=_memory_tmp())
+        fleet = load_scenario(options.fleet_mix)
         return cls(
             app_id=options.app_id,
             public_key=key,
-            fleet=load_scenario(options.fleet_mix),
+            fleet=fleet,
             apply_mode=options.apply_mode,
-            device_root=Path(root),
+            device_root=Path(options.device_root or _process_device_root()),
             max_devices=options.max_devices_per_worker,
             http_backend=options.http_backend,
             ca_file=options.ca_file or None,

@@ -27,7 +27,8 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 from agent.config import AgentConfig, DeviceIdentity
-from agent.drivers.http import SyncHttpPort, make_sync_port
+from agent.drivers.backends import make_sync_port
+from agent.drivers.http import SyncHttpPort
 from agent.drivers.sync import SyncDevice
 from loadtests.observer import LocustObserver
 from loadtests.settings import LoadtestSettings

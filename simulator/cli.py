@@ -3,13 +3,15 @@
 Each subcommand group lives in `simulator.commands.<name>` and exposes
 `register(subparsers)`, which adds its parser and sets `func` (args -> exit code).
 Modules import their heavy dependencies inside the handlers so that `otasim --help`
-stays fast.
+stays fast, and works with no extra installed: a command that needs one of pyproject's extras
+sets `extra` in its parser defaults, and runs only when that extra's modules are there.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +27,27 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "loadtest",
 )
+
+# The modules each extra of pyproject.toml brings (tests/test_packaging.py keeps them in step).
+_SERVER = ("starlette", "uvicorn", "httptools")
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "server": _SERVER,
+    "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
+    "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
+}
+
+
+def check_extra(command: str, extra: str) -> None:
+    """Raise a one-line `CommandError` naming the extra when its modules are not installed.
+
+    Looks the modules up without importing them (importing locust would patch this process).
+    """
+    missing = [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(
+            f"otasim {command} needs the [{extra}] extra ({', '.join(missing)} not installed): "
+            f"pip install 'otasim[{extra}]'"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "extra", None):
+            check_extra(args.command, args.extra)
         code: int = args.func(args)
     except CommandError as exc:
         print(f"otasim: error: {exc}", file=sys.stderr)

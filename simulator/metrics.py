@@ -12,9 +12,11 @@ import bisect
 import statistics
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from simulator.scenario import Expectation
+from agent.core import versions
 
 BUILTIN = "builtin"
 DOWNLOAD_STARTS = frozenset({"download_0", "download_zip_start", "download_manifest_start"})
@@ -59,15 +61,14 @@ class DeviceOutcome:
     def downgraded(self) -> bool:
         """Booted a version older than one it had already confirmed (a replay, a rollback
         of the channel): the agent's own rollbacks to the fallback do not count."""
-        best: tuple[tuple[int, int | str], ...] | None = None
+        floor: str | None = None
         for _, version in self.running:
             if version == BUILTIN:
                 continue
-            key = _version_key(version)
-            if best is not None and key < best:
+            if floor is not None and versions.less_than(version, floor):
                 return True
-            if version in self.confirmed and (best is None or key > best):
-                best = key
+            if version in self.confirmed:
+                floor = versions.raise_floor(floor, version)
         return False
 
     def version_at(self, t: float) -> str:
@@ -135,7 +136,7 @@ class Metrics:
 
     def versions(self) -> list[str]:
         seen = {v for d in self.devices for _, v in d.running}
-        return sorted(seen - {BUILTIN}, key=_version_key) + [BUILTIN] * (BUILTIN in seen)
+        return sorted(seen - {BUILTIN}, key=versions.sort_key) + [BUILTIN] * (BUILTIN in seen)
 
     def curve(self, duration_s: float, points: int = 97) -> list[dict[str, float]]:
         """Adoption per version (plus cumulative failures and rollbacks) at regular times."""
@@ -191,36 +192,71 @@ class Metrics:
         self.rollback_times += other.rollback_times
         self.timeouts += other.timeouts
 
-    def evaluate(self, expectation: Expectation, end_s: float, stats_lost: int | None) -> float:
-        """The measured value an expectation is checked against."""
-        v, devices = expectation.version, self.devices
+    def evaluate(self, expectation: Asked, end_s: float, stats_lost: int | None) -> float:
+        """The measured value an expectation is checked against (see `METRICS`)."""
+        metric = METRICS.get(expectation.metric)
+        version = expectation.version or ""
+        if metric is None or (metric.needs_version and not version):
+            raise ValueError(f"unknown metric {expectation.metric!r} or no version given")
         at = end_s if expectation.at_s is None else expectation.at_s
-        if expectation.metric == "adoption" and v:
-            return round(self.adoption(v, at), 4)
-        if expectation.metric == "rolled_back" and v:
-            booted = [d for d in devices if v in d.booted and v not in d.confirmed]
-            return (
-                round(sum(v in d.rolled_back for d in booted) / len(booted), 4) if booted else 1.0
-            )
-        if expectation.metric == "redownloaded" and v:
-            return sum(v in d.redownloaded for d in devices)
-        if expectation.metric == "unbootable":
-            return sum(d.unbootable for d in devices)
-        if expectation.metric == "tampered_activated":
-            return sum(d.tampered > 0 for d in devices)
-        if expectation.metric == "stats_lost":
-            return float("nan") if stats_lost is None else stats_lost
-        if expectation.metric == "downgraded":
-            return sum(d.downgraded() for d in devices)
-        if expectation.metric == "success_rate":
-            return self.success()[2]
-        raise ValueError(f"unknown metric {expectation.metric!r}")
+        return metric.measure(self, version, at, stats_lost)
 
     def success(self) -> tuple[int, int, float]:
         """(updates attempted, updates confirmed, rate): per device and version."""
         attempted = sum(len(+d.download_starts) for d in self.devices)
         succeeded = sum(len(d.confirmed) for d in self.devices)
         return attempted, succeeded, round(succeeded / attempted, 4) if attempted else 1.0
+
+
+class Asked(Protocol):
+    """What `Metrics.evaluate` reads of an expectation (`simulator.scenario.Expectation`)."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def at_s(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An expectation metric: whether it needs a `version`, and how it is measured from a run
+    (`measure(metrics, version, at_s, stats_lost)`)."""
+
+    needs_version: bool
+    measure: Callable[[Metrics, str, float, int | None], float]
+
+
+def _rolled_back(m: Metrics, v: str, at: float, lost: int | None) -> float:
+    booted = [d for d in m.devices if v in d.booted and v not in d.confirmed]
+    return round(sum(v in d.rolled_back for d in booted) / len(booted), 4) if booted else 1.0
+
+
+# The metrics a scenario's [[expect]] may name (the one list: `simulator.scenario` checks
+# scenarios against it).
+METRICS: dict[str, Metric] = {
+    # share of devices running `version` at `at_h`
+    "adoption": Metric(True, lambda m, v, at, lost: round(m.adoption(v, at), 4)),
+    # share of devices that booted `version` and were rolled back from it
+    "rolled_back": Metric(True, _rolled_back),
+    # devices that downloaded `version` again after it failed for them
+    "redownloaded": Metric(
+        True, lambda m, v, at, lost: sum(v in d.redownloaded for d in m.devices)
+    ),
+    # devices left with no bootable bundle
+    "unbootable": Metric(False, lambda m, v, at, lost: sum(d.unbootable for d in m.devices)),
+    # devices that activated a bundle unlike the one published
+    "tampered_activated": Metric(
+        False, lambda m, v, at, lost: sum(d.tampered > 0 for d in m.devices)
+    ),
+    # stats events devices sent minus those the server recorded (unknown: NaN)
+    "stats_lost": Metric(False, lambda m, v, at, lost: float("nan") if lost is None else lost),
+    # installs that reached appReady / installs attempted
+    "success_rate": Metric(False, lambda m, v, at, lost: m.success()[2]),
+    # devices that booted a version older than one they had confirmed
+    "downgraded": Metric(False, lambda m, v, at, lost: sum(d.downgraded() for d in m.devices)),
+}
 
 
 def _percentiles(values: list[float], digits: int) -> dict[str, float]:
@@ -236,8 +272,3 @@ def _percentiles(values: list[float], digits: int) -> dict[str, float]:
         "p99": round(cuts[98], digits),
         "max": round(values[-1], digits),
     }
-
-
-def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    parts = version.replace("-", ".").split(".")
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)

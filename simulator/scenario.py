@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simulator.metrics import METRICS
 from simulator.network import PROFILES
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -31,18 +32,6 @@ ACTIONS = (
     "server_up",
 )
 PLATFORMS = ("ios", "android")
-# Expectation metrics: name -> whether it needs a `version`. Evaluated in simulator.metrics.
-METRICS: dict[str, bool] = {
-    "adoption": True,  # share of devices running `version` at `at_h`
-    "rolled_back": True,  # share of devices that booted `version` and were rolled back from it
-    "redownloaded": True,  # devices that downloaded `version` again after it failed for them
-    "unbootable": False,  # devices left with no bootable bundle
-    "tampered_activated": False,  # devices that activated a bundle unlike the one published
-    "stats_lost": False,  # stats events devices sent minus those the server recorded
-    "success_rate": False,  # installs that reached appReady / installs attempted
-    "downgraded": False,  # devices that booted a version older than one they had confirmed
-}
-
 Choice = tuple[tuple[str, float], ...]  # (value, weight)
 
 
@@ -365,7 +354,7 @@ class _Reader:
                 f"{where}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})"
             )
         version = t.get("version")
-        if METRICS[metric] and version not in versions:
+        if METRICS[metric].needs_version and version not in versions:
             raise self.fail(
                 f"{where}.version",
                 f"metric {metric!r} needs the version of one of the [[releases]]",

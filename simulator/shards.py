@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.drivers.http import AsyncHttpPort, make_async_port
+from agent.drivers.backends import make_async_port
+from agent.drivers.http import AsyncHttpPort
 
 from simulator.clock import WINDOW_S, VirtualTime
 from simulator.errors import RunError

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from typing import Final
 
 import brotli  # type: ignore[import-untyped]  # no stubs published
 
 from agent.bundles.unzip import check_relative_path
 from agent.errors import ProtocolError, VerificationError
+from agent.protocol.base import ManifestEntry
 from agent.security.checksum import expected_checksum
 from agent.security.keys import PublicKey
 from agent.security.session import SessionKey
@@ -26,15 +26,6 @@ from agent.security.stream import AesCbcDecrypter
 BROTLI_SUFFIX: Final = ".br"
 DEFAULT_MAX_FILE_BYTES: Final = 512 * 1024 * 1024
 _SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One manifest file as the server sends it (`file_name` keeps a `.br` suffix)."""
-
-    file_name: str
-    file_hash: str
-    download_url: str
 
 
 def parse_manifest(raw: object) -> list[ManifestEntry]:

@@ -61,7 +61,7 @@ class Agent(UpdateFlow):
         stats: Sequence[StatEvent],
         *,
         rng: RandomSource,
-        dialect: Dialect | None = None,
+        dialect: Dialect,
         key_id: str | None = None,
     ) -> None:
         super().__init__(config, identity, state, stats, rng=rng, dialect=dialect, key_id=key_id)

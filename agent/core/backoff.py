@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -12,14 +13,26 @@ class RandomSource(Protocol):
     def random(self) -> float: ...
 
 
+def jittered_delay(
+    rng: RandomSource,
+    attempt: int,
+    *,
+    base_s: float = 1.0,
+    cap_s: float = 300.0,
+    factor: float = 2.0,
+) -> float:
+    """The wait before retry `attempt` (1, 2, ...): base*factor**(attempt-1) capped at `cap_s`,
+    with "full jitter" in [d/2, d]."""
+    delay = min(base_s * factor ** min(attempt - 1, 256), cap_s)
+    return delay / 2 + rng.random() * delay / 2
+
+
 def exponential_jitter(
     rng: RandomSource, *, base_s: float = 1.0, cap_s: float = 300.0, factor: float = 2.0
 ) -> Iterator[float]:
-    """Delays base, base*factor, ... capped at `cap_s`, each with "full jitter" in [d/2, d]."""
-    delay = base_s
-    while True:
-        yield delay / 2 + rng.random() * delay / 2
-        delay = min(delay * factor, cap_s)
+    """The waits of `jittered_delay` for attempts 1, 2, 3 ..."""
+    for attempt in itertools.count(1):
+        yield jittered_delay(rng, attempt, base_s=base_s, cap_s=cap_s, factor=factor)
 
 
 def random_id(rng: RandomSource, length: int = 10) -> str:

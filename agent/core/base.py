@@ -17,7 +17,6 @@ from agent.core.effects import CommitState, DeleteBundle, Effect, EmitEvent, Rel
 from agent.core.lifecycle import BUILTIN, DeviceState, activate, remove_bundle
 from agent.core.stats import StatsQueue
 from agent.protocol.base import DeviceInfo, Dialect, OutgoingRequest, StatEvent
-from agent.protocol.capgo import CapgoDialect
 
 
 class AgentBase:
@@ -31,13 +30,13 @@ class AgentBase:
         stats: Sequence[StatEvent],
         *,
         rng: RandomSource,
-        dialect: Dialect | None = None,
+        dialect: Dialect,
         key_id: str | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.state = state
-        self.dialect: Dialect = dialect or CapgoDialect()
+        self.dialect = dialect
         self._stats = StatsQueue(stats, rng)
         self._rng = rng
         self._key_id = key_id

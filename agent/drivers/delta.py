@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from agent.bundles.manifest import DeltaFileVerifier, ManifestEntry, check_manifest_targets
+from agent.bundles.manifest import DeltaFileVerifier, check_manifest_targets
 from agent.config import AgentConfig
 from agent.drivers.fetch import (
     ZIP_ESTIMATE,
@@ -29,7 +29,7 @@ from agent.drivers.fetch import (
 )
 from agent.drivers.http import HttpRequest
 from agent.errors import LocalError, VerificationError
-from agent.protocol.base import UpdateOffer
+from agent.protocol.base import ManifestEntry, UpdateOffer
 from agent.security.keys import PublicKey
 from agent.security.session import SessionKey, is_session_key, recover_session_key
 from agent.store import DeviceStore

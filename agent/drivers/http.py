@@ -1,7 +1,8 @@
 """The small HTTP port the drivers use: send a request, stream a (ranged) body.
 
 Drivers talk to the network only through these two protocols, so the backend is
-swappable. Backends, chosen by measurement (docs/http.md):
+swappable; `agent.drivers.backends` makes a port of the backend chosen. Backends, chosen by
+measurement (docs/http.md):
 
 - asyncio: `aiohttp` (the default for fleets: httpx's async pool collapses under
   concurrency here) and `httpx` (plain, kept available);
@@ -26,19 +27,14 @@ Shared behaviour, whatever the backend:
 from __future__ import annotations
 
 import functools
-import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from agent.errors import TransportError
 
-AsyncBackend = Literal["aiohttp", "httpx"]
-SyncBackend = Literal["httpx", "geventhttpclient"]
-
-DEFAULT_ASYNC_BACKEND: Final[AsyncBackend] = "aiohttp"  # measured: docs/http.md
 MAX_REDIRECTS: Final = 5
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 
@@ -179,68 +175,3 @@ def too_large(request: HttpRequest) -> ResponseTooLarge:
     return ResponseTooLarge(
         f"{request.method} {request.url}: body larger than {request.max_body_bytes} bytes"
     )
-
-
-def gevent_patched() -> bool:
-    """True when gevent has monkey-patched `socket` in this process (Locust does)."""
-    return socket.socket.__module__.startswith("gevent")
-
-
-# -- factories --------------------------------------------------------------------------
-
-
-def make_async_port(
-    backend: AsyncBackend = DEFAULT_ASYNC_BACKEND,
-    *,
-    verify: bool | str = True,
-    max_connections: int = 100,
-) -> AsyncHttpPort:
-    """An asyncio HTTP port; share one across all devices of a process.
-
-    Raises:
-        ValueError: unknown backend or `max_connections` < 1.
-        FileNotFoundError / ssl.SSLError: `verify` names an unreadable CA bundle.
-    """
-    if max_connections < 1:
-        raise ValueError("max_connections must be >= 1")
-    context = ssl_context_for(verify)
-    if backend == "aiohttp":
-        from agent.drivers.http_aiohttp import AiohttpPort
-
-        return AiohttpPort(context, max_connections=max_connections)
-    if backend == "httpx":
-        from agent.drivers.http_httpx import HttpxAsyncPort
-
-        return HttpxAsyncPort(context, max_connections=max_connections)
-    raise ValueError(f"unknown async HTTP backend {backend!r} (aiohttp, httpx)")
-
-
-def make_sync_port(
-    backend: SyncBackend = "httpx",
-    *,
-    verify: bool | str = True,
-    max_connections: int = 100,
-) -> SyncHttpPort:
-    """A blocking HTTP port (cooperative under gevent); share one across a process's devices.
-
-    Raises:
-        ValueError: unknown backend or `max_connections` < 1.
-        RuntimeError: `geventhttpclient` asked for in a process gevent has not patched.
-        FileNotFoundError / ssl.SSLError: `verify` names an unreadable CA bundle.
-    """
-    if max_connections < 1:
-        raise ValueError("max_connections must be >= 1")
-    if backend == "httpx":
-        from agent.drivers.http_httpx import HttpxSyncPort
-
-        return HttpxSyncPort(ssl_context_for(verify), max_connections=max_connections)
-    if backend == "geventhttpclient":
-        if not gevent_patched():
-            raise RuntimeError(
-                "the geventhttpclient backend runs only in a gevent-patched process "
-                "(Locust, or gevent.monkey.patch_all() first)"
-            )
-        from agent.drivers.http_gevent import GeventPort
-
-        return GeventPort(ssl_context_for(verify), max_connections=max_connections)
-    raise ValueError(f"unknown sync HTTP backend {backend!r} (httpx, geventhttpclient)")

@@ -21,6 +21,7 @@ from tenacity.wait import wait_base
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
+from agent.core.backoff import jittered_delay
 from agent.core.effects import (
     CommitState,
     CommitStats,
@@ -40,7 +41,7 @@ from agent.drivers.fetch import BundleFetch, DownloadStopped
 from agent.drivers.http import HttpRequest, HttpResponse, TlsVerifyFailed
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, Dialect, OutgoingRequest
-from agent.protocol.capgo import retry_hint
+from agent.protocol.capgo import CapgoDialect, retry_hint
 from agent.security.keys import PublicKey, load_public_key
 from agent.store import DeviceStore
 
@@ -66,9 +67,7 @@ class _JitteredWait(wait_base):
         self._rng = rng
 
     def __call__(self, retry_state: Any) -> float:
-        attempt: int = retry_state.attempt_number
-        delay = min(0.5 * 2.0 ** (attempt - 1), 30.0)
-        delay = delay / 2 + self._rng.random() * delay / 2
+        delay = jittered_delay(self._rng, retry_state.attempt_number, base_s=0.5, cap_s=30.0)
         error = retry_state.outcome.exception() if retry_state.outcome else None
         hint = getattr(error, "retry_after_s", None)
         return max(delay, float(hint)) if isinstance(hint, int | float) else delay
@@ -125,7 +124,7 @@ class DeviceRuntime:
             state,
             stats,
             rng=self.rng,
-            dialect=dialect,
+            dialect=dialect or CapgoDialect(),
             key_id=self.public_key.key_id if self.public_key else None,
         )
         self._deferred: list[IoEffect] = []

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from agent.bundles.manifest import ManifestEntry
 from agent.config import AgentConfig, DeviceIdentity
 
 CheckKind = Literal["up_to_date", "blocked", "failed"]
@@ -53,6 +52,15 @@ class StatEvent:
     timestamp_ms: int
     old_version_name: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One manifest file as the server sends it (`file_name` keeps a `.br` suffix)."""
+
+    file_name: str
+    file_hash: str
+    download_url: str
 
 
 @dataclass(frozen=True)

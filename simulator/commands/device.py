@@ -198,7 +198,7 @@ class _Printer:
 def _opened(folder: Path, observer: Any = None) -> Iterator[SyncDevice]:
     """The device in `folder` with its own HTTP port, closed at the end."""
     from agent.config import AgentConfig, DeviceIdentity
-    from agent.drivers.http import make_sync_port
+    from agent.drivers.backends import make_sync_port
     from agent.drivers.sync import SyncDevice
     from agent.errors import AgentError, LocalError
 

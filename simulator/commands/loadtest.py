@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--release", default="1.0.1", help="version to publish (embedded server)")
     p.add_argument("--out", type=Path, default=Path("otasim-loadtest"), help="report folder")
     p.add_argument("locust_args", nargs=argparse.REMAINDER, help="-- then Locust options")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, extra="loadtest")
 
 
 def locustfile() -> Path:

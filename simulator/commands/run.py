@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
                         help="run the fleet in N processes, one event loop each (default 1); "
                              "for big fleets on several cores")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
-    parser.set_defaults(func=run_command)
+    parser.set_defaults(func=run_command, extra="sim")
 
 
 def _positive_int(text: str) -> int:

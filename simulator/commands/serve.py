@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS")
     p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, extra="server")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -171,7 +171,7 @@ def _version_blocks(info: DeviceInfo, channel: Channel, bundle: Bundle) -> Answe
                 name,
                 **major,
             )
-    if channel.disable_auto_update_under_native and target.key < native.key:
+    if channel.disable_auto_update_under_native and target < native:
         return refusal(
             "disable_auto_update_under_native",
             "Cannot revert under native version",

@@ -36,6 +36,7 @@ from agent.core.events import (
 from agent.core.lifecycle import BUILTIN, DeviceState, reconcile
 from agent.errors import AgentError
 from agent.protocol.base import StatEvent
+from agent.protocol.capgo import CapgoDialect
 
 IDENTITY = DeviceIdentity(str(uuid.UUID(int=1)), "com.example.app", "ios", "1.0.0")
 BASE = "https://ota.test"
@@ -103,7 +104,9 @@ class Harness:
         state = reconcile(self.disk_state, self.disk_bundles)
         self.restarts += 1  # each process draws its own random bundle ids
         rng = random.Random(self.restarts)
-        self.agent = Agent(self.config, self.identity, state, self.disk_stats, rng=rng)
+        self.agent = Agent(
+            self.config, self.identity, state, self.disk_stats, rng=rng, dialect=CapgoDialect()
+        )
 
     def run(self, event: Event) -> None:
         queue: deque[Event] = deque([event])

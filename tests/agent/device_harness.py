@@ -11,7 +11,7 @@ from typing import Any
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.api import AgentObserver
-from agent.drivers.http import make_async_port, make_sync_port
+from agent.drivers.backends import make_async_port, make_sync_port
 from agent.drivers.sync import SyncDevice
 
 

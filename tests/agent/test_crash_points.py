@@ -22,7 +22,7 @@ from device_harness import NoWaitClock
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.lifecycle import BUILTIN
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.store import DeviceStore, atomic_write
 

@@ -16,7 +16,7 @@ import json, sys, uuid
 from pathlib import Path
 import gevent
 from agent.config import AgentConfig, DeviceIdentity
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 
 url, root = sys.argv[1], Path(sys.argv[2])

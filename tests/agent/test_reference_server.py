@@ -13,7 +13,7 @@ from device_harness import NoWaitAsyncClock, Recorder
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
-from agent.drivers.http import make_async_port
+from agent.drivers.backends import make_async_port
 from simulator.publish import publish
 from simulator.release import create_keys
 from simulator.server.client import AdminClient

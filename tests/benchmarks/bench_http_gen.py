@@ -10,7 +10,10 @@ the agent (`check_for_update`, stats off) over the port of the same backend.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -71,8 +74,15 @@ def device_setup(url: str, index: int, window: Window) -> tuple[Any, Any, Any, P
         device_id=str(uuid.uuid4()), app_id="com.example.app", platform="android",
         version_build="1.0.0",
     )  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix="otasim-bench-")) / f"{index:05d}"
-    return config, identity, CountErrors(), folder
+    return config, identity, CountErrors(), _devices_root() / f"{index:05d}"
+
+
+@functools.cache
+def _devices_root() -> Path:
+    """One folder for every benchmark device of this process, removed when the process exits."""
+    root = tempfile.mkdtemp(prefix="otasim-bench-devices-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(root)
 
 
 # -- asyncio candidates: each returns (one send per worker, close) ------------------------
@@ -112,7 +122,8 @@ async def _aiohttp_raw(url: str, n: int) -> tuple[list[AsyncSend], AsyncClose]:
 
 
 async def _port_async(url: str, n: int, backend: str) -> tuple[list[AsyncSend], AsyncClose]:
-    from agent.drivers.http import HttpRequest, make_async_port
+    from agent.drivers.backends import make_async_port
+    from agent.drivers.http import HttpRequest
 
     port = make_async_port(backend, max_connections=100)  # type: ignore[arg-type]
     request = HttpRequest("POST", url, HEADERS, BODY)
@@ -125,7 +136,7 @@ async def _port_async(url: str, n: int, backend: str) -> tuple[list[AsyncSend], 
 
 async def _agent_async(url: str, n: int, window: Window) -> tuple[list[AsyncSend], AsyncClose]:
     from agent.drivers.aio import AsyncDevice
-    from agent.drivers.http import make_async_port
+    from agent.drivers.backends import make_async_port
 
     port = make_async_port("aiohttp", max_connections=100)
     devices = []
@@ -202,7 +213,8 @@ def _gevent_sends(name: str, url: str, n: int, window: Window) -> list[Callable[
             return response.status_code
 
         return [send_raw] * n
-    from agent.drivers.http import HttpRequest, make_sync_port
+    from agent.drivers.backends import make_sync_port
+    from agent.drivers.http import HttpRequest
 
     port = make_sync_port("geventhttpclient", max_connections=n)
     if name == "port-geventhttpclient":

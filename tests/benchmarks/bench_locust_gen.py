@@ -67,7 +67,8 @@ def measure(name: str, url: str, users: int, window: Window) -> dict[str, Any]:
     base, path = url.rsplit("/", 1)
     parser = get_parser()
     add_options(parser)
-    options = parser.parse_args(["--max-devices-per-worker", str(users)])  # default device root
+    # the default device root: in /dev/shm, removed when this process exits
+    options = parser.parse_args(["--max-devices-per-worker", str(users)])
     env = Environment(user_classes=[user_class(name, base, path)], parsed_options=options)
     runner = env.create_local_runner()
     runner.start(users, spawn_rate=min(users, 200))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from loopback_http import BIG, BUNDLE, Loopback
 
+from agent.drivers.backends import make_async_port
 from agent.drivers.http import (
     AsyncHttpPort,
     ConnectFailed,
@@ -19,7 +20,6 @@ from agent.drivers.http import (
     ResponseTooLarge,
     TlsVerifyFailed,
     TransportTimeout,
-    make_async_port,
 )
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from loopback_http import make_certs
 
-from agent.drivers.http import make_async_port, make_sync_port, shared_ssl_context, ssl_context_for
+from agent.drivers.backends import make_async_port, make_sync_port
+from agent.drivers.http import shared_ssl_context, ssl_context_for
 
 
 def test_one_ssl_context_per_process_and_ca_file(tmp_path: Path) -> None:

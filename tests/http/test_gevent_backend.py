@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 
 HERE = Path(__file__).parent
 RUN_PATCHED = """

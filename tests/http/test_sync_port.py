@@ -16,17 +16,16 @@ from pathlib import Path
 import pytest
 from loopback_http import BIG, BUNDLE, Loopback
 
+from agent.drivers.backends import SyncBackend, make_sync_port
 from agent.drivers.http import (
     ConnectFailed,
     ConnectionLost,
     HttpRequest,
     InvalidUrl,
     ResponseTooLarge,
-    SyncBackend,
     SyncHttpPort,
     TlsVerifyFailed,
     TransportTimeout,
-    make_sync_port,
 )
 
 UNDER_GEVENT = os.environ.get("OTASIM_HTTP_UNDER_GEVENT") == "1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig, DeviceIdentity
-from agent.drivers.http import make_sync_port
+from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from simulator.server.embedded import RunningServer
 

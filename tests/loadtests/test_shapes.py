@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from loadtests import settings as settings_module
 from loadtests.settings import LoadtestSettings, add_options
 from loadtests.shapes import (
     DiurnalShape,
@@ -15,6 +18,8 @@ from loadtests.shapes import (
     SteadyShape,
     plan_from_options,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _options(*argv: str) -> argparse.Namespace:
@@ -74,3 +79,30 @@ def test_settings_refuse_bad_options(tmp_path: Path) -> None:
         LoadtestSettings.from_options(_options("--max-devices-per-worker", "0"))
     with pytest.raises(ValueError, match="no such scenario"):
         LoadtestSettings.from_options(_options("--fleet-mix", "no-such-mix"))
+
+
+def test_refused_options_make_no_device_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = []
+    monkeypatch.setattr(settings_module, "_process_device_root", lambda: made.append(1) or "x")
+    with pytest.raises(ValueError, match="no such scenario"):
+        LoadtestSettings.from_options(_options("--fleet-mix", "no-such-mix"))
+    assert made == []
+    LoadtestSettings.from_options(_options())
+    assert made == [1]
+
+
+def test_the_default_device_root_is_removed_when_the_process_exits() -> None:
+    probe = (
+        "import sys; sys.path.insert(0, 'tests/loadtests')\n"
+        "from test_shapes import _options\n"
+        "from loadtests.settings import LoadtestSettings\n"
+        "root = LoadtestSettings.from_options(_options()).device_root\n"
+        "(root / 'device-1').mkdir()\n"
+        "print(root, root.is_dir())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    root, existed = out.stdout.split()
+    assert existed == "True" and Path(root).name.startswith("otasim-locust-")
+    assert not Path(root).exists()

@@ -14,7 +14,7 @@ import pytest
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.api import AgentObserver, DeviceStatus
-from agent.drivers.http import make_async_port
+from agent.drivers.backends import make_async_port
 from simulator.publish import publish
 from simulator.release import create_keys
 from simulator.server.client import AdminClient

@@ -17,7 +17,8 @@ from typing import TypeVar
 import pytest
 from sim_peer import Peer, blob, loopback_peer
 
-from agent.drivers.http import AsyncHttpPort, HttpRequest, make_async_port
+from agent.drivers.backends import make_async_port
+from agent.drivers.http import AsyncHttpPort, HttpRequest
 from agent.errors import TransportError
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.network import Mitm, NetworkProfile, ShapedPort, profile

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from simulator.metrics import METRICS, DeviceOutcome, Metrics
 from simulator.scenario import ScenarioError, bundled_scenarios, load_scenario
 
 REQUIRED = {
@@ -88,3 +90,18 @@ def test_not_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[[fleet")
     with pytest.raises(ScenarioError, match="not valid TOML"):
         load_scenario(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_metric_a_scenario_accepts_is_measured(tmp_path: Path, name: str) -> None:
+    """One list of metric names: what a scenario may expect is what a run can measure."""
+    path = tmp_path / "m.toml"
+    version = "version = '1.0.1'\n" if METRICS[name].needs_version else ""
+    path.write_text(MINIMAL + f"\n[[expect]]\nmetric = '{name}'\n{version}max = 1\n")
+    (expectation,) = load_scenario(str(path)).expectations
+    metrics = Metrics()
+    metrics.devices.append(DeviceOutcome(0, "d", "ios", "17", "wifi", "good", "production"))
+    value = metrics.evaluate(expectation, end_s=3600.0, stats_lost=0)
+    assert isinstance(value, int | float)
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.evaluate(replace(expectation, metric=name + "_typo"), 3600.0, 0)
