@@ -21,7 +21,7 @@ DEVICES = 50
 def run(
     name: str, tmp_path: Path, seed: int = 3, processes: int = 1, progress: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    report, _ = simulate(
+    report, page = simulate(
         RunOptions(
             scenario=name,
             devices=DEVICES,
