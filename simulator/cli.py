@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bundle",
     "run",
     "loadtest",
+    "check",
 )
 
 # The modules each extra of pyproject.toml brings (tests/test_packaging.py keeps them in step).
@@ -34,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": _SERVER,
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
+    "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
 }
 
 
