@@ -75,13 +75,22 @@ def run(out: Path, **options: Any) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    blocks = sum(
-        os.lstat(os.path.join(root, f)).st_blocks * 512
-        for root, _, files in os.walk(work / "devices")
-        for f in files
-    )
-    result["device_disk_bytes"] = blocks
+    result["device_disk_bytes"] = _tmpfs_bytes(work / "devices")
     return result
+
+
+def _tmpfs_bytes(folder: Path) -> int:
+    """Bytes the device folders hold: every file once (bundle files hard-linked from the
+    pool are counted once, as the pool holds them once), plus the folders themselves."""
+    seen: set[int] = set()
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            st = os.lstat(os.path.join(root, name))
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:
@@ -100,8 +109,8 @@ def describe(report: dict[str, Any]) -> str:
     )
 
 
-def steady(devices: int) -> None:
-    for processes in (1, 2):
+def steady(devices: int, processes_list: list[int]) -> None:
+    for processes in processes_list:
         with scratch() as tmp:
             result = run(Path(tmp), devices=devices, processes=processes)
         print(f"steady: {devices:,} devices x 24 h, {processes} process(es): "
@@ -177,6 +186,7 @@ def big(devices: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steady-devices", type=int, default=10_000)
+    parser.add_argument("--steady-processes", default="1,2", help="fleet processes to try")
     parser.add_argument("--check-devices", type=int, default=2_000)
     parser.add_argument("--memory-devices", default="2000,20000", help="two fleet sizes")
     parser.add_argument("--contention-devices", type=int, default=2_000)
@@ -185,7 +195,9 @@ def main() -> None:
     args = parser.parse_args()
     small, large = (int(n) for n in args.memory_devices.split(","))
     phases = {
-        "steady": lambda: steady(args.steady_devices),
+        "steady": lambda: steady(
+            args.steady_devices, [int(n) for n in args.steady_processes.split(",")]
+        ),
         "checks": lambda: checks(args.check_devices),
         "memory": lambda: memory(small, large),
         "contention": lambda: contention(args.contention_devices),
