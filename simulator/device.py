@@ -31,8 +31,9 @@ from typing import Any
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.api import AgentObserver, BundleView
-from agent.drivers.http import AsyncHttpPort, TransportTimeout
+from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
+from agent.protocol.profiles import PluginProfile
 
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
@@ -135,6 +136,26 @@ class DeviceContext:
     metrics: Metrics
     pool: BundlePool
     published: Mapping[str, Mapping[str, str]]  # version -> file digests, when we published it
+    profile: PluginProfile  # the plugin generation the devices reproduce
+
+
+class StatsWatch:
+    """The device's HTTP port, watching one thing the agent cannot judge: whether the server
+    took a stats *batch* as a batch. Capgo answers an array with per-event `results`; a
+    server that reads one object answers `{"status":"ok"}` and stores nothing useful (the
+    device, faithful to its plugin, counts the batch as sent). Those events are counted in
+    `Metrics.stats_unconfirmed`."""
+
+    def __init__(self, inner: AsyncHttpPort, stats_url: str, metrics: Metrics) -> None:
+        self._inner, self._stats_url, self._metrics = inner, stats_url, metrics
+        self.stream = inner.stream
+        self.aclose = inner.aclose
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        response = await self._inner.send(request)
+        if request.url == self._stats_url and response.status == 200 and request.body:
+            self._metrics.stats_answer(request.body, response.body)
+        return response
 
 
 class VirtualDevice(AgentObserver):
@@ -154,7 +175,9 @@ class VirtualDevice(AgentObserver):
         self.clock = ctx.time.clock()  # this device's simulated time, exact
         self.rng = random.Random(seed)  # the user's and the app's decisions
         self.agent_rng = random.Random(seed + 1)  # the agent's jitter
-        self.http = ctx.http(outcome, random.Random(seed + 2), self.clock)
+        stats_url = ctx.configs[outcome.channel].stats_url if ctx.configs else ""
+        shaped = ctx.http(outcome, random.Random(seed + 2), self.clock)
+        self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False
         self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
@@ -182,6 +205,8 @@ class VirtualDevice(AgentObserver):
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
             self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
+        elif name == "updateCheckResult":
+            self.ctx.metrics.check_result(self.outcome, self.ctx.profile, dict(payload))
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.ctx.metrics.stat(self.outcome, action, version_name, self.sim_now())
@@ -335,7 +360,9 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
-            if expected is not None and any(digests.get(k) != v for k, v in expected.items()):
+            if expected is None:
+                self.outcome.unchecked.add(version)
+            elif digests != expected:  # a file changed, added or missing: not what was published
                 self.outcome.tampered += 1
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)

@@ -19,6 +19,7 @@ from typing import Protocol, cast
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.http import AsyncHttpPort
+from agent.protocol.profiles import get_profile
 
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.device import BundlePool, DeviceContext, VirtualDevice
@@ -114,6 +115,7 @@ class Fleet:
             metrics=self.metrics,
             pool=BundlePool(workdir / "pool"),
             published=published,
+            profile=get_profile(next(iter(configs.values())).plugin) if configs else get_profile(),
         )
         self.devices = [self._device(ctx, spec, workdir) for spec in specs]
 
@@ -146,6 +148,7 @@ class Fleet:
             platform=spec.platform,  # type: ignore[arg-type]
             version_build=spec.native_version,
             version_os=spec.os,
+            plugin_version=ctx.profile.plugin_version,
         )
         folder = workdir / "devices" / f"{spec.index:06d}"
         device = VirtualDevice(

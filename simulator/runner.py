@@ -23,13 +23,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.bundles.unzip import safe_unzip
 from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.protocol.profiles import DEFAULT_PROFILE
 
 from simulator.clock import WINDOW_S
 from simulator.device import file_digests, make_dist
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics
+from simulator.preflight import (
+    Endpoints,
+    check_writable,
+    endpoints,
+    probe_channel_flags,
+    probe_updates,
+)
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario
@@ -48,7 +58,15 @@ class RunOptions:
     seed: int = 1
     report_dir: Path = Path("otasim-report")
     workdir: Path | None = None  # None: a temporary folder, removed afterwards
-    server_url: str | None = None  # None: the embedded server
+    server_url: str | None = None  # None: the embedded server (unless the URLs below are given)
+    updates_url: str | None = None  # each: the plugin's updateUrl/statsUrl/channelUrl, else
+    stats_url: str | None = None  # derived from server_url
+    channel_url: str | None = None
+    plugin: str = DEFAULT_PROFILE  # the plugin generation the devices reproduce
+    expect_releases: Mapping[str, Path] = dataclasses.field(default_factory=dict)  # version ->
+    # the release as published (dist folder or zip): makes tamper/byte-exact checks measurable
+    artefact_retries: int | None = None  # None: AgentConfig's default (agent/core/retry.py)
+    artefact_retry_window_s: float | None = None
     public_key_file: Path | None = None
     app_id: str | None = None
     http_backend: str = "aiohttp"
@@ -113,21 +131,29 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     devices = options.devices or scenario.devices
     cap = options.time_scale or scenario.time_scale
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    external = _external(options)
+    check_writable([options.report_dir, *([options.workdir] if options.workdir else [])])
+    public_pem = _read_key(options.public_key_file) if external else ""
+    preflight = (
+        probe_updates(external, scenario.app_id, options.plugin, public_pem) if external else None
+    )
+    flags = probe_channel_flags(external, scenario.app_id, options.plugin) if external else None
     with ExitStack() as stack:
         workdir = stack.enter_context(_workdir(options.workdir))
         specs = plan_fleet(scenario, devices, options.seed)
         channels = sorted({s.channel for s in specs})
         server, setup = None, _Setup({}, {}, b"", "")
-        if options.server_url is None:
+        if external is None:
             server = EmbeddedServer(workdir / "server")
             stack.callback(server.down)
             server.up()
             setup = _prepare(scenario, server.client(), channels, workdir, options.seed)
-            url = server.url
+            urls = endpoints(server.url)
         else:
-            url = options.server_url.rstrip("/")
-            setup = dataclasses.replace(setup, public_pem=_read_key(options.public_key_file))
-        configs = {ch: _config(url, setup.public_pem, ch) for ch in channels}
+            urls = external
+            expected = _expected(options.expect_releases, workdir / "expected")
+            setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
+        configs = {ch: _config(urls, setup.public_pem, ch, options) for ch in channels}
         server_cpu = server.cpu() if server else None
         began = time.monotonic()
         done, published_s = asyncio.run(
@@ -140,13 +166,15 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             devices=devices,
             seed=options.seed,
             time_scale=cap,
-            server_url=url,
+            server_url=urls.describe(),
             embedded=server is not None,
+            plugin=options.plugin,
+            expected_versions=tuple(sorted(options.expect_releases)),
             started_at=started_at,
             wall_s=wall_s,
             published_s=published_s,
             server_received=_server_received(server, scenario.app_id, done.fleet.metrics),
-            notes=_notes(scenario, server, cap, done.fleet.metrics),
+            notes=_notes(scenario, server, cap, done.fleet.metrics, preflight),
             wall={
                 "fleet_cpu_s": round(sum(done.cpu_s), 1),
                 "fleet_system_s": round(done.cpu_s[1], 1),
@@ -158,6 +186,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
                 "processes": options.processes,
                 "clock_steps": done.steps,
             },
+            server_findings=(flags,) if flags else (),
         )
         report = build_report(done.fleet.metrics, info)
         page = write_report(report, done.fleet.metrics, options.report_dir)
@@ -214,15 +243,60 @@ def _read_key(path: Path | None) -> str:
         raise RunError(f"{path}: cannot read the public key: {exc.strerror}") from None
 
 
-def _config(url: str, public_pem: str, channel: str) -> AgentConfig:
+def _external(options: RunOptions) -> Endpoints | None:
+    """The external server's URLs, or None for the embedded server.
+
+    Raises:
+        RunError: URLs missing (a stats or channel URL alone) or not http(s).
+    """
+    given = (options.server_url, options.updates_url, options.stats_url, options.channel_url)
+    if not any(given):
+        return None
+    try:
+        return endpoints(*given)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, str]]:
+    """{version: file digests} of each release as published (a dist folder or a bundle zip).
+
+    Raises:
+        RunError: a path that is neither a folder nor a readable, safe zip.
+    """
+    digests = {}
+    for version, path in sorted(releases.items()):
+        if path.is_dir():
+            digests[version] = file_digests(path)
+            continue
+        try:
+            into.mkdir(parents=True, exist_ok=True)
+            safe_unzip(path, into / version)
+        except (OSError, ValueError, AgentError) as exc:
+            raise RunError(f"--expect-release {version}={path}: {exc}") from None
+        digests[version] = file_digests(into / version)
+    return digests
+
+
+def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions) -> AgentConfig:
     """The app's updater options."""
-    return AgentConfig(
-        update_url=f"{url}/updates",
-        stats_url=f"{url}/stats",
-        channel_url=f"{url}/channel_self",
-        public_key=public_pem or None,
-        default_channel=None if channel == PRODUCTION else channel,
-    )
+    retry = {
+        name: value
+        for name in ("artefact_retries", "artefact_retry_window_s")
+        if (value := getattr(options, name)) is not None
+    }
+    try:
+        return AgentConfig(
+            update_url=urls.updates,
+            stats_url=urls.stats,
+            channel_url=urls.channel,
+            public_key=public_pem or None,
+            default_channel=None if channel == PRODUCTION else channel,
+            plugin=options.plugin,
+            **retry,
+        )
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 async def _run(
@@ -259,7 +333,11 @@ def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metric
 
 
 def _notes(
-    scenario: Scenario, server: EmbeddedServer | None, cap: float | None, metrics: Metrics
+    scenario: Scenario,
+    server: EmbeddedServer | None,
+    cap: float | None,
+    metrics: Metrics,
+    preflight: str | None,
 ) -> tuple[str, ...]:
     """What this run could not keep faithful to simulated time (the fidelity guard)."""
     notes = []
@@ -273,6 +351,7 @@ def _notes(
     if cap:
         notes.append(f"time capped at {cap:g} simulated seconds per real second (--time-scale)")
     if server is None:
+        notes.append(f"pre-flight: the server answered a new device: {preflight}")
         notes.append(
             "external server: its own clock is real time, so whatever it does by time (rate "
             "limits, expiries, timestamps, rollout schedules) sees the whole simulated run "
@@ -283,7 +362,6 @@ def _notes(
                 f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
             )
             notes.append(f"external server: the scenario's timeline is yours to perform ({steps})")
-        notes.append("external server: stats loss and tampering cannot be checked from here")
     return tuple(notes)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from agent.core.retry import ArtefactFailures
 from agent.core.versions import raise_floor
 
 BUILTIN = "builtin"
@@ -61,7 +62,8 @@ class DeviceState:
     fallback: str = BUILTIN
     boot: Boot | None = None
     failed_versions: frozenset[str] = frozenset()  # versions that failed to boot here
-    rejected_artefacts: frozenset[str] = frozenset()  # "version:checksum" that failed verification
+    # "version:checksum" that failed verification -> its failures (bounded retry: agent.core.retry)
+    rejected_artefacts: Mapping[str, ArtefactFailures] = field(default_factory=dict)
     native_build: str | None = None  # version_build/version_code/os seen at the last launch
     native_code: str | None = None
     os_version: str | None = None
@@ -170,7 +172,9 @@ def to_json(state: DeviceState) -> dict[str, Any]:
     data = dataclasses.asdict(state)
     data["bundles"] = [dataclasses.asdict(b) for b in state.bundles.values()]
     data["failed_versions"] = sorted(state.failed_versions)
-    data["rejected_artefacts"] = sorted(state.rejected_artefacts)
+    data["rejected_artefacts"] = {
+        k: dataclasses.asdict(v) for k, v in sorted(state.rejected_artefacts.items())
+    }
     data["format"] = STATE_FORMAT
     return data
 
@@ -188,8 +192,16 @@ def from_json(data: Any) -> DeviceState:
             bundles=bundles,
             boot=Boot(**boot) if boot else None,
             failed_versions=frozenset(data.pop("failed_versions")),
-            rejected_artefacts=frozenset(data.pop("rejected_artefacts")),
+            rejected_artefacts=_rejected(data.pop("rejected_artefacts")),
             **data,
         )
     except (AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed device state: {exc}") from None
+
+
+def _rejected(data: Any) -> dict[str, ArtefactFailures]:
+    """Rejected artefacts as written; a list (states written before the bounded retry) counts
+    one failure long ago for each, so each may be fetched again."""
+    if isinstance(data, list):
+        return {str(k): ArtefactFailures(1, 0.0, 0.0) for k in data}
+    return {str(k): ArtefactFailures(**v) for k, v in data.items()}

@@ -14,6 +14,7 @@ from agent.core.backoff import random_id
 from agent.core.base import AgentBase
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.lifecycle import BUILTIN, BundleInfo, add_bundle, set_status
+from agent.core.retry import record_failure, refused
 from agent.core.versions import DowngradeRefused, is_downgrade
 from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
 from agent.protocol.base import (
@@ -132,7 +133,8 @@ class UpdateFlow(AgentBase):
         self._block(result.retry_after_s)
 
     def _refuses(self, offer: UpdateOffer) -> bool:
-        if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
+        failures = self.state.rejected_artefacts.get(f"{offer.version}:{offer.checksum}")
+        if refused(failures, self.config, self._now):
             return True
         if self.config.never_retry_failed_versions:
             return offer.version in self.state.failed_versions
@@ -237,6 +239,10 @@ class UpdateFlow(AgentBase):
         self._downloading = None
         info = self.state.bundles[event.bundle_id]
         self.state = set_status(self.state, info.id, "pending")
+        artefact = f"{info.version}:{info.checksum}"
+        if artefact in self.state.rejected_artefacts:  # a clean transfer after a bad one
+            rejected = {k: v for k, v in self.state.rejected_artefacts.items() if k != artefact}
+            self.state = replace(self.state, rejected_artefacts=rejected)
         done = replace(self.state.bundles[info.id], downloaded_at=self._now)
         self.state = replace(self.state, bundles={**self.state.bundles, info.id: done})
         self._stat(f"download_{self._download_kind}_complete", info.version)
@@ -273,9 +279,9 @@ class UpdateFlow(AgentBase):
         self._stat("download_fail", info.version)
         if isinstance(error, VerificationError):
             artefact = f"{info.version}:{info.checksum}"
-            self.state = replace(
-                self.state, rejected_artefacts=self.state.rejected_artefacts | {artefact}
-            )
+            rejected = dict(self.state.rejected_artefacts)
+            rejected[artefact] = record_failure(rejected.get(artefact), self.config, self._now)
+            self.state = replace(self.state, rejected_artefacts=rejected)
         if not isinstance(error, TransportError):
             self._forget(info.id)  # a transport failure keeps the partial download to resume
         self._commit()
@@ -286,5 +292,5 @@ class UpdateFlow(AgentBase):
             return
         if self._blocked():
             return
-        batch = self._stats.take_batch(self._now)
+        batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
         self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))

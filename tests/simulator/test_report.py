@@ -135,3 +135,40 @@ def test_fidelity_notes_and_where_the_wall_time_went_are_on_the_page() -> None:
     page = render_html(report, [])
     assert report["run"]["notes"] == [note] and html.escape(note) in page
     assert "fleet CPU 12.5 s" in page and "server CPU 4 s" in page and "capped at 60×" in page
+
+
+def test_refusals_are_findings_about_external_servers_only() -> None:
+    metrics = synthetic_metrics()
+    for _ in range(200):
+        metrics.request("/updates", 501, 0.001, 0, True)
+    embedded = build_report(metrics, info(server_received=0))
+    assert embedded["findings"] == []  # our own server's outages are the scenario's
+    external = dataclasses.replace(info(server_received=None), embedded=False)
+    (refused,) = build_report(metrics, external)["findings"]
+    assert (
+        refused["text"] == "your server refused or failed 200 of 240 /updates requests (501: 200)"
+    )
+    metrics.faults["reset"] += 7
+    (noted,) = build_report(metrics, external)["findings"]
+    assert noted["text"].endswith("; the scenario's network injected 7 faults, counted in these")
+    metrics.request("/updates", 200, 0.001, 0, False)  # below half: no finding
+    for _ in range(200):
+        metrics.request("/updates", 200, 0.001, 0, False)
+    assert build_report(metrics, external)["findings"] == []
+
+
+def test_phantom_failures_are_findings_not_failures() -> None:
+    from agent.protocol.profiles import get_profile
+
+    metrics = synthetic_metrics()
+    device = metrics.devices[1]
+    before = dict(metrics.failures())
+    payload = {"kind": "failed", "error": "no_new_version_available", "statusCode": 200}
+    metrics.check_result(device, get_profile(), payload)
+    metrics.stat(device, "download_fail", "1.0.0", 100.0)
+    assert dict(metrics.failures()) == before and metrics.actions["download_fail"] == 1
+    metrics.check_result(device, get_profile(), {**payload, "error": "no_channel"})
+    metrics.stat(device, "download_fail", "1.0.0", 200.0)  # a real failure stays one
+    assert metrics.failures()["download_fail"] == before.get("download_fail", 0) + 1
+    report = build_report(metrics, info(server_received=0))
+    assert report["failures"]["download_fail"] == 1 and report["findings"][0]["events"] == 1
