@@ -70,6 +70,10 @@ async def run_fleet(shards: list[Shard], timeline: Timeline | None, progress: bo
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             results = await workers.results() if workers else []
+        except BaseException:
+            if workers:
+                workers.stop()  # never leave them waiting at a synchronisation point
+            raise
         finally:
             await http.aclose()
         done = os.times()
@@ -115,7 +119,10 @@ def _worker(shard: Shard, reached: Any, go: Any, live: Any) -> tuple[Metrics, tu
 
         async def sync(at_s: float) -> None:
             await asyncio.to_thread(reached.put, fleet.learned())
-            fleet.commit(await asyncio.to_thread(go.get))
+            learned = await asyncio.to_thread(go.get)
+            if learned is None:
+                raise RunError("the run was stopped by its first process")
+            fleet.commit(learned)
 
         tally = asyncio.create_task(_send_tallies(fleet.metrics, live)) if live else None
         try:
@@ -171,6 +178,11 @@ class _Workers:
     def go(self, learned: list[dict[str, Learned]]) -> None:
         for go in self._go:
             go.put(learned)
+
+    def stop(self) -> None:
+        """Tell every worker waiting at (or reaching) a synchronisation point to end."""
+        for go in self._go:
+            go.put(None)
 
     async def results(self) -> list[tuple[Metrics, tuple[float, float]]]:
         return [await asyncio.wrap_future(f) for f in self._futures]

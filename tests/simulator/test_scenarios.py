@@ -151,3 +151,25 @@ def test_sharded_timeline_steps_land_at_their_simulated_times(tmp_path: Path) ->
         assert sum(v[-1] == "1.0.2" for v in ran) >= 8
         both = [v for v in ran if "1.0.1" in v and "1.0.2" in v]
         assert both and all(v.index("1.0.1") < v.index("1.0.2") for v in both), ran
+
+
+def test_a_failing_first_process_stops_the_workers_at_their_next_sync_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers wait for the first process at every synchronisation point: when it fails, they
+    are told to end instead of waiting forever (the run raises, it does not hang)."""
+    from simulator.fleet import Timeline
+
+    perform = Timeline.perform_due
+
+    async def failing(self: Timeline, fleet: Any, at_s: float) -> None:
+        if at_s > 0:
+            raise RuntimeError("injected timeline failure")
+        await perform(self, fleet, at_s)
+
+    monkeypatch.setattr(Timeline, "perform_due", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        simulate(
+            RunOptions("bad-release-rollback", devices=10, processes=2,
+                       report_dir=tmp_path / "r", progress=False)
+        )  # fmt: skip
