@@ -3,7 +3,7 @@
 `Metrics` is fed while the fleet runs (by `simulator.device`, from the agent's observer
 callbacks and the simulated app) and summarised at the end into the plain dict that
 `simulator.report` writes as report.json. Times are simulated seconds since the run started,
-except request latencies, which are real (the network is not time-scaled).
+except request latencies, which are real (wall-clock: how long the real exchange took).
 """
 
 from __future__ import annotations
@@ -95,10 +95,10 @@ class Metrics:
         self.faults: Counter[str] = Counter()
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
+        self.timeouts = 0  # requests ended by the real-time safety timeout
         self.findings: Counter[str] = Counter()  # about the server: text -> device reports
         self.stats_unconfirmed = 0  # events sent in batches answered without `results`
         self.first_offered: dict[str, float] = {}  # version -> first download start seen
-        self.loop_lag: array[float] = array("d")  # real seconds the event loop woke up late
 
     def request(
         self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
@@ -236,10 +236,7 @@ class Metrics:
             self.first_offered[version] = min(t, self.first_offered.get(version, t))
         self.failure_times += other.failure_times
         self.rollback_times += other.rollback_times
-        self.loop_lag.extend(other.loop_lag)
-
-    def loop_lag_ms(self) -> dict[str, float]:
-        return _percentiles(sorted(v * 1000 for v in self.loop_lag), digits=1)
+        self.timeouts += other.timeouts
 
     def failures(self) -> Counter[str]:
         """Failure reports by Capgo action, without those that were no failure (findings)."""

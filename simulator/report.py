@@ -31,7 +31,7 @@ class RunInfo:
     scenario: Scenario
     devices: int
     seed: int
-    time_scale: float
+    time_scale: float | None  # the cap, None when uncapped
     server_url: str
     embedded: bool
     started_at: str
@@ -42,6 +42,7 @@ class RunInfo:
     plugin: str = "plugin-8"  # the plugin profile the devices reproduced
     expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
     server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
+    wall: dict[str, object] | None = None  # where the wall time went (fleet, server CPU)
 
 
 def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
@@ -133,7 +134,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "started_at": info.started_at,
             "wall_s": round(info.wall_s, 2),
             "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
-            "loop_lag_ms": metrics.loop_lag_ms(),
+            "wall": info.wall or {},
             "plugin": info.plugin,
             "expected_releases": list(info.expected_versions),
             "notes": list(info.notes),
@@ -169,10 +170,10 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "unconfirmed": metrics.stats_unconfirmed,
             "by_action": dict(sorted(metrics.actions.items(), key=_by_count)),
         },
-        "bytes": {**metrics.bytes, "total": sum(metrics.bytes.values())},
+        "bytes": {**dict(sorted(metrics.bytes.items())), "total": sum(metrics.bytes.values())},
         "requests": metrics.latency_summary(),
-        "faults": dict(metrics.faults),
-        "mitm": dict(metrics.mitm),
+        "faults": dict(sorted(metrics.faults.items())),
+        "mitm": dict(sorted(metrics.mitm.items())),
         "timeline": metrics.steps,
     }
 
@@ -298,7 +299,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <p class="meta">{run["devices"]:,} devices · {sc["duration_h"]:g} h simulated in {run["wall_s"]} s
 · seed {run["seed"]} · {esc(run["plugin"])} devices · server {esc(run["server"])}
 · {esc(run["started_at"])}
-· event-loop lag p99 {run["loop_lag_ms"].get("p99", 0)} ms (real)</p></header>
+· {esc(_wall_line(run))}</p>{_notes_html(run["notes"])}</header>
 <section class="cards">{"".join(f"<div><b>{v}</b><span>{esc(k)}</span></div>" for k, v in cards)}
 </section>
 {
@@ -321,11 +322,32 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>statuses</th></tr>{requests}</table>
 <p class="meta">errors: requests with no answer (network loss, reset, timeout, offline) or a 5xx;
 the agent retries them, so they are not update failures by themselves. Latencies are real
-milliseconds (the network is not time-scaled).</p>
+milliseconds of the exchanges on this machine (the modelled network delays are in simulated
+time, not here).</p>
 <p class="meta">Also in this folder: report.json, devices.csv (one row per device),
 timeline.csv (adoption per version over time).</p></section>
 </body></html>
 """
+
+
+def _wall_line(run: dict[str, Any]) -> str:
+    """Where the wall time went: the fleet's and the server's CPU seconds."""
+    wall = run.get("wall") or {}
+    parts = [f"fleet CPU {wall['fleet_cpu_s']:g} s ({wall['fleet_system_s']:g} s in the kernel:"
+             " disk and sockets)"] if "fleet_cpu_s" in wall else []  # fmt: skip
+    if wall.get("server_cpu_s") is not None:
+        parts.append(f"server CPU {wall['server_cpu_s']:g} s")
+    cap = run["time_scale"]
+    parts.append(f"time capped at {cap:g}×" if cap else "time uncapped")
+    return " · ".join(parts)
+
+
+def _notes_html(notes: list[str]) -> str:
+    """The fidelity notes: what this run could not keep faithful (never silently)."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f'<ul class="notes">{items}</ul>'
 
 
 def _adoption_note(report: dict[str, Any]) -> str:
@@ -336,16 +358,6 @@ def _adoption_note(report: dict[str, Any]) -> str:
         "time of day (no night): users open the app at random times around the clock, as often "
         "as the scenario's behaviours say."
     )
-    bundle = report["requests"].get("bundle", {}).get("latency_ms", {})
-    scale = report["run"]["time_scale"]
-    if bundle and scale > 1:
-        minutes = bundle["p50"] / 1000 * scale / 60
-        note += (
-            f" The network is not time-scaled: a bundle download took {bundle['p50'] / 1000:.1f} s"
-            f" (median, real time), i.e. {minutes:,.0f} simulated minutes at {scale:,g}×, so"
-            " devices boot the release later than on a real network; a lower --time-scale"
-            " narrows that gap."
-        )
     return note
 
 

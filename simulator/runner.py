@@ -28,9 +28,10 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.protocol.profiles import DEFAULT_PROFILE
 
+from simulator.clock import WINDOW_S
 from simulator.device import file_digests, make_dist
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Fleet, Publication, Timeline, plan_fleet
+from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics
 from simulator.preflight import (
     Endpoints,
@@ -44,7 +45,7 @@ from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import RunningServer, run_server
-from simulator.shards import Shard, run_fleet
+from simulator.shards import FleetRun, Shard, run_fleet
 
 PRODUCTION = "production"
 
@@ -53,7 +54,7 @@ PRODUCTION = "production"
 class RunOptions:
     scenario: str = "steady-rollout"
     devices: int | None = None  # None: the scenario's
-    time_scale: float | None = None  # None: the scenario's
+    time_scale: float | None = None  # a cap on simulated s per real s; None: the scenario's
     seed: int = 1
     report_dir: Path = Path("otasim-report")
     workdir: Path | None = None  # None: a temporary folder, removed afterwards
@@ -72,6 +73,7 @@ class RunOptions:
     progress: bool = True
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
+    window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
 
 
 class EmbeddedServer:
@@ -83,6 +85,7 @@ class EmbeddedServer:
         self._stack: ExitStack | None = None
         self._client: AdminClient | None = None
         self.running: RunningServer | None = None
+        self.cpu_s: tuple[float, float] | None = (0.0, 0.0)  # of the stopped processes
 
     def up(self) -> None:
         stack = ExitStack()
@@ -93,8 +96,16 @@ class EmbeddedServer:
 
     def down(self) -> None:
         if self._stack is not None:
+            self.cpu_s = self.cpu()
             self._stack.close()
         self._stack = self._client = None
+
+    def cpu(self) -> tuple[float, float] | None:
+        """CPU seconds (user, system) the server's processes spent so far (None: unknown)."""
+        if self.cpu_s is None or self._stack is None or self.running is None:
+            return self.cpu_s
+        now = _process_cpu(self.running.pid)
+        return None if now is None else (self.cpu_s[0] + now[0], self.cpu_s[1] + now[1])
 
     def client(self) -> AdminClient:
         if self._client is None:
@@ -118,7 +129,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     if options.app_id:
         scenario = dataclasses.replace(scenario, app_id=options.app_id)
     devices = options.devices or scenario.devices
-    scale = options.time_scale or scenario.time_scale
+    cap = options.time_scale or scenario.time_scale
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     external = _external(options)
     check_writable([options.report_dir, *([options.workdir] if options.workdir else [])])
@@ -143,16 +154,18 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             expected = _expected(options.expect_releases, workdir / "expected")
             setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
         configs = {ch: _config(urls, setup.public_pem, ch, options) for ch in channels}
+        server_cpu = server.cpu() if server else None
         began = time.monotonic()
-        fleet, published_s = asyncio.run(
-            _run(scenario, specs, configs, options, scale, workdir, server, setup)
+        done, published_s = asyncio.run(
+            _run(scenario, specs, configs, options, cap, workdir, server, setup)
         )
         wall_s = time.monotonic() - began
+        server_end = server.cpu() if server else None
         info = RunInfo(
             scenario=scenario,
             devices=devices,
             seed=options.seed,
-            time_scale=scale,
+            time_scale=cap,
             server_url=urls.describe(),
             embedded=server is not None,
             plugin=options.plugin,
@@ -160,12 +173,23 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             started_at=started_at,
             wall_s=wall_s,
             published_s=published_s,
-            server_received=_server_received(server, scenario.app_id, fleet.metrics),
-            notes=_notes(scenario, server, preflight),
+            server_received=_server_received(server, scenario.app_id, done.fleet.metrics),
+            notes=_notes(scenario, server, cap, done.fleet.metrics, preflight),
+            wall={
+                "fleet_cpu_s": round(sum(done.cpu_s), 1),
+                "fleet_system_s": round(done.cpu_s[1], 1),
+                "server_cpu_s": (
+                    round(sum(server_end) - sum(server_cpu), 1)
+                    if server_end and server_cpu
+                    else None
+                ),
+                "processes": options.processes,
+                "clock_steps": done.steps,
+            },
             server_findings=(flags,) if flags else (),
         )
-        report = build_report(fleet.metrics, info)
-        page = write_report(report, fleet.metrics, options.report_dir)
+        report = build_report(done.fleet.metrics, info)
+        page = write_report(report, done.fleet.metrics, options.report_dir)
     return report, page
 
 
@@ -280,24 +304,22 @@ async def _run(
     specs: list[DeviceSpec],
     configs: Mapping[str, AgentConfig],
     options: RunOptions,
-    scale: float,
+    cap: float | None,
     workdir: Path,
     server: EmbeddedServer | None,
     setup: _Setup,
-) -> tuple[Fleet, dict[str, float]]:
+) -> tuple[FleetRun, dict[str, float]]:
     """Run the fleet in `options.processes` shards (see `simulator.shards`), performing the
-    timeline's first steps before it starts."""
+    timeline at its synchronisation points."""
     n = options.processes
     shards = [
-        Shard(scenario, specs[i::n], configs, scale, workdir, setup.published,
-              options.http_backend, options.flush_wait_s)
+        Shard(scenario, specs[i::n], configs, workdir, setup.published,
+              options.http_backend, options.flush_wait_s, cap, options.window_s)
         for i in range(n)
     ]  # fmt: skip
     timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
-    first = [s for s in scenario.timeline if s.at_s <= 0]
-    records = [timeline.perform(s, 0.0) for s in first] if timeline else []
-    fleet = await run_fleet(shards, timeline, records, options.progress)
-    return fleet, dict(timeline.published_s) if timeline else {}
+    done = await run_fleet(shards, timeline, options.progress)
+    return done, dict(timeline.published_s) if timeline else {}
 
 
 def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:
@@ -311,14 +333,43 @@ def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metric
 
 
 def _notes(
-    scenario: Scenario, server: EmbeddedServer | None, preflight: str | None
+    scenario: Scenario,
+    server: EmbeddedServer | None,
+    cap: float | None,
+    metrics: Metrics,
+    preflight: str | None,
 ) -> tuple[str, ...]:
-    if server is not None:
-        return ()
-    notes = [f"pre-flight: the server answered a new device: {preflight}"]
-    if scenario.timeline:
-        steps = ", ".join(
-            f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
+    """What this run could not keep faithful to simulated time (the fidelity guard)."""
+    notes = []
+    timeouts = metrics.timeouts
+    if timeouts:
+        notes.append(
+            f"{timeouts:,} requests got no answer within their timeout in real time (the "
+            "server hung or the machine was overloaded): each counted as the modelled timeout, "
+            "so those devices' results depend on the machine"
         )
-        notes.append(f"external server: the scenario's timeline is yours to perform ({steps})")
+    if cap:
+        notes.append(f"time capped at {cap:g} simulated seconds per real second (--time-scale)")
+    if server is None:
+        notes.append(f"pre-flight: the server answered a new device: {preflight}")
+        notes.append(
+            "external server: its own clock is real time, so whatever it does by time (rate "
+            "limits, expiries, timestamps, rollout schedules) sees the whole simulated run "
+            "compressed into the wall-clock time the run took"
+        )
+        if scenario.timeline:
+            steps = ", ".join(
+                f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
+            )
+            notes.append(f"external server: the scenario's timeline is yours to perform ({steps})")
     return tuple(notes)
+
+
+def _process_cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user, system) of a live process, from /proc (None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick

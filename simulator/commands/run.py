@@ -2,7 +2,7 @@
 
 With no arguments: starts the embedded reference server (its own process), publishes the
 scenario's releases as its timeline says, runs 1 000 devices through `steady-rollout` (24 h
-of fleet life in about a minute) and writes ./otasim-report/.
+of fleet life, on virtual time: as fast as the work allows) and writes ./otasim-report/.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--time-scale", type=_positive_float, metavar="N",
-        help="simulated seconds per real second (default: the scenario's, e.g. 1440)",
+        help="cap on simulated seconds per real second, to watch a run live or to pace an "
+             "external server (default: uncapped, simulated time advances by work)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="same seed, same fleet and decisions")
     parser.add_argument("--report", default="otasim-report", metavar="DIR",

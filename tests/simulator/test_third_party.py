@@ -53,7 +53,7 @@ def _zip(marker: str) -> bytes:
 def _run(tmp_path: Path, **options: Any) -> dict[str, Any]:
     report, _ = simulate(
         RunOptions(
-            _scenario(tmp_path), devices=6, time_scale=2880, seed=3,
+            _scenario(tmp_path), devices=6, seed=3,
             report_dir=tmp_path / "report", progress=False, **options,
         )
     )  # fmt: skip
@@ -262,7 +262,7 @@ def test_each_profile_against_the_reference_server(tmp_path: Path, plugin: str) 
         + '[[timeline]]\nat_h = 0\naction = "publish"\nversion = "1.0.1"\n'
     )
     report, _ = simulate(
-        RunOptions(str(path), devices=6, time_scale=2880, seed=4, plugin=plugin,
+        RunOptions(str(path), devices=6, seed=4, plugin=plugin,
                    report_dir=tmp_path / "report", progress=False)
     )  # fmt: skip
     assert report["passed"] and report["run"]["plugin"] == plugin
