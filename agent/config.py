@@ -65,7 +65,7 @@ class AgentConfig:
     max_bundle_bytes: int = 512 * 1024 * 1024  # downloads larger than this are refused
     download_timeout_s: float = 600.0  # the plugin clears a download "in progress" after 600 s
     transport_attempts: int = 3  # attempts per request before a transport failure is final
-    exchange_timeout_s: float = 60.0  # one /updates, /stats or channel_self exchange, all tries
+    exchange_timeout_s: float = 60.0  # each try of a /updates, /stats, channel_self exchange
     plugin: str = "plugin-8"  # the plugin generation reproduced (agent.protocol.profiles)
     # An artefact (version + checksum) that failed verification is never activated; it is
     # fetched again at most `artefact_retries` times within `artefact_retry_window_s` of its

@@ -226,15 +226,15 @@ class DeviceRuntime:
         return [DownloadProgressed(bundle_id, 90), DownloadFinished(bundle_id)]
 
     def http_request(self, request: OutgoingRequest) -> HttpRequest:
-        """The request of one exchange: all its attempts end within `exchange_timeout_s` of
-        now (real monotonic time, like the download deadline)."""
+        """The request of one exchange: each attempt ends within `exchange_timeout_s` of when
+        the HTTP backend begins it (real monotonic time, like the download deadline)."""
         return HttpRequest(
             request.method,
             request.url,
             request.headers,
             request.body,
             timeout_s=self.config.response_timeout_s,
-            deadline=time.monotonic() + self.config.exchange_timeout_s,
+            budget_s=self.config.exchange_timeout_s,
         )
 
     def channel_set_answer(self, response: HttpResponse, channel: str) -> ChannelAnswer:
