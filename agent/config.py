@@ -15,11 +15,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from agent.protocol.profiles import PLUGIN_PROFILES
+from agent.protocol.profiles import PLUGIN_VERSION as PLUGIN_VERSION  # re-exported
+
 ApplyMode = Literal["atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off"]
 Platform = Literal["ios", "android"]
 
-PLUGIN_VERSION = "8.51.14"
-"""The `@capgo/capacitor-updater` release whose behaviour this agent reproduces."""
 
 DEFAULT_UPDATE_URL = "https://plugin.capgo.app/updates"
 DEFAULT_STATS_URL = "https://plugin.capgo.app/stats"
@@ -66,7 +67,14 @@ class AgentConfig:
     min_download_bytes_per_s: int = 1024  # a download slower than this over a window stops
     stall_window_s: float = 30.0  # that window (real time); 0 turns the rate check off
     transport_attempts: int = 3  # attempts per request before a transport failure is final
-    exchange_timeout_s: float = 60.0  # one /updates, /stats or channel_self exchange, all tries
+    exchange_timeout_s: float = 60.0  # each try of a /updates, /stats, channel_self exchange
+    plugin: str = "plugin-8"  # the plugin generation reproduced (agent.protocol.profiles)
+    # An artefact (version + checksum) that failed verification is never activated; it is
+    # fetched again at most `artefact_retries` times within `artefact_retry_window_s` of its
+    # first failure, waiting artefact_retry_backoff_s x 2^(failures - 1) between attempts.
+    artefact_retries: int = 3
+    artefact_retry_window_s: float = 86_400.0
+    artefact_retry_backoff_s: float = 600.0
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)
     strict_release: bool = False  # require otasim's signed release document (needs public_key)
 
@@ -94,6 +102,13 @@ class AgentConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.transport_attempts < 1:
             raise ValueError("transport_attempts must be >= 1")
+        if self.artefact_retries < 0:
+            raise ValueError("artefact_retries must be >= 0")
+        for name in ("artefact_retry_window_s", "artefact_retry_backoff_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.plugin not in PLUGIN_PROFILES:
+            raise ValueError(f"plugin must be one of {', '.join(PLUGIN_PROFILES)}")
 
     @property
     def app_ready_timeout_s(self) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 from locust import LoadTestShape, events
 
+from loadtests import outcomes
 from loadtests.settings import add_options
 from loadtests.shapes import Plan, Tick, plan_from_options
 from loadtests.thresholds import check_on_quit
@@ -44,5 +45,7 @@ def _options(parser: Any) -> None:
     add_options(parser)
 
 
+events.init.add_listener(lambda environment, **_: outcomes.install(environment))
 events.quitting.add_listener(check_on_quit)
+events.quitting.add_listener(outcomes.write_on_quit)
 events.quitting.add_listener(write_worker_summary)

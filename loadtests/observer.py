@@ -1,11 +1,13 @@
-"""Turns what a device's agent does into Locust `request` events.
+"""Turns what a device's agent does into Locust `request` events and otasim's own counts.
 
-- every HTTP attempt, under the agent's stable names (`/updates`, `/stats`, `/channel_self`,
+- every HTTP exchange, under the agent's stable names (`/updates`, `/stats`, `/channel_self`,
   `bundle`, `delta file`), with its time and length; a failure carries the agent's typed
-  error, or `HttpStatusError` for a 4xx/5xx answer;
-- every update outcome as an entry of its own, method `UPDATE`: `installed` (a bundle was
-  made current), `rolled back` (its boot never confirmed), `verification failure` (the
-  artefact was refused; never retried). The latter two are failures, with the action.
+  error, or `HttpStatusError` for a 4xx/5xx answer. An attempt the agent retried within the
+  same exchange is no request of its own: the exchange counts once, with its last attempt,
+  and the retry is counted apart (`loadtests.outcomes`, kind `retry`);
+- every update outcome, counted apart too (kind `update`): `installed` (a bundle was made
+  current), `rolled back` (its boot never confirmed), `verification failure` (the artefact
+  was refused). They stay out of Locust's request table and its Aggregated row.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from locust.event import Events
+from locust.env import Environment
 
 from agent.drivers.api import AgentObserver
 from agent.errors import AgentError
+from loadtests.outcomes import INSTALLED, RETRY, ROLLED_BACK, UPDATE, VERIFICATION_FAILURE, count
 
-UPDATE = "UPDATE"
-INSTALLED, ROLLED_BACK, VERIFICATION_FAILURE = "installed", "rolled back", "verification failure"
 VERIFICATION_ACTIONS = frozenset(
     {
         "checksum_fail",
@@ -40,19 +41,20 @@ class HttpStatusError(Exception):
     """The server answered with an error status (the agent handles it; Locust counts it)."""
 
 
-class UpdateFailed(Exception):
-    """An update outcome that is a failure: rolled back, or refused by verification."""
-
-
 class LocustObserver(AgentObserver):
-    """The `AgentObserver` of one device user: fires Locust events, tells the user of reloads."""
+    """The `AgentObserver` of one device user: fires Locust events, tells the user of reloads.
+
+    A failed attempt is held until the agent says whether it retries it (`on_retry`, called
+    before the next attempt) or anything else happens (then it was the exchange's last).
+    """
 
     def __init__(
-        self, events: Events, device_id: str, on_reload: Callable[[int, str], None]
+        self, environment: Environment, device_id: str, on_reload: Callable[[int, str], None]
     ) -> None:
-        self._events = events
+        self._environment = environment
         self._context = {"device_id": device_id}
         self._on_reload = on_reload
+        self._held: dict[str, Any] | None = None  # a failed attempt, maybe retried
 
     def on_request(
         self,
@@ -64,37 +66,45 @@ class LocustObserver(AgentObserver):
         response_bytes: int,
         error: AgentError | None,
     ) -> None:
+        self.flush()
         exception: Exception | None = error
         if exception is None and status is not None and status >= 400:
             exception = HttpStatusError(f"HTTP {status}")
-        self._events.request.fire(
-            request_type=method,
-            name=name,
-            response_time=elapsed_s * 1000.0,
-            response_length=response_bytes,
-            exception=exception,
-            context=self._context,
-            url=url,
-        )
+        attempt = {
+            "request_type": method,
+            "name": name,
+            "response_time": elapsed_s * 1000.0,
+            "response_length": response_bytes,
+            "exception": exception,
+            "context": self._context,
+            "url": url,
+        }
+        if exception is None:
+            self._environment.events.request.fire(**attempt)
+        else:
+            self._held = attempt
+
+    def on_retry(self, error: AgentError, delay_s: float) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            count(self._environment, RETRY, f"{held['request_type']} {held['name']}")
+
+    def flush(self) -> None:
+        """Fire a held failed attempt: nothing retried it, so the exchange failed."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._environment.events.request.fire(**held)
 
     def on_stat(self, action: str, version_name: str) -> None:
+        self.flush()
         if action == "set" and version_name != "builtin":
-            self._outcome(INSTALLED, None)
+            count(self._environment, UPDATE, INSTALLED)
         elif action == "update_fail":
-            self._outcome(ROLLED_BACK, UpdateFailed(f"update_fail {version_name}"))
+            count(self._environment, UPDATE, ROLLED_BACK)
         elif action in VERIFICATION_ACTIONS:
-            self._outcome(VERIFICATION_FAILURE, UpdateFailed(f"{action} {version_name}"))
+            count(self._environment, UPDATE, VERIFICATION_FAILURE)
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        self.flush()
         if name == "appReloaded":
             self._on_reload(int(payload["boot_id"]), str(payload["bundle"]))
-
-    def _outcome(self, name: str, exception: Exception | None) -> None:
-        self._events.request.fire(
-            request_type=UPDATE,
-            name=name,
-            response_time=0.0,
-            response_length=0,
-            exception=exception,
-            context=self._context,
-        )

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ApplyMode
+from agent.protocol.profiles import DEFAULT_PROFILE
 from agent.security.keys import load_public_key
+from simulator.commands.run import add_endpoint_options
 from simulator.scenario import Scenario, load_scenario
 
 APPLY_MODES = ("atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off")
@@ -40,6 +42,7 @@ def add_options(parser: Any) -> None:
         "platform, OS, native version and channel",
     )
     device.add_argument("--apply-mode", choices=APPLY_MODES, default="atBackground")
+    add_endpoint_options(device)  # --plugin, --updates-url, --stats-url, --channel-url
     device.add_argument(
         "--device-root",
         default="",
@@ -110,6 +113,8 @@ class LoadtestSettings:
     http_backend: str
     ca_file: str | None
     session_s: float
+    plugin: str = DEFAULT_PROFILE
+    urls: tuple[str | None, str | None, str | None] = (None, None, None)  # updates/stats/channel
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> LoadtestSettings:
@@ -131,4 +136,7 @@ class LoadtestSettings:
             http_backend=options.http_backend,
             ca_file=options.ca_file or None,
             session_s=options.session_s,
-        )
+            plugin=options.plugin,
+            urls=(options.updates_url or None, options.stats_url or None,
+                  options.channel_url or None),
+        )  # fmt: skip

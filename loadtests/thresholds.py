@@ -12,7 +12,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 from locust.stats import RequestStats
 
-from loadtests.observer import INSTALLED, UPDATE
+from loadtests.outcomes import update_success
 
 log = logging.getLogger("otasim.thresholds")
 
@@ -30,14 +30,15 @@ class Limits:
         )
 
 
-def missed(stats: RequestStats, limits: Limits) -> list[str]:
+def missed(stats: RequestStats, limits: Limits, outcomes: tuple[int, int]) -> list[str]:
     """One line per limit the run missed (empty: all held).
 
-    HTTP entries give the error ratio; the `UPDATE` outcome entries give the success ratio
-    (installed / installed + rolled back + verification failures).
+    Locust's entries (HTTP exchanges only) give the error ratio; `outcomes` (installed,
+    failed: `loadtests.outcomes`) the success ratio, installed / (installed + rolled back +
+    verification failures).
     """
     problems = []
-    http = [e for e in stats.entries.values() if e.method != UPDATE]
+    http = list(stats.entries.values())
     requests = sum(e.num_requests for e in http)
     failures = sum(e.num_failures for e in http)
     if limits.max_error_ratio is not None:
@@ -55,9 +56,7 @@ def missed(stats: RequestStats, limits: Limits) -> list[str]:
             if p95 > limits.max_p95_updates_ms:
                 problems.append(f"p95 of /updates {p95:.0f} ms > {limits.max_p95_updates_ms} ms")
     if limits.min_update_success_ratio is not None:
-        outcomes = [e for e in stats.entries.values() if e.method == UPDATE]
-        installed = sum(e.num_requests for e in outcomes if e.name == INSTALLED)
-        failed = sum(e.num_failures for e in outcomes)
+        installed, failed = outcomes
         if installed + failed == 0:
             problems.append("update success ratio: no update was installed or failed")
         elif installed / (installed + failed) < limits.min_update_success_ratio:
@@ -73,7 +72,8 @@ def check_on_quit(environment: Environment, **_: object) -> None:
     """`events.quitting` listener: log what was missed and make the exit code 1."""
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
         return
-    problems = missed(environment.stats, Limits.from_options(environment.parsed_options))
+    limits = Limits.from_options(environment.parsed_options)
+    problems = missed(environment.stats, limits, update_success(environment))
     for problem in problems:
         log.error("threshold missed: %s", problem)
     if problems:

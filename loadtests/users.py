@@ -30,9 +30,11 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.backends import make_sync_port
 from agent.drivers.http import SyncHttpPort
 from agent.drivers.sync import SyncDevice
+from agent.protocol.profiles import get_profile
 from loadtests.observer import LocustObserver
 from loadtests.settings import LoadtestSettings
 from simulator.device import read_traits
+from simulator.preflight import endpoints
 from simulator.scenario import Choice
 
 
@@ -47,7 +49,7 @@ class _Process:
     slots: itertools.count[int]
     live: int = 0
     devices: int = 0
-    requests: int = 0  # every request event fired in this process (HTTP and outcomes)
+    requests: int = 0  # every request event fired in this process (HTTP exchanges)
     failures: int = 0
 
     def count(self, exception: BaseException | None = None, **_: Any) -> None:
@@ -108,6 +110,7 @@ def draw_identity(settings: LoadtestSettings, rng: random.Random) -> tuple[Devic
         platform=_pick(group.platform, rng),  # type: ignore[arg-type]
         version_build=_pick(group.native_version, rng),
         version_os=_pick(group.os, rng),
+        plugin_version=get_profile(settings.plugin).plugin_version,
     )
     return identity, _pick(group.channel, rng)
 
@@ -124,6 +127,7 @@ class DeviceUserBase(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.device: SyncDevice | None = None
+        self.observer: LocustObserver | None = None
         self.rng = random.Random()
         self._reloads: list[tuple[int, str]] = []
 
@@ -142,11 +146,12 @@ class DeviceUserBase(User):
         self._cold_start()
 
     def _config(self, settings: LoadtestSettings, channel: str) -> AgentConfig:
-        host = (self.host or "").rstrip("/")
+        urls = endpoints(self.host, *settings.urls)
         return AgentConfig(
-            update_url=f"{host}/updates",
-            stats_url=f"{host}/stats",
-            channel_url=f"{host}/channel_self",
+            update_url=urls.updates,
+            stats_url=urls.stats,
+            channel_url=urls.channel,
+            plugin=settings.plugin,
             auto_update=settings.apply_mode,
             public_key=settings.public_key,
             default_channel=channel or None,
@@ -155,9 +160,8 @@ class DeviceUserBase(User):
 
     def _open(self) -> None:
         shared = process_state(self.environment)
-        observer = LocustObserver(
-            self.environment.events, self.identity.device_id, self._note_reload
-        )
+        observer = LocustObserver(self.environment, self.identity.device_id, self._note_reload)
+        self.observer = observer
         # durable=False: commits stay atomic against kills but skip fsync, which would block
         # the whole gevent process (every device of it) on the disk at each commit
         self.device = SyncDevice.open(
@@ -184,6 +188,8 @@ class DeviceUserBase(User):
         (and a distributed run's master waits only 0.5 s for the workers' last report)."""
         if self.device is None:
             return
+        if self.observer is not None:
+            self.observer.flush()
         self.device.close()
         self.device = None
         process_state(self.environment).live -= 1

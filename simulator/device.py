@@ -30,10 +30,12 @@ from typing import Any
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
-from agent.drivers.api import AgentObserver, BundleView, Clock
-from agent.drivers.http import AsyncHttpPort
+from agent.drivers.api import AgentObserver, BundleView
+from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
+from agent.protocol.profiles import PluginProfile
 
+from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
 from simulator.scenario import Behaviour, Release
 
@@ -128,12 +130,32 @@ class DeviceContext:
     """What every device of a fleet shares."""
 
     configs: Mapping[str, AgentConfig]  # per channel
-    http: Callable[[DeviceOutcome, random.Random], AsyncHttpPort]  # a shaped port per device
-    clock: Clock
+    # a shaped port per device, on its own random stream and clock
+    http: Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]
+    time: VirtualTime  # the run's
     metrics: Metrics
     pool: BundlePool
     published: Mapping[str, Mapping[str, str]]  # version -> file digests, when we published it
-    start: float  # clock time of the fleet's t = 0
+    profile: PluginProfile  # the plugin generation the devices reproduce
+
+
+class StatsWatch:
+    """The device's HTTP port, watching one thing the agent cannot judge: whether the server
+    took a stats *batch* as a batch. Capgo answers an array with per-event `results`; a
+    server that reads one object answers `{"status":"ok"}` and stores nothing useful (the
+    device, faithful to its plugin, counts the batch as sent). Those events are counted in
+    `Metrics.stats_unconfirmed`."""
+
+    def __init__(self, inner: AsyncHttpPort, stats_url: str, metrics: Metrics) -> None:
+        self._inner, self._stats_url, self._metrics = inner, stats_url, metrics
+        self.stream = inner.stream
+        self.aclose = inner.aclose
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        response = await self._inner.send(request)
+        if request.url == self._stats_url and response.status == 200 and request.body:
+            self._metrics.stats_answer(request.body, response.body)
+        return response
 
 
 class VirtualDevice(AgentObserver):
@@ -150,9 +172,12 @@ class VirtualDevice(AgentObserver):
     ) -> None:
         self.ctx, self.identity, self.behaviour, self.outcome = ctx, identity, behaviour, outcome
         self.folder = folder
+        self.clock = ctx.time.clock()  # this device's simulated time, exact
         self.rng = random.Random(seed)  # the user's and the app's decisions
         self.agent_rng = random.Random(seed + 1)  # the agent's jitter
-        self.http = ctx.http(outcome, random.Random(seed + 2))
+        stats_url = ctx.configs[outcome.channel].stats_url if ctx.configs else ""
+        shaped = ctx.http(outcome, random.Random(seed + 2), self.clock)
+        self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False
         self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
@@ -174,21 +199,29 @@ class VirtualDevice(AgentObserver):
         error: AgentError | None,
     ) -> None:
         self.ctx.metrics.request(name, status, elapsed_s, response_bytes, error is not None)
+        if isinstance(error, TransportTimeout):
+            self.ctx.metrics.timeouts += 1
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
             self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
+        elif name == "updateCheckResult":
+            self.ctx.metrics.check_result(self.outcome, self.ctx.profile, dict(payload))
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.ctx.metrics.stat(self.outcome, action, version_name, self.sim_now())
 
     def sim_now(self) -> float:
-        return self.ctx.clock.now() - self.ctx.start
+        return self.clock.t
 
     # -- the user ----------------------------------------------------------------------------
 
     async def live(self, end_s: float) -> None:
-        """Use the app until simulated time `end_s` (seconds since the fleet's start)."""
+        """Use the app until simulated time `end_s` (seconds since the fleet's start).
+
+        Every deadline (the user's, the agent's timers, the app's notifyAppReady) is met at
+        its exact simulated time, in order; nothing happens before the run's time zero."""
+        await self.clock.sleep(0)  # time zero: after the timeline's first steps
         b, rng = self.behaviour, self.rng
         self.next_open = self.sim_now() + rng.random() * self._gap()
         next_reboot = self.sim_now() + self._exp(
@@ -203,18 +236,15 @@ class VirtualDevice(AgentObserver):
             ready_at = self.ready[2] if self.ready else float("inf")
             wake = min(self.next_open, next_reboot, session_end, timers, ready_at, end_s)
             if wake > now:
-                await self.ctx.clock.sleep(wake - now)
-                now = self.sim_now()
+                await self.clock.sleep_until(wake)
+                now = wake
             if now >= end_s:
                 return
-            if self.ready is not None and ready_at <= now:
-                pending = self.ready  # (in order of simulated time: the loop may wake late)
-                if self.device is not None and not self._in_time(pending):
-                    await self._call(self.device.run_timers)  # the ready timeout came first
-                if self.ready == pending:
-                    await self._app_ready(*pending[:3])
-            if self.device is not None and self._timer_due() <= now:
-                await self._call(self.device.run_timers)
+            pending = self.ready
+            if self.device is not None and timers <= now:
+                await self._call(self.device.run_timers)  # a timeout due now comes first
+            if pending is not None and self.ready == pending and ready_at <= now:
+                await self._app_ready(*pending[:3])
             if now >= next_reboot:
                 self._die()
                 next_reboot = now + self._exp(DAY_S / b.reboots_per_day)
@@ -237,7 +267,7 @@ class VirtualDevice(AgentObserver):
 
     def _timer_due(self) -> float:
         deadline = self.device.next_deadline() if self.device is not None else None
-        return float("inf") if deadline is None else deadline - self.ctx.start
+        return float("inf") if deadline is None else deadline - self.ctx.time.epoch
 
     async def open_app(self) -> None:
         """The user brings the app to the foreground (a cold start when it is not running)."""
@@ -255,9 +285,10 @@ class VirtualDevice(AgentObserver):
             self.ctx.configs[self.outcome.channel],
             self.identity,
             self.http,
-            clock=self.ctx.clock,
+            clock=self.clock,
             rng=self.agent_rng,
             observer=self,
+            durable=False,  # kills are simulated, power loss is not: atomic renames, no fsync
         )
 
     async def _leave(self) -> None:
@@ -309,11 +340,6 @@ class VirtualDevice(AgentObserver):
         else:
             await self._app_ready(boot_id, version, now)
 
-    def _in_time(self, ready: tuple[int, str, float, float]) -> bool:
-        """Did the app call notifyAppReady() before the agent's appReadyTimeout?"""
-        config = self.ctx.configs[self.outcome.channel]
-        return ready[2] < ready[3] + config.app_ready_timeout_s
-
     async def _app_ready(self, boot_id: int, version: str, at: float) -> None:
         """The web app calls notifyAppReady() for the boot it was started as."""
         self.ready = None
@@ -334,7 +360,9 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
-            if expected is not None and any(digests.get(k) != v for k, v in expected.items()):
+            if expected is None:
+                self.outcome.unchecked.add(version)
+            elif digests != expected:  # a file changed, added or missing: not what was published
                 self.outcome.tampered += 1
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)

@@ -1,49 +1,34 @@
-"""Run a scenario's fleet: N virtual devices on one asyncio loop, a timeline, a time scale.
+"""Run a scenario's fleet: N virtual devices on one asyncio loop, on the run's virtual time.
 
-`ScaledClock` compresses every device timer and the timeline by `time_scale`; network delays
-and timeouts stay real. `plan_fleet` turns a scenario and a seed into the same devices every
-time (identity, network, behaviour, per-device random seeds). `Fleet.run()` drives it all and
-returns the `Metrics`; `simulator.commands.run` wraps it with the server and the report.
+`plan_fleet` turns a scenario and a seed into the same devices every time (identity, network,
+behaviour, per-device random seeds). `Fleet.run()` drives the devices and the run's
+synchronisation points (the timeline's steps, the man in the middle's shared knowledge) on a
+`simulator.clock.VirtualTime` and returns the `Metrics`; `simulator.shards` runs it in one or
+several processes and `simulator.runner` wraps it with the server and the report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.http import AsyncHttpPort
+from agent.protocol.profiles import get_profile
 
+from simulator.clock import DeviceClock, VirtualTime
 from simulator.device import BundlePool, DeviceContext, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
-from simulator.network import Mitm, MitmMode, ShapedPort, profile
+from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.publish import PublishError, publish
 from simulator.release import ReleaseError
 from simulator.scenario import Choice, Scenario, Step
 from simulator.server.client import AdminClient, AdminError
-
-SIM_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: device clocks start here
-
-
-class ScaledClock:
-    """Simulated epoch seconds running `scale` times faster than real time."""
-
-    def __init__(self, scale: float, epoch: float = SIM_EPOCH) -> None:
-        self.scale = scale
-        self.epoch = epoch  # what now() says at t0
-        self.t0 = time.monotonic()  # CLOCK_MONOTONIC: the same for every process of the host
-
-    def now(self) -> float:
-        return self.epoch + (time.monotonic() - self.t0) * self.scale
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +85,11 @@ def pick(choice: Choice, rng: random.Random) -> str:
     return str(rng.choices(values, weights)[0])
 
 
+SYNCS_PER_RUN = 96  # with a man in the middle: what it learned is shared this often
+
+
 class Fleet:
-    """The virtual devices of one run and what they share."""
+    """The virtual devices of one run (or of one shard of it) and what they share."""
 
     def __init__(
         self,
@@ -110,37 +98,37 @@ class Fleet:
         *,
         configs: Mapping[str, AgentConfig],
         http: AsyncHttpPort,
-        clock: ScaledClock,
+        time: VirtualTime,
         workdir: Path,
         published: Mapping[str, Mapping[str, str]],
     ) -> None:
         self.scenario = scenario
-        self.clock = clock
+        self.time = time
         self.metrics = Metrics()
         self.mitms = {
             mode: Mitm(cast(MitmMode, mode), scenario.mitm_rate) for mode, _ in scenario.mitm_modes
         }
-        self.start = clock.epoch  # simulated t = 0, reached when run() starts the clock
         ctx = DeviceContext(
             configs=configs,
             http=self._port_factory(http),
-            clock=clock,
+            time=time,
             metrics=self.metrics,
             pool=BundlePool(workdir / "pool"),
             published=published,
-            start=self.start,
+            profile=get_profile(next(iter(configs.values())).plugin) if configs else get_profile(),
         )
         self.devices = [self._device(ctx, spec, workdir) for spec in specs]
 
     def _port_factory(
         self, inner: AsyncHttpPort
-    ) -> Callable[[DeviceOutcome, random.Random], AsyncHttpPort]:
-        def make(outcome: DeviceOutcome, rng: random.Random) -> AsyncHttpPort:
+    ) -> Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]:
+        def make(outcome: DeviceOutcome, rng: random.Random, clock: DeviceClock) -> AsyncHttpPort:
             return ShapedPort(
                 inner,
                 profile(outcome.network),
                 rng=rng,
-                clock=lambda: self.clock.now() - self.start,
+                clock=clock,
+                index=outcome.index,
                 mitm=self.mitms.get(outcome.mitm),
                 faults=self.metrics.faults,
             )
@@ -160,6 +148,7 @@ class Fleet:
             platform=spec.platform,  # type: ignore[arg-type]
             version_build=spec.native_version,
             version_os=spec.os,
+            plugin_version=ctx.profile.plugin_version,
         )
         folder = workdir / "devices" / f"{spec.index:06d}"
         device = VirtualDevice(
@@ -168,36 +157,48 @@ class Fleet:
         return device
 
     def now_s(self) -> float:
-        """Simulated seconds since the fleet started."""
-        return self.clock.now() - self.start
+        """Simulated seconds since the fleet started (the current step's)."""
+        return self.time.t
 
-    async def watch_loop(self, every_s: float = 0.1) -> None:
-        """Record how late the event loop wakes up (real seconds): past a few simulated
-        minutes' worth, the fleet is overloaded and its timings are no longer faithful."""
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time() + every_s
-            await asyncio.sleep(every_s)
-            self.metrics.loop_lag.append(loop.time() - asked)
-
-    async def run(self, flush_wait_s: float = 120.0, t0: float | None = None) -> Metrics:
-        """Start the clock (now, or at monotonic time `t0` shared by the shards of a fleet),
-        live until the scenario's end, then let every device deliver its stats; the metrics."""
-        self.clock.t0 = time.monotonic() if t0 is None else t0
-        await asyncio.sleep(max(0.0, self.clock.t0 - time.monotonic()))
+    def sync_points(self) -> list[float]:
+        """Simulated times at which every shard stops for the others (time zero, each
+        timeline step, and with a man in the middle a regular grid): barriers."""
         end = self.scenario.duration_s
-        watch = asyncio.create_task(self.watch_loop())
-        try:
-            await asyncio.gather(*(d.live(end) for d in self.devices))
-        finally:
-            watch.cancel()
-        limit = asyncio.Semaphore(256)
+        points = {0.0, *(max(0.0, s.at_s) for s in self.scenario.timeline if s.at_s <= end)}
+        if self.mitms:
+            points.update(end * k / SYNCS_PER_RUN for k in range(1, SYNCS_PER_RUN))
+        return sorted(points)
 
-        async def finish(device: VirtualDevice) -> None:
+    def learned(self) -> dict[str, Learned]:
+        """What each man in the middle learned since the last synchronisation point."""
+        return {mode: mitm.take_learned() for mode, mitm in sorted(self.mitms.items())}
+
+    def commit(self, shards: Sequence[Mapping[str, Learned]]) -> None:
+        """Make what every shard's men in the middle learned known to ours (same order
+        whatever the sharding: earliest simulated time, then device index)."""
+        for mode, mitm in self.mitms.items():
+            mitm.commit(merge_learned([s.get(mode, {}) for s in shards]))
+
+    async def run(
+        self, sync: Callable[[float], Awaitable[None]], flush_wait_s: float = 600.0
+    ) -> Metrics:
+        """Live until the scenario's end, then let every device deliver its stats (bounded by
+        `flush_wait_s` simulated seconds); `sync(at_s)` runs alone at each sync point."""
+        vt, end = self.time, self.scenario.duration_s
+        limit = asyncio.Semaphore(256)  # devices reopening their folders at the end at once
+
+        async def syncs() -> None:
+            for at in self.sync_points():
+                await vt.until(at, barrier=True)
+                await sync(at)
+
+        async def device(d: VirtualDevice) -> None:
+            await d.live(end)
             async with limit:
-                await device.finish(flush_wait_s)
+                await d.finish(flush_wait_s)
 
-        await asyncio.gather(*(finish(d) for d in self.devices))
+        work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]
+        await asyncio.gather(vt.run(), *work)
         for mitm in self.mitms.values():
             self.metrics.mitm.update(mitm.tampered)
         return self.metrics
@@ -235,12 +236,12 @@ class Timeline:
         self.private_pem = private_pem
         self.published_s: dict[str, float] = {}
 
-    async def run(self, fleet: Fleet, steps: Sequence[Step]) -> None:
-        """Perform `steps` in order, each when the fleet's clock reaches it."""
-        for step in steps:
-            await fleet.clock.sleep(step.at_s - fleet.now_s())
-            record = await asyncio.to_thread(self.perform, step, max(fleet.now_s(), step.at_s))
-            fleet.metrics.steps.append(record)
+    async def perform_due(self, fleet: Fleet, at_s: float) -> None:
+        """Perform the steps due at simulated time `at_s` (a sync point), in order."""
+        end = self.scenario.duration_s
+        for step in self.scenario.timeline:
+            if max(0.0, step.at_s) == at_s and step.at_s <= end:
+                fleet.metrics.steps.append(await asyncio.to_thread(self.perform, step, at_s))
 
     def perform(self, step: Step, at_s: float) -> dict[str, object]:
         """Do one step now (blocking); returns what the report shows of it."""

@@ -3,12 +3,13 @@
 `Metrics` is fed while the fleet runs (by `simulator.device`, from the agent's observer
 callbacks and the simulated app) and summarised at the end into the plain dict that
 `simulator.report` writes as report.json. Times are simulated seconds since the run started,
-except request latencies, which are real (the network is not time-scaled).
+except request latencies, which are real (wall-clock: how long the real exchange took).
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import statistics
 from array import array
 from collections import Counter
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.core import versions
+from agent.protocol.answers import finding
+from agent.protocol.profiles import PluginProfile
 
 BUILTIN = "builtin"
 DOWNLOAD_STARTS = frozenset({"download_0", "download_zip_start", "download_manifest_start"})
@@ -53,6 +56,8 @@ class DeviceOutcome:
     unbootable: bool = False
     stats_queued: int = 0
     stats_pending: int = 0
+    phantom: int = 0  # download_fail reports still to come for answers that were no failure
+    unchecked: set[str] = field(default_factory=set)  # booted with no published files to compare
 
     @property
     def version(self) -> str:
@@ -90,7 +95,10 @@ class Metrics:
         self.faults: Counter[str] = Counter()
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
-        self.loop_lag: array[float] = array("d")  # real seconds the event loop woke up late
+        self.timeouts = 0  # requests ended by the real-time safety timeout
+        self.findings: Counter[str] = Counter()  # about the server: text -> device reports
+        self.stats_unconfirmed = 0  # events sent in batches answered without `results`
+        self.first_offered: dict[str, float] = {}  # version -> first download start seen
 
     def request(
         self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
@@ -101,12 +109,46 @@ class Metrics:
         if name in ("bundle", "delta file") and not failed and status is not None:
             self.bytes["full" if name == "bundle" else "delta"] += nbytes
 
+    def check_result(
+        self, device: DeviceOutcome, profile: PluginProfile, payload: dict[str, object]
+    ) -> None:
+        """A device's `updateCheckResult`: when the device calls failed what was no failure
+        (an up-to-date or blocked answer), it is a finding about the server, and the
+        `download_fail` the device reports next for it is not an update failure."""
+        kind, error, status = payload.get("kind"), payload.get("error"), payload.get("statusCode")
+        if not isinstance(kind, str) or not isinstance(error, str) or not isinstance(status, int):
+            return
+        found = finding(profile.name, profile.reads_kind, kind, error, None, status)
+        if found is not None:
+            self.findings[found.text] += 1
+            device.phantom += 1
+
+    def stats_answer(self, request: bytes, answer: bytes) -> None:
+        """A 200 answer to a stats POST: a batch (array) answered without per-event `results`
+        was not taken as a batch (see `simulator.device.StatsWatch`)."""
+        if not request.startswith(b"["):
+            return
+        try:
+            data = json.loads(answer)  # small; the batch itself is parsed only when needed
+            if isinstance(data, dict) and "results" in data:
+                return
+            events = json.loads(request)
+        except ValueError:
+            return
+        if isinstance(events, list):
+            self.stats_unconfirmed += len(events)
+
     def stat(self, device: DeviceOutcome, action: str, version: str, t: float) -> None:
         """A stats action the device's agent queued."""
         version = version.split(":", 1)[0]
         self.actions[action] += 1
         device.stats_queued += 1
+        if action == "download_fail" and device.phantom:
+            device.phantom -= 1  # reported, as the plugin does; not a failure of the update
+            return
         if action in DOWNLOAD_STARTS:
+            if version not in self.first_offered or t < self.first_offered[version]:
+                self.first_offered[version] = t
             if version in device.rolled_back:
                 device.redownloaded.add(version)
             device.download_starts[version] += 1
@@ -188,12 +230,35 @@ class Metrics:
         for mine, theirs in ((self.bytes, other.bytes), (self.actions, other.actions),
                              (self.faults, other.faults), (self.mitm, other.mitm)):  # fmt: skip
             mine.update(theirs)
+        self.findings.update(other.findings)
+        self.stats_unconfirmed += other.stats_unconfirmed
+        for version, t in other.first_offered.items():
+            self.first_offered[version] = min(t, self.first_offered.get(version, t))
         self.failure_times += other.failure_times
         self.rollback_times += other.rollback_times
-        self.loop_lag.extend(other.loop_lag)
+        self.timeouts += other.timeouts
 
-    def loop_lag_ms(self) -> dict[str, float]:
-        return _percentiles(sorted(v * 1000 for v in self.loop_lag), digits=1)
+    def failures(self) -> Counter[str]:
+        """Failure reports by Capgo action, without those that were no failure (findings)."""
+        total: Counter[str] = Counter()
+        for d in self.devices:
+            total.update(d.failures)
+        return total
+
+    def unchecked_versions(self) -> list[str]:
+        """Versions devices booted with no published files to compare them with."""
+        return sorted({v for d in self.devices for v in d.unchecked}, key=versions.sort_key)
+
+    def refusals(self, share: float = 0.5, least: int = 5) -> dict[str, dict[str, int]]:
+        """Endpoints where most (and at least `least`) requests got no answer or an error
+        status: {name: {"requests": n, status: n, ...}}."""
+        out = {}
+        for name, statuses in sorted(self.statuses.items()):
+            bad = {s: n for s, n in statuses.items() if s == "error" or int(s) >= 400}
+            total = sum(statuses.values())
+            if sum(bad.values()) >= least and sum(bad.values()) > share * total:
+                out[name] = {"requests": total, **dict(sorted(bad.items()))}
+        return out
 
     def evaluate(self, expectation: Asked, end_s: float, stats_lost: int | None) -> float:
         """The measured value an expectation is checked against (see `METRICS`)."""
@@ -249,9 +314,13 @@ METRICS: dict[str, Metric] = {
     ),
     # devices left with no bootable bundle
     "unbootable": Metric(False, lambda m, v, at, lost: sum(d.unbootable for d in m.devices)),
-    # devices that activated a bundle unlike the one published
+    # devices that activated a bundle unlike the one published (unknown: NaN when a booted
+    # release's published files are not known)
     "tampered_activated": Metric(
-        False, lambda m, v, at, lost: sum(d.tampered > 0 for d in m.devices)
+        False,
+        lambda m, v, at, lost: (
+            float("nan") if m.unchecked_versions() else sum(d.tampered > 0 for d in m.devices)
+        ),
     ),
     # stats events devices sent minus those the server recorded (unknown: NaN)
     "stats_lost": Metric(False, lambda m, v, at, lost: float("nan") if lost is None else lost),

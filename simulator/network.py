@@ -4,27 +4,32 @@
 aiohttp/httpx port; every device gets its own thin `ShapedPort` with its own random stream).
 It really delays, throttles, cuts and corrupts bytes on their way to the agent:
 
-- latency (+ jitter) before each response, and a downlink bandwidth cap on bodies (real time:
-  network effects are not time-scaled, like network timeouts);
+- latency (+ jitter) before each response, and a downlink bandwidth cap on bodies, as waits on
+  the device's simulated clock (`simulator.clock.DeviceClock`): a body of n bytes at b bytes/s
+  costs exactly n / b simulated seconds, however fast or slow the machine moves the bytes;
 - loss (the request fails before any byte), connection resets mid-body, silently truncated
   bodies, slow retrieval (a body that trickles), bursts of synthesized 5xx answers;
-- offline periods, scheduled in *simulated* time from the device clock;
+- offline periods, scheduled in simulated time from the device clock;
+- a real-time safety net: when the real server does not answer within the request's timeout
+  (a hung external server), the device's clock moves on by that timeout, as on a phone;
 - an optional man in the middle (`Mitm`): flips bytes of bundle bodies, swaps a bundle for
   another version's bytes, or replays an older signed release in place of the current offer.
 
 Randomness comes from the `random.Random` passed in, so a seeded fleet faults identically.
+What a man in the middle learns from one device's traffic reaches the others only at the run's
+synchronisation points (`Mitm.take_learned` / `Mitm.commit`), in an order that does not depend
+on which device's bytes arrived first, nor on how the fleet is split into processes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, Protocol
 
 from agent.drivers.http import (
     AsyncHttpPort,
@@ -33,6 +38,7 @@ from agent.drivers.http import (
     ConnectionLost,
     HttpRequest,
     HttpResponse,
+    TransportTimeout,
 )
 
 PIECE_BYTES = 16 * 1024  # bodies are re-chunked to this size so throttling is smooth
@@ -144,6 +150,18 @@ class OfflineSchedule:
 
 
 MitmMode = Literal["flip", "swap", "replay"]
+Stamp = tuple[float, int]  # (simulated time, device index): who learned it first
+Learned = dict[tuple[str, str], tuple[Stamp, object]]  # (what, key) -> (stamp, value)
+
+
+def merge_learned(parts: Iterable[Mapping[tuple[str, str], tuple[Stamp, object]]]) -> Learned:
+    """The earliest record of each piece of knowledge over several shards."""
+    merged: Learned = {}
+    for part in parts:
+        for key, (stamp, value) in part.items():
+            if key not in merged or stamp < merged[key][0]:
+                merged[key] = (stamp, value)
+    return merged
 
 
 @dataclass
@@ -154,6 +172,8 @@ class Mitm:
     - `swap`: serves the bytes of another version's bundle it saw earlier for a bundle URL;
     - `replay`: answers /updates with the first (older) signed offer it saw instead of a newer one.
     `rate` is the chance each eligible response is tampered. `tampered` counts what it did.
+    What it sees goes to `learned` first and is known (`offers`, `url_versions`, `bundles`)
+    from the next synchronisation point on (`commit`).
     """
 
     mode: MitmMode
@@ -162,6 +182,7 @@ class Mitm:
     offers: dict[str, dict[str, object]] = field(default_factory=dict)  # version -> offer
     url_versions: dict[str, str] = field(default_factory=dict)  # bundle url (no query) -> version
     bundles: dict[str, bytes] = field(default_factory=dict)  # version -> bundle bytes seen
+    learned: Learned = field(default_factory=dict)  # seen since the last synchronisation point
     tampered: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -170,14 +191,30 @@ class Mitm:
         if not 0 <= self.rate <= 1:
             raise ValueError("MITM rate must be within [0, 1]")
 
-    def rewrite_offer(self, request: bytes, body: bytes, rng: random.Random) -> bytes:
-        """Record an /updates offer; in replay mode, maybe answer the oldest recorded offer
+    def learn(self, what: str, key: str, value: object, stamp: Stamp) -> None:
+        """Note something seen in traffic; the earliest sighting wins."""
+        known = self.learned.get((what, key))
+        if known is None or stamp < known[0]:
+            self.learned[(what, key)] = (stamp, value)
+
+    def take_learned(self) -> Learned:
+        learned, self.learned = self.learned, {}
+        return learned
+
+    def commit(self, learned: Learned) -> None:
+        """Know what was learned (every shard's, merged), in order of first sighting."""
+        for (what, key), (_, value) in sorted(learned.items(), key=lambda kv: (kv[1][0], kv[0])):
+            known: dict[str, object] = getattr(self, what)
+            known.setdefault(key, value)
+
+    def rewrite_offer(self, request: bytes, body: bytes, rng: random.Random, stamp: Stamp) -> bytes:
+        """Record an /updates offer; in replay mode, maybe answer the oldest known offer
         instead (of an offer or of "up to date") to a device not running that version."""
         answer = _json_object(body)
         if isinstance(answer.get("url"), str):
             version = str(answer.get("version"))
-            self.offers.setdefault(version, answer)
-            self.url_versions[_strip_query(str(answer["url"]))] = version
+            self.learn("offers", version, answer, stamp)
+            self.learn("url_versions", _strip_query(str(answer["url"])), version, stamp)
         if self.mode != "replay" or not self.offers or rng.random() >= self.rate:
             return body
         old = next(iter(self.offers.values()))
@@ -194,16 +231,24 @@ class Mitm:
             return None
         return next((b for v, b in self.bundles.items() if v != version), None)
 
-    def remember(self, version: str, bundle: bytes) -> None:
-        """Keep the first complete bundle body seen for `version` (swap mode's decoys)."""
+    def remember(self, version: str, bundle: bytes, stamp: Stamp) -> None:
+        """Note the first complete bundle body seen for `version` (swap mode's decoys)."""
         if len(bundle) <= self.max_recorded_bytes:
-            self.bundles.setdefault(version, bundle)
+            self.learn("bundles", version, bundle, stamp)
 
     def wants_recording(self, url: str) -> str | None:
         version = self.url_versions.get(_strip_query(url))
         if self.mode == "swap" and version is not None and version not in self.bundles:
             return version
         return None
+
+
+class SimClock(Protocol):
+    """A device's simulated clock as the network sees it (`simulator.clock.DeviceClock`)."""
+
+    t: float  # simulated seconds since the run's t = 0
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 def _json_object(raw: bytes) -> dict[str, object]:
@@ -243,8 +288,9 @@ class ShapedPort:
     """An `AsyncHttpPort` that shapes and faults the traffic of one device.
 
     `inner` is usually shared by the whole fleet and owned by it: `aclose()` leaves it open.
-    `clock` returns the device's simulated time (for offline periods). Faults injected are
-    counted in `faults` (a Counter the fleet may share between devices).
+    `clock` is the device's simulated clock: every modelled delay is a wait on it, and it
+    schedules offline periods. `index` orders what this device shows a man in the middle.
+    Faults injected are counted in `faults` (a Counter the fleet may share between devices).
 
     Raises (from `send`/`stream`):
         ConnectFailed: simulated offline period. ConnectionLost: simulated loss or reset.
@@ -254,6 +300,7 @@ class ShapedPort:
     __slots__ = (
         "_burst_left",
         "_clock",
+        "_index",
         "_inner",
         "_mitm",
         "_offline",
@@ -268,7 +315,8 @@ class ShapedPort:
         profile: NetworkProfile,
         *,
         rng: random.Random,
-        clock: Callable[[], float],
+        clock: SimClock,
+        index: int = 0,
         mitm: Mitm | None = None,
         faults: Counter[str] | None = None,
     ) -> None:
@@ -276,11 +324,12 @@ class ShapedPort:
         self.profile = profile
         self._rng = rng
         self._clock = clock
+        self._index = index
         self._mitm = mitm
         self.faults: Counter[str] = Counter() if faults is None else faults
         self._burst_left = 0
         self._offline = (
-            OfflineSchedule(profile.offline_fraction, profile.offline_mean_s, rng, clock())
+            OfflineSchedule(profile.offline_fraction, profile.offline_mean_s, rng, clock.t)
             if profile.offline_fraction > 0
             else None
         )
@@ -289,12 +338,18 @@ class ShapedPort:
         synthetic = await self._before(request)
         if synthetic is not None:
             return synthetic
-        response = await self._inner.send(request)
+        try:
+            response = await self._inner.send(request)
+        except TransportTimeout:
+            await self._clock.sleep(request.timeout_s)  # the phone waited that long too
+            raise
         rate = self._rate()
         if rate:
-            await asyncio.sleep(len(response.body) / rate)
+            await self._clock.sleep(len(response.body) / rate)
         if self._mitm is not None and response.status == 200 and _is_update_check(request):
-            body = self._mitm.rewrite_offer(request.body or b"", response.body, self._rng)
+            body = self._mitm.rewrite_offer(
+                request.body or b"", response.body, self._rng, self._stamp()
+            )
             if body is not response.body:
                 headers = {**response.headers, "content-length": str(len(body))}
                 response = HttpResponse(response.status, headers, body)
@@ -302,6 +357,15 @@ class ShapedPort:
 
     @asynccontextmanager
     async def stream(self, request: HttpRequest) -> AsyncIterator[AsyncStreamedResponse]:
+        try:
+            async with self._stream(request) as response:
+                yield response
+        except TransportTimeout:
+            await self._clock.sleep(request.timeout_s)  # the phone waited that long too
+            raise
+
+    @asynccontextmanager
+    async def _stream(self, request: HttpRequest) -> AsyncIterator[AsyncStreamedResponse]:
         synthetic = await self._before(request)
         if synthetic is not None:
             yield _Response(synthetic.status, synthetic.headers, _one(synthetic.body))
@@ -332,11 +396,11 @@ class ShapedPort:
     async def _before(self, request: HttpRequest) -> HttpResponse | None:
         """Offline, loss, latency and 5xx bursts, decided before the inner port is used."""
         p, rng = self.profile, self._rng
-        if self._offline is not None and self._offline.offline(self._clock()):
+        if self._offline is not None and self._offline.offline(self._clock.t):
             self.faults["offline"] += 1
             raise ConnectFailed(f"{request.url}: network unreachable (simulated offline)")
         if p.latency_ms or p.jitter_ms:
-            await asyncio.sleep(max(0.0, rng.gauss(p.latency_ms, p.jitter_ms)) / 1000)
+            await self._clock.sleep(max(0.0, rng.gauss(p.latency_ms, p.jitter_ms)) / 1000)
         if p.loss and rng.random() < p.loss:
             self.faults["loss"] += 1
             raise ConnectionLost(f"{request.url}: connection reset (simulated loss)")
@@ -387,7 +451,7 @@ class ShapedPort:
                     recorded += piece
                 sent += len(piece)
                 if rate:
-                    await asyncio.sleep(len(piece) / rate)
+                    await self._clock.sleep(len(piece) / rate)
                 if piece:
                     yield piece
                 if cut is not None and sent >= cut:
@@ -395,7 +459,10 @@ class ShapedPort:
                         raise ConnectionLost("connection reset mid-body (simulated)")
                     return
         if record is not None and recorded is not None and cut is None and self._mitm is not None:
-            self._mitm.remember(record, bytes(recorded))
+            self._mitm.remember(record, bytes(recorded), self._stamp())
+
+    def _stamp(self) -> Stamp:
+        return (self._clock.t, self._index)
 
 
 def _flip(piece: bytes, offset: int, positions: set[int]) -> bytes:

@@ -31,7 +31,7 @@ class RunInfo:
     scenario: Scenario
     devices: int
     seed: int
-    time_scale: float
+    time_scale: float | None  # the cap, None when uncapped
     server_url: str
     embedded: bool
     started_at: str
@@ -39,6 +39,63 @@ class RunInfo:
     published_s: dict[str, float]  # version -> simulated time it was published
     server_received: int | None  # stats events the server recorded (None: not our server)
     notes: tuple[str, ...] = ()
+    plugin: str = "plugin-8"  # the plugin profile the devices reproduced
+    expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
+    server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
+    wall: dict[str, object] | None = None  # where the wall time went (fleet, server CPU)
+
+
+def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
+    """Figures this run cannot measure against this server: {figure: why}."""
+    out = {}
+    unchecked = metrics.unchecked_versions()
+    if unchecked:
+        out["tampered_activated"] = (
+            f"devices booted {', '.join(unchecked)} but the published files of "
+            f"{'that release' if len(unchecked) == 1 else 'those releases'} are not known here: "
+            "give --expect-release VERSION=DIR_OR_ZIP"
+        )
+    if info.server_received is None:
+        out["stats_lost"] = (
+            "the server's own records cannot be read from here (only the embedded server's can)"
+        )
+    return out
+
+
+def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
+    """Findings about the server: what it did, and how many device reports it caused (none
+    for what the pre-flight found)."""
+    out = [
+        {"about": "server", "text": text, "events": n}
+        for text, n in sorted(metrics.findings.items(), key=_by_count)
+    ]
+    out += [{"about": "server", "text": text, "events": 0} for text in info.server_findings]
+    if metrics.stats_unconfirmed:
+        out.append(
+            {
+                "about": "server",
+                "text": "your server answered stats batches (JSON arrays, as plugin 8 sends "
+                "them) without per-event `results`: it may read one object per POST and lose "
+                "the events; check what it stored, or run with --plugin plugin-6/plugin-7 "
+                "(stats events sent in such batches)",
+                "events": metrics.stats_unconfirmed,
+            }
+        )
+    if info.embedded:  # our own server: its outages are the scenario's, not findings
+        return out
+    injected = sum(metrics.faults.values())
+    for name, counts in metrics.refusals().items():
+        total = counts["requests"]
+        bad = {s: n for s, n in counts.items() if s != "requests"}
+        statuses = ", ".join(f"{_STATUS.get(s, s)}: {n}" for s, n in bad.items())
+        text = (
+            f"your server refused or failed {sum(bad.values()):,} of {total:,} {name} requests "
+            f"({statuses})"
+        )
+        if injected:
+            text += f"; the scenario's network injected {injected:,} faults, counted in these"
+        out.append({"about": "server", "text": text, "events": sum(bad.values())})
+    return out
 
 
 def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
@@ -47,18 +104,19 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     queued = sum(d.stats_queued for d in devices)
     pending = sum(d.stats_pending for d in devices)
     lost = None if info.server_received is None else queued - pending - info.server_received
+    unknown = unknowns(metrics, info)
     results = []
     for e in sc.expectations:
         value = metrics.evaluate(e, sc.duration_s, lost)
-        ok = (
-            None
-            if math.isnan(value)
-            # None: not measurable in this run
-            else (value >= e.min if e.min is not None else value <= (e.max or 0.0))
-        )
-        results.append({"expect": e.describe(), "value": _num(value), "ok": ok})
+        result: dict[str, Any] = {"expect": e.describe(), "value": _num(value)}
+        if math.isnan(value):  # not measurable in this run: unknown, with the reason
+            result.update(ok=None, reason=unknown.get(e.metric, "not measurable in this run"))
+        else:
+            result["ok"] = value >= e.min if e.min is not None else value <= (e.max or 0.0)
+        results.append(result)
     attempted, succeeded, rate = metrics.success()
     final = metrics.curve(sc.duration_s, points=2)[-1]
+    tampered = sum(d.tampered > 0 for d in devices)
     return {
         "schema": SCHEMA,
         "scenario": {
@@ -76,16 +134,18 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "started_at": info.started_at,
             "wall_s": round(info.wall_s, 2),
             "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
-            "loop_lag_ms": metrics.loop_lag_ms(),
+            "wall": info.wall or {},
+            "plugin": info.plugin,
+            "expected_releases": list(info.expected_versions),
             "notes": list(info.notes),
         },
+        "findings": findings(metrics, info),
+        "unknown": unknown,
         "passed": all(r["ok"] is not False for r in results),
         "expectations": results,
         "adoption": {
             "final": {v: round(final.get(v, 0.0), 4) for v in metrics.versions()},
-            "time_to_adoption_h": {
-                v: metrics.time_to_adoption(v, t) for v, t in sorted(info.published_s.items())
-            },
+            "time_to_adoption_h": _time_to_adoption(metrics, info.published_s),
         },
         "updates": {
             "attempted": attempted,
@@ -93,13 +153,13 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "success_rate": rate,
             "rollbacks": len(metrics.rollback_times),
             "devices_rolled_back": sum(bool(d.rolled_back) for d in devices),
-            "tampered_activated": sum(d.tampered > 0 for d in devices),
+            "tampered_activated": None if "tampered_activated" in unknown else tampered,
             "unbootable": sum(d.unbootable for d in devices),
             "crashes": sum(d.crashes for d in devices),
             "downgraded": sum(d.downgraded() for d in devices),
         },
         "failures": dict(
-            sorted(((a, n) for a, n in metrics.actions.items() if is_failure(a)), key=_by_count)
+            sorted(((a, n) for a, n in metrics.failures().items() if is_failure(a)), key=_by_count)
         ),
         "stats": {
             "queued": queued,
@@ -107,14 +167,30 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "sent": queued - pending,
             "server_received": info.server_received,
             "lost": lost,
+            "unconfirmed": metrics.stats_unconfirmed,
             "by_action": dict(sorted(metrics.actions.items(), key=_by_count)),
         },
-        "bytes": {**metrics.bytes, "total": sum(metrics.bytes.values())},
+        "bytes": {**dict(sorted(metrics.bytes.items())), "total": sum(metrics.bytes.values())},
         "requests": metrics.latency_summary(),
-        "faults": dict(metrics.faults),
-        "mitm": dict(metrics.mitm),
+        "faults": dict(sorted(metrics.faults.items())),
+        "mitm": dict(sorted(metrics.mitm.items())),
         "timeline": metrics.steps,
     }
+
+
+def _time_to_adoption(
+    metrics: Metrics, published_s: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Per version: hours from publication (when this run published it) or else from the
+    first download a device started (the devices' own observation, on any server)."""
+    out = {}
+    for version in sorted({*published_s, *metrics.first_offered}):
+        if version in published_s:
+            since, t = "published", published_s[version]
+        else:
+            since, t = "first_download_started", metrics.first_offered[version]
+        out[version] = {"since": since, **metrics.time_to_adoption(version, t)}
+    return out
 
 
 def write_report(report: dict[str, Any], metrics: Metrics, out: Path) -> Path:
@@ -185,15 +261,25 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
         ("update success (device × version)", f"{upd['success_rate']:.1%}"),
         ("rollbacks", f"{upd['rollbacks']:,}"),
         ("unbootable", f"{upd['unbootable']:,}"),
-        ("tampered activated", f"{upd['tampered_activated']:,}"),
-        ("stats lost", "n/a" if st["lost"] is None else f"{st['lost']:,}"),
+        ("tampered activated", _shown(upd["tampered_activated"])),
+        ("stats lost", _shown(st["lost"])),
         ("downloaded", _size(report["bytes"]["total"])),
         ("simulated time per real time", f"{run['speedup']:,}×" if run["speedup"] else "n/a"),
     ]
     expectations = "".join(
         f"<tr class={_VERDICT[r['ok']][0]}><td>{_VERDICT[r['ok']][1]}</td>"
-        f"<td>{esc(r['expect'])}</td><td>{r['value']}</td></tr>"
+        f"<td>{esc(r['expect'])}</td><td>{_shown(r['value'])}"
+        + (f" — {esc(r['reason'])}" if r.get("reason") else "")
+        + "</td></tr>"
         for r in report["expectations"]
+    )
+    found = "".join(
+        f"<li>{esc(f['text'])}" + (f": <b>{f['events']:,}</b>" if f["events"] else "") + "</li>"
+        for f in report["findings"]
+    )
+    unknown = "".join(
+        f"<li><b>{esc(k.replace('_', ' '))}</b>: unknown — {esc(v)}</li>"
+        for k, v in report["unknown"].items()
     )
     requests = "".join(
         f"<tr><td>{esc(name)}</td><td>{r['count']:,}</td><td>{r['errors']:,}</td>"
@@ -211,10 +297,21 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <header><h1>{esc(sc["name"])} <span class="verdict {verdict.lower()}">{verdict}</span></h1>
 <p>{esc(sc["description"])}</p>
 <p class="meta">{run["devices"]:,} devices · {sc["duration_h"]:g} h simulated in {run["wall_s"]} s
-· seed {run["seed"]} · server {esc(run["server"])} · {esc(run["started_at"])}
-· event-loop lag p99 {run["loop_lag_ms"].get("p99", 0)} ms (real)</p></header>
+· seed {run["seed"]} · {esc(run["plugin"])} devices · server {esc(run["server"])}
+· {esc(run["started_at"])}
+· {esc(_wall_line(run))}</p>{_notes_html(run["notes"])}</header>
 <section class="cards">{"".join(f"<div><b>{v}</b><span>{esc(k)}</span></div>" for k, v in cards)}
 </section>
+{
+        f'<section><h2>Findings about the server</h2><ul class="findings">{found}</ul></section>'
+        if found
+        else ""
+    }
+{
+        f"<section><h2>Not measurable against this server</h2><ul>{unknown}</ul></section>"
+        if unknown
+        else ""
+    }
 <section><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>measured</th></tr>
 {expectations or "<tr><td></td><td>none</td><td></td></tr>"}</table></section>
 <section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}
@@ -225,11 +322,32 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>statuses</th></tr>{requests}</table>
 <p class="meta">errors: requests with no answer (network loss, reset, timeout, offline) or a 5xx;
 the agent retries them, so they are not update failures by themselves. Latencies are real
-milliseconds (the network is not time-scaled).</p>
+milliseconds of the exchanges on this machine (the modelled network delays are in simulated
+time, not here).</p>
 <p class="meta">Also in this folder: report.json, devices.csv (one row per device),
 timeline.csv (adoption per version over time).</p></section>
 </body></html>
 """
+
+
+def _wall_line(run: dict[str, Any]) -> str:
+    """Where the wall time went: the fleet's and the server's CPU seconds."""
+    wall = run.get("wall") or {}
+    parts = [f"fleet CPU {wall['fleet_cpu_s']:g} s ({wall['fleet_system_s']:g} s in the kernel:"
+             " disk and sockets)"] if "fleet_cpu_s" in wall else []  # fmt: skip
+    if wall.get("server_cpu_s") is not None:
+        parts.append(f"server CPU {wall['server_cpu_s']:g} s")
+    cap = run["time_scale"]
+    parts.append(f"time capped at {cap:g}×" if cap else "time uncapped")
+    return " · ".join(parts)
+
+
+def _notes_html(notes: list[str]) -> str:
+    """The fidelity notes: what this run could not keep faithful (never silently)."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f'<ul class="notes">{items}</ul>'
 
 
 def _adoption_note(report: dict[str, Any]) -> str:
@@ -240,20 +358,17 @@ def _adoption_note(report: dict[str, Any]) -> str:
         "time of day (no night): users open the app at random times around the clock, as often "
         "as the scenario's behaviours say."
     )
-    bundle = report["requests"].get("bundle", {}).get("latency_ms", {})
-    scale = report["run"]["time_scale"]
-    if bundle and scale > 1:
-        minutes = bundle["p50"] / 1000 * scale / 60
-        note += (
-            f" The network is not time-scaled: a bundle download took {bundle['p50'] / 1000:.1f} s"
-            f" (median, real time), i.e. {minutes:,.0f} simulated minutes at {scale:,g}×, so"
-            " devices boot the release later than on a real network; a lower --time-scale"
-            " narrows that gap."
-        )
     return note
 
 
 _STATUS = {"error": "no answer"}
+
+
+def _shown(value: int | float | None) -> str:
+    """A figure for the page: `unknown` when it could not be measured."""
+    return "unknown" if value is None else f"{value:,}"
+
+
 _VERDICT = {True: ("ok", "✔"), False: ("bad", "✘"), None: ("unknown", "?")}
 
 
@@ -275,7 +390,8 @@ h1{margin:0 0 4px}h2{font-size:18px;margin:24px 0 8px}.meta{color:#667;font-size
 .cards b{display:block;font-size:22px}.cards span{color:#556;font-size:13px}
 table{border-collapse:collapse;width:100%;font-size:14px}
 td,th{border-bottom:1px solid #e3e6ec;padding:5px 8px;text-align:left}
-tr.ok td:first-child{color:#1b7e2b}tr.bad td{background:#fff1f1}tr.bad td:first-child{color:#b00}
+tr.ok td:first-child{color:#1b7e2b}tr.unknown td:first-child{color:#a16207}
+.findings li{margin:4px 0}tr.bad td{background:#fff1f1}tr.bad td:first-child{color:#b00}
 svg{max-width:100%;height:auto}
 .empty{background:#f4f6fa;border-radius:8px;padding:28px 16px;color:#334;text-align:center}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:16px}

@@ -23,18 +23,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.bundles.unzip import safe_unzip
 from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.protocol.profiles import DEFAULT_PROFILE
 
+from simulator.clock import WINDOW_S
 from simulator.device import file_digests, make_dist
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Fleet, Publication, Timeline, plan_fleet
+from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics
+from simulator.preflight import (
+    Endpoints,
+    check_writable,
+    endpoints,
+    probe_channel_flags,
+    probe_updates,
+)
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import RunningServer, run_server
-from simulator.shards import Shard, run_fleet
+from simulator.shards import FleetRun, Shard, run_fleet
 
 PRODUCTION = "production"
 
@@ -43,17 +54,26 @@ PRODUCTION = "production"
 class RunOptions:
     scenario: str = "steady-rollout"
     devices: int | None = None  # None: the scenario's
-    time_scale: float | None = None  # None: the scenario's
+    time_scale: float | None = None  # a cap on simulated s per real s; None: the scenario's
     seed: int = 1
     report_dir: Path = Path("otasim-report")
     workdir: Path | None = None  # None: a temporary folder, removed afterwards
-    server_url: str | None = None  # None: the embedded server
+    server_url: str | None = None  # None: the embedded server (unless the URLs below are given)
+    updates_url: str | None = None  # each: the plugin's updateUrl/statsUrl/channelUrl, else
+    stats_url: str | None = None  # derived from server_url
+    channel_url: str | None = None
+    plugin: str = DEFAULT_PROFILE  # the plugin generation the devices reproduce
+    expect_releases: Mapping[str, Path] = dataclasses.field(default_factory=dict)  # version ->
+    # the release as published (dist folder or zip): makes tamper/byte-exact checks measurable
+    artefact_retries: int | None = None  # None: AgentConfig's default (agent/core/retry.py)
+    artefact_retry_window_s: float | None = None
     public_key_file: Path | None = None
     app_id: str | None = None
     http_backend: str = "aiohttp"
     progress: bool = True
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
+    window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
 
 
 class EmbeddedServer:
@@ -65,6 +85,7 @@ class EmbeddedServer:
         self._stack: ExitStack | None = None
         self._client: AdminClient | None = None
         self.running: RunningServer | None = None
+        self.cpu_s: tuple[float, float] | None = (0.0, 0.0)  # of the stopped processes
 
     def up(self) -> None:
         stack = ExitStack()
@@ -75,8 +96,16 @@ class EmbeddedServer:
 
     def down(self) -> None:
         if self._stack is not None:
+            self.cpu_s = self.cpu()
             self._stack.close()
         self._stack = self._client = None
+
+    def cpu(self) -> tuple[float, float] | None:
+        """CPU seconds (user, system) the server's processes spent so far (None: unknown)."""
+        if self.cpu_s is None or self._stack is None or self.running is None:
+            return self.cpu_s
+        now = _process_cpu(self.running.pid)
+        return None if now is None else (self.cpu_s[0] + now[0], self.cpu_s[1] + now[1])
 
     def client(self) -> AdminClient:
         if self._client is None:
@@ -100,43 +129,67 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     if options.app_id:
         scenario = dataclasses.replace(scenario, app_id=options.app_id)
     devices = options.devices or scenario.devices
-    scale = options.time_scale or scenario.time_scale
+    cap = options.time_scale or scenario.time_scale
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    external = _external(options)
+    check_writable([options.report_dir, *([options.workdir] if options.workdir else [])])
+    public_pem = _read_key(options.public_key_file) if external else ""
+    preflight = (
+        probe_updates(external, scenario.app_id, options.plugin, public_pem) if external else None
+    )
+    flags = probe_channel_flags(external, scenario.app_id, options.plugin) if external else None
     with ExitStack() as stack:
         workdir = stack.enter_context(_workdir(options.workdir))
         specs = plan_fleet(scenario, devices, options.seed)
         channels = sorted({s.channel for s in specs})
         server, setup = None, _Setup({}, {}, b"", "")
-        if options.server_url is None:
+        if external is None:
             server = EmbeddedServer(workdir / "server")
             stack.callback(server.down)
             server.up()
             setup = _prepare(scenario, server.client(), channels, workdir, options.seed)
-            url = server.url
+            urls = endpoints(server.url)
         else:
-            url = options.server_url.rstrip("/")
-            setup = dataclasses.replace(setup, public_pem=_read_key(options.public_key_file))
-        configs = {ch: _config(url, setup.public_pem, ch) for ch in channels}
+            urls = external
+            expected = _expected(options.expect_releases, workdir / "expected")
+            setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
+        configs = {ch: _config(urls, setup.public_pem, ch, options) for ch in channels}
+        server_cpu = server.cpu() if server else None
         began = time.monotonic()
-        fleet, published_s = asyncio.run(
-            _run(scenario, specs, configs, options, scale, workdir, server, setup)
+        done, published_s = asyncio.run(
+            _run(scenario, specs, configs, options, cap, workdir, server, setup)
         )
         wall_s = time.monotonic() - began
+        server_end = server.cpu() if server else None
         info = RunInfo(
             scenario=scenario,
             devices=devices,
             seed=options.seed,
-            time_scale=scale,
-            server_url=url,
+            time_scale=cap,
+            server_url=urls.describe(),
             embedded=server is not None,
+            plugin=options.plugin,
+            expected_versions=tuple(sorted(options.expect_releases)),
             started_at=started_at,
             wall_s=wall_s,
             published_s=published_s,
-            server_received=_server_received(server, scenario.app_id, fleet.metrics),
-            notes=_notes(scenario, server),
+            server_received=_server_received(server, scenario.app_id, done.fleet.metrics),
+            notes=_notes(scenario, server, cap, done.fleet.metrics, preflight),
+            wall={
+                "fleet_cpu_s": round(sum(done.cpu_s), 1),
+                "fleet_system_s": round(done.cpu_s[1], 1),
+                "server_cpu_s": (
+                    round(sum(server_end) - sum(server_cpu), 1)
+                    if server_end and server_cpu
+                    else None
+                ),
+                "processes": options.processes,
+                "clock_steps": done.steps,
+            },
+            server_findings=(flags,) if flags else (),
         )
-        report = build_report(fleet.metrics, info)
-        page = write_report(report, fleet.metrics, options.report_dir)
+        report = build_report(done.fleet.metrics, info)
+        page = write_report(report, done.fleet.metrics, options.report_dir)
     return report, page
 
 
@@ -190,15 +243,60 @@ def _read_key(path: Path | None) -> str:
         raise RunError(f"{path}: cannot read the public key: {exc.strerror}") from None
 
 
-def _config(url: str, public_pem: str, channel: str) -> AgentConfig:
+def _external(options: RunOptions) -> Endpoints | None:
+    """The external server's URLs, or None for the embedded server.
+
+    Raises:
+        RunError: URLs missing (a stats or channel URL alone) or not http(s).
+    """
+    given = (options.server_url, options.updates_url, options.stats_url, options.channel_url)
+    if not any(given):
+        return None
+    try:
+        return endpoints(*given)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, str]]:
+    """{version: file digests} of each release as published (a dist folder or a bundle zip).
+
+    Raises:
+        RunError: a path that is neither a folder nor a readable, safe zip.
+    """
+    digests = {}
+    for version, path in sorted(releases.items()):
+        if path.is_dir():
+            digests[version] = file_digests(path)
+            continue
+        try:
+            into.mkdir(parents=True, exist_ok=True)
+            safe_unzip(path, into / version)
+        except (OSError, ValueError, AgentError) as exc:
+            raise RunError(f"--expect-release {version}={path}: {exc}") from None
+        digests[version] = file_digests(into / version)
+    return digests
+
+
+def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions) -> AgentConfig:
     """The app's updater options."""
-    return AgentConfig(
-        update_url=f"{url}/updates",
-        stats_url=f"{url}/stats",
-        channel_url=f"{url}/channel_self",
-        public_key=public_pem or None,
-        default_channel=None if channel == PRODUCTION else channel,
-    )
+    retry = {
+        name: value
+        for name in ("artefact_retries", "artefact_retry_window_s")
+        if (value := getattr(options, name)) is not None
+    }
+    try:
+        return AgentConfig(
+            update_url=urls.updates,
+            stats_url=urls.stats,
+            channel_url=urls.channel,
+            public_key=public_pem or None,
+            default_channel=None if channel == PRODUCTION else channel,
+            plugin=options.plugin,
+            **retry,
+        )
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 async def _run(
@@ -206,24 +304,22 @@ async def _run(
     specs: list[DeviceSpec],
     configs: Mapping[str, AgentConfig],
     options: RunOptions,
-    scale: float,
+    cap: float | None,
     workdir: Path,
     server: EmbeddedServer | None,
     setup: _Setup,
-) -> tuple[Fleet, dict[str, float]]:
+) -> tuple[FleetRun, dict[str, float]]:
     """Run the fleet in `options.processes` shards (see `simulator.shards`), performing the
-    timeline's first steps before it starts."""
+    timeline at its synchronisation points."""
     n = options.processes
     shards = [
-        Shard(scenario, specs[i::n], configs, scale, workdir, setup.published,
-              options.http_backend, options.flush_wait_s)
+        Shard(scenario, specs[i::n], configs, workdir, setup.published,
+              options.http_backend, options.flush_wait_s, cap, options.window_s)
         for i in range(n)
     ]  # fmt: skip
     timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
-    first = [s for s in scenario.timeline if s.at_s <= 0]
-    records = [timeline.perform(s, 0.0) for s in first] if timeline else []
-    fleet = await run_fleet(shards, timeline, records, options.progress)
-    return fleet, dict(timeline.published_s) if timeline else {}
+    done = await run_fleet(shards, timeline, options.progress)
+    return done, dict(timeline.published_s) if timeline else {}
 
 
 def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metrics) -> int | None:
@@ -236,11 +332,44 @@ def _server_received(server: EmbeddedServer | None, app_id: str, metrics: Metric
     return sum(int(n) for v in versions for a, n in v["actions"].items() if a in sent)
 
 
-def _notes(scenario: Scenario, server: EmbeddedServer | None) -> tuple[str, ...]:
-    if server is not None or not scenario.timeline:
-        return ()
-    steps = ", ".join(
-        f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
-    )
-    return (f"external server: the scenario's timeline is yours to perform ({steps})",
-            "external server: stats loss and tampering cannot be checked from here")  # fmt: skip
+def _notes(
+    scenario: Scenario,
+    server: EmbeddedServer | None,
+    cap: float | None,
+    metrics: Metrics,
+    preflight: str | None,
+) -> tuple[str, ...]:
+    """What this run could not keep faithful to simulated time (the fidelity guard)."""
+    notes = []
+    timeouts = metrics.timeouts
+    if timeouts:
+        notes.append(
+            f"{timeouts:,} requests got no answer within their timeout in real time (the "
+            "server hung or the machine was overloaded): each counted as the modelled timeout, "
+            "so those devices' results depend on the machine"
+        )
+    if cap:
+        notes.append(f"time capped at {cap:g} simulated seconds per real second (--time-scale)")
+    if server is None:
+        notes.append(f"pre-flight: the server answered a new device: {preflight}")
+        notes.append(
+            "external server: its own clock is real time, so whatever it does by time (rate "
+            "limits, expiries, timestamps, rollout schedules) sees the whole simulated run "
+            "compressed into the wall-clock time the run took"
+        )
+        if scenario.timeline:
+            steps = ", ".join(
+                f"{s.action} {s.version or ''} at {s.at_s / 3600:g} h" for s in scenario.timeline
+            )
+            notes.append(f"external server: the scenario's timeline is yours to perform ({steps})")
+    return tuple(notes)
+
+
+def _process_cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user, system) of a live process, from /proc (None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick

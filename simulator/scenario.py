@@ -104,7 +104,7 @@ class Scenario:
     description: str
     duration_s: float
     devices: int
-    time_scale: float
+    time_scale: float | None  # an optional cap: simulated seconds per real second
     app_id: str
     native_version: str
     groups: tuple[Group, ...]
@@ -245,7 +245,9 @@ class _Reader:
             description=str(raw.get("description", "")),
             duration_s=duration_s,
             devices=int(self.number(raw, "devices", "", 1000, lo=1)),
-            time_scale=self.number(raw, "time_scale", "", 1440, lo=1),
+            time_scale=(
+                self.number(raw, "time_scale", "", lo=1e-3) if "time_scale" in raw else None
+            ),
             app_id=self.string(raw, "app_id", "", "com.example.otasim"),
             native_version=self.string(raw, "native_version", "", "1.0.0"),
             groups=groups,

@@ -2,9 +2,13 @@
 
 `run_fleet` is what `simulator.runner` calls. With one shard everything runs here. With more
 (`otasim run --processes N`) the other shards run in spawned worker processes, one event loop
-each, all started on a shared monotonic t0; while they run each sends its progress tally twice
-a second for the progress line, and when they end their metrics are merged into the first
-shard's.
+and one virtual clock each, in lockstep at the run's synchronisation points (time zero, each
+timeline step; see `Fleet.sync_points`): every shard stops there, this process waits for all
+of them, performs the timeline's step and shares what the men in the middle learned, then lets
+them all go on. Between two points the shards run freely: devices interact only through the
+server, whose state changes only at those points and through each device's own requests.
+While they run each worker sends its progress tally twice a second for the progress line;
+when they end their metrics are merged into the first shard's.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import contextlib
 import multiprocessing
 import os
 import queue
-import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,38 +28,60 @@ from agent.config import AgentConfig
 from agent.drivers.backends import make_async_port
 from agent.drivers.http import AsyncHttpPort
 
+from simulator.clock import WINDOW_S, VirtualTime
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Fleet, ScaledClock, Timeline
+from simulator.fleet import DeviceSpec, Fleet, Timeline
 from simulator.metrics import Metrics
+from simulator.network import Learned
 from simulator.scenario import Scenario
 
 
-async def run_fleet(
-    shards: list[Shard], timeline: Timeline | None, records: list[dict[str, object]], progress: bool
-) -> Fleet:
+@dataclass
+class FleetRun:
+    """What `run_fleet` returns: shard 0's fleet holding every shard's metrics, and the
+    CPU seconds (user, system) the fleet's processes spent."""
+
+    fleet: Fleet
+    cpu_s: tuple[float, float]
+    steps: int  # clock steps of shard 0
+
+
+async def run_fleet(shards: list[Shard], timeline: Timeline | None, progress: bool) -> FleetRun:
     """Run the fleet: shard 0 here (with the timeline and the progress display), the other
-    shards in worker processes started together on a shared monotonic t0. `records` are the
-    timeline steps already performed; returns shard 0's fleet with every shard's metrics."""
-    scenario = shards[0].scenario
+    shards in worker processes, all stopping at each synchronisation point."""
     with contextlib.ExitStack() as stack:
         workers = _Workers(shards[1:], stack, progress) if len(shards) > 1 else None
         fleet, http = _shard_fleet(shards[0])
+        cpu = os.times()
         try:
-            fleet.metrics.steps.extend(records)
-            later = [s for s in scenario.timeline if s.at_s > 0]
-            tasks = [asyncio.create_task(timeline.run(fleet, later))] if timeline else []
-            if progress:
-                tasks.append(asyncio.create_task(_progress(fleet, workers)))
-            t0 = await workers.start() if workers else None
-            await fleet.run(shards[0].flush_wait_s, t0=t0)
+
+            async def sync(at_s: float) -> None:
+                others = await workers.reached() if workers else []
+                if timeline:
+                    await timeline.perform_due(fleet, at_s)
+                learned = [fleet.learned(), *others]
+                fleet.commit(learned)
+                if workers:
+                    workers.go(learned)
+
+            tasks = [asyncio.create_task(_progress(fleet, workers))] if progress else []
+            await fleet.run(sync, shards[0].flush_wait_s)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for metrics in await workers.results() if workers else []:
-                fleet.metrics.merge(metrics)
+            results = await workers.results() if workers else []
+        except BaseException:
+            if workers:
+                workers.stop()  # never leave them waiting at a synchronisation point
+            raise
         finally:
             await http.aclose()
-    return fleet
+        done = os.times()
+        user, system = done.user - cpu.user, done.system - cpu.system
+        for metrics, (w_user, w_system) in results:
+            fleet.metrics.merge(metrics)
+            user, system = user + w_user, system + w_system
+    return FleetRun(fleet, (user, system), fleet.time.steps)
 
 
 @dataclass(frozen=True)
@@ -66,39 +91,50 @@ class Shard:
     scenario: Scenario
     specs: list[DeviceSpec]
     configs: Mapping[str, AgentConfig]
-    scale: float
     workdir: Path
     published: Mapping[str, Mapping[str, str]]
     http_backend: str
     flush_wait_s: float
+    time_scale: float | None = None  # a cap on simulated seconds per real second
+    window_s: float = WINDOW_S
 
 
 def _shard_fleet(shard: Shard) -> tuple[Fleet, AsyncHttpPort]:
     http = make_async_port(shard.http_backend, max_connections=256)  # type: ignore[arg-type]
     fleet = Fleet(
         shard.scenario, shard.specs, configs=shard.configs, http=http,
-        clock=ScaledClock(shard.scale), workdir=shard.workdir, published=shard.published,
+        time=VirtualTime(shard.window_s, cap=shard.time_scale), workdir=shard.workdir,
+        published=shard.published,
     )  # fmt: skip
     return fleet, http
 
 
-def _worker(shard: Shard, ready: Any, go: Any, live: Any) -> Metrics:
-    """A worker process: build its devices, report ready, run from the t0 it is given; with
-    a `live` queue, send its progress tally there twice a second."""
+def _worker(shard: Shard, reached: Any, go: Any, live: Any) -> tuple[Metrics, tuple[float, float]]:
+    """A worker process: build its devices and run them, stopping at each synchronisation
+    point until the first process says go; with a `live` queue, send its progress tally there
+    twice a second. Returns its metrics and the CPU seconds (user, system) it spent."""
 
     async def main() -> Metrics:
         fleet, http = _shard_fleet(shard)
+
+        async def sync(at_s: float) -> None:
+            await asyncio.to_thread(reached.put, fleet.learned())
+            learned = await asyncio.to_thread(go.get)
+            if learned is None:
+                raise RunError("the run was stopped by its first process")
+            fleet.commit(learned)
+
         tally = asyncio.create_task(_send_tallies(fleet.metrics, live)) if live else None
         try:
-            ready.put(len(shard.specs))
-            t0 = await asyncio.to_thread(go.get)
-            return await fleet.run(shard.flush_wait_s, t0=t0)
+            return await fleet.run(sync, shard.flush_wait_s)
         finally:
             if tally:
                 tally.cancel()
             await http.aclose()
 
-    return asyncio.run(main())
+    metrics = asyncio.run(main())
+    cpu = os.times()
+    return metrics, (cpu.user, cpu.system)
 
 
 async def _send_tallies(metrics: Metrics, live: Any) -> None:
@@ -110,30 +146,45 @@ async def _send_tallies(metrics: Metrics, live: Any) -> None:
 class _Workers:
     """The worker processes of a sharded run."""
 
-    START_TIMEOUT_S = 600.0
+    POLL_S = 1.0
 
     def __init__(self, shards: list[Shard], stack: contextlib.ExitStack, live: bool) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process with a running loop
         manager = stack.enter_context(ctx.Manager())
-        self._ready, self._go = manager.Queue(), manager.Queue()
+        self._reached = manager.Queue()
+        self._go = [manager.Queue() for _ in shards]
         self._live = manager.Queue() if live else None
         self.tallies: dict[int, _Tally] = {}  # worker pid -> its latest progress tally
         pool = stack.enter_context(ProcessPoolExecutor(len(shards), mp_context=ctx))
-        self._futures = [pool.submit(_worker, s, self._ready, self._go, self._live) for s in shards]
+        self._futures: list[Future[tuple[Metrics, tuple[float, float]]]] = [
+            pool.submit(_worker, s, self._reached, go, self._live)
+            for s, go in zip(shards, self._go, strict=True)
+        ]
 
-    async def start(self) -> float:
-        """Wait until every worker has built its devices; return the shared t0."""
-        for _ in self._futures:
+    async def reached(self) -> list[dict[str, Learned]]:
+        """Wait until every worker stands at the synchronisation point; what each learned."""
+        learned: list[dict[str, Learned]] = []
+        while len(learned) < len(self._futures):
             try:
-                await asyncio.to_thread(self._ready.get, True, self.START_TIMEOUT_S)
+                learned.append(await asyncio.to_thread(self._reached.get, True, self.POLL_S))
             except queue.Empty:
-                raise RunError("a fleet worker process did not start") from None
-        t0 = time.monotonic() + 0.2
-        for _ in self._futures:
-            self._go.put(t0)
-        return t0
+                for future in self._futures:
+                    if future.done():
+                        future.result()  # raises what ended the worker
+                        ended = "a fleet worker process ended before the run's end"
+                        raise RunError(ended) from None
+        return learned
 
-    async def results(self) -> list[Metrics]:
+    def go(self, learned: list[dict[str, Learned]]) -> None:
+        for go in self._go:
+            go.put(learned)
+
+    def stop(self) -> None:
+        """Tell every worker waiting at (or reaching) a synchronisation point to end."""
+        for go in self._go:
+            go.put(None)
+
+    async def results(self) -> list[tuple[Metrics, tuple[float, float]]]:
         return [await asyncio.wrap_future(f) for f in self._futures]
 
     def receive_tallies(self) -> None:
@@ -175,7 +226,6 @@ class _Tally:
     requests: int
     failed: int
     rolled_back: int
-    lag_ms: float  # the latest event-loop lag (the worst shard's in a total)
 
     @classmethod
     def of(cls, metrics: Metrics) -> _Tally:
@@ -183,8 +233,7 @@ class _Tally:
         for d in metrics.devices:
             running[d.version] = running.get(d.version, 0) + 1
         requests = sum(sum(c.values()) for c in metrics.statuses.values())
-        lag = metrics.loop_lag[-1] * 1000 if metrics.loop_lag else 0.0
-        return cls(running, requests, len(metrics.failure_times), len(metrics.rollback_times), lag)
+        return cls(running, requests, len(metrics.failure_times), len(metrics.rollback_times))
 
     @classmethod
     def total(cls, tallies: list[_Tally]) -> _Tally:
@@ -193,10 +242,10 @@ class _Tally:
             for version, n in t.running.items():
                 running[version] = running.get(version, 0) + n
         return cls(running, sum(t.requests for t in tallies), sum(t.failed for t in tallies),
-                   sum(t.rolled_back for t in tallies), max(t.lag_ms for t in tallies))  # fmt: skip
+                   sum(t.rolled_back for t in tallies))  # fmt: skip
 
     def line(self) -> str:
         n = max(sum(self.running.values()), 1)
         shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(self.running.items()))
         return (f"{shares} · {self.requests:,} req · {self.failed:,} failed · "
-                f"{self.rolled_back:,} rolled back · lag {self.lag_ms:.0f} ms")  # fmt: skip
+                f"{self.rolled_back:,} rolled back")  # fmt: skip

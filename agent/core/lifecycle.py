@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from agent.core.retry import ArtefactFailures
 from agent.core.rollback import remember
 from agent.core.versions import raise_floor
 
@@ -63,7 +64,8 @@ class DeviceState:
     fallback: str = BUILTIN
     boot: Boot | None = None
     failed_versions: frozenset[str] = frozenset()  # versions that failed to boot here
-    rejected_artefacts: frozenset[str] = frozenset()  # "version:checksum" that failed verification
+    # "version:checksum" that failed verification -> its failures (bounded retry: agent.core.retry)
+    rejected_artefacts: Mapping[str, ArtefactFailures] = field(default_factory=dict)
     native_build: str | None = None  # version_build/version_code/os seen at the last launch
     native_code: str | None = None
     os_version: str | None = None
@@ -73,8 +75,9 @@ class DeviceState:
     install_check_pending: bool = True  # first check after install or store update (atInstall)
     highest_confirmed: str | None = None  # highest label confirmed here (agent.core.rollback)
     confirmed_content: Mapping[str, str] = field(default_factory=dict)  # content -> its label
-    failed_content: frozenset[str] = frozenset()  # content identities that failed to boot here
-    rejected_content: frozenset[str] = frozenset()  # content whose download failed verification
+    failed_content: Mapping[str, str] = field(default_factory=dict)  # failed to boot: -> label
+    # content identity -> its verification failures, whatever label it came under
+    rejected_content: Mapping[str, ArtefactFailures] = field(default_factory=dict)
     release_counter: int = 0  # strict mode: highest signed release counter accepted here
     release_expires: int = 0  # strict mode: when the newest signed release document expires
 
@@ -155,7 +158,9 @@ def fail_current(state: DeviceState) -> tuple[DeviceState, str]:
         current=target,
         next=None if state.next == failed.id else state.next,
         failed_versions=state.failed_versions | {failed.version},
-        failed_content=state.failed_content | ({failed.content} if failed.content else set()),
+        failed_content={**state.failed_content, failed.content: failed.version}
+        if failed.content
+        else state.failed_content,
     ), target
 
 
@@ -182,9 +187,12 @@ def to_json(state: DeviceState) -> dict[str, Any]:
     data = dataclasses.asdict(state)
     data["bundles"] = [dataclasses.asdict(b) for b in state.bundles.values()]
     data["failed_versions"] = sorted(state.failed_versions)
-    data["rejected_artefacts"] = sorted(state.rejected_artefacts)
-    data["failed_content"] = sorted(state.failed_content)
-    data["rejected_content"] = sorted(state.rejected_content)
+    data["rejected_artefacts"] = {
+        k: dataclasses.asdict(v) for k, v in sorted(state.rejected_artefacts.items())
+    }
+    data["rejected_content"] = {
+        k: dataclasses.asdict(v) for k, v in sorted(state.rejected_content.items())
+    }
     data["format"] = STATE_FORMAT
     return data
 
@@ -202,10 +210,18 @@ def from_json(data: Any) -> DeviceState:
             bundles=bundles,
             boot=Boot(**boot) if boot else None,
             failed_versions=frozenset(data.pop("failed_versions")),
-            rejected_artefacts=frozenset(data.pop("rejected_artefacts")),
-            failed_content=frozenset(data.pop("failed_content", ())),
-            rejected_content=frozenset(data.pop("rejected_content", ())),
+            rejected_artefacts=_rejected(data.pop("rejected_artefacts")),
+            failed_content=dict(data.pop("failed_content", {})),
+            rejected_content=_rejected(data.pop("rejected_content", {})),
             **data,
         )
     except (AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed device state: {exc}") from None
+
+
+def _rejected(data: Any) -> dict[str, ArtefactFailures]:
+    """Rejected artefacts as written; a list (states written before the bounded retry) counts
+    one failure long ago for each, so each may be fetched again."""
+    if isinstance(data, list):
+        return {str(k): ArtefactFailures(1, 0.0, 0.0) for k in data}
+    return {str(k): ArtefactFailures(**v) for k, v in data.items()}

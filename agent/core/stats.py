@@ -53,11 +53,15 @@ class StatsQueue:
             return None
         return self._not_before
 
-    def take_batch(self, now: float) -> list[StatEvent]:
-        """Mark the oldest events as in flight. Raises RuntimeError if a batch already is."""
+    def take_batch(self, now: float, size: int = BATCH_SIZE) -> list[StatEvent]:
+        """Mark the oldest `size` events as in flight (plugins 6 and 7 send one per POST).
+
+        Raises:
+            RuntimeError: a batch already is in flight.
+        """
         if self._in_flight is not None:
             raise RuntimeError("a stats batch is already in flight")
-        batch = self.events[:BATCH_SIZE]
+        batch = self.events[:size]
         self._in_flight = frozenset(e.seq for e in batch)
         self._not_before = now + FLUSH_INTERVAL_S
         return batch

@@ -14,6 +14,7 @@ from agent.core.backoff import random_id
 from agent.core.base import AgentBase
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.lifecycle import BUILTIN, BundleInfo, add_bundle, set_status
+from agent.core.retry import record_failure, refused
 from agent.core.rollback import Refusal, refusal
 from agent.errors import ProtocolError, RateLimited, TransportError, VerificationError
 from agent.protocol.base import (
@@ -135,14 +136,20 @@ class UpdateFlow(AgentBase):
         self._block(result.retry_after_s)
 
     def _refuses(self, offer: UpdateOffer, content: str | None) -> bool:
-        if f"{offer.version}:{offer.checksum}" in self.state.rejected_artefacts:
+        failures = self.state.rejected_artefacts.get(f"{offer.version}:{offer.checksum}")
+        if refused(failures, self.config, self._now):
             return True
-        if content is not None and content in self.state.rejected_content:
-            return True  # under any label: one verification answer per signed checksum
+        if content is not None and refused(
+            self.state.rejected_content.get(content), self.config, self._now
+        ):
+            return True  # under any label: a signed checksum's retries are shared
         if self.config.never_retry_failed_versions:
-            if content is not None:  # the content failed, whatever label it comes under
-                return content in self.state.failed_content
-            return offer.version in self.state.failed_versions
+            failed = self.state.failed_content
+            if content is not None and content in failed:
+                return True  # the content failed, whatever label it comes under now
+            # a label alone refuses only when no content was recorded for it (no checksum, or
+            # a state written before content was): a relabel cannot poison a genuine label
+            return offer.version in self.state.failed_versions - set(failed.values())
         return any(
             b.version == offer.version and b.status == "error" for b in self.state.bundles.values()
         )
@@ -309,6 +316,10 @@ class UpdateFlow(AgentBase):
         self._downloading = None
         info = self.state.bundles[event.bundle_id]
         self.state = set_status(self.state, info.id, "pending")
+        artefact = f"{info.version}:{info.checksum}"
+        if artefact in self.state.rejected_artefacts:  # a clean transfer after a bad one
+            rejected = {k: v for k, v in self.state.rejected_artefacts.items() if k != artefact}
+            self.state = replace(self.state, rejected_artefacts=rejected)
         done = replace(self.state.bundles[info.id], downloaded_at=self._now)
         self.state = replace(self.state, bundles={**self.state.bundles, info.id: done})
         self._stat(f"download_{self._download_kind}_complete", info.version)
@@ -345,11 +356,14 @@ class UpdateFlow(AgentBase):
         self._stat("download_fail", info.version)
         if isinstance(error, VerificationError):
             artefact = f"{info.version}:{info.checksum}"
+            rejected = dict(self.state.rejected_artefacts)
+            rejected[artefact] = record_failure(rejected.get(artefact), self.config, self._now)
+            by_content = dict(self.state.rejected_content)
+            if info.content is not None:  # the same budget under any label
+                failures = by_content.get(info.content)
+                by_content[info.content] = record_failure(failures, self.config, self._now)
             self.state = replace(
-                self.state,
-                rejected_artefacts=self.state.rejected_artefacts | {artefact},
-                rejected_content=self.state.rejected_content
-                | ({info.content} if info.content else set()),
+                self.state, rejected_artefacts=rejected, rejected_content=by_content
             )
         if not isinstance(error, TransportError):
             self._forget(info.id)  # a transport failure keeps the partial download to resume
@@ -361,5 +375,5 @@ class UpdateFlow(AgentBase):
             return
         if self._blocked():
             return
-        batch = self._stats.take_batch(self._now)
+        batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
         self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))

@@ -72,6 +72,10 @@ class AgentObserver:
     def on_stat(self, action: str, version_name: str) -> None:
         """A stats action was queued."""
 
+    def on_retry(self, error: AgentError, delay_s: float) -> None:
+        """The attempt just reported by `on_request` failed with `error` and will be tried
+        again (the same exchange) after `delay_s` seconds."""
+
 
 @dataclass(frozen=True)
 class BundleView:

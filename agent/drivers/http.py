@@ -60,6 +60,7 @@ class HttpRequest:
     timeout_s: float = 20.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # `send` only; streams are capped by the caller
     deadline: float | None = None  # time.monotonic() by which the whole exchange must end
+    budget_s: float | None = None  # or: this long from when the backend begins it (`begin`)
 
     def left(self) -> float | None:
         """Seconds until the deadline (None without one).
@@ -216,6 +217,15 @@ def stream_headers(request: HttpRequest) -> dict[str, str]:
     if not any(name.lower() == "accept-encoding" for name in headers):
         headers["Accept-Encoding"] = "identity"
     return headers
+
+
+def begin(request: HttpRequest) -> HttpRequest:
+    """The request as a backend begins it: a `budget_s` becomes a deadline from now. (A driver
+    gives the budget, not an instant, so that time spent before the backend is reached, e.g.
+    a simulated network's waits on its virtual clock, never counts against the exchange.)"""
+    if request.budget_s is None:
+        return request
+    return replace(request, deadline=time.monotonic() + request.budget_s, budget_s=None)
 
 
 def send_headers(request: HttpRequest) -> dict[str, str]:

@@ -24,6 +24,7 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
     afollow_redirects,
+    begin,
     lower_headers,
     send_headers,
     stream_headers,
@@ -117,6 +118,7 @@ class AiohttpPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
+        request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
                 response = await self._open(request, raw=False)
@@ -148,6 +150,7 @@ class AiohttpPort:
         Raises:
             TransportError: on opening, and from `aiter_bytes` while reading.
         """
+        request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
                 response = await self._open(request, raw=True)

@@ -27,6 +27,7 @@ from agent.drivers.http import (
     HttpRequest,
     HttpResponse,
     TlsVerifyFailed,
+    begin,
     follow_redirects,
     lower_headers,
     send_headers,
@@ -129,6 +130,7 @@ class GeventPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
+        request = begin(request)
         response = self._open(request, raw=False)
         try:
             length = response.content_length
@@ -154,6 +156,7 @@ class GeventPort:
         Raises:
             TransportError: on opening, and from `iter_bytes` while reading.
         """
+        request = begin(request)
         response = self._open(request, raw=True)
         try:
             yield _Streamed(

@@ -31,6 +31,7 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
     afollow_redirects,
+    begin,
     follow_redirects,
     lower_headers,
     send_headers,
@@ -206,6 +207,7 @@ class HttpxAsyncPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
+        request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
                 response = await self._open(request, raw=False)
@@ -226,6 +228,7 @@ class HttpxAsyncPort:
         Raises:
             TransportError: on opening, and from `aiter_bytes` while reading.
         """
+        request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
                 response = await self._open(request, raw=True)
@@ -274,6 +277,7 @@ class HttpxSyncPort:
         Raises:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
+        request = begin(request)
         token = _DEADLINE.set(request.deadline)
         try:
             response = self._open(request, raw=False)
@@ -296,6 +300,7 @@ class HttpxSyncPort:
         Raises:
             TransportError: on opening, and from `iter_bytes` while reading.
         """
+        request = begin(request)
         token = _DEADLINE.set(request.deadline)
         try:
             response = self._open(request, raw=True)

@@ -57,6 +57,7 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.capgo import CapgoDialect, retry_hint
+from agent.protocol.profiles import get_profile
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
@@ -107,7 +108,7 @@ def _complete(observer: object | None) -> AgentObserver:
     if isinstance(observer, AgentObserver):
         return observer
     full = AgentObserver()
-    for hook in ("on_request", "on_event", "on_stat"):
+    for hook in ("on_request", "on_event", "on_stat", "on_retry"):
         if callable(getattr(observer, hook, None)):
             setattr(full, hook, getattr(observer, hook))
     return full
@@ -142,7 +143,7 @@ class DeviceRuntime:
             state,
             stats,
             rng=self.rng,
-            dialect=dialect or CapgoDialect(),
+            dialect=dialect or CapgoDialect(get_profile(config.plugin)),
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
                 functools.partial(signed_content_id, public_key=self.public_key)
@@ -165,7 +166,15 @@ class DeviceRuntime:
             "wait": _JitteredWait(self.rng),
             "retry": retry_if_exception(_retryable),
             "reraise": True,
+            "before_sleep": self._retrying,
         }
+
+    def _retrying(self, retry_state: Any) -> None:
+        """tenacity's before_sleep: tell the observer the attempt it saw will be retried."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, AgentError):
+            delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+            self.observer.on_retry(error, float(delay))
 
     def flow(self, event: Event) -> Generator[IoEffect, list[Event], None]:
         """Handle `event` and everything it leads to; yields the effects needing the network."""
@@ -236,15 +245,15 @@ class DeviceRuntime:
         return [DownloadProgressed(bundle_id, 90), DownloadFinished(bundle_id)]
 
     def http_request(self, request: OutgoingRequest) -> HttpRequest:
-        """The request of one exchange: all its attempts end within `exchange_timeout_s` of
-        now (real monotonic time, like the download deadline)."""
+        """The request of one exchange: each attempt ends within `exchange_timeout_s` of when
+        the HTTP backend begins it (real monotonic time, like the download deadline)."""
         return HttpRequest(
             request.method,
             request.url,
             request.headers,
             request.body,
             timeout_s=self.config.response_timeout_s,
-            deadline=time.monotonic() + self.config.exchange_timeout_s,
+            budget_s=self.config.exchange_timeout_s,
         )
 
     def channel_set_answer(self, response: HttpResponse, channel: str) -> ChannelAnswer:

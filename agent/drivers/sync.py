@@ -185,12 +185,17 @@ class SyncDevice:
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
         response = self._exchange(dialect.channel_set_request(info, channel))
         answer = self._rt.channel_set_answer(response, channel)
-        if answer.allowed:
+        if answer.allowed and dialect.stores_channel_locally:  # else the server keeps it
             self._run(ChannelStored(channel))
         return answer
 
     def unset_channel(self) -> None:
-        """Forget the locally stored channel (as current plugins do: no request is sent)."""
+        """Forget the locally stored channel; plugins before 7.34.0 (plugin-6) also ask the
+        server to drop its override (DELETE channel_self). Raises TransportError."""
+        dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
+        request = dialect.channel_unset_request(info)
+        if request is not None:
+            self._exchange(request)
         self._run(ChannelStored(None))
 
     def get_channel(self) -> ChannelAnswer:

@@ -164,6 +164,9 @@ class ChannelListing:
 class Dialect(Protocol):
     """A server dialect: request builders and answer parsers, all pure."""
 
+    stats_batch_size: int  # the most stats events one request carries
+    stores_channel_locally: bool  # setChannel keeps the channel on the device (else: server)
+
     def check_request(self, info: DeviceInfo) -> OutgoingRequest: ...
 
     def parse_check(
@@ -179,6 +182,8 @@ class Dialect(Protocol):
     def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest: ...
 
     def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest: ...
+
+    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None: ...
 
     def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest: ...
 

@@ -1,8 +1,11 @@
 """The `@capgo/capacitor-updater` dialect: /updates, /stats and /channel_self.
 
 Request bodies carry the plugin's "info object" field for field (reference §2); answers are
-parsed as the plugin reads them (§3.4): an error or a `kind` means no update (a missing or
-unknown `kind` is `failed`), `version: "builtin"` alone means revert, HTTP 429 carries a
+parsed as the plugin generation of the dialect's `PluginProfile` reads them (§3.4): an error
+or a `kind` means no update; plugin 8 sorts it by `kind` (a missing or unknown `kind` is
+`failed`), plugins 6 and 7 take only `no_new_version_available` as up to date and every other
+error as `failed`. Stats go as one JSON array (plugin 8) or one object per POST (6, 7).
+`version: "builtin"` alone means revert, HTTP 429 carries a
 rate-limit hint (`Retry-After`, `moreInfo.retryAfterSeconds`, `retryAfterSeconds` or
 `rateLimitResetAt` in epoch ms), capped at 24 h.
 """
@@ -18,6 +21,7 @@ from urllib.parse import urlencode
 
 from agent.bundles.manifest import parse_manifest
 from agent.errors import ProtocolError
+from agent.protocol.answers import KINDS
 from agent.protocol.base import (
     MAX_RATE_LIMIT_S,
     RELEASE_FIELD,
@@ -41,8 +45,10 @@ from agent.protocol.bounds import (
     load_json_lenient,
     url_problem,
 )
+from agent.protocol.profiles import PluginProfile, get_profile
 
-KINDS: frozenset[CheckKind] = frozenset({"up_to_date", "blocked", "failed"})
+NO_NEW_VERSION = "no_new_version_available"
+STATS_BATCH_SIZE = 100
 PRIVATE_CHANNEL_ERRORS = frozenset(
     {"channel_self_set_not_allowed", "cannot_update_via_private_channel"}
 )
@@ -147,6 +153,11 @@ class CapgoDialect:
 
     name = "capgo"
 
+    def __init__(self, profile: PluginProfile | None = None) -> None:
+        self.profile = profile or get_profile()
+        self.stats_batch_size = STATS_BATCH_SIZE if self.profile.stats_batched else 1
+        self.stores_channel_locally = self.profile.channel_stored_locally
+
     def check_request(self, info: DeviceInfo) -> OutgoingRequest:
         return _json_request("/updates", "POST", info.config.update_url, info, info_object(info))
 
@@ -174,10 +185,15 @@ class CapgoDialect:
         if not isinstance(data, dict):
             raise ProtocolError("an /updates answer must be a JSON object")
         if "error" in data or "kind" in data:
-            return _no_update(data)
-        return _offer(data)
+            return _no_update(data, self.profile.reads_kind)
+        return _offer(data, self.profile.accepts_manifest)
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        """A JSON array of events (plugin 8), or one event object (plugins 6 and 7).
+
+        Raises:
+            ValueError: several events for a profile that sends one per POST.
+        """
         batch = []
         for event in events:
             item = info_object(info)
@@ -188,7 +204,11 @@ class CapgoDialect:
             if event.metadata:
                 item["metadata"] = dict(event.metadata)
             batch.append(item)
-        return _json_request("/stats", "POST", info.config.stats_url, info, batch)
+        if self.profile.stats_batched:
+            return _json_request("/stats", "POST", info.config.stats_url, info, batch)
+        if len(batch) != 1:
+            raise ValueError(f"{self.profile.name} sends one stats event per POST")
+        return _json_request("/stats", "POST", info.config.stats_url, info, batch[0])
 
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
@@ -210,12 +230,29 @@ class CapgoDialect:
             "/channel_self", "PUT", info.config.channel_url, info, info_object(info)
         )
 
+    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
+        """`DELETE <channelUrl>?<info object>` for plugins before 7.34.0; None for current
+        ones, which only forget the channel they keep."""
+        if not self.profile.unset_channel_delete:
+            return None
+        return self._query_request("DELETE", info)
+
     def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
+        """GET the channel list.
+
+        Raises:
+            ProtocolError: the profile's plugin has no listChannels (before 7.5.0).
+        """
+        if not self.profile.lists_channels:
+            raise ProtocolError(f"{self.profile.name} has no listChannels (plugin >= 7.5.0)")
+        return self._query_request("GET", info)
+
+    def _query_request(self, method: str, info: DeviceInfo) -> OutgoingRequest:
         query = {
             k: str(v).lower() if isinstance(v, bool) else v for k, v in info_object(info).items()
         }
         url = info.config.channel_url + "?" + urlencode(query)
-        return OutgoingRequest("/channel_self", "GET", url, {"user-agent": user_agent(info)})
+        return OutgoingRequest("/channel_self", method, url, {"user-agent": user_agent(info)})
 
     def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
         """Parse a channel_self POST/PUT answer.
@@ -281,13 +318,20 @@ def _breaking(data: Mapping[str, Any]) -> bool:
     )
 
 
-def _no_update(data: Mapping[str, Any]) -> NoUpdate:
-    error = data.get("error")
+def _device_kind(data: Mapping[str, Any], reads_kind: bool) -> CheckKind:
+    """How the plugin sorts a no-update answer (see `agent.protocol.answers` for what it means)."""
     kind = data.get("kind")
+    if reads_kind:
+        return kind if isinstance(kind, str) and kind in KINDS else "failed"  # type: ignore[return-value]
+    return "up_to_date" if data.get("error") == NO_NEW_VERSION else "failed"
+
+
+def _no_update(data: Mapping[str, Any], reads_kind: bool) -> NoUpdate:
+    error = data.get("error")
     version = data.get("version")
     message = data.get("message")
     return NoUpdate(
-        kind if isinstance(kind, str) and kind in KINDS else "failed",
+        _device_kind(data, reads_kind),
         error if isinstance(error, str) and error else "unknown_error",
         message if isinstance(message, str) else "",
         version if isinstance(version, str) and not label_problem(version) else None,
@@ -296,12 +340,13 @@ def _no_update(data: Mapping[str, Any]) -> NoUpdate:
     )
 
 
-def _offer(data: Mapping[str, Any]) -> CheckResult:
+def _offer(data: Mapping[str, Any], accepts_manifest: bool) -> CheckResult:
+    """An offer; a plugin without delta support (plugin 6) ignores a `manifest`."""
     version = check_label(_str_field(data, "version", required=True) or "", "an offer's version")
     if version == "builtin":
         return RevertToBuiltin()
     url = _str_field(data, "url") or ""
-    raw_manifest = data.get("manifest")
+    raw_manifest = data.get("manifest") if accepts_manifest else None
     manifest = tuple(parse_manifest(raw_manifest)) if raw_manifest is not None else None
     problem = url_problem(url) if url or not manifest else None
     if problem:

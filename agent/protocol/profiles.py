@@ -10,8 +10,10 @@ release a simulated device reproduces and the protocol differences that matter b
   change) POSTs a JSON array of events; 6.x and 7.x POST one event object per request.
 - `reads_kind`: 8.x (>= 8.45.11) sorts an /updates answer carrying `error` by its `kind`
   (up_to_date, blocked, failed) and treats a missing or unknown `kind` as `failed`. The 6.x and
-  7.x lines do not read `kind`: an answer with an error or a message ends the check as an error
-  (`downloadFailed` and the stat `download_fail`), "no new version" included.
+  7.x lines do not read `kind`: from 6.14.25 / 7.17.0 (the Capgo backend ignores `download_fail`
+  from older plugins, which sent it for every up-to-date check) `no_new_version_available` ends
+  the check quietly and every other error answer, blocks included, is a failure
+  (`downloadFailed` and the stat `download_fail`).
 - `channel_stored_locally`: setChannel is validated by the server and the channel kept on the
   device (>= 6.34.0 / 7.34.0, every 8.x); before that the server stores an override.
 - `unset_channel_delete`: unsetChannel sends `DELETE <channelUrl>` (plugins before 7.34.0).
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.config import PLUGIN_VERSION
+PLUGIN_VERSION = "8.51.14"
+"""The newest `@capgo/capacitor-updater` release reproduced (the default profile's)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class PluginProfile:
     name: str  # the --plugin value: "plugin-6", "plugin-7", "plugin-8"
     plugin_version: str  # sent as plugin_version and in the User-Agent
     stats_batched: bool  # stats POST body: JSON array of events (else one object per POST)
-    reads_kind: bool  # /updates answers sorted by `kind` (else any error answer is a failure)
+    reads_kind: bool  # answers sorted by `kind` (else only no_new_version_available is quiet)
     channel_stored_locally: bool  # setChannel only validated; the device keeps the channel
     unset_channel_delete: bool  # unsetChannel sends DELETE to the channel URL
     lists_channels: bool  # listChannels (GET channel URL) exists

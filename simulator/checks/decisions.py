@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from agent.core import versions
+from agent.protocol.answers import UP_TO_DATE_CODES as UP_TO_DATE
 from agent.protocol.base import DeviceInfo, NoUpdate, UpdateOffer
 
 from simulator.checks.context import Answer, CheckContext
 from simulator.checks.errors import Skip
 from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
 from simulator.checks.protocol import MISSING_CHANNEL, channel_answer, unknown_channel_answer
-from simulator.server.decide import UP_TO_DATE
 
 ROUNDS = 3
 WIDE_TOLERANCE, MANY_DEVICES = 0.25, 200

@@ -34,6 +34,15 @@ class RunSummary:
         return 1 if any(r.status in ("fail", "error") for r in results) else 0
 
 
+def verdict_line(results: Sequence[Result], run: RunSummary) -> str:
+    """FAILED or passed, saying how much was not judged: a skipped check is never a pass."""
+    verdict = "FAILED" if run.exit_code(results) else "passed"
+    skipped = counts(results)["skip"]
+    if skipped:
+        verdict += f" ({skipped} of {len(results)} checks skipped: not judged, see their reasons)"
+    return verdict
+
+
 def counts(results: Sequence[Result]) -> dict[str, int]:
     tally = Counter(r.status for r in results)
     return {status: tally.get(status, 0) for status in MARK}
@@ -70,8 +79,7 @@ def terminal(results: Sequence[Result], run: RunSummary, width: int = 100) -> st
             + (f" and {more} more (all in --json)" if more > 0 else "")
         )
     lines.append("writes: " + ("allowed (--allow-writes)" if run.allow_writes else "none"))
-    verdict = "FAILED" if run.exit_code(results) else "passed"
-    lines.append(f"verdict: {verdict}")
+    lines.append(f"verdict: {verdict_line(results, run)}")
     return "\n".join(lines)
 
 
@@ -147,6 +155,7 @@ def render_html(results: Sequence[Result], run: RunSummary) -> str:
 
     esc = html.escape
     verdict = "FAILED" if run.exit_code(results) else "passed"
+    summary = verdict_line(results, run)
     cards = "".join(f"<div><b>{n}</b><span>{s}</span></div>" for s, n in counts(results).items())
     sections = []
     for family, title in FAMILIES.items():
@@ -171,7 +180,8 @@ def render_html(results: Sequence[Result], run: RunSummary) -> str:
 <header><h1>otasim check <span class="verdict {verdict.lower()}">{verdict}</span></h1>
 <p class="meta">server {esc(run.server)} · app {esc(run.app_id)} · {esc(run.profile)}
 · {esc(run.started_at)} · {run.wall_s:.1f} s · writes
-{"allowed" if run.allow_writes else "none"}</p></header>
+{"allowed" if run.allow_writes else "none"}</p>
+<p class="meta">verdict: {esc(summary)}</p></header>
 <section class="cards">{cards}</section>
 {"".join(sections)}
 <p class="meta">A skipped check could not run with what was given (its reason says what it

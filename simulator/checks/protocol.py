@@ -8,6 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 from agent.errors import ProtocolError
+from agent.protocol.answers import BLOCKED_CODES as BLOCKED
+from agent.protocol.answers import UP_TO_DATE_CODES as UP_TO_DATE
+from agent.protocol.answers import kind_of
 from agent.protocol.base import ChannelAnswer, NoUpdate, OutgoingRequest, StatEvent, StatsOutcome
 from agent.protocol.capgo import KINDS, info_object
 
@@ -15,7 +18,6 @@ from simulator.checks.context import Answer, CheckContext, Exchange
 from simulator.checks.errors import CheckFailed
 from simulator.checks.fuzz import malformed_requests
 from simulator.checks.model import Outcome, check, failed, passed, skipped, warned
-from simulator.server.decide import BLOCKED, UP_TO_DATE, kind_of
 
 FLAG_KEYS = frozenset({"major", "breaking", "public", "allow_self_set", "allowSet", "unset"})
 MISSING_CHANNEL = "otasim-check-no-such-channel"

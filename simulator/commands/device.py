@@ -13,15 +13,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
 if TYPE_CHECKING:
     from agent.drivers.sync import SyncDevice
+    from agent.protocol.profiles import PluginProfile
 
 DEVICE_FILE = "device.json"
 EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED, EXIT_DISK = 0, 2, 3, 4
 EXIT_CODES = """exit codes:
-  0  the command ran; the device is consistent (this includes "no update")
+  0  the command ran; the device is consistent (this includes "no update", also when
+     the device's plugin reported an up-to-date answer as a failure: printed as a finding)
   2  usage error, or DIR is not a device folder (or already is one, for init)
   3  an update check or download failed (server unreachable, refused, bad answer,
      verification failure); the device still boots its previous bundle
@@ -60,8 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     init.add_argument("dir", type=Path, metavar="DIR", help="device folder to create")
     init.add_argument(
-        "--server", required=True, help="base URL: uses URL/updates, /stats, /channel_self"
+        "--server", help="base URL: uses URL/updates, /stats, /channel_self (unless given below)"
     )
+    add_endpoint_options(init)
     init.add_argument("--app-id", required=True, help="app id, e.g. com.example.app")
     init.add_argument("--platform", required=True, choices=["ios", "android"])
     init.add_argument("--version-build", required=True, help="native app version, e.g. 1.0.0")
@@ -126,16 +130,24 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def run_init(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig, DeviceIdentity
+    from agent.protocol.profiles import get_profile
     from agent.security.keys import load_public_key
     from agent.store import atomic_write
 
+    from simulator.preflight import endpoints
+
     if (args.dir / DEVICE_FILE).exists():
         raise CommandError(f"{args.dir} is already a device folder")
-    server = args.server.rstrip("/")
+    try:
+        urls = endpoints(args.server, args.updates_url, args.stats_url, args.channel_url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    profile = get_profile(args.plugin)
     options = {
-        "updateUrl": f"{server}/updates",
-        "statsUrl": f"{server}/stats",
-        "channelUrl": f"{server}/channel_self",
+        "updateUrl": urls.updates,
+        "statsUrl": urls.stats,
+        "channelUrl": urls.channel,
+        "plugin": profile.name,
         **_parse_options(args.config),
     }
     if args.channel:
@@ -153,6 +165,7 @@ def run_init(args: argparse.Namespace) -> int:
             version_build=args.version_build,
             version_code=args.version_code,
             version_os=args.os_version,
+            plugin_version=profile.plugin_version,
         )
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -161,7 +174,7 @@ def run_init(args: argparse.Namespace) -> int:
     atomic_write(args.dir / DEVICE_FILE, json.dumps(record, indent=2).encode())
     print(
         f"device {identity.device_id} ({identity.app_id} {identity.platform} "
-        f"{identity.version_build}) in {args.dir}"
+        f"{identity.version_build}, {profile.name} {profile.plugin_version}) in {args.dir}"
     )
     return EXIT_OK
 
@@ -185,12 +198,18 @@ def _checked_ca_file(path: str) -> str:
 
 
 class _Printer:
-    """Prints events and stats as they happen; remembers failures for the exit code."""
+    """Prints events and stats as they happen; remembers failures for the exit code.
+
+    A check the device's plugin reports as failed although the answer meant "up to date" (or
+    "blocked") is printed as a finding about the server and is not a failure of the command.
+    """
 
     def __init__(self, verbose: bool = False) -> None:
         self.failed = False
         self.disk_full = False
         self.verbose = verbose
+        self.profile: PluginProfile | None = None  # set when the device is opened
+        self._phantom = False
 
     def on_request(
         self,
@@ -211,9 +230,22 @@ class _Printer:
             )
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
-        if name == "downloadFailed":
-            self.failed = True
+        from agent.protocol.answers import finding
+
         print(f"event {name} {json.dumps(dict(payload), default=str)}", flush=True)
+        if name == "updateCheckResult" and self.profile is not None:
+            kind, error, status = (payload.get(k) for k in ("kind", "error", "statusCode"))
+            found = (
+                finding(self.profile.name, self.profile.reads_kind, kind, error, None, status)
+                if isinstance(kind, str) and isinstance(error, str) and isinstance(status, int)
+                else None
+            )
+            if found is not None:
+                print(f"finding {found.text}", flush=True)
+                self._phantom = True
+        elif name == "downloadFailed":
+            self.failed = self.failed or not self._phantom
+            self._phantom = False
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.disk_full = self.disk_full or action == "insufficient_disk_space"
@@ -239,6 +271,10 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
         raise CommandError(f"{folder} is not a device folder (run `otasim device init`)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"{folder / DEVICE_FILE} is unreadable: {exc}") from exc
+    if isinstance(observer, _Printer):
+        from agent.protocol.profiles import get_profile
+
+        observer.profile = get_profile(config.plugin)
     try:
         port = make_sync_port(verify=(config.ca_file or True) if network else True)
     except (OSError, ssl.SSLError) as exc:

@@ -14,7 +14,9 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
 DEFAULT_APP_ID = "com.example.otasim"
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("--host", help="your OTA server's base URL (default: the embedded server)")
+    add_endpoint_options(p)
     p.add_argument("-u", "--users", type=int, default=50, help="device users (default 50)")
     p.add_argument("-r", "--spawn-rate", type=float, default=10.0, help="users started per s")
     p.add_argument("-t", "--run-time", default="30s", help="e.g. 30s, 5m (default 30s)")
@@ -87,6 +90,11 @@ def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -
     ]  # fmt: skip
     if key_file is not None:
         command += ["--public-key", str(key_file)]
+    command += ["--plugin", args.plugin]
+    for name in ("updates", "stats", "channel"):
+        url = getattr(args, f"{name}_url")
+        if url:
+            command += [f"--{name}-url", url]
     if args.processes != 1:
         command += ["--processes", str(args.processes)]
     return command + extra
@@ -97,13 +105,39 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--users must be >= 1")
     if args.public_key is not None and not args.public_key.is_file():
         raise CommandError(f"no such file: {args.public_key}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    _preflight(args)
     with ExitStack() as stack:
-        if args.host:
-            host, key_file = args.host, args.public_key
+        if args.host or args.updates_url:
+            host, key_file = args.host or _origin(args.updates_url), args.public_key
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otasim-lt-")))
             host, key_file = _embedded(stack, args, work)
         done = subprocess.run(locust_command(args, host, key_file), check=False)
     print(f"otasim: report in {args.out}/ (report.html, locust_stats.csv)")
     return done.returncode
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL: Locust's --host when only the plugin's URLs are given."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """The run's pre-flight (`simulator.preflight`): the report folder is writable and, for
+    your server, /updates answers like a Capgo server for this app with a key that fits.
+
+    Raises:
+        CommandError: exit 2 with one line naming the problem.
+    """
+    from simulator.preflight import PreflightError, check_writable, endpoints, probe_updates
+
+    try:
+        check_writable([args.out])
+        if not (args.host or args.updates_url):
+            return
+        urls = endpoints(args.host, args.updates_url, args.stats_url, args.channel_url)
+        pem = args.public_key.read_text() if args.public_key else None
+        probe_updates(urls, args.app_id, args.plugin, pem)
+    except (PreflightError, ValueError, OSError) as exc:
+        raise CommandError(f"pre-flight: {exc}") from None

@@ -2,12 +2,13 @@
 
 With no arguments: starts the embedded reference server (its own process), publishes the
 scenario's releases as its timeline says, runs 1 000 devices through `steady-rollout` (24 h
-of fleet life in about a minute) and writes ./otasim-report/.
+of fleet life, on virtual time: as fast as the work allows) and writes ./otasim-report/.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from simulator.errors import CommandError
@@ -19,10 +20,19 @@ examples:
   otasim run --scenario my-fleet.toml --seed 7 --report out/
   otasim run --server https://ota.example.com --public-key .capgo_key_v2.pub \\
              --app-id com.example.app            # your server: publishing is yours
+  otasim run --updates-url https://ota.example.com/api/check --stats-url \\
+             https://ota.example.com/api/stats --channel-url https://ota.example.com/api/channel \\
+             --app-id com.example.app --plugin plugin-6 --expect-release 1.0.2=dist/
 
 bundled scenarios: steady-rollout, staged-rollout, bad-release-rollback, server-outage,
 flaky-network, mitm-tamper (docs/simulator.md says what each shows).
-exit status: 0 when every expectation of the scenario holds, 1 when one is missed, 2 on errors.
+plugin profiles (--plugin): plugin-8 (default, 8.x: batched stats, answers sorted by `kind`),
+plugin-7 and plugin-6 (one stats object per POST, `kind` not read); docs/agent.md.
+Before the fleet starts, a pre-flight (seconds) checks that the report and work folders are
+writable and that the server answers /updates like a Capgo server for this app, with a key
+that opens what it offers; otherwise exit 2 with one line naming the problem.
+exit status: 0 when every expectation of the scenario holds (an unmeasurable one is
+`unknown`, not a pass nor a miss), 1 when one is missed, 2 on errors.
 """
 
 
@@ -43,7 +53,8 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--time-scale", type=_positive_float, metavar="N",
-        help="simulated seconds per real second (default: the scenario's, e.g. 1440)",
+        help="cap on simulated seconds per real second, to watch a run live or to pace an "
+             "external server (default: uncapped, simulated time advances by work)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="same seed, same fleet and decisions")
     parser.add_argument("--report", default="otasim-report", metavar="DIR",
@@ -58,6 +69,7 @@ def register(sub: Any) -> None:
         metavar="URL",
         help="an external Capgo-compatible server instead of the embedded one",
     )
+    add_endpoint_options(parser)
     parser.add_argument(
         "--public-key",
         metavar="FILE",
@@ -65,16 +77,64 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--app-id", help="with --server: the app id (default: the scenario's)")
     parser.add_argument(
+        "--expect-release", action="append", default=[], metavar="VERSION=DIR_OR_ZIP",
+        help="with --server: the release VERSION as published (its dist folder or bundle zip), "
+             "so that tampered and altered activations are checked (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--http",
         choices=("aiohttp", "httpx"),
         default="aiohttp",
         help="HTTP backend of the devices (default: aiohttp, measured faster)",
     )
+    parser.add_argument(
+        "--artefact-retries", type=int, metavar="N",
+        help="re-downloads of a bundle that failed verification, within the window "
+             "(default 3; never activated; docs/agent.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--artefact-retry-window-h", type=_positive_float, metavar="H",
+        help="the window of those retries, from the first failure (default 24)",
+    )  # fmt: skip
     parser.add_argument("--processes", type=_positive_int, default=1, metavar="N",
                         help="run the fleet in N processes, one event loop each (default 1); "
                              "for big fleets on several cores")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     parser.set_defaults(func=run_command, extra="sim")
+
+
+def add_endpoint_options(parser: Any) -> None:
+    """--plugin and the three URLs of a plugin's config (run, loadtest and device init)."""
+    from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
+
+    parser.add_argument(
+        "--plugin", choices=list(PLUGIN_PROFILES), default=DEFAULT_PROFILE,
+        help="the @capgo/capacitor-updater generation the devices reproduce (default "
+             f"{DEFAULT_PROFILE}); see docs/agent.md",
+    )  # fmt: skip
+    for name, option in (("updates", "updateUrl"), ("stats", "statsUrl"),
+                         ("channel", "channelUrl")):  # fmt: skip
+        parser.add_argument(
+            f"--{name}-url", metavar="URL",
+            help=f"the plugin's {option} (default: derived from the base URL, --server/--host)",
+        )  # fmt: skip
+
+
+def parse_expected(pairs: list[str]) -> dict[str, Path]:
+    """--expect-release VERSION=DIR_OR_ZIP pairs.
+
+    Raises:
+        CommandError: a pair without a version or a path that does not exist.
+    """
+    out = {}
+    for pair in pairs:
+        version, sep, path = pair.partition("=")
+        if not sep or not version or not path:
+            raise CommandError(f"--expect-release wants VERSION=DIR_OR_ZIP, got {pair!r}")
+        if not Path(path).exists():
+            raise CommandError(f"--expect-release {version}: {path} does not exist")
+        out[version] = Path(path)
+    return out
 
 
 def _positive_int(text: str) -> int:
@@ -92,15 +152,16 @@ def _positive_float(text: str) -> float:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from simulator.errors import RunError
+    from simulator.preflight import PreflightError
     from simulator.runner import RunOptions, simulate
     from simulator.scenario import ScenarioError
     from simulator.server.client import AdminError
 
-    if (args.public_key or args.app_id) and not args.server:
-        raise CommandError("--public-key and --app-id go with --server")
+    external = args.server or args.updates_url or args.stats_url or args.channel_url
+    if (args.public_key or args.app_id or args.expect_release) and not external:
+        raise CommandError("--public-key, --app-id and --expect-release go with --server")
+    expected = parse_expected(args.expect_release)
     try:
         options = RunOptions(
             scenario=args.scenario,
@@ -110,6 +171,15 @@ def run_command(args: argparse.Namespace) -> int:
             report_dir=Path(args.report),
             workdir=Path(args.workdir) if args.workdir else None,
             server_url=args.server,
+            updates_url=args.updates_url,
+            stats_url=args.stats_url,
+            channel_url=args.channel_url,
+            plugin=args.plugin,
+            expect_releases=expected,
+            artefact_retries=args.artefact_retries,
+            artefact_retry_window_s=(
+                args.artefact_retry_window_h * 3600 if args.artefact_retry_window_h else None
+            ),
             public_key_file=Path(args.public_key) if args.public_key else None,
             app_id=args.app_id,
             http_backend=args.http,
@@ -119,6 +189,8 @@ def run_command(args: argparse.Namespace) -> int:
         report, page = simulate(options)
     except (ScenarioError, RunError) as exc:
         raise CommandError(str(exc)) from None
+    except PreflightError as exc:
+        raise CommandError(f"pre-flight: {exc}") from None
     except AdminError as exc:
         raise CommandError(f"the server refused to set the run up: {exc}") from None
     except OSError as exc:
@@ -129,6 +201,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _summary(report: dict[str, Any], page: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     run, upd = report["run"], report["updates"]
@@ -139,14 +212,22 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         f"({run['speedup']:,}×)"
     )
     console.print(f"  running at the end: {final}")
+    tampered = upd["tampered_activated"]
     console.print(
         f"  updates: {upd['succeeded']:,}/{upd['attempted']:,} succeeded, "
         f"{upd['rollbacks']:,} rollbacks, {upd['unbootable']} unbootable, "
-        f"{upd['tampered_activated']} tampered activated"
+        f"{'unknown' if tampered is None else tampered} tampered activated"
     )
+    for finding in report["findings"]:
+        text = escape(finding["text"])
+        count = f": {finding['events']:,}" if finding["events"] else ""
+        console.print(f"  [bold yellow]finding[/]: {text}{count}", highlight=False)
+    for figure, reason in report["unknown"].items():
+        console.print(f"  unknown: {figure.replace('_', ' ')}: {escape(reason)}", highlight=False)
     for r in report["expectations"]:
         mark = {True: "[green]✔[/]", False: "[red]✘[/]", None: "[yellow]?[/]"}[r["ok"]]
-        console.print(f"  {mark} {r['expect']}  (measured {r['value']})")
+        value = "unknown: " + r["reason"] if r["ok"] is None else f"measured {r['value']}"
+        console.print(f"  {mark} {r['expect']}  ({value})")
     for note in run["notes"]:
         console.print(f"  note: {note}")
     verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"

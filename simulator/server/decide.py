@@ -11,41 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from agent.protocol.answers import kind_of
 from agent.protocol.base import RELEASE_FIELD
 
 from simulator.server import semver
 from simulator.server.model import BUILTIN, Answer, App, Bundle, Channel
 from simulator.server.validation import DeviceInfo
 
-UP_TO_DATE = frozenset({"no_new_version_available", "already_on_builtin"})
-BLOCKED = frozenset(
-    {
-        "cannot_update_via_private_channel",
-        "disabled_platform_ios",
-        "disabled_platform_android",
-        "disabled_platform_electron",
-        "disable_auto_update_to_major",
-        "disable_auto_update_to_minor",
-        "disable_auto_update_to_patch",
-        "disable_auto_update_to_metadata",
-        "disable_auto_update_under_native",
-        "disable_prod_build",
-        "disable_dev_build",
-        "disable_device",
-        "disable_emulator",
-        "key_id_mismatch",
-        "provider_infrastructure_request_blocked",
-    }
-)
 MANIFEST_MIN = {5: "5.10.0", 6: "6.25.0", 7: "7.0.35", 8: "8.0.0"}
 METADATA_MIN = {5: "5.35.0", 6: "6.35.0", 7: "7.35.0", 8: "8.35.0"}
-
-
-def kind_of(code: str) -> str:
-    """Capgo's `kind` for an update error code: up_to_date, blocked or failed."""
-    if code in UP_TO_DATE:
-        return "up_to_date"
-    return "blocked" if code in BLOCKED else "failed"
 
 
 def refusal(

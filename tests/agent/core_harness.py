@@ -37,6 +37,7 @@ from agent.core.lifecycle import BUILTIN, DeviceState, reconcile
 from agent.errors import AgentError
 from agent.protocol.base import StatEvent
 from agent.protocol.capgo import CapgoDialect
+from agent.protocol.profiles import get_profile
 
 IDENTITY = DeviceIdentity(str(uuid.UUID(int=1)), "com.example.app", "ios", "1.0.0")
 BASE = "https://ota.test"
@@ -105,7 +106,12 @@ class Harness:
         self.restarts += 1  # each process draws its own random bundle ids
         rng = random.Random(self.restarts)
         self.agent = Agent(
-            self.config, self.identity, state, self.disk_stats, rng=rng, dialect=CapgoDialect()
+            self.config,
+            self.identity,
+            state,
+            self.disk_stats,
+            rng=rng,
+            dialect=CapgoDialect(get_profile(self.config.plugin)),
         )
 
     def run(self, event: Event) -> None:
@@ -154,10 +160,12 @@ class Harness:
         request = effect.request
         self.sent.append(request)
         if request.name == "/stats":
-            self.posted_stats.extend(e["action"] for e in json.loads(request.body or b"[]"))
+            body = json.loads(request.body or b"[]")
+            events = body if isinstance(body, list) else [body]  # plugins 6 and 7: one object
+            self.posted_stats.extend(e["action"] for e in events)
             status = self.stats_answers.popleft() if self.stats_answers else 200
             if status != 200:
-                self.posted_stats = self.posted_stats[: -len(json.loads(request.body or b"[]"))]
+                self.posted_stats = self.posted_stats[: -len(events)]
             return ResponseReceived("/stats", status, {}, b'{"status":"ok"}')
         status, headers, body = self.updates.popleft() if self.updates else UP_TO_DATE
         return ResponseReceived("/updates", status, headers, body)

@@ -321,10 +321,11 @@ def test_no_hostile_sequence_locks_a_device_out_of_a_genuine_newer_release(
     assert takes_newer_release(h)
 
 
-def test_a_verification_failure_is_answered_once_per_signed_checksum() -> None:
+def test_relabelling_a_failed_checksum_buys_no_extra_fetch() -> None:
     """Padding oracle (issue 16, item 9): `decrypt_fail` and `checksum_fail` tell a padding
-    error from a hash mismatch, but each signed checksum gets one answer: relabelling it
-    ("1.0.2-a", "1.0.2-b", ...) to ask again is refused before anything is fetched."""
+    error from a hash mismatch, but a signed checksum's retry budget is shared by every label:
+    relabelling it ("1.0.2-a", "1.0.2-b", ...) to ask again within the backoff is refused
+    before anything is fetched."""
     h = confirmed()
     h.downloads.append(VerificationError("decrypt_fail", "bad padding"))
     relabel(h, "1.0.2", "1.0.2")

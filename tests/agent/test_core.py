@@ -138,7 +138,7 @@ def test_plugin_behaviour_retries_a_failed_version_when_asked() -> None:
     assert any(isinstance(e, DownloadBundle) for e in h.effects)
 
 
-def test_verification_failure_is_final_for_that_artefact_transport_failure_is_not() -> None:
+def test_verification_failure_holds_that_artefact_back_transport_failure_does_not() -> None:
     h = Harness()
     h.downloads.append(VerificationError("checksum_fail", "bad"))
     h.updates.append(offer("1.0.1"))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capgo_peer import CapgoPeer, make_zip, serve_peer
+from capgo_peer import CapgoPeer, canned_json, make_zip, serve_peer
 
 OTASIM = [sys.executable, "-m", "simulator.cli", "device"]
 
@@ -307,3 +307,46 @@ def test_unusable_device_folder_exits_4(peer: CapgoPeer, tmp_path: Path) -> None
     done = otasim("launch", folder)
     assert done.returncode == 4 and done.stderr.count("\n") == 1
     assert "state_corrupt" in done.stderr
+
+
+def test_up_to_date_without_kind_exits_0_and_prints_the_finding(
+    peer: CapgoPeer, tmp_path: Path
+) -> None:
+    no_kind = {"error": "no_new_version_available", "message": "No new version available"}
+    plugin8, plugin6 = tmp_path / "p8", tmp_path / "p6"
+    init(plugin8, peer)
+    init(plugin6, peer, "--plugin", "plugin-6")
+    peer.canned.append(canned_json(no_kind))
+    launch = otasim("launch", plugin8)
+    assert launch.returncode == 0, launch.stderr
+    assert "stat  download_fail" in launch.stdout  # what plugin 8 does, faithfully
+    assert "finding your server answers 'no_new_version_available' without a valid" in (
+        launch.stdout
+    )
+    peer.canned.append(canned_json(no_kind))
+    launch = otasim("launch", plugin6)
+    assert launch.returncode == 0 and "finding" not in launch.stdout
+    assert "download_fail" not in launch.stdout and "event noNeedUpdate" in launch.stdout
+    sent = [body for _, path, body in peer.requests if path == "/stats"]
+    assert sent and all(isinstance(body, dict) for body in sent[-3:])  # plugin 6: one per POST
+    peer.canned.append(canned_json({"error": "no_channel", "message": "no channel"}))
+    assert otasim("launch", plugin8).returncode == 3  # a real failure stays one
+
+
+def test_init_with_separate_urls(peer: CapgoPeer, tmp_path: Path) -> None:
+    folder = tmp_path / "dev"
+    done = otasim(
+        "init", folder, "--app-id", "com.example.app", "--platform", "ios",
+        "--version-build", "1.0.0", "--updates-url", f"{peer.url}/updates",
+        "--stats-url", f"{peer.url}/stats", "--channel-url", f"{peer.url}/channel_self",
+        "--plugin", "plugin-7",
+    )  # fmt: skip
+    assert done.returncode == 0 and "plugin-7 7.34.0" in done.stdout
+    record = json.loads((folder / "device.json").read_text())
+    assert record["config"]["stats_url"] == f"{peer.url}/stats"
+    assert record["identity"]["plugin_version"] == "7.34.0"
+    missing = otasim(
+        "init", tmp_path / "other", "--app-id", "com.example.app", "--platform", "ios",
+        "--version-build", "1.0.0", "--stats-url", f"{peer.url}/stats",
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no updates URL" in missing.stderr

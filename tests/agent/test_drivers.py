@@ -146,7 +146,27 @@ def test_revert_to_builtin_through_the_driver(peer: CapgoPeer, make_device: Make
     assert ("reset", "1.0.0") in device.observer.stats
 
 
-def test_bad_checksum_is_never_fetched_twice(peer: CapgoPeer, make_device: Make) -> None:
+def test_a_flipped_transfer_then_a_clean_one_the_release_lands(
+    peer: CapgoPeer, make_device: Make
+) -> None:
+    release = peer.publish("1.0.1")
+    flipped = bytearray(release.payload)
+    flipped[len(flipped) // 2] ^= 1
+    peer.bundle_canned.append(Canned(200, bytes(flipped)))  # one corrupted (MITM'd) transfer
+    device = make_device(artefact_retry_backoff_s=0.05)
+    device.launch()
+    assert ("checksum_fail", "1.0.1") in device.observer.stats
+    assert device.status().rejected_artefacts == (f"1.0.1:{release.checksum}",)
+    time.sleep(0.1)  # the backoff passes; the server's file is (still) right
+    device.foreground()
+    status = device.status()
+    assert len(peer.bundle_requests()) == 2 and status.rejected_artefacts == ()
+    assert any(b.version == "1.0.1" and b.status == "pending" for b in status.bundles)
+    device.background()
+    assert device.status().current.version == "1.0.1"
+
+
+def test_bad_checksum_is_held_back_within_its_backoff(peer: CapgoPeer, make_device: Make) -> None:
     peer.publish("1.0.1", checksum="0" * 64)
     device = make_device(transport_attempts=3)
     device.launch()

@@ -192,3 +192,69 @@ def test_channel_rollback_past_a_confirmed_version(
     with AdminClient(server.url, server.admin_key) as admin:
         fails = admin.stats(ROLLBACK_APP, "1.0.1")["versions"]["1.0.1"]["actions"]
     assert fails["download_fail"] == 1  # the guarded device's refusal reached the server
+
+
+CHANNEL_APP = "com.example.channels"
+
+
+@pytest.mark.parametrize("plugin", ["plugin-6", "plugin-8"])
+def test_channel_self_as_each_plugin_does_it(
+    server: RunningServer, keys: tuple[bytes, bytes], tmp_path: Path, plugin: str
+) -> None:
+    """plugin-6: the server keeps the override (nothing stored on the device) and unsetChannel
+    sends DELETE; plugin-8: the device keeps the channel and sends it as defaultChannel; no
+    listChannels before 7.5.0."""
+    from agent.errors import ProtocolError
+    from agent.protocol.profiles import get_profile
+
+    private_pem, public_pem = keys
+    app = f"{CHANNEL_APP}{plugin[-1]}"
+    release(server, private_pem, "1.0.1", tmp_path, app)
+    dist = tmp_path / "beta"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html>beta</html>")
+    with AdminClient(server.url, server.admin_key) as admin:
+        publish(admin, app_id=app, version="1.0.2-beta.1", channel="beta", source=dist,
+                private_pem=private_pem)  # fmt: skip
+        admin.set_channel(app, "beta", public=False, allow_device_self_set=True)
+
+    async def life() -> tuple[Any, Any, Any, list[Any]]:
+        port = make_async_port()
+        config = AgentConfig(
+            update_url=f"{server.url}/updates", stats_url=f"{server.url}/stats",
+            channel_url=f"{server.url}/channel_self", public_key=public_pem.decode(),
+            plugin=plugin,
+        )  # fmt: skip
+        identity = DeviceIdentity(str(uuid.uuid4()), app, "android", "1.0.0",
+                                  plugin_version=get_profile(plugin).plugin_version)  # fmt: skip
+        observer = Recorder()
+        device = await AsyncDevice.open(tmp_path / "dev", config, identity, port,
+                                        clock=NoWaitAsyncClock(), observer=observer)  # fmt: skip
+        try:
+            answer = await device.set_channel("beta")
+            await device.launch()
+            on_beta = device.status()
+            listed: Any = None
+            try:
+                listed = await device.list_channels()
+            except ProtocolError as exc:
+                listed = exc
+            await device.unset_channel()
+            await device.notify_app_ready()
+            await device.foreground()
+            return answer, on_beta, listed, list(observer.requests)
+        finally:
+            await device.aclose()
+            await port.aclose()
+
+    answer, on_beta, listed, requests = asyncio.run(life())
+    assert answer.allowed
+    assert on_beta.next is not None and on_beta.next.version == "1.0.2-beta.1"
+    methods = [r[1] for r in requests if r[0] == "/channel_self"]
+    if plugin == "plugin-6":
+        assert on_beta.channel is None  # the server holds the override
+        assert methods == ["POST", "DELETE"]
+        assert isinstance(listed, ProtocolError) and "listChannels" in str(listed)
+    else:
+        assert on_beta.channel == "beta"
+        assert methods == ["POST", "GET"] and any(c.name == "beta" for c in listed)

@@ -116,3 +116,12 @@ def test_a_run_without_failures_passes(status: str) -> None:
     results = [r for r in _results() if r.status == status]
     assert results and RUN.exit_code(results) == 0
     assert "verdict: passed" in terminal(results, RUN)
+
+
+def test_the_verdict_says_how_many_checks_were_not_judged() -> None:
+    results = [r for r in _results() if r.status in ("pass", "skip")]
+    line = terminal(results, RUN).splitlines()[-1]
+    assert line == "verdict: passed (1 of 2 checks skipped: not judged, see their reasons)"
+    assert "1 of 2 checks skipped" in render_html(results, RUN)
+    passed = [r for r in results if r.status == "pass"]
+    assert terminal(passed, RUN).splitlines()[-1] == "verdict: passed"

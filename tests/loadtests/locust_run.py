@@ -50,6 +50,12 @@ def stats_rows(csv_prefix: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
 
 
+def outcome_rows(csv_prefix: Path) -> dict[tuple[str, str], int]:
+    """otasim's `<prefix>_outcomes.csv` (update outcomes, retries), by (Kind, Name)."""
+    with open(f"{csv_prefix}_outcomes.csv", newline="") as handle:
+        return {(row["Kind"], row["Name"]): int(row["Count"]) for row in csv.DictReader(handle)}
+
+
 def device_versions(devices: Path) -> tuple[list[str], list[str], int]:
     """(device ids, current version of each device, stats still pending on the devices)."""
     port = make_sync_port()

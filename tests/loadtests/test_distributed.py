@@ -8,7 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from locust_run import APP_ID, LOCUSTFILE, Target, device_versions, stats_rows
+from locust_run import (
+    APP_ID,
+    LOCUSTFILE,
+    VERSION,
+    Target,
+    device_versions,
+    outcome_rows,
+    stats_rows,
+)
 
 USERS = 40
 
@@ -62,5 +70,8 @@ def test_master_totals_are_the_workers_sum_and_identities_are_distinct(
     assert len({s["worker"] for s in summaries}) == 2
     master_total = int(stats_rows(tmp_path / "run")[("", "Aggregated")]["Request Count"])
     assert master_total > 0 and master_total == sum(s["requests"] for s in summaries)
-    ids, _, _ = device_versions(devices)
+    ids, versions, _ = device_versions(devices)
     assert sum(s["devices"] for s in summaries) == len(ids) == len(set(ids)) == USERS
+    # the workers' update outcomes reach the master's own table, out of the request figures
+    installed = outcome_rows(tmp_path / "run")[("update", "installed")]
+    assert installed == versions.count(VERSION) > 0

@@ -32,3 +32,20 @@ def test_locust_gets_the_target_the_report_paths_and_the_extra_arguments(tmp_pat
     assert "--host http://127.0.0.1:9 -u 7" in joined and "--headless" in command
     assert f"--csv {tmp_path / 'locust'}" in joined and "--public-key key.pem" in joined
     assert command[-4:] == ["--processes", "2", "--load-shape", "ramp"]
+
+
+def test_a_wrong_target_is_refused_before_locust_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    out = tmp_path / "report"
+    code = main(["loadtest", "--host", f"http://127.0.0.1:{port}", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("otasim: error: pre-flight: ") and "no answer" in err[0]
+    assert not (out / "locust_stats.csv").exists()

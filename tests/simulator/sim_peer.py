@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,8 @@ class Peer:
 
 @asynccontextmanager
 async def loopback_peer() -> AsyncIterator[Peer]:
-    """Serve GET /blob/<n> and POST /updates (answers `peer.offer`) until the block ends."""
+    """Serve GET /blob/<n>, POST /updates (answers `peer.offer`) and GET /hang (never
+    answers) until the block ends."""
     peer = Peer(url="")
 
     async def get_blob(request: web.Request) -> web.Response:
@@ -35,7 +37,12 @@ async def loopback_peer() -> AsyncIterator[Peer]:
         peer.hits.append(request.path)
         return web.Response(body=json.dumps(peer.offer), content_type="application/json")
 
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)  # longer than the client waits: its timeout ends it
+        return web.Response()
+
     app = web.Application()
+    app.router.add_get("/hang", hang)
     app.router.add_get("/blob/{n}", get_blob)
     app.router.add_post("/updates", updates)
     runner = web.AppRunner(app)

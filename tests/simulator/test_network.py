@@ -1,12 +1,17 @@
-"""The network wrappers really delay, throttle, cut and corrupt bytes (real loopback HTTP)."""
+"""The network wrappers really delay, throttle, cut and corrupt bytes (real loopback HTTP).
+
+Delays are modelled in simulated time: each case runs as a device on a `VirtualTime`, and the
+device's clock must show exactly what the profile says (bytes / bandwidth + latency), however
+long the real exchange took on this machine.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import pytest
@@ -15,17 +20,24 @@ from sim_peer import Peer, blob, loopback_peer
 from agent.drivers.backends import make_async_port
 from agent.drivers.http import AsyncHttpPort, HttpRequest
 from agent.errors import TransportError
+from simulator.clock import DeviceClock, VirtualTime
 from simulator.network import Mitm, NetworkProfile, ShapedPort, profile
 
 T = TypeVar("T")
+CLOCK: ContextVar[DeviceClock] = ContextVar("CLOCK")  # the device clock of the running case
 
 
-def run(test: Callable[[Peer, AsyncHttpPort], Awaitable[T]]) -> T:
+def run(test: Callable[[Peer, AsyncHttpPort], Awaitable[T]], window_s: float = 1.0) -> T:
+    """Run `test` as the one device of a virtual-time run (its clock in `CLOCK`)."""
+
     async def main() -> T:
         async with loopback_peer() as peer:
             inner = make_async_port("aiohttp", max_connections=4)
+            vt = VirtualTime(window_s)
+            CLOCK.set(vt.clock())
             try:
-                return await test(peer, inner)
+                _, result = await asyncio.gather(vt.run(), vt.participate(test(peer, inner)))
+                return result
             finally:
                 await inner.aclose()
 
@@ -36,8 +48,13 @@ def shaped(
     inner: AsyncHttpPort, seed: int = 1, mitm: Mitm | None = None, **kw: float
 ) -> ShapedPort:
     return ShapedPort(
-        inner, NetworkProfile("test", **kw), rng=random.Random(seed), clock=lambda: 0.0, mitm=mitm
+        inner, NetworkProfile("test", **kw), rng=random.Random(seed), clock=CLOCK.get(), mitm=mitm
     )
+
+
+def learn(mitm: Mitm) -> None:
+    """A synchronisation point of the run: the man in the middle knows what it saw."""
+    mitm.commit(mitm.take_learned())
 
 
 async def fetch(port: ShapedPort, url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -54,39 +71,48 @@ def test_unshaped_profile_passes_bytes_through() -> None:
     run(case)
 
 
-def test_latency_delays_every_request() -> None:
-    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+@pytest.mark.parametrize("window_s", [0.01, 1.0, 3600.0])
+def test_latency_delays_every_request_in_simulated_time(window_s: float) -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> float:
         port = shaped(inner, latency_ms=150)
-        started = time.monotonic()
         for _ in range(3):
             response = await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
             assert response.status == 200
-        assert time.monotonic() - started >= 0.45
+        return CLOCK.get().t
 
-    run(case)
+    assert run(case, window_s) == pytest.approx(0.45, abs=1e-9)  # float sums, not lag
 
 
-def test_bandwidth_cap_throttles_the_body() -> None:
-    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
-        port = shaped(inner, bandwidth_kbps=800)  # 100 000 bytes/s
-        started = time.monotonic()
-        _, body, _ = await fetch(port, f"{peer.url}/blob/60000")
-        assert body == blob(60_000)
-        assert time.monotonic() - started >= 0.55
+@pytest.mark.parametrize("window_s", [0.01, 1.0, 3600.0])
+def test_modelled_download_time_is_bytes_over_bandwidth_plus_latency(window_s: float) -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> float:
+        port = shaped(inner, bandwidth_kbps=800, latency_ms=60)  # 100 000 bytes/s
+        _, body, _ = await fetch(port, f"{peer.url}/blob/300000")
+        assert body == blob(300_000)
+        return CLOCK.get().t
 
-    run(case)
+    assert run(case, window_s) == pytest.approx(0.06 + 3.0, abs=1e-9)
 
 
 def test_slow_retrieval_trickles() -> None:
-    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> float:
         port = shaped(inner, slow=1.0, slow_bytes_per_s=40_000)
-        started = time.monotonic()
         _, body, _ = await fetch(port, f"{peer.url}/blob/30000")
         assert body == blob(30_000)
-        assert time.monotonic() - started >= 0.7
         assert port.faults["slow"] == 1
+        return CLOCK.get().t
 
-    run(case)
+    assert run(case) == pytest.approx(0.75, abs=1e-9)
+
+
+def test_a_real_timeout_costs_the_device_its_modelled_timeout() -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> float:
+        port = shaped(inner, latency_ms=50)
+        with pytest.raises(TransportError, match="no answer"):
+            await port.send(HttpRequest("GET", f"{peer.url}/hang", timeout_s=0.2))
+        return CLOCK.get().t
+
+    assert run(case) == pytest.approx(0.05 + 0.2, abs=1e-9)
 
 
 def test_truncation_ends_the_body_early_without_error() -> None:
@@ -130,7 +156,7 @@ def test_5xx_burst_answers_503_for_burst_len_requests() -> None:
             inner,
             NetworkProfile("burst", error_5xx=0.5, burst_len=4),
             rng=random.Random(3),
-            clock=lambda: 0.0,
+            clock=CLOCK.get(),
         )
         statuses = []
         for _ in range(30):
@@ -146,19 +172,12 @@ def test_5xx_burst_answers_503_for_burst_len_requests() -> None:
 
 
 def test_offline_periods_follow_simulated_time_and_are_seeded() -> None:
-    now = [0.0]
-
     async def case(peer: Peer, inner: AsyncHttpPort) -> str:
-        now[0] = 0.0
-        port = ShapedPort(
-            inner,
-            profile("offline-often"),
-            rng=random.Random(7),
-            clock=lambda: now[0],
-        )
+        clock = CLOCK.get()
+        port = ShapedPort(inner, profile("offline-often"), rng=random.Random(7), clock=clock)
         pattern = ""
         for hour in range(48):
-            now[0] = hour * 3600.0
+            await clock.sleep_until(hour * 3600.0)
             try:
                 await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
                 pattern += "."
@@ -191,9 +210,13 @@ def test_mitm_swap_serves_another_versions_bundle() -> None:
         check = HttpRequest("POST", f"{peer.url}/updates", body=b"{}")
         peer.offer = {"version": "1.0.1", "url": f"{peer.url}/blob/3000?device_id=a"}
         await port.send(check)
+        learn(mitm)
         _, v1, _ = await fetch(port, f"{peer.url}/blob/3000?device_id=a")
         peer.offer = {"version": "1.0.2", "url": f"{peer.url}/blob/5000?device_id=b"}
         await port.send(check)
+        _, unchanged, _ = await fetch(port, f"{peer.url}/blob/5000?device_id=b")
+        assert unchanged == blob(5000)  # what it saw is not known before the next sync point
+        learn(mitm)
         _, v2, headers = await fetch(port, f"{peer.url}/blob/5000?device_id=b")
         assert v1 == blob(3000) and v2 == v1 and headers["content-length"] == "3000"
         assert mitm.tampered["swap"] == 1
@@ -213,6 +236,7 @@ def test_mitm_replay_answers_the_older_signed_offer() -> None:
         old = {"version": "1.0.1", "url": f"{peer.url}/blob/1", "checksum": "aa"}
         peer.offer = old
         assert json.loads((await port.send(check(peer.url, "builtin"))).body) == old
+        learn(mitm)
         peer.offer = {"version": "1.0.2", "url": f"{peer.url}/blob/2", "checksum": "bb"}
         assert json.loads((await port.send(check(peer.url, "1.0.0"))).body) == old
         peer.offer = {"error": "no_new_version_available", "kind": "up_to_date"}

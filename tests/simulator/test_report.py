@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import html
 import json
 import random
 from pathlib import Path
@@ -50,7 +52,7 @@ def info(server_received: int | None) -> RunInfo:
         scenario=load_scenario("steady-rollout"),
         devices=40,
         seed=1,
-        time_scale=1440,
+        time_scale=None,
         server_url="http://127.0.0.1:1",
         embedded=True,
         started_at="2026-01-01T00:00:00Z",
@@ -120,9 +122,53 @@ def test_charts_without_data_say_so_instead_of_drawing_empty_axes() -> None:
     assert "<svg" not in latency_chart({}) and "No requests" in latency_chart({})
 
 
-def test_the_adoption_note_converts_real_download_time_to_simulated_minutes() -> None:
-    report = build_report(synthetic_metrics(), info(server_received=0))
+def test_fidelity_notes_and_where_the_wall_time_went_are_on_the_page() -> None:
+    quiet = render_html(build_report(synthetic_metrics(), info(server_received=0)), [])
+    assert "no time of day" in quiet and "time uncapped" in quiet
+    assert 'class="notes"' not in quiet  # nothing to confess: no notes list
+    note = "3 requests got no answer within their timeout in real time <here>"
+    run = dataclasses.replace(
+        info(server_received=0), notes=(note,), time_scale=60.0,
+        wall={"fleet_cpu_s": 12.5, "fleet_system_s": 2.0, "server_cpu_s": 4.0},
+    )  # fmt: skip
+    report = build_report(synthetic_metrics(), run)
     page = render_html(report, [])
-    median_s = report["requests"]["bundle"]["latency_ms"]["p50"] / 1000
-    assert "no time of day" in page
-    assert f"{median_s * 1440 / 60:,.0f} simulated minutes at 1,440×" in page
+    assert report["run"]["notes"] == [note] and html.escape(note) in page
+    assert "fleet CPU 12.5 s" in page and "server CPU 4 s" in page and "capped at 60×" in page
+
+
+def test_refusals_are_findings_about_external_servers_only() -> None:
+    metrics = synthetic_metrics()
+    for _ in range(200):
+        metrics.request("/updates", 501, 0.001, 0, True)
+    embedded = build_report(metrics, info(server_received=0))
+    assert embedded["findings"] == []  # our own server's outages are the scenario's
+    external = dataclasses.replace(info(server_received=None), embedded=False)
+    (refused,) = build_report(metrics, external)["findings"]
+    assert (
+        refused["text"] == "your server refused or failed 200 of 240 /updates requests (501: 200)"
+    )
+    metrics.faults["reset"] += 7
+    (noted,) = build_report(metrics, external)["findings"]
+    assert noted["text"].endswith("; the scenario's network injected 7 faults, counted in these")
+    metrics.request("/updates", 200, 0.001, 0, False)  # below half: no finding
+    for _ in range(200):
+        metrics.request("/updates", 200, 0.001, 0, False)
+    assert build_report(metrics, external)["findings"] == []
+
+
+def test_phantom_failures_are_findings_not_failures() -> None:
+    from agent.protocol.profiles import get_profile
+
+    metrics = synthetic_metrics()
+    device = metrics.devices[1]
+    before = dict(metrics.failures())
+    payload = {"kind": "failed", "error": "no_new_version_available", "statusCode": 200}
+    metrics.check_result(device, get_profile(), payload)
+    metrics.stat(device, "download_fail", "1.0.0", 100.0)
+    assert dict(metrics.failures()) == before and metrics.actions["download_fail"] == 1
+    metrics.check_result(device, get_profile(), {**payload, "error": "no_channel"})
+    metrics.stat(device, "download_fail", "1.0.0", 200.0)  # a real failure stays one
+    assert metrics.failures()["download_fail"] == before.get("download_fail", 0) + 1
+    report = build_report(metrics, info(server_received=0))
+    assert report["failures"]["download_fail"] == 1 and report["findings"][0]["events"] == 1

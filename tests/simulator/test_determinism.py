@@ -1,0 +1,92 @@
+"""The same scenario and seed give the same fleet life, whatever the machine does meanwhile.
+
+Each run is compared with everything it outputs: devices.csv and timeline.csv byte for byte,
+report.json field for field except the documented wall-clock fields (`WALL_CLOCK`). One run
+has CPU-burning processes competing for the cores; another is split over two processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from simulator.runner import RunOptions, simulate
+
+# report.json "run" fields that describe the machine, not the fleet (docs/simulator.md)
+WALL_CLOCK = ("started_at", "wall_s", "speedup", "wall", "server")
+SCENARIO = "flaky-network"  # faults, retries, offline periods: every random stream at work
+DEVICES = 30
+
+
+def _burn(until: float) -> None:
+    while time.monotonic() < until:
+        sum(i * i for i in range(10_000))
+
+
+@contextmanager
+def cpu_burners(n: int = 2, limit_s: float = 120.0) -> Iterator[None]:
+    """`n` processes spinning on the CPU (each ends by itself after `limit_s`)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_burn, args=(time.monotonic() + limit_s,)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()
+
+
+def outputs(
+    tmp_path: Path, name: str, scenario: str, seed: int = 5, **options: Any
+) -> dict[str, Any]:
+    """A run's report folder: devices.csv and timeline.csv as bytes, report.json parsed."""
+    out = tmp_path / name
+    simulate(
+        RunOptions(scenario, devices=DEVICES, seed=seed, report_dir=out, progress=False, **options)
+    )
+    report = json.loads((out / "report.json").read_text())
+    for field in WALL_CLOCK:
+        report["run"].pop(field)
+    for endpoint in report["requests"].values():
+        endpoint.pop("latency_ms")  # real milliseconds of the loopback exchanges
+    return {
+        "devices.csv": (out / "devices.csv").read_bytes(),
+        "timeline.csv": (out / "timeline.csv").read_bytes(),
+        "report.json": report,
+    }
+
+
+def assert_same(first: dict[str, Any], second: dict[str, Any]) -> None:
+    for name in first:
+        assert first[name] == second[name], name
+
+
+def test_same_seed_same_outputs_under_cpu_contention(tmp_path: Path) -> None:
+    quiet = outputs(tmp_path, "quiet", SCENARIO)
+    with cpu_burners():
+        loaded = outputs(tmp_path, "loaded", SCENARIO)
+    assert_same(quiet, loaded)
+    assert quiet["report.json"]["faults"]["offline"] > 0  # the random streams really ran
+    other = outputs(tmp_path, "other-seed", SCENARIO, seed=6)
+    assert other["devices.csv"] != quiet["devices.csv"]  # the comparison can fail
+
+
+def test_two_processes_report_as_one(tmp_path: Path) -> None:
+    one = outputs(tmp_path, "one", "mitm-tamper")
+    two = outputs(tmp_path, "two", "mitm-tamper", processes=2)
+    assert one["report.json"]["mitm"].get("swap", 0) > 0  # shared knowledge crossed shards
+    assert_same(one, two)
+
+
+def test_the_clock_step_changes_how_much_runs_at_once_never_what_happens(tmp_path: Path) -> None:
+    """A step's window is concurrency, not resolution: each device keeps its exact time."""
+    wide = outputs(tmp_path, "wide", "staged-rollout", window_s=3600.0)
+    narrow = outputs(tmp_path, "narrow", "staged-rollout", window_s=1.0)
+    assert_same(wide, narrow)
