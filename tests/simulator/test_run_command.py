@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig
 from simulator.cli import main
+from simulator.preflight import Endpoints
+from simulator.runner import RunOptions, _config
 
 TINY = """
 description = "ten devices for two hours"
@@ -105,3 +108,14 @@ def test_an_external_server_is_used_as_it_is(tmp_path: Path) -> None:
     assert report["timeline"] == [] and any("yours to perform" in n for n in notes)
     assert any("its own clock is real time" in n for n in notes)  # the fidelity guard
     assert report["stats"]["lost"] is None and "stats_lost" in report["unknown"]
+
+
+def test_fleet_devices_run_without_the_real_time_rate_check() -> None:
+    """The slow-retrieval rate check counts real time, which a device's virtual waits fill
+    whenever a step or barrier is held up: a fleet's devices must not stop downloads by it,
+    while a device's own default keeps it on."""
+    base = "http://127.0.0.1:1"
+    urls = Endpoints(f"{base}/updates", f"{base}/stats", f"{base}/channel_self")
+    config = _config(urls, "", "production", RunOptions())
+    assert config.stall_window_s == 0
+    assert AgentConfig(update_url=urls.updates).stall_window_s > 0
