@@ -8,14 +8,20 @@ of `simulator.prove.powercut`, each reopened and booted.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from capgo_peer import CapgoPeer
+from device_harness import NoWaitClock
 
 from agent import store as store_module
+from agent.config import AgentConfig, DeviceIdentity
 from agent.core.base import AgentBase
+from agent.drivers.backends import make_sync_port
+from agent.drivers.sync import SyncDevice
 from agent.store import DeviceStore, atomic_write, fsync_dir
 from simulator.prove.powercut import (
     DiskRecorder,
@@ -133,3 +139,31 @@ def test_disk_full_proof_finds_a_commit_the_core_believes_written(
     monkeypatch.setattr(AgentBase, "commit_failed", lambda self: None)
     figures = prove_disk_full()
     assert any("did not install once space returned" in p for p in figures.problems)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_only_a_durable_device_fsyncs(
+    durable: bool, peer: CapgoPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's devices run with `durable=False` (kills simulated, power loss not): a whole
+    download, unpack and install then fsyncs nothing, while a durable device fsyncs it."""
+    peer.publish("1.0.1")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    config = AgentConfig(
+        update_url=f"{peer.url}/updates",
+        stats_url=f"{peer.url}/stats",
+        channel_url=f"{peer.url}/channel_self",
+    )
+    identity = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "android", "1.0.0")
+    port = make_sync_port()
+    try:
+        device = SyncDevice.open(
+            tmp_path / "device", config, identity, port, clock=NoWaitClock(), durable=durable
+        )
+        device.launch()
+        assert device.status().next is not None  # downloaded, unpacked and installed
+    finally:
+        port.close()
+    assert bool(synced) == durable
