@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
 
+from simulator.commands import percent, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -53,9 +54,9 @@ def register(sub: Any) -> None:
         path = "channel_self" if name == "channel" else name
         p.add_argument(f"--{name}-url", metavar="URL", default="",
                        help=f"default: SERVER/{path}")  # fmt: skip
-    p.add_argument("--devices", type=_positive_int, default=20, metavar="N",
+    p.add_argument("--devices", type=positive_int, default=20, metavar="N",
                    help="synthetic devices for rollout and burst checks (default 20)")  # fmt: skip
-    p.add_argument("--expect-rollout", type=_percent, metavar="PCT",
+    p.add_argument("--expect-rollout", type=percent, metavar="PCT",
                    help="the rollout percentage the channel is set to")  # fmt: skip
     p.add_argument("--native-version", default="1.0.0", metavar="X.Y.Z",
                    help="native version of the probing devices (default 1.0.0; adjusted when "
@@ -68,7 +69,7 @@ def register(sub: Any) -> None:
                    help="do not run this check, family or glob (repeatable)")  # fmt: skip
     p.add_argument("--max-p99-ms", type=float, default=2000.0, metavar="MS",
                    help="latency budget for the burst's p99 (default 2000)")  # fmt: skip
-    p.add_argument("--fuzz-examples", type=_positive_int, default=40, metavar="N",
+    p.add_argument("--fuzz-examples", type=positive_int, default=40, metavar="N",
                    help="malformed requests to generate (default 40)")  # fmt: skip
     p.add_argument("--ca-file", metavar="PEM", help="trust this CA bundle for https")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
@@ -76,20 +77,6 @@ def register(sub: Any) -> None:
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML page")
     p.add_argument("--list", action="store_true", help="list every check and exit")
     p.set_defaults(func=run, extra="check")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _percent(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be between 0 and 100")
-    return value
 
 
 def _list() -> int:

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from simulator.commands import version
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -68,7 +69,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_endpoint_options(init)
     init.add_argument("--app-id", required=True, help="app id, e.g. com.example.app")
     init.add_argument("--platform", required=True, choices=["ios", "android"])
-    init.add_argument("--version-build", required=True, help="native app version, e.g. 1.0.0")
+    init.add_argument(
+        "--version-build", required=True, type=version, help="native app version, e.g. 1.0.0"
+    )
     init.add_argument("--version-code", default="1", help="native build number (default 1)")
     init.add_argument("--os-version", default="17.0", help="OS version (default 17.0)")
     init.add_argument("--public-key", type=Path, help="PEM public key or capacitor.config.json")

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from simulator.commands import positive_float, positive_int, timespan, version
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -38,15 +39,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", help="your OTA server's base URL (default: the embedded server)")
     add_endpoint_options(p)
-    p.add_argument("-u", "--users", type=int, default=50, help="device users (default 50)")
-    p.add_argument("-r", "--spawn-rate", type=float, default=10.0, help="users started per s")
-    p.add_argument("-t", "--run-time", default="30s", help="e.g. 30s, 5m (default 30s)")
+    p.add_argument("-u", "--users", type=positive_int, default=50, help="device users (default 50)")
+    p.add_argument(
+        "-r", "--spawn-rate", type=positive_float, default=10.0, help="users started per s"
+    )
+    p.add_argument(
+        "-t", "--run-time", type=timespan, default="30s", help="e.g. 30s, 5m (default 30s)"
+    )
     p.add_argument(
         "--processes", type=int, default=1, help="Locust worker processes (-1: one per core)"
     )
     p.add_argument("--app-id", default=DEFAULT_APP_ID)
     p.add_argument("--public-key", type=Path, help="the app's public key (with --host)")
-    p.add_argument("--release", default="1.0.1", help="version to publish (embedded server)")
+    p.add_argument(
+        "--release", type=version, default="1.0.1", help="version to publish (embedded server)"
+    )
     p.add_argument("--out", type=Path, default=Path("otasim-loadtest"), help="report folder")
     p.add_argument("locust_args", nargs=argparse.REMAINDER, help="-- then Locust options")
     p.set_defaults(func=run, extra="loadtest")
@@ -101,8 +108,6 @@ def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.users < 1:
-        raise CommandError("--users must be >= 1")
     if args.public_key is not None and not args.public_key.is_file():
         raise CommandError(f"no such file: {args.public_key}")
     _preflight(args)

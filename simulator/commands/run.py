@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from simulator.commands import positive_float, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -48,11 +49,9 @@ def register(sub: Any) -> None:
         "--scenario", default="steady-rollout", metavar="NAME_OR_FILE",
         help="a bundled scenario name or a TOML file (default: steady-rollout)",
     )  # fmt: skip
+    parser.add_argument("--devices", type=positive_int, help="fleet size (default: the scenario's)")
     parser.add_argument(
-        "--devices", type=_positive_int, help="fleet size (default: the scenario's)"
-    )
-    parser.add_argument(
-        "--time-scale", type=_positive_float, metavar="N",
+        "--time-scale", type=positive_float, metavar="N",
         help="cap on simulated seconds per real second, to watch a run live or to pace an "
              "external server (default: uncapped, simulated time advances by work)",
     )  # fmt: skip
@@ -93,10 +92,10 @@ def register(sub: Any) -> None:
              "(default 3; never activated; docs/agent.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--artefact-retry-window-h", type=_positive_float, metavar="H",
+        "--artefact-retry-window-h", type=positive_float, metavar="H",
         help="the window of those retries, from the first failure (default 24)",
     )  # fmt: skip
-    parser.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--processes", type=positive_int, default=1, metavar="N",
                         help="run the fleet in N processes, one event loop each (default 1); "
                              "for big fleets on several cores")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
@@ -135,20 +134,6 @@ def parse_expected(pairs: list[str]) -> dict[str, Path]:
             raise CommandError(f"--expect-release {version}: {path} does not exist")
         out[version] = Path(path)
     return out
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def run_command(args: argparse.Namespace) -> int:

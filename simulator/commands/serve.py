@@ -6,6 +6,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
+from simulator.commands import port
 from simulator.errors import CommandError
 
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 = any free port)")
+    p.add_argument("--port", type=port, default=8787, help="port (default 8787; 0 = any free port)")
     p.add_argument("--data", type=Path, default=Path("otasim-data"), help="data folder")
     p.add_argument("--public-url", help="base URL devices use for downloads (default: Host)")
     p.add_argument(
