@@ -5,6 +5,9 @@ Each subcommand group lives in `simulator.commands.<name>` and exposes
 Modules import their heavy dependencies inside the handlers so that `otasim --help`
 stays fast, and works with no extra installed: a command that needs one of pyproject's extras
 sets `extra` in its parser defaults, and runs only when that extra's modules are there.
+
+Every error reaches the user as one last line `otasim: error: ...` (after argparse's usage
+line for a usage error), never as a traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import NoReturn
 
 from simulator.errors import CommandError
 
@@ -53,14 +60,33 @@ def check_extra(command: str, extra: str) -> None:
         )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with the one error line of every otasim error: `otasim: error: `,
+    then the subcommand (`run: argument --devices: ...`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("otasim").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"otasim: error: {where}{message}\n")
+
+
+def _version() -> str:
+    try:
+        return package_version("otasim")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="otasim",
         description=(
             "Capacitor live-update (Capgo) device agent, fleet simulator, reference "
             "OTA server and Locust load tests."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -69,8 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`otasim admin ... | head`): as CPython's docs on
+        # SIGPIPE advise, point stdout at devnull so that the flush at exit does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if getattr(args, "extra", None):
             check_extra(args.command, args.extra)
