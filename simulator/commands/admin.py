@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from simulator.commands import percent
 from simulator.errors import CommandError
 
 ROLE_HELP = "read (query) < upload (publish) < write (channels, rollouts, devices) < all (keys)"
@@ -63,7 +64,7 @@ def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "channel",
         "version",
     )
-    p.add_argument("percent", type=float)
+    p.add_argument("percent", type=percent)
     p.add_argument("--auto-pause-ratio", type=float, help="pause when fails/(installs+fails) > R")
     p.add_argument("--auto-pause-min", type=int, help="samples needed before auto-pause")
     for verb in ("pause", "resume", "complete"):

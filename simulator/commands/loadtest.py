@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-t", "--run-time", type=timespan, default="30s", help="e.g. 30s, 5m (default 30s)"
     )
     p.add_argument(
-        "--processes", type=int, default=1, help="Locust worker processes (-1: one per core)"
+        "--processes", type=_workers, default=1, help="Locust worker processes (-1: one per core)"
     )
     p.add_argument("--app-id", default=DEFAULT_APP_ID)
     p.add_argument("--public-key", type=Path, help="the app's public key (with --host)")
@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, default=Path("otasim-loadtest"), help="report folder")
     p.add_argument("locust_args", nargs=argparse.REMAINDER, help="-- then Locust options")
     p.set_defaults(func=run, extra="loadtest")
+
+
+def _workers(text: str) -> int:
+    """Locust's --processes: -1 (one per core) or a positive count."""
+    return -1 if text.strip() == "-1" else positive_int(text)
 
 
 def locustfile() -> Path:
@@ -138,10 +143,12 @@ def _preflight(args: argparse.Namespace) -> None:
     from simulator.preflight import PreflightError, check_writable, endpoints, probe_updates
 
     try:
+        external = bool(args.host or args.updates_url)
+        if external:  # a malformed URL is refused before the report folder is made
+            urls = endpoints(args.host, args.updates_url, args.stats_url, args.channel_url)
         check_writable([args.out])
-        if not (args.host or args.updates_url):
+        if not external:
             return
-        urls = endpoints(args.host, args.updates_url, args.stats_url, args.channel_url)
         pem = args.public_key.read_text() if args.public_key else None
         probe_updates(urls, args.app_id, args.plugin, pem)
     except (PreflightError, ValueError, OSError) as exc:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from simulator.commands import positive_int
 from simulator.errors import CommandError
 
 
@@ -25,7 +26,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument(
-        "--cases", type=int, metavar="N", help="cases per attack (default: each attack's own)"
+        "--cases",
+        type=positive_int,
+        metavar="N",
+        help="cases per attack (default: each attack's own)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the case generators (1)")
     p.add_argument(
@@ -47,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from simulator.prove.powercut import prove_disk_full, prove_power_cuts, recording_folder
     from simulator.prove.server import prove_server
 
-    if args.cases is not None and args.cases < 1:
-        raise CommandError("--cases must be at least 1")
     chosen = [
         a
         for a in ATTACKS

@@ -1,0 +1,94 @@
+"""The CLI contract for bad input, as a user meets it: the installed `otasim`, a fresh process
+per case. Each bad command exits 2, ends its stderr with one `otasim: error: ...` line, prints
+nothing on stdout (nothing started) and never shows a traceback. Only 127.0.0.1 is named, and
+only where a refused port (9) or an address without a scheme must be refused before any request.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+OTASIM = str(Path(sys.executable).with_name("otasim"))
+REFUSED = "http://127.0.0.1:9"
+DEVICE = ["--app-id", "com.example.app", "--platform", "ios"]
+
+BAD_ARGUMENTS: list[list[str]] = [
+    ["nope"],
+    ["run", "--server", "127.0.0.1:8787"],
+    ["run", "--devices", "abc"],
+    ["run", "--devices", "0"],
+    ["run", "--time-scale", "-1"],
+    ["run", "--processes", "many"],
+    ["run", "--scenario", "no-such-scenario"],
+    ["run", "--expect-release", "1.0.1", "--server", REFUSED],
+    ["run", "--http", "curl"],
+    ["loadtest", "-t", "forever"],
+    ["loadtest", "-u", "0"],
+    ["loadtest", "-r", "fast"],
+    ["loadtest", "--processes", "0"],
+    ["loadtest", "--release", "banana"],
+    ["loadtest", "--host", "127.0.0.1:9"],
+    ["serve", "--port", "99999"],
+    ["serve", "--port", "abc"],
+    ["publish"],
+    ["admin"],
+    ["admin", "--server", REFUSED, "--api-key", "k", "rollout", "a", "c", "1.0.0", "150"],
+    ["admin", "--server", REFUSED, "--api-key", "k", "key-revoke", "one"],
+    ["device"],
+    ["device", "init", "dev", "--server", REFUSED, *DEVICE, "--version-build", "banana"],
+    ["device", "init", "dev", "--server", "127.0.0.1:9", *DEVICE, "--version-build", "1.0.0"],
+    ["device", "status", "absent"],
+    ["keys", "create"],
+    ["bundle", "verify", "absent.zip"],
+    ["check", "--devices", "abc"],
+    ["check", "--expect-rollout", "150", "--server", REFUSED, "--app-id", "com.example.app"],
+    ["check", "--server", "127.0.0.1:9", "--app-id", "com.example.app"],
+    ["prove", "--cases", "0"],
+    ["prove", "--seed", "x"],
+]
+
+
+def otasim(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTASIM_")}
+    return subprocess.run(
+        [OTASIM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=" ".join)
+def test_bad_arguments_exit_2_with_one_error_line_and_start_nothing(
+    args: list[str], tmp_path: Path
+) -> None:
+    done = otasim(args, tmp_path)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.rstrip("\n").splitlines()[-1]
+    assert last.startswith("otasim: error: "), done.stderr
+    assert "invalid _" not in last, last  # argparse naming a private function
+    assert done.stdout == ""
+    assert list(tmp_path.iterdir()) == [], "created before failing"
+
+
+def test_version_is_the_installed_package_version(tmp_path: Path) -> None:
+    done = otasim(["--version"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"otasim {importlib.metadata.version('otasim')}\n"
+
+
+def test_a_closed_output_pipe_exits_1_without_a_traceback() -> None:
+    # `otasim ... | head` where head has gone: the reading end is closed before otasim writes.
+    with subprocess.Popen(
+        [OTASIM, "check", "--list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    assert code == 1, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
