@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import NoReturn
 
+from simulator.commands import HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Capacitor live-update (Capgo) device agent, fleet simulator, reference "
             "OTA server and Locust load tests."
         ),
+        epilog=exit_codes(
+            (2, "usage error, for every command (`otasim COMMAND --help` lists its other codes)"),
+            (130, "interrupted (Ctrl-C)"),
+        ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

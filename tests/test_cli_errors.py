@@ -6,13 +6,17 @@ only where a refused port (9) or an address without a scheme must be refused bef
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from simulator.cli import build_parser
 
 OTASIM = str(Path(sys.executable).with_name("otasim"))
 REFUSED = "http://127.0.0.1:9"
@@ -92,3 +96,23 @@ def test_a_closed_output_pipe_exits_1_without_a_traceback() -> None:
         code = proc.wait(timeout=60)
     assert code == 1, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """`parser` and every (sub)command parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+@pytest.mark.parametrize("parser", list(_parsers(build_parser())), ids=lambda p: p.prog)
+def test_every_help_lists_its_exit_codes_with_2_for_a_usage_error(
+    parser: argparse.ArgumentParser,
+) -> None:
+    text = parser.format_help()
+    block = text[text.index("\nexit codes:\n") :].splitlines()[2:]
+    codes = {int(line.split()[0]): line.split(None, 1)[1] for line in block if line[2:3].isdigit()}
+    assert codes[2].startswith("usage error"), text
+    assert "exit status" not in text  # one wording across commands

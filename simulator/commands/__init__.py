@@ -9,6 +9,26 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an `exit codes:` block keeps its rows as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit codes:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def exit_codes(*rows: tuple[int, str]) -> str:
+    """The `exit codes:` block every command's --help ends with (2 is always a usage error,
+    1 an expectation, check or target missed): one row per code, its text wrapped under it."""
+    lines = ["exit codes:"]
+    for code, text in rows:
+        first, *rest = textwrap.wrap(text, 80)
+        lines += [f"  {code}  {first}", *(f"     {line}" for line in rest)]
+    return "\n".join(lines)
 
 
 def _number(text: str, kind: type[int] | type[float], what: str) -> int | float:

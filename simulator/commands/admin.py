@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from simulator.commands import percent
+from simulator.commands import HelpFormatter, exit_codes, percent
 from simulator.errors import CommandError
 
 ROLE_HELP = "read (query) < upload (publish) < write (channels, rollouts, devices) < all (keys)"
@@ -33,11 +33,19 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+EXIT_CODES = exit_codes(
+    (0, "the call succeeded: prints the server's JSON answer"),
+    (2, "usage error, or the server unreachable or refusing the call (e.g. 404, 409)"),
+)
+
+
 def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def cmd(
         name: str, help_: str, action: Callable[..., Any], *args: str
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(
+            name, help=help_, description=help_, epilog=EXIT_CODES, formatter_class=HelpFormatter
+        )
         for arg in args:
             p.add_argument(arg)
         p.set_defaults(action=action)
@@ -153,6 +161,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "admin",
         help="manage the reference server: apps, channels, rollouts, rollback, keys, stats",
         description=f"Admin API calls; prints the JSON answer. Key roles: {ROLE_HELP}.",
+        epilog=EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"

@@ -14,23 +14,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from simulator.commands import HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 if TYPE_CHECKING:
     from agent.security.keys import PublicKey
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
-MAKE_EXIT_CODES = """exit codes:
-  0  done
-  2  usage error, or an input is missing or unusable (the message says which)"""
-VERIFY_EXIT_CODES = """exit codes:
-  0  a device would accept the bundle (with --unpack, its files are in DIR)
-  1  a device would refuse it: prints the Capgo stats action it would report and why
-     (checksum_fail, checksum_required, decrypt_fail, unzip_fail, canonical_path_fail,
-     windows_path_fail, directory_path_fail)
-  2  usage error, or an input is missing or unusable (file, key, non-empty DIR)
-
-Nothing is written outside --unpack DIR; on refusal DIR is left as it was."""
+_UNUSABLE = (EXIT_USAGE, "usage error, or an input is missing or unusable (the message says which)")
+MAKE_EXIT_CODES = exit_codes((EXIT_ACCEPTED, "done"), _UNUSABLE)
+_REFUSED = (
+    "a device would refuse it: prints the Capgo stats action it would report and why "
+    "(checksum_fail, checksum_required, decrypt_fail, unzip_fail, canonical_path_fail, "
+    "windows_path_fail, directory_path_fail)"
+)
+VERIFY_EXIT_CODES = (
+    exit_codes(
+        (EXIT_ACCEPTED, "a device would accept the bundle (with --unpack, its files are in DIR)"),
+        (EXIT_REJECTED, _REFUSED),
+        (EXIT_USAGE, "usage error, or an input is missing or unusable (file, key, non-empty DIR)"),
+    )
+    + "\n\nNothing is written outside --unpack DIR; on refusal DIR is left as it was."
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "bundle",
         help="zip, encrypt, make delta manifests, and verify bundles as a device would",
         description="Capgo-compatible bundle artefacts (see docs/bundles.md).",
+        epilog=exit_codes(
+            (EXIT_ACCEPTED, "done (verify: a device would accept the bundle)"),
+            (EXIT_REJECTED, "verify: a device would refuse the bundle"),
+            _UNUSABLE,
+        ),
+        formatter_class=HelpFormatter,
     )
     cmds = p.add_subparsers(dest="bundle_command", metavar="ACTION")
     cmds.required = True

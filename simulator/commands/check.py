@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
 
-from simulator.commands import percent, positive_int
+from simulator.commands import exit_codes, percent, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -29,9 +29,12 @@ examples:
 Checks that need what was not given (a public key, --allow-writes, a published release) are
 reported as skipped with the reason, never as passed. Without --allow-writes nothing is
 written to the server except what update checks record (synthetic device ids, listed).
-exit status: 0 when no check of severity error failed, 1 when one did, 2 on a usage error or
-an unreachable server.
-"""
+
+""" + exit_codes(
+    (0, "no check of severity error failed"),
+    (1, "a check of severity error failed"),
+    (2, "usage error, or the server unreachable"),
+)
 
 
 def register(sub: Any) -> None:

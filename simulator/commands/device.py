@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulator.commands import version
+from simulator.commands import exit_codes, version
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -23,15 +23,25 @@ if TYPE_CHECKING:
 
 DEVICE_FILE = "device.json"
 EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED, EXIT_DISK = 0, 2, 3, 4
-EXIT_CODES = """exit codes:
-  0  the command ran; the device is consistent (this includes "no update", also when
-     the device's plugin reported an up-to-date answer as a failure: printed as a finding)
-  2  usage error, or DIR is not a device folder (or already is one, for init)
-  3  an update check or download failed (server unreachable, refused, bad answer,
-     verification failure); the device still boots its previous bundle
-  4  the device folder could not be written (disk full, permissions), also when a
-     download stopped for lack of space (stats insufficient_disk_space); the partial
-     download is deleted and the device still boots its previous bundle"""
+EXIT_CODES = exit_codes(
+    (
+        0,
+        'the command ran; the device is consistent (this includes "no update", also when the '
+        "device's plugin reported an up-to-date answer as a failure: printed as a finding)",
+    ),
+    (2, "usage error, or DIR is not a device folder (or already is one, for init)"),
+    (
+        3,
+        "an update check or download failed (server unreachable, refused, bad answer, "
+        "verification failure); the device still boots its previous bundle",
+    ),
+    (
+        4,
+        "the device folder could not be written (disk full, permissions), also when a "
+        "download stopped for lack of space (stats insufficient_disk_space); the partial "
+        "download is deleted and the device still boots its previous bundle",
+    ),
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,11 +7,13 @@ import json
 import os
 from pathlib import Path
 
+from simulator.commands import HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
-EXIT_CODES = """exit codes:
-  0  keys written
-  2  usage error, or the key files exist (use --force) or cannot be written"""
+EXIT_CODES = exit_codes(
+    (0, "keys written"),
+    (2, "usage error, or the key files exist (use --force) or cannot be written"),
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "keys",
         help="create the RSA key pair that signs and encrypts bundles",
         description="Bundle signing keys, compatible with the Capgo CLI (v2 encryption).",
+        epilog=EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     cmds = p.add_subparsers(dest="keys_command", metavar="ACTION")
     cmds.required = True

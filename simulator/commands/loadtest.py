@@ -16,7 +16,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from simulator.commands import positive_float, positive_int, timespan, version
+from simulator.commands import (
+    HelpFormatter,
+    exit_codes,
+    positive_float,
+    positive_int,
+    timespan,
+    version,
+)
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -32,10 +39,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Without --host: start the embedded reference server, publish a signed, encrypted "
             "release on channel production, and load it. Prints Locust's summary and writes "
             "its CSV files and HTML report into --out. Arguments after -- go to Locust as "
-            "they are, e.g. -- --max-error-ratio 0.01 --load-shape release-day. "
-            "Exit code: Locust's (1 when a threshold or request failed the run), 2 on "
-            "usage errors."
+            "they are, e.g. -- --max-error-ratio 0.01 --load-shape release-day."
         ),
+        epilog=exit_codes(
+            (0, "Locust's run passed"),
+            (
+                1,
+                "Locust failed the run (a request failed, or a threshold given after -- "
+                "such as --max-error-ratio was crossed)",
+            ),
+            (
+                2,
+                "usage error, or the pre-flight failed (report folder not writable, server "
+                "unreachable or not answering like a Capgo server for this app)",
+            ),
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--host", help="your OTA server's base URL (default: the embedded server)")
     add_endpoint_options(p)

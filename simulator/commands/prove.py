@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from simulator.commands import positive_int
+from simulator.commands import HelpFormatter, exit_codes, positive_int
 from simulator.errors import CommandError
 
 
@@ -21,9 +21,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "agent over loopback HTTP, and cut power / kill the device at every write boundary "
             "of an update's life. Prints, per attack, the cases generated, how many the "
             "attacker really injected, and the activations, unbootable devices and unhandled "
-            "errors (target: 0). Exit code 1 when a target is missed outside the known gaps "
-            "of the Capgo v2 protocol (shown in the notes)."
+            "errors (target: 0)."
         ),
+        epilog=exit_codes(
+            (
+                0,
+                "every target met, outside the known gaps of the Capgo v2 protocol (shown in "
+                "the notes)",
+            ),
+            (
+                1,
+                "a target missed: a bad bundle activated, a device left unbootable or an error "
+                "unhandled",
+            ),
+            (2, "usage error"),
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--cases",

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from simulator.commands import HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 
@@ -20,6 +21,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "as bundle --version and point --channel at it (or roll it out to --rollout "
             "percent of the channel's devices). The app and channel are created if missing."
         ),
+        epilog=exit_codes(
+            (0, "published: prints the server's answer as JSON"),
+            (
+                2,
+                "usage error, an unreadable source or key, or the server unreachable or "
+                "refusing the upload (the message says why)",
+            ),
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("source", metavar="DIST_OR_ZIP", type=Path)
     p.add_argument(

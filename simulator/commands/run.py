@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from simulator.commands import positive_float, positive_int
+from simulator.commands import exit_codes, positive_float, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -32,9 +32,16 @@ plugin-7 and plugin-6 (one stats object per POST, `kind` not read); docs/agent.m
 Before the fleet starts, a pre-flight (seconds) checks that the report and work folders are
 writable and that the server answers /updates like a Capgo server for this app, with a key
 that opens what it offers; otherwise exit 2 with one line naming the problem.
-exit status: 0 when every expectation of the scenario holds (an unmeasurable one is
-`unknown`, not a pass nor a miss), 1 when one is missed, 2 on errors.
-"""
+
+""" + exit_codes(
+    (
+        0,
+        "every expectation of the scenario holds (an unmeasurable one is `unknown`, neither "
+        "a pass nor a miss)",
+    ),
+    (1, "an expectation missed"),
+    (2, "usage error, or the run cannot start (pre-flight, scenario, server set-up)"),
+)
 
 
 def register(sub: Any) -> None:

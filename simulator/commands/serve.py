@@ -6,7 +6,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from simulator.commands import port
+from simulator.commands import HelpFormatter, exit_codes, port
 from simulator.errors import CommandError
 
 
@@ -19,6 +19,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "bundle files under /files/, the admin API under /api/. Data (SQLite + files) "
             "lives in --data. On first start an admin API key (role all) is printed once."
         ),
+        epilog=exit_codes(
+            (0, "the server stopped"),
+            (
+                2,
+                "usage error, or the server cannot start (port in use, data folder or TLS "
+                "files unusable)",
+            ),
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=8787, help="port (default 8787; 0 = any free port)")
