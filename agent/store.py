@@ -134,7 +134,7 @@ class DeviceStore:
         """Open (creating if needed) a device folder, clean it, and load its state and stats.
 
         `durable`: fsync every commit (see `atomic_write`). `free_space`: how many bytes the
-        device's disk has free, asked before a download and before unpacking.
+        device's disk has free, asked before and during a download (unpacking asks the disk).
 
         Raises:
             LocalError: the folder cannot be created or its files are corrupt.
