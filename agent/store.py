@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -105,12 +105,23 @@ def read_json(path: Path) -> Any:
         raise LocalError("state_corrupt", f"cannot read {path}: {exc}") from exc
 
 
+FreeSpace = Callable[[Path], int]  # a folder -> bytes free on its file system
+
+
+def disk_free(folder: Path) -> int:
+    """What the file system holding `folder` has free (the store's default `free_space`)."""
+    return shutil.disk_usage(folder).free
+
+
 class DeviceStore:
     """One device folder. Open it with `DeviceStore.open`."""
 
-    def __init__(self, folder: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *, durable: bool = True, free_space: FreeSpace = disk_free
+    ) -> None:
         self.folder = folder
         self.durable = durable
+        self.free_space = free_space  # the injection point of a full disk (the simulator's)
         self.bundles = folder / "bundles"
         self.downloads = folder / "downloads"
         self.staging = folder / "staging"
@@ -118,16 +129,17 @@ class DeviceStore:
 
     @classmethod
     def open(
-        cls, folder: Path, *, durable: bool = True
+        cls, folder: Path, *, durable: bool = True, free_space: FreeSpace = disk_free
     ) -> tuple[DeviceStore, DeviceState, list[StatEvent]]:
         """Open (creating if needed) a device folder, clean it, and load its state and stats.
 
-        `durable`: fsync every commit (see `atomic_write`).
+        `durable`: fsync every commit (see `atomic_write`). `free_space`: how many bytes the
+        device's disk has free, asked before and during a download (unpacking asks the disk).
 
         Raises:
             LocalError: the folder cannot be created or its files are corrupt.
         """
-        store = cls(Path(folder), durable=durable)
+        store = cls(Path(folder), durable=durable, free_space=free_space)
         try:
             for sub in (store.folder, store.bundles, store.downloads, store.staging):
                 sub.mkdir(parents=True, exist_ok=True)
@@ -192,6 +204,10 @@ class DeviceStore:
         self._encoded = encoded
         data = b"[" + b",".join(parts) + b"]"
         atomic_write(self.folder / STATS_FILE, data, durable=self.durable)
+
+    def free_bytes(self) -> int:
+        """Bytes free on the device's disk, as `free_space` answers."""
+        return self.free_space(self.folder)
 
     def bundle_dir(self, bundle_id: str) -> Path:
         return self.bundles / bundle_id

@@ -34,10 +34,11 @@ from agent.drivers.api import AgentObserver, BundleView
 from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
+from agent.store import disk_free
 
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
-from simulator.scenario import Behaviour, Release
+from simulator.scenario import Behaviour, DiskFull, Release
 
 BEHAVIOUR_FILE = "otasim-behaviour.json"
 DAY_S = 86_400.0
@@ -169,9 +170,12 @@ class VirtualDevice(AgentObserver):
         outcome: DeviceOutcome,
         folder: Path,
         seed: int,
+        *,
+        disk_full: DiskFull | None = None,
     ) -> None:
         self.ctx, self.identity, self.behaviour, self.outcome = ctx, identity, behaviour, outcome
         self.folder = folder
+        self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
         self.rng = random.Random(seed)  # the user's and the app's decisions
         self.agent_rng = random.Random(seed + 1)  # the agent's jitter
@@ -289,7 +293,17 @@ class VirtualDevice(AgentObserver):
             rng=self.agent_rng,
             observer=self,
             durable=False,  # kills are simulated, power loss is not: atomic renames, no fsync
+            free_space=self._free_space if self.disk_full else disk_free,
         )
+
+    def _free_space(self, folder: Path) -> int:
+        """The store's free-space answer: none while the scenario's disk-full period lasts on
+        this device's clock (counted as a `disk_full` fault), the real disk's otherwise."""
+        full = self.disk_full
+        if full is not None and full.from_s <= self.clock.t < full.until_s:
+            self.ctx.metrics.faults["disk_full"] += 1
+            return 0
+        return disk_free(folder)
 
     async def _leave(self) -> None:
         if self.device is None:

@@ -13,7 +13,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -43,6 +43,7 @@ class DeviceSpec:
     behaviour: str
     mitm: str  # "" when not behind the man in the middle
     seed: int
+    disk_full: bool = False  # in the scenario's disk-full share
 
 
 def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
@@ -66,6 +67,11 @@ def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
                     seed=rng.getrandbits(48),
                 )
             )
+    if scenario.disk_full is not None:  # drawn apart: the other draws stay as without it
+        count = round(scenario.disk_full.share * devices)
+        full = random.Random(f"{seed}:disk_full").sample(range(devices), count)
+        for index in full:
+            specs[index] = replace(specs[index], disk_full=True)
     return specs
 
 
@@ -139,7 +145,7 @@ class Fleet:
         sc = self.scenario
         outcome = DeviceOutcome(
             spec.index, spec.device_id, spec.platform, spec.os, spec.network,
-            spec.behaviour, spec.channel, spec.mitm,
+            spec.behaviour, spec.channel, spec.mitm, spec.disk_full,
         )  # fmt: skip
         self.metrics.devices.append(outcome)
         identity = DeviceIdentity(
@@ -152,8 +158,9 @@ class Fleet:
         )
         folder = workdir / "devices" / f"{spec.index:06d}"
         device = VirtualDevice(
-            ctx, identity, sc.behaviours[spec.behaviour], outcome, folder, spec.seed
-        )
+            ctx, identity, sc.behaviours[spec.behaviour], outcome, folder, spec.seed,
+            disk_full=sc.disk_full if spec.disk_full else None,
+        )  # fmt: skip
         return device
 
     def now_s(self) -> float:

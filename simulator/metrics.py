@@ -43,6 +43,7 @@ class DeviceOutcome:
     behaviour: str
     channel: str
     mitm: str = ""
+    disk_full: bool = False  # in the scenario's disk-full share
     running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
     download_starts: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)

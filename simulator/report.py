@@ -83,7 +83,7 @@ def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
         )
     if info.embedded:  # our own server: its outages are the scenario's, not findings
         return out
-    injected = sum(metrics.faults.values())
+    injected = sum(n for kind, n in metrics.faults.items() if kind != "disk_full")  # network's
     for name, counts in metrics.refusals().items():
         total = counts["requests"]
         bad = {s: n for s, n in counts.items() if s != "requests"}
@@ -172,10 +172,19 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
         },
         "bytes": {**dict(sorted(metrics.bytes.items())), "total": sum(metrics.bytes.values())},
         "requests": metrics.latency_summary(),
-        "faults": dict(sorted(metrics.faults.items())),
+        "faults": _faults(metrics),
         "mitm": dict(sorted(metrics.mitm.items())),
         "timeline": metrics.steps,
     }
+
+
+def _faults(metrics: Metrics) -> dict[str, int]:
+    """Faults injected by kind; with a disk-full share, also how many devices it holds."""
+    faults = dict(metrics.faults)
+    full = sum(d.disk_full for d in metrics.devices)
+    if full:
+        faults["disk_full_devices"] = full
+    return dict(sorted(faults.items()))
 
 
 def _time_to_adoption(
@@ -219,6 +228,7 @@ def _device_row(d: Any) -> dict[str, object]:
         "behaviour": d.behaviour,
         "channel": d.channel,
         "mitm": d.mitm,
+        "disk_full": int(d.disk_full),
         "final_version": d.version,
         "versions_run": " ".join(v for _, v in d.running),
         "downloads": sum(d.downloads.values()),

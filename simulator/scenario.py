@@ -98,6 +98,15 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class DiskFull:
+    """A share of the fleet whose disk is full from `from_s` until `until_s` (run time)."""
+
+    share: float
+    from_s: float
+    until_s: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -114,6 +123,7 @@ class Scenario:
     mitm_modes: Choice  # each device behind the MITM gets one of these modes
     mitm_rate: float
     expectations: tuple[Expectation, ...]
+    disk_full: DiskFull | None = None
 
 
 def bundled_scenarios() -> list[str]:
@@ -146,7 +156,7 @@ BUILTIN_BEHAVIOURS = {
 }
 _TOP = {
     "name", "description", "duration_h", "devices", "time_scale", "app_id", "native_version",
-    "fleet", "behaviours", "releases", "timeline", "mitm", "expect",
+    "fleet", "behaviours", "releases", "timeline", "mitm", "expect", "disk_full",
 }  # fmt: skip
 
 
@@ -263,6 +273,20 @@ class _Reader:
                 self.expectation(e, f"expect[{i}]", versions, duration_s)
                 for i, e in enumerate(self.items(raw, "expect"))
             ),
+            disk_full=self.disk_full(raw["disk_full"], duration_s) if "disk_full" in raw else None,
+        )
+
+    def disk_full(self, raw: object, duration_s: float) -> DiskFull:
+        t = self.table(raw, "disk_full", {"share", "from_h", "until_h"})
+        hours = duration_s / 3600
+        from_h = self.number(t, "from_h", "disk_full", 0.0, hi=hours)
+        until_h = self.number(t, "until_h", "disk_full", hours, hi=hours)
+        if until_h <= from_h:
+            raise self.fail("disk_full.until_h", f"must be after from_h ({from_h:g})")
+        return DiskFull(
+            share=self.number(t, "share", "disk_full", hi=1.0),
+            from_s=from_h * 3600,
+            until_s=until_h * 3600,
         )
 
     def behaviour(self, raw: object, where: str) -> Behaviour:

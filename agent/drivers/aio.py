@@ -34,6 +34,7 @@ from agent.drivers.http import AsyncHttpPort, HttpResponse
 from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
 from agent.errors import AgentError, TransportError
 from agent.protocol.base import ChannelAnswer, ChannelListing, Dialect, OutgoingRequest
+from agent.store import FreeSpace, disk_free
 
 
 class AsyncDevice:
@@ -72,12 +73,14 @@ class AsyncDevice:
         observer: AgentObserver | None = None,
         durable: bool = True,
         dialect: Dialect | None = None,
+        free_space: FreeSpace = disk_free,
     ) -> AsyncDevice:
         """Open (or create) the device stored in `folder`, repairing it after any kill.
 
         `durable=False` skips fsync on commits: still safe against kills, not power loss
         (for simulated fleets, see `agent.store.atomic_write`). `dialect`: the server protocol
-        (default `CapgoDialect`).
+        (default `CapgoDialect`). `free_space`: the disk's free-space answer (a simulated
+        full disk; see `agent.store.DeviceStore`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.
@@ -93,6 +96,7 @@ class AsyncDevice:
             observer=observer,
             durable=durable,
             dialect=dialect,
+            free_space=free_space,
         )
         return cls(runtime, http, clock)
 

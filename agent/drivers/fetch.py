@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -96,7 +95,7 @@ def check_free_space(store: DeviceStore, needed: int) -> None:
     Raises:
         LocalError: `insufficient_disk_space`.
     """
-    free = shutil.disk_usage(store.folder).free
+    free = store.free_bytes()
     if free < needed:
         raise LocalError("insufficient_disk_space", f"{free} bytes free, {needed} needed")
 

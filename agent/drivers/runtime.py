@@ -61,7 +61,7 @@ from agent.protocol.profiles import get_profile
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
-from agent.store import DeviceStore
+from agent.store import DeviceStore, FreeSpace, disk_free
 
 IoEffect = SendRequest | DownloadBundle
 MAX_IN_PROCESS_WAIT_S = 60.0
@@ -128,6 +128,7 @@ class DeviceRuntime:
         observer: AgentObserver | None,
         durable: bool = True,
         dialect: Dialect | None = None,
+        free_space: FreeSpace = disk_free,
     ) -> None:
         self.config = config
         self.now = now
@@ -136,7 +137,7 @@ class DeviceRuntime:
         self.public_key: PublicKey | None = (
             load_public_key(config.public_key) if config.public_key else None
         )
-        self.store, state, stats = DeviceStore.open(folder, durable=durable)
+        self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
         self.agent = Agent(
             config,
             identity,

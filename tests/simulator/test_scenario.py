@@ -61,6 +61,11 @@ def test_a_file_path_loads_with_defaults(tmp_path: Path) -> None:
         ("[[fleet]]\nbehaviour = 'nightly'", "fleet[1].behaviour", "unknown value"),
         ("[[fleet]]\nmitm = true", "mitm.mode", "required"),
         ("[behaviours.x]\nkill_share = 2", "behaviours.x.kill_share", "within [0, 1]"),
+        ("[disk_full]\nshare = 1.5", "disk_full.share", "out of range"),
+        ("[disk_full]\nfrom_h = 1", "disk_full.share", "required"),
+        ("[disk_full]\nshare = 0.1\nfrom_h = 6\nuntil_h = 2", "disk_full.until_h", "after"),
+        ("[disk_full]\nshare = 0.1\nuntil_h = 30", "disk_full.until_h", "out of range"),
+        ("[disk_full]\nshare = 0.1\nlevel = 1", "disk_full.level", "unknown key"),
     ],
 )
 def test_invalid_files_name_file_key_and_reason(
@@ -78,6 +83,15 @@ def test_invalid_files_name_file_key_and_reason(
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert reason in message
+
+
+def test_a_disk_full_share_loads_in_run_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "full.toml"
+    path.write_text(MINIMAL + "\n[disk_full]\nshare = 0.25\nfrom_h = 1\nuntil_h = 6\n")
+    full = load_scenario(str(path)).disk_full
+    assert full is not None and (full.share, full.from_s, full.until_s) == (0.25, 3600, 21600)
+    path.write_text(MINIMAL)
+    assert load_scenario(str(path)).disk_full is None
 
 
 def test_unknown_name_lists_bundled_scenarios() -> None:
