@@ -141,9 +141,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otasim-lt-")))
             host, key_file = _embedded(stack, args, work)
+        _clear_report(args.out)
         done = subprocess.run(locust_command(args, host, key_file), check=False)
-    print(f"otasim: report in {args.out}/ (report.html, locust_stats.csv)")
+    if (args.out / "report.html").is_file():
+        print(f"otasim: report in {args.out}/ (report.html, locust_stats.csv)")
+    else:
+        print(f"otasim: Locust stopped with exit code {done.returncode}, no report written")
     return done.returncode
+
+
+def _clear_report(out: Path) -> None:
+    """Remove the files Locust writes into --out, so that a run that writes none can never
+    be read from an older run's."""
+    for old in (out / "report.html", *out.glob("locust_*.csv")):
+        old.unlink(missing_ok=True)
 
 
 def _origin(url: str) -> str:

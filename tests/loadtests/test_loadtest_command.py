@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from locust_run import Target
 
 from simulator.cli import build_parser, main
 from simulator.commands.loadtest import locust_command, locustfile
@@ -47,3 +50,21 @@ def test_a_wrong_target_is_refused_before_locust_starts(
     assert code == 2 and len(err) == 1
     assert err[0].startswith("otasim: error: pre-flight: ") and "no answer" in err[0]
     assert not (out / "locust_stats.csv").exists()
+
+
+def test_a_locust_run_that_writes_no_report_never_points_at_an_older_one(
+    target: Target, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("report.html", "locust_stats.csv"):
+        (out / name).write_text("an older run")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("otasim")), "loadtest", "--host", target.server.url,
+         "--public-key", str(target.public_key), "--out", str(out), "--", "--no-such-option"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "report in" not in done.stdout
+    assert "no report written" in done.stdout
+    assert list(out.glob("*.html")) == list(out.glob("*.csv")) == []
