@@ -32,6 +32,7 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["run", "--scenario", "no-such-scenario"],
     ["run", "--expect-release", "1.0.1", "--server", REFUSED],
     ["run", "--http", "curl"],
+    ["run", "--server", REFUSED, "--public-key", "{aside}/garbage.pem", "--report", "{aside}/r"],
     ["loadtest", "-t", "forever"],
     ["loadtest", "-u", "0"],
     ["loadtest", "-r", "fast"],
@@ -40,6 +41,15 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["loadtest", "--host", "127.0.0.1:9"],
     ["serve", "--port", "99999"],
     ["serve", "--port", "abc"],
+    [
+        "serve",
+        "--port",
+        "0",
+        "--tls-cert",
+        "{aside}/garbage.pem",
+        "--tls-key",
+        "{aside}/garbage.pem",
+    ],
     ["publish"],
     ["admin"],
     ["admin", "--server", REFUSED, "--api-key", "k", "rollout", "a", "c", "1.0.0", "150"],
@@ -67,9 +77,11 @@ def otasim(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=" ".join)
 def test_bad_arguments_exit_2_with_one_error_line_and_start_nothing(
-    args: list[str], tmp_path: Path
+    args: list[str], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    done = otasim(args, tmp_path)
+    aside = tmp_path_factory.mktemp("aside")  # files a case reads, outside its working folder
+    (aside / "garbage.pem").write_text("not a key\n")
+    done = otasim([arg.format(aside=aside) for arg in args], tmp_path)
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert done.returncode == 2, done.stderr
     last = done.stderr.rstrip("\n").splitlines()[-1]

@@ -144,6 +144,8 @@ def parse_expected(pairs: list[str]) -> dict[str, Path]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from agent.security.keys import PublicKeyError
+
     from simulator.errors import RunError
     from simulator.preflight import PreflightError
     from simulator.runner import RunOptions, simulate
@@ -183,6 +185,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     except PreflightError as exc:
         raise CommandError(f"pre-flight: {exc}") from None
+    except PublicKeyError as exc:
+        raise CommandError(f"--public-key {args.public_key}: {exc}") from None
     except AdminError as exc:
         raise CommandError(f"the server refused to set the run up: {exc}") from None
     except OSError as exc:

@@ -46,6 +46,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, extra="server")
 
 
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the pair as the server will, so that a bad one fails before anything starts."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise CommandError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its key ({exc})"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from simulator.server.auth import bootstrap_admin_key
     from simulator.server.db import connect
@@ -58,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise CommandError(f"no such file: {path}")
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
     try:
         conn = connect(args.data)
         key = bootstrap_admin_key(conn)
