@@ -203,6 +203,8 @@ class VirtualDevice(AgentObserver):
         error: AgentError | None,
     ) -> None:
         self.ctx.metrics.request(name, status, elapsed_s, response_bytes, error is not None)
+        self.outcome.requests += 1
+        self.outcome.unanswered += status is None
         if isinstance(error, TransportTimeout):
             self.ctx.metrics.timeouts += 1
 
@@ -325,7 +327,7 @@ class VirtualDevice(AgentObserver):
         try:
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
+            self.outcome.fail(getattr(exc, "action", type(exc).__name__), "", self.sim_now())
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
@@ -343,7 +345,7 @@ class VirtualDevice(AgentObserver):
         metrics, now = self.ctx.metrics, self.sim_now()
         if traits.crash_p and self.rng.random() < traits.crash_p:
             metrics.ran(self.outcome, version, now, confirmed=False)
-            self.outcome.crashes += 1
+            metrics.crashed(self.outcome, now)
             self._die()
             self.next_open = now + self.rng.uniform(*RELAUNCH_AFTER_CRASH_S)
         elif not traits.loads:
@@ -393,7 +395,7 @@ class VirtualDevice(AgentObserver):
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
+            self.outcome.fail(getattr(exc, "action", type(exc).__name__), "", self.sim_now())
             self.outcome.unbootable = True
             return
         finally:

@@ -189,7 +189,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             server_findings=(flags,) if flags else (),
         )
         report = build_report(done.fleet.metrics, info)
-        page = write_report(report, done.fleet.metrics, options.report_dir)
+        page = write_report(report, done.fleet.metrics, info, options.report_dir)
     return report, page
 
 

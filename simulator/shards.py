@@ -224,8 +224,8 @@ class _Tally:
 
     running: dict[str, int]  # version -> devices running it
     requests: int
-    failed: int
-    rolled_back: int
+    failed: int  # devices that met a failure
+    rolled_back: int  # devices rolled back
 
     @classmethod
     def of(cls, metrics: Metrics) -> _Tally:
@@ -233,7 +233,9 @@ class _Tally:
         for d in metrics.devices:
             running[d.version] = running.get(d.version, 0) + 1
         requests = sum(sum(c.values()) for c in metrics.statuses.values())
-        return cls(running, requests, len(metrics.failure_times), len(metrics.rollback_times))
+        failed = sum(bool(d.failure_log) for d in metrics.devices)
+        rolled_back = sum(bool(d.rollbacks) for d in metrics.devices)
+        return cls(running, requests, failed, rolled_back)
 
     @classmethod
     def total(cls, tallies: list[_Tally]) -> _Tally:
@@ -247,5 +249,5 @@ class _Tally:
     def line(self) -> str:
         n = max(sum(self.running.values()), 1)
         shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(self.running.items()))
-        return (f"{shares} · {self.requests:,} req · {self.failed:,} failed · "
+        return (f"{shares} · {self.requests:,} req · devices: {self.failed:,} failed, "
                 f"{self.rolled_back:,} rolled back")  # fmt: skip

@@ -87,7 +87,7 @@ def test_unknown_server_stats_leave_loss_and_its_verdict_unknown() -> None:
 def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> None:
     metrics = synthetic_metrics()
     report = build_report(metrics, info(server_received=0))
-    page = write_report(report, metrics, tmp_path)
+    page = write_report(report, metrics, info(server_received=None), tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["schema"] == "otasim.report/1"
     rows = list(csv.DictReader((tmp_path / "devices.csv").read_text().splitlines()))
     assert len(rows) == 40 and rows[0]["final_version"] == "builtin"
@@ -95,7 +95,7 @@ def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> Non
     assert float(timeline[-1]["1.0.1"]) == metrics.adoption("1.0.1", 24 * 3600)
     text = page.read_text()
     assert (
-        text.count("<svg") == 3
+        text.count("<svg") == 4
         and "<script" not in text
         and "http" not in text.split("<svg")[0].split("server")[0]
     )

@@ -31,21 +31,21 @@ max = 0
 metric = "adoption"
 version = "1.0.1"
 min = {min}
-"""
+{at}"""
 
 
-def scenario(tmp_path: Path, adoption_min: float) -> str:
+def scenario(tmp_path: Path, adoption_min: float, at_h: float | None = None) -> str:
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(min=adoption_min))
+    path.write_text(TINY.format(min=adoption_min, at="" if at_h is None else f"at_h = {at_h}\n"))
     return str(path)
 
 
-@pytest.mark.parametrize(("adoption_min", "status"), [(0.0, 0), (2.0, 1)])
+@pytest.mark.parametrize(("adoption_min", "status"), [(0.0, 0), (1.0, 1)])
 def test_exit_status_follows_the_expectations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], adoption_min: float, status: int
 ) -> None:
     report = tmp_path / "out"
-    argv = ["run", "--scenario", scenario(tmp_path, adoption_min), "--devices", "10"]
+    argv = ["run", "--scenario", scenario(tmp_path, adoption_min, 0), "--devices", "10"]
     argv += ["--report", str(report), "--seed", "5"]
     assert main(argv) == status
     out = capsys.readouterr().out
