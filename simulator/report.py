@@ -301,6 +301,40 @@ def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: P
     return page
 
 
+def write_junit(report: dict[str, Any], path: Path) -> None:
+    """The expectations as a JUnit XML file for CI: one test case each, a `failure` for a
+    missed one, `skipped` for one this run could not measure (unknown: neither pass nor miss).
+
+    Raises:
+        OSError: `path` cannot be written.
+    """
+    import xml.etree.ElementTree as ET
+
+    name = f"otasim.{report['scenario']['name']}"
+    results = report["expectations"]
+    suite = ET.Element(
+        "testsuite", name=name, tests=str(len(results)),
+        failures=str(sum(r["ok"] is False for r in results)),
+        skipped=str(sum(r["ok"] is None for r in results)), errors="0",
+        time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
+    )  # fmt: skip
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=name, name=r["expect"], time="0")
+        measured = f"measured {_shown(r['value'])} ({r['unit']})"
+        if r["ok"] is False:
+            ET.SubElement(
+                case, "failure", message=measured, type="expectation"
+            ).text = f"{r['expect']}: {measured}"
+        elif r["ok"] is None:
+            ET.SubElement(case, "skipped", message=f"unknown: {r['reason']}")
+        else:
+            ET.SubElement(case, "system-out").text = measured
+    tree = ET.ElementTree(ET.Element("testsuites"))
+    tree.getroot().append(suite)
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
 def _device_log(d: Any) -> str:
     """One device's life as the run saw it, in simulated time order."""
     events = [(t, f"runs {v}" if v != CRASHED else "the app crashed on boot") for t, v in d.running]
@@ -360,7 +394,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
     ]
     expectations = "".join(
         f"<tr class={_VERDICT[r['ok']][0]}><td>{_VERDICT[r['ok']][1]}</td>"
-        f"<td>{esc(r['expect'])}</td><td>{_shown(r['value'])}"
+        f"<td>{esc(r['expect'])}</td><td>{_shown(r['value'])} {esc(_UNIT[r['unit']])}"
         + (f" — {esc(r['reason'])}" if r.get("reason") else "")
         + "</td></tr>"
         for r in report["expectations"]
@@ -558,6 +592,7 @@ def _adoption_note(report: dict[str, Any]) -> str:
 
 
 _STATUS = {"error": "no answer"}
+_UNIT = {"share": "(share of devices, 0 to 1)", "count": "", "ms": "ms"}
 
 
 def _shown(value: int | float | None) -> str:

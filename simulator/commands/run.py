@@ -66,6 +66,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--report", default="otasim-report", metavar="DIR",
                         help="where to write the report (default: ./otasim-report)")  # fmt: skip
     parser.add_argument(
+        "--junit", metavar="FILE",
+        help="also write the expectations as a JUnit XML file (one test case each) for CI",
+    )  # fmt: skip
+    parser.add_argument(
         "--workdir",
         metavar="DIR",
         help="keep device folders and server data here (default: a temp folder)",
@@ -147,7 +151,8 @@ def run_command(args: argparse.Namespace) -> int:
     from agent.security.keys import PublicKeyError
 
     from simulator.errors import RunError
-    from simulator.preflight import PreflightError
+    from simulator.preflight import PreflightError, check_writable
+    from simulator.report import write_junit
     from simulator.runner import RunOptions, simulate
     from simulator.scenario import ScenarioError
     from simulator.server.client import AdminError
@@ -157,6 +162,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise CommandError("--public-key, --app-id and --expect-release go with --server")
     expected = parse_expected(args.expect_release)
     try:
+        if args.junit:
+            check_writable([Path(args.junit).parent])
         options = RunOptions(
             scenario=args.scenario,
             devices=args.devices,
@@ -181,6 +188,8 @@ def run_command(args: argparse.Namespace) -> int:
             processes=args.processes,
         )
         report, page = simulate(options)
+        if args.junit:
+            write_junit(report, Path(args.junit))
     except (ScenarioError, RunError) as exc:
         raise CommandError(str(exc)) from None
     except PreflightError as exc:
@@ -222,7 +231,8 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         console.print(f"  unknown: {figure.replace('_', ' ')}: {escape(reason)}", highlight=False)
     for r in report["expectations"]:
         mark = {True: "[green]✔[/]", False: "[red]✘[/]", None: "[yellow]?[/]"}[r["ok"]]
-        value = "unknown: " + r["reason"] if r["ok"] is None else f"measured {r['value']}"
+        unit = {"share": " (share of devices)", "ms": " ms"}.get(r["unit"], "")
+        value = "unknown: " + r["reason"] if r["ok"] is None else f"measured {r['value']}{unit}"
         console.print(f"  {mark} {r['expect']}  ({value})")
     for note in run["notes"]:
         console.print(f"  note: {note}")

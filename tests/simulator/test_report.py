@@ -172,3 +172,38 @@ def test_phantom_failures_are_findings_not_failures() -> None:
     assert metrics.failures()["download_fail"] == before.get("download_fail", 0) + 1
     report = build_report(metrics, info(server_received=0))
     assert report["failures"]["download_fail"] == 1 and report["findings"][0]["events"] == 1
+
+
+def test_failure_count_and_latency_expectations_fire() -> None:
+    """failures per cause and latency percentiles: each missed on the synthetic fleet (4
+    checksum failures; /updates answered in 10 to 80 ms), met with room, and unknown for
+    an endpoint never called."""
+    import dataclasses
+
+    from simulator.scenario import Expectation
+
+    metrics = synthetic_metrics()
+    scenario = dataclasses.replace(
+        load_scenario("steady-rollout"),
+        expectations=(
+            Expectation("failures", about="checksum_fail", max=0),
+            Expectation("failures", about="checksum_fail", max=4),
+            Expectation("failures", max=3),
+            Expectation("latency_p99", about="/updates", max=5),
+            Expectation("latency_p50", about="/updates", max=1000),
+            Expectation("latency_p90", max=1),
+            Expectation("latency_p99", about="/channel_self", max=100),
+        ),
+    )
+    report = build_report(metrics, dataclasses.replace(info(0), scenario=scenario))
+    got = [(r["expect"], r["ok"], r["unit"]) for r in report["expectations"]]
+    assert got == [
+        ("failures(checksum_fail) <= 0", False, "count"),
+        ("failures(checksum_fail) <= 4", True, "count"),
+        ("failures <= 3", False, "count"),
+        ("latency_p99(/updates) <= 5", False, "ms"),
+        ("latency_p50(/updates) <= 1000", True, "ms"),
+        ("latency_p90 <= 1", False, "ms"),
+        ("latency_p99(/channel_self) <= 100", None, "ms"),
+    ]
+    assert report["expectations"][0]["value"] == 4 and not report["passed"]

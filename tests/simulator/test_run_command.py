@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -46,10 +47,20 @@ def test_exit_status_follows_the_expectations(
 ) -> None:
     report = tmp_path / "out"
     argv = ["run", "--scenario", scenario(tmp_path, adoption_min, 0), "--devices", "10"]
-    argv += ["--report", str(report), "--seed", "5"]
+    argv += ["--report", str(report), "--seed", "5", "--junit", str(tmp_path / "ci" / "j.xml")]
     assert main(argv) == status
     out = capsys.readouterr().out
     assert "tiny: 10 devices" in out and str(report / "report.html") in out
+    # the JUnit file, parsed back: one test case per expectation, the missed one a failure
+    suite = ElementTree.parse(tmp_path / "ci" / "j.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "otasim.tiny"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert set(cases) == {"unbootable <= 0", f"adoption(1.0.1) at 0 h >= {adoption_min:g}"}
+    assert cases["unbootable <= 0"].find("failure") is None
+    missed = cases[f"adoption(1.0.1) at 0 h >= {adoption_min:g}"].find("failure")
+    assert (missed is not None) == (status == 1) and suite.get("failures") == str(status)
+    if missed is not None:
+        assert missed.get("message") == "measured 0.0 (share)"
     assert ("passed" if status == 0 else "FAILED") in out
     assert {p.name for p in report.iterdir()} >= {
         "report.html", "report.json", "devices.csv", "timeline.csv",
