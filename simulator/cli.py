@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "bundle",
     "run",
+    "compare",
     "loadtest",
     "check",
     "prove",

@@ -20,7 +20,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from simulator.metrics import BUILTIN, CRASHED, METRICS, Metrics
-from simulator.results import DeviceRecord, breakdowns, records, target_version
+from simulator.results import MILESTONES_H, DeviceRecord, breakdowns, records, target_version
 from simulator.scenario import Scenario
 
 SCHEMA = "otasim.report/1"
@@ -107,7 +107,6 @@ def device_records(metrics: Metrics, info: RunInfo) -> list[DeviceRecord]:
     return records(metrics.devices, info.scenario.duration_s, target)
 
 
-MILESTONES_H = (1, 6, 24)
 STUCK_ROWS = 200  # the stuck devices listed (and logged) in the HTML; all are in devices.csv
 
 

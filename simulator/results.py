@@ -26,6 +26,7 @@ UNBOOTABLE = "unbootable"
 
 VERIFICATION = frozenset({"checksum_fail", "decrypt_fail", "checksum_required"})
 DIMENSIONS = ("platform", "os", "network", "channel", "fault_group")
+MILESTONES_H = (1, 6, 24)  # adoption milestones: hours after a release's publication
 
 
 @dataclass(frozen=True, slots=True)

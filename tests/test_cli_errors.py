@@ -64,6 +64,9 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["check", "--devices", "abc"],
     ["check", "--expect-rollout", "150", "--server", REFUSED, "--app-id", "com.example.app"],
     ["check", "--server", "127.0.0.1:9", "--app-id", "com.example.app"],
+    ["compare", "absent"],
+    ["compare", "absent", "also-absent"],
+    ["compare", "absent", "also-absent", "--max-adoption-drop", "-1"],
     ["prove", "--cases", "0"],
     ["prove", "--seed", "x"],
 ]
