@@ -46,6 +46,7 @@ class DeviceOutcome:
     mitm: str = ""
     disk_full: bool = False  # in the scenario's disk-full share
     # (since, version): what the app runs (CRASHED from a crash on boot to the next start)
+    dialect: str = "capgo"  # the server protocol the device speaks
     running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
     download_starts: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)

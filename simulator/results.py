@@ -25,7 +25,7 @@ AWAITING_RELAUNCH = "crashed, awaiting relaunch"
 UNBOOTABLE = "unbootable"
 
 VERIFICATION = frozenset({"checksum_fail", "decrypt_fail", "checksum_required"})
-DIMENSIONS = ("platform", "os", "network", "channel", "fault_group")
+DIMENSIONS = ("platform", "os", "network", "channel", "dialect", "fault_group")
 MILESTONES_H = (1, 6, 24)  # adoption milestones: hours after a release's publication
 
 
@@ -39,6 +39,7 @@ class DeviceRecord:
     behaviour: str
     channel: str
     mitm: str
+    dialect: str
     disk_full: bool
     fault_group: str  # the faults the scenario put on this device ("none", "mitm:...")
     final_version: str  # what it runs at the end (CRASHED: nothing, its app crashed)
@@ -70,6 +71,7 @@ class DeviceRecord:
             "behaviour": self.behaviour,
             "channel": self.channel,
             "mitm": self.mitm,
+            "dialect": self.dialect,
             "disk_full": int(self.disk_full),
             "fault_group": self.fault_group,
             "final_version": self.final_version,
@@ -127,6 +129,7 @@ def record(d: DeviceOutcome, end_s: float, target: str | None) -> DeviceRecord:
         behaviour=d.behaviour,
         channel=d.channel,
         mitm=d.mitm,
+        dialect=d.dialect,
         disk_full=d.disk_full,
         fault_group="+".join(faults) or "none",
         final_version=final,
@@ -196,7 +199,8 @@ def _stuck(
 def breakdowns(
     rows: Sequence[DeviceRecord], target: str | None
 ) -> dict[str, list[dict[str, object]]]:
-    """Per dimension (platform, OS, network, channel, fault group), one row per value."""
+    """Per dimension (platform, OS, network, channel, dialect, fault group), one row per
+    value."""
     out: dict[str, list[dict[str, object]]] = {}
     for dim in DIMENSIONS:
         groups: dict[str, list[DeviceRecord]] = {}
