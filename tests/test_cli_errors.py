@@ -95,6 +95,30 @@ def test_bad_arguments_exit_2_with_one_error_line_and_start_nothing(
     assert list(tmp_path.iterdir()) == [], "created before failing"
 
 
+# Every command that talks to a server, pointed at a closed port: exit 3, one line.
+UNREACHABLE: list[list[str]] = [
+    ["publish", "{aside}", "--server", REFUSED, "--api-key", "k", "--app-id", "com.example.app",
+     "--version", "1.0.1", "--channel", "production"],
+    ["admin", "--server", REFUSED, "--api-key", "k", "apps"],
+    ["check", "--server", REFUSED, "--app-id", "com.example.app"],
+    ["run", "--server", REFUSED, "--report", "{aside}/r", "--no-progress"],
+    ["loadtest", "--host", REFUSED, "--out", "{aside}/o"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", UNREACHABLE, ids=lambda a: a[0])
+def test_an_unreachable_server_exits_3_for_every_command(
+    args: list[str], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    aside = tmp_path_factory.mktemp("aside")
+    (aside / "index.html").write_text("<!doctype html>")
+    done = otasim([arg.format(aside=aside) for arg in args], tmp_path)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert done.returncode == 3, done.stderr
+    (last,) = done.stderr.splitlines()
+    assert last.startswith("otasim: error: "), done.stderr
+
+
 def test_version_is_the_installed_package_version(tmp_path: Path) -> None:
     done = otasim(["--version"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -131,4 +155,10 @@ def test_every_help_lists_its_exit_codes_with_2_for_a_usage_error(
     block = text[text.index("\nexit codes:\n") :].splitlines()[2:]
     codes = {int(line.split()[0]): line.split(None, 1)[1] for line in block if line[2:3].isdigit()}
     assert codes[2].startswith("usage error"), text
+    # one code for a server unreachable or refusing, in every command that talks to one
+    talks = parser.prog.split()[1:2] in (["publish"], ["admin"], ["check"], ["run"],
+                                         ["loadtest"], ["device"])  # fmt: skip
+    if talks:
+        assert "server unreachable" in codes[3], text
+    assert all("server unreachable" not in t for c, t in codes.items() if c != 3), text
     assert "exit status" not in text  # one wording across commands

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulator.commands import exit_codes, version
+from simulator.commands import EXIT_SERVER, exit_codes, version
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from agent.protocol.profiles import PluginProfile
 
 DEVICE_FILE = "device.json"
-EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED, EXIT_DISK = 0, 2, 3, 4
+EXIT_OK, EXIT_UPDATE_FAILED, EXIT_DISK = 0, EXIT_SERVER, 4
 EXIT_CODES = exit_codes(
     (
         0,
@@ -32,8 +32,9 @@ EXIT_CODES = exit_codes(
     (2, "usage error, or DIR is not a device folder (or already is one, for init)"),
     (
         3,
-        "an update check or download failed (server unreachable, refused, bad answer, "
-        "verification failure); the device still boots its previous bundle",
+        "an update check or download failed (the server unreachable or refusing, as for "
+        "every command; or a bad answer, a verification failure); the device still boots "
+        "its previous bundle",
     ),
     (
         4,

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from simulator.commands import (
+    EXIT_SERVER,
     HelpFormatter,
     exit_codes,
     positive_float,
@@ -48,10 +49,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "Locust failed the run (a request failed, or a threshold given after -- "
                 "such as --max-error-ratio was crossed)",
             ),
+            (2, "usage error, or the report folder not writable (pre-flight)"),
             (
-                2,
-                "usage error, or the pre-flight failed (report folder not writable, server "
-                "unreachable or not answering like a Capgo server for this app)",
+                3,
+                "the server unreachable, refusing, or not answering like a Capgo server for "
+                "this app (pre-flight)",
             ),
         ),
         formatter_class=HelpFormatter,
@@ -172,7 +174,7 @@ def _preflight(args: argparse.Namespace) -> None:
     your server, /updates answers like a Capgo server for this app with a key that fits.
 
     Raises:
-        CommandError: exit 2 with one line naming the problem.
+        CommandError: exit 2 (or 3: the server) with one line naming the problem.
     """
     from agent.protocol.registry import DEFAULT_DIALECT
 
@@ -190,5 +192,7 @@ def _preflight(args: argparse.Namespace) -> None:
             return  # the probe speaks Capgo
         pem = args.public_key.read_text() if args.public_key else None
         probe_updates(urls, args.app_id, args.plugin, pem)
-    except (PreflightError, ValueError, OSError) as exc:
+    except PreflightError as exc:
+        raise CommandError(f"pre-flight: {exc}", EXIT_SERVER if exc.server else 2) from None
+    except (ValueError, OSError) as exc:
         raise CommandError(f"pre-flight: {exc}") from None

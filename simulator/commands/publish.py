@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from simulator.commands import HelpFormatter, exit_codes
+from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 
@@ -25,11 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         epilog=exit_codes(
             (0, "published: prints the server's answer as JSON"),
-            (
-                2,
-                "usage error, an unreadable source or key, or the server unreachable or "
-                "refusing the upload (the message says why)",
-            ),
+            (2, "usage error, or an unreadable source or key"),
+            SERVER_ROW,
         ),
         formatter_class=HelpFormatter,
     )
@@ -102,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
                 expires_days=args.expires_days,
                 dialects=args.dialect,
             )
-        except (PublishError, ReleaseError, AdminError) as exc:
+        except (PublishError, ReleaseError) as exc:
             raise CommandError(str(exc)) from exc
+        except AdminError as exc:
+            raise CommandError(str(exc), EXIT_SERVER) from exc
     print(json.dumps(result, indent=2))
     return 0

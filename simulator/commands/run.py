@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from simulator.commands import exit_codes, positive_float, positive_int
+from simulator.commands import EXIT_SERVER, exit_codes, positive_float, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -40,7 +40,12 @@ that opens what it offers; otherwise exit 2 with one line naming the problem.
         "a pass nor a miss)",
     ),
     (1, "an expectation missed"),
-    (2, "usage error, or the run cannot start (pre-flight, scenario, server set-up)"),
+    (2, "usage error, or the run cannot start (scenario, folders, embedded server set-up)"),
+    (
+        3,
+        "the server unreachable, refusing, or not answering like a Capgo server for this app "
+        "(pre-flight)",
+    ),
 )
 
 
@@ -202,7 +207,7 @@ def run_command(args: argparse.Namespace) -> int:
     except (ScenarioError, RunError) as exc:
         raise CommandError(str(exc)) from None
     except PreflightError as exc:
-        raise CommandError(f"pre-flight: {exc}") from None
+        raise CommandError(f"pre-flight: {exc}", EXIT_SERVER if exc.server else 2) from None
     except PublicKeyError as exc:
         raise CommandError(f"--public-key {args.public_key}: {exc}") from None
     except AdminError as exc:

@@ -47,7 +47,7 @@ def test_a_wrong_target_is_refused_before_locust_starts(
     out = tmp_path / "report"
     code = main(["loadtest", "--host", f"http://127.0.0.1:{port}", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
+    assert code == 3 and len(err) == 1
     assert err[0].startswith("otasim: error: pre-flight: ") and "no answer" in err[0]
     assert not (out / "locust_stats.csv").exists()
 
