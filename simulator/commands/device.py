@@ -234,6 +234,7 @@ class _Printer:
         self.disk_full = False
         self.verbose = verbose
         self.profile: PluginProfile | None = None  # set when the device is opened
+        self.platform = ""  # the device's, set when it is opened
         self._phantom = False
 
     def on_request(
@@ -300,6 +301,7 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
         from agent.protocol.profiles import get_profile
 
         observer.profile = get_profile(config.plugin)
+        observer.platform = identity.platform
     try:
         port = make_sync_port(verify=(config.ca_file or True) if network else True)
     except (OSError, ssl.SSLError) as exc:
@@ -331,13 +333,37 @@ def run_lifecycle(args: argparse.Namespace) -> int:
     with _opened(args.dir, printer) as device:
         getattr(device, args.action)()
         status = device.status()
-        if not args.crash and status.boot_id is not None and not status.boot_confirmed:
-            device.notify_app_ready(status.boot_id)
+        if status.boot_id is not None and not status.boot_confirmed:
+            why = "--crash" if args.crash else _app_fails(status.current.path, printer.platform)
+            if why is None:
+                device.notify_app_ready(status.boot_id)
+            else:
+                print(f"app   {status.current.version}: {why}; no notifyAppReady, the next "
+                      "launch rolls back", flush=True)  # fmt: skip
         if not device.flush_stats():
             print("stats: some events stay queued for the next run", file=sys.stderr)
     if printer.disk_full:
         return EXIT_DISK
     return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
+
+
+def _app_fails(bundle: Path | None, platform: str) -> str | None:
+    """Why the app does not reach notifyAppReady on the bundle it booted, as the fleet and
+    the Locust users decide it (`simulator.device.read_traits`): no index.html, or a crash
+    drawn with the bundle's otasim-behaviour.json `crash_on_boot` for this platform; None
+    when it starts (the builtin bundle always does)."""
+    import random
+
+    from simulator.device import BEHAVIOUR_FILE, read_traits
+
+    if bundle is None:
+        return None
+    traits = read_traits(bundle, platform)
+    if not traits.loads:
+        return "no index.html, the page never loads"
+    if traits.crash_p and random.random() < traits.crash_p:
+        return f"crashed on boot ({BEHAVIOUR_FILE}: crash_on_boot {platform} = {traits.crash_p:g})"
+    return None
 
 
 def run_status(args: argparse.Namespace) -> int:
