@@ -39,7 +39,7 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["loadtest", "-r", "fast"],
     ["loadtest", "--processes", "0"],
     ["loadtest", "--release", "banana"],
-    ["loadtest", "--host", "127.0.0.1:9"],
+    ["loadtest", "--server", "127.0.0.1:9"],
     ["serve", "--port", "99999"],
     ["serve", "--port", "abc"],
     [
@@ -102,7 +102,7 @@ UNREACHABLE: list[list[str]] = [
     ["admin", "--server", REFUSED, "--api-key", "k", "apps"],
     ["check", "--server", REFUSED, "--app-id", "com.example.app"],
     ["run", "--server", REFUSED, "--report", "{aside}/r", "--no-progress"],
-    ["loadtest", "--host", REFUSED, "--out", "{aside}/o"],
+    ["loadtest", "--server", REFUSED, "--report", "{aside}/o"],
 ]  # fmt: skip
 
 
@@ -162,3 +162,16 @@ def test_every_help_lists_its_exit_codes_with_2_for_a_usage_error(
         assert "server unreachable" in codes[3], text
     assert all("server unreachable" not in t for c, t in codes.items() if c != 3), text
     assert "exit status" not in text  # one wording across commands
+
+
+def test_one_option_name_per_concept_across_commands() -> None:
+    """The OTA server's base URL is --server and a report folder --report in every command
+    (serve's --host is the address it binds, another concept; Locust's own --host stays)."""
+    options = {
+        p.prog: {s for a in p._actions for s in a.option_strings} for p in _parsers(build_parser())
+    }
+    for prog in ("run", "loadtest", "check", "publish", "admin", "device init"):
+        assert "--server" in options[f"otasim {prog}"], prog
+    assert all("--host" not in opts for prog, opts in options.items() if prog != "otasim serve")
+    assert "--report" in options["otasim run"] and "--report" in options["otasim loadtest"]
+    assert all("--out" not in options[f"otasim {p}"] for p in ("run", "loadtest", "check"))

@@ -139,7 +139,7 @@ def add_endpoint_options(parser: Any) -> None:
                          ("channel", "channelUrl")):  # fmt: skip
         parser.add_argument(
             f"--{name}-url", metavar="URL",
-            help=f"the plugin's {option} (default: derived from the base URL, --server/--host)",
+            help=f"the plugin's {option} (default: derived from the base URL, --server)",
         )  # fmt: skip
 
 
