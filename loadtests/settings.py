@@ -27,7 +27,10 @@ HTTP_BACKENDS = ("geventhttpclient", "httpx")
 
 
 def add_options(parser: Any) -> None:
-    """Register the options on Locust's parser (`events.init_command_line_parser`)."""
+    """Register the options on Locust's parser (`events.init_command_line_parser`), once:
+    `python -m loadtests` registers them before the locustfile does."""
+    if any("--app-id" in action.option_strings for action in parser._actions):
+        return
     device = parser.add_argument_group("otasim devices")
     device.add_argument("--app-id", default="com.example.otasim", help="app id the devices send")
     device.add_argument(

@@ -68,3 +68,16 @@ def test_a_locust_run_that_writes_no_report_never_points_at_an_older_one(
     assert "report in" not in done.stdout
     assert "no report written" in done.stdout
     assert list(out.glob("*.html")) == list(out.glob("*.csv")) == []
+
+
+def test_python_m_loadtests_help_lists_the_locustfile_options(tmp_path: Path) -> None:
+    """Locust's own --help comes before the locustfile's options exist (locust#2917);
+    `python -m loadtests` registers them first, so its help lists them with Locust's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests", "-f", str(locustfile()), "--help"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for option in ("--app-id", "--public-key", "--load-shape", "--plugin", "--headless"):
+        assert f"  {option}" in done.stdout, option
+    assert "otasim devices:" in done.stdout and done.stdout.startswith("Usage: locust")
