@@ -45,7 +45,11 @@ step in progress), `Updates` (`agent.core.updates`: checks, offers, downloads, s
 and the lifecycle handlers here. Two tables say what may follow what, both in
 `agent.core.lifecycle`: `BUNDLE_TRANSITIONS` for each bundle's persisted status, and
 `ACTIVITY_TRANSITIONS` for the device's running state (`Activity`: idle, launched, checking,
-launch-checking, downloading).
+launch-checking, downloading). The download itself -- which range to fetch, resume, restart
+after a 416 or a torn partial, the size cap, the deadline and the stall window -- is the
+sans-I/O `agent.core.download.Download` machine with its own table (`DOWNLOAD_TRANSITIONS`),
+which the drivers' fetchers feed with each attempt, each answer's head, each chunk's arrival
+and the body's end.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ Beside it, the device's *running* state, which is not persisted (a new process s
 `Activity` and `ACTIVITY_TRANSITIONS`, in the manner of h11's connection states. It says what
 the agent is doing between two events (idle, checking, downloading) and whether the check in
 flight is the first one after a cold start (what `onLaunch` applies at once). `advance` is the
-only way to change it; a move the table does not list raises `RuntimeError`.
+only way to change it; a move the table does not list raises `RuntimeError`. The download's
+own steps (fetching a range, receiving, checking the digest) are `agent.core.download`'s
+table, `DOWNLOAD_TRANSITIONS`.
 """
 
 from __future__ import annotations

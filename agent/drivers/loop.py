@@ -76,12 +76,13 @@ class _Counted:
 
     def __init__(self, inner: Transfer) -> None:
         self.name = inner.name
+        self.heavy_start = inner.heavy_start
         self._inner = inner
         self.status: int | None = None
         self.size = 0
 
-    def request(self) -> HttpRequest:
-        return self._inner.request()
+    def start(self) -> HttpRequest:
+        return self._inner.start()
 
     def open(self, status: int, headers: Mapping[str, str]) -> None:
         self.status = status
@@ -170,6 +171,7 @@ class DriverLoop:
     def _download(self, effect: DownloadBundle) -> Ops[list[Event]]:
         fetch = self._rt.fetch(effect)
         try:
+            yield Offload(fetch.prepare)
             for transfer in fetch.transfers():
                 yield from self._transfer(transfer)
             yield Offload(fetch.install)
@@ -184,7 +186,10 @@ class DriverLoop:
             with attempt:
                 yield from self._backoff()
                 counted = _Counted(transfer)
-                request = transfer.request()
+                if transfer.heavy_start:
+                    request: HttpRequest = yield Offload(transfer.start)
+                else:
+                    request = transfer.start()
                 started, error = time.perf_counter(), None
                 try:
                     yield Stream(request, counted)
