@@ -284,9 +284,7 @@ class DownloadLife(RuleBasedStateMachine):
             assert isinstance(error, DownloadStopped) and "stalled" in str(error)
             self.stream = None
 
-    @precondition(
-        lambda self: self.stream is not None and not self.stream and self._receiving()
-    )
+    @precondition(lambda self: self.stream is not None and not self.stream and self._receiving())
     @rule()
     def body_ends(self) -> None:
         before = len(self.f.errors)
