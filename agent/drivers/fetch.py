@@ -2,12 +2,14 @@
 
 `BundleFetch` moves and stores the bytes; the core's `Download` machine decides (which range
 to ask for, resume or restart, the size cap, the deadline and the stall window, a torn
-partial). It keeps the raw bytes received so far in `downloads/<id>.part`. Each attempt
-replays that file through a fresh `StreamingVerifier` (so hashing and decryption restart from
-byte 0 without holding anything in memory; the asyncio driver runs the replay in a worker
-thread), then reports how many bytes it holds and performs the machine's `FetchRange`. Every
-body chunk is written to the `.part` and, decrypted, to the plain `.zip`, and reported as
-`ChunkReceived`; the machine's effects are performed in order, its `StopAttempt` raised. The
+partial); verifying and unpacking is the one pipeline of `agent.bundles.zipbundle`
+(`ZipPipeline`, `unpack_zip`), the same that `otasim bundle verify` runs. It keeps the raw
+bytes received so far in `downloads/<id>.part`. Each attempt replays that file through a
+fresh `ZipPipeline` (so hashing and decryption restart from byte 0 without holding anything
+in memory; the asyncio driver runs the replay in a worker thread), then reports how many
+bytes it holds and performs the machine's `FetchRange`. Every body chunk is written to the
+`.part` and, through the pipeline, to the plain `.zip`, and reported as `ChunkReceived`; the
+machine's effects are performed in order, its `StopAttempt` raised. The
 time it passes is `time.monotonic()`: the download deadline is a network timeout, never on the
 device's injected clock (which the simulator speeds up). A write that fails (disk full:
 `insufficient_disk_space`) is a `LocalError`: the core then forgets the bundle and its files.
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO, Protocol
 
-from agent.bundles.unzip import safe_unzip
+from agent.bundles.zipbundle import ZipPipeline, unpack_zip
 from agent.config import AgentConfig
 from agent.core.download import (
     AttemptStarted,
@@ -48,7 +50,6 @@ from agent.errors import LocalError, VerificationError
 from agent.protocol.base import UpdateOffer
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey
-from agent.security.stream import StreamingVerifier
 from agent.security.verify import BundleVerification, plan_bundle_verification
 from agent.store import DeviceStore
 
@@ -150,7 +151,7 @@ class BundleFetch:
         self._progress = progress
         self._machine = Download(Pace.of(config), f"bundle {offer.version}")
         self._plan: BundleVerification | None = None
-        self._verifier: StreamingVerifier | None = None
+        self._pipeline: ZipPipeline | None = None
         self._part: BinaryIO | None = None
         self._plain: BinaryIO | None = None
 
@@ -175,14 +176,14 @@ class BundleFetch:
         assert self._plan is not None
         self.close()
         part_path = self.store.part_path(self.bundle_id)
-        self._verifier = self._plan.verifier()
         with disk_writes("replaying the partial download"):
             self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
             self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
+            self._pipeline = ZipPipeline(self._plan, self._plain)
             with open(part_path, "rb") as replay:
                 while chunk := replay.read(REPLAY_CHUNK):
-                    self._plain.write(self._verifier.update(chunk))
-        fetch = self._step(AttemptStarted(self._verifier.bytes_in, time.monotonic()))
+                    self._pipeline.feed(chunk)
+        fetch = self._step(AttemptStarted(self._pipeline.bytes_in, time.monotonic()))
         assert fetch is not None
         headers = {"range": f"bytes={fetch.offset}-"} if fetch.offset else {}
         return HttpRequest(
@@ -200,10 +201,10 @@ class BundleFetch:
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body (raises the core's `StopAttempt`)."""
-        assert self._part is not None and self._plain is not None and self._verifier is not None
+        assert self._part is not None and self._pipeline is not None
         with disk_writes("writing the download"):
             self._part.write(chunk)
-            self._plain.write(self._verifier.update(chunk))
+            self._pipeline.feed(chunk)
         self._step(ChunkReceived(len(chunk), time.monotonic()))
 
     def complete(self) -> None:
@@ -234,7 +235,7 @@ class BundleFetch:
             self._part.truncate(0)
             self._plain.seek(0)
             self._plain.truncate(0)
-            self._verifier = self._plan.verifier()
+            self._pipeline = ZipPipeline(self._plan, self._plain)
         elif isinstance(effect, CheckDigest):
             self._step(DigestChecked(self._digest_error()))
         elif isinstance(effect, KeepVerified):
@@ -243,14 +244,12 @@ class BundleFetch:
             raise effect.error
 
     def _digest_error(self) -> VerificationError | None:
-        assert self._plain is not None and self._verifier is not None and self._plan is not None
-        assert self._part is not None
-        with disk_writes("writing the download"):
-            self._plain.write(self._verifier.finish())
-            self._plain.flush()
-            self._part.flush()
+        assert self._plain is not None and self._part is not None and self._pipeline is not None
         try:
-            self._plan.check(self._verifier)
+            with disk_writes("writing the download"):
+                self._pipeline.finish()
+                self._plain.flush()
+                self._part.flush()
         except VerificationError as exc:
             return exc
         return None
@@ -263,10 +262,7 @@ class BundleFetch:
             LocalError: the disk failed.
         """
         staged = self.store.fresh_staging(self.bundle_id)
-        try:
-            safe_unzip(self.store.zip_path(self.bundle_id), staged)
-        except OSError as exc:
-            raise LocalError.from_os_error(exc, "unzip_fail", "unpack the bundle") from exc
+        unpack_zip(self.store.zip_path(self.bundle_id), staged)
         self.store.install(self.bundle_id, staged)
 
     def close(self) -> None:
