@@ -12,10 +12,18 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+from capgo_peer import CapgoPeer, canned_json, make_zip
+from device_harness import Driven
+from test_drivers import delta_offer
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
+from agent.drivers.delta import ManifestFetch
+from agent.drivers.fetch import BundleFetch
 from agent.drivers.http import HttpRequest, HttpResponse
 from agent.drivers.sync import SyncDevice
 
@@ -104,3 +112,37 @@ def test_the_asyncio_driver_serialises_a_channel_exchange_behind_a_check(
         return port.log
 
     assert asyncio.run(scenario()) == SERIALISED
+
+
+def test_the_asyncio_driver_hashes_and_replays_off_its_event_loop(
+    peer: CapgoPeer, make_device: Callable[..., Driven], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replaying a partial through AES/SHA (`BundleFetch.start`), indexing the current bundles
+    (`ManifestFetch.prepare`) and unpacking run in a worker thread under asyncio; the blocking
+    driver runs them in its own thread."""
+    ran_in: dict[str, set[str]] = {}
+
+    def record(cls: type, name: str) -> None:
+        original = getattr(cls, name)
+
+        def wrapper(self: object) -> object:
+            ran_in.setdefault(name, set()).add(threading.current_thread().name)
+            return original(self)
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    for cls, name in ((BundleFetch, "start"), (BundleFetch, "install"), (ManifestFetch, "prepare")):
+        record(cls, name)
+    peer.publish("1.0.1", make_zip("1.0.1"))
+    device = make_device(auto_update="always")
+    device.launch()
+    assert device.status().current.version == "1.0.1"
+    peer.canned.append(canned_json(delta_offer(peer, Path(device.folder).parent, None, "3.0.0")))
+    device.foreground()
+    assert device.status().current.version == "3.0.0"
+    threads = set().union(*ran_in.values())
+    assert set(ran_in) == {"start", "install", "prepare"}
+    if device.kind == "async":
+        assert threading.main_thread().name not in threads
+    else:
+        assert threads == {threading.main_thread().name}
