@@ -19,7 +19,7 @@ import functools
 import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,27 +27,20 @@ from agent.bundles.manifest import DeltaFileVerifier, check_manifest_targets
 from agent.config import AgentConfig
 from agent.core.download import (
     ZIP_ESTIMATE,
-    AttemptStarted,
-    BodyEnded,
-    CheckDigest,
-    ChunkReceived,
-    DigestChecked,
     Download,
-    DownloadEvent,
+    DownloadEffect,
     EnsureFreeSpace,
-    FetchRange,
     Pace,
-    StopAttempt,
 )
 from agent.drivers.fetch import (
+    MachineTransfer,
     Transfer,
     check_free_space,
     close_quietly,
     disk_writes,
-    head_received,
 )
 from agent.drivers.http import HttpRequest
-from agent.errors import LocalError, VerificationError
+from agent.errors import LocalError
 from agent.protocol.base import ManifestEntry, UpdateOffer
 from agent.security.keys import PublicKey
 from agent.security.session import SessionKey, is_session_key, recover_session_key
@@ -68,7 +61,7 @@ def digest_index(folders: Iterable[Path]) -> dict[str, Path]:
     return index
 
 
-class FileTransfer:
+class FileTransfer(MachineTransfer):
     """One manifest file, streamed through its `DeltaFileVerifier` into `target`."""
 
     name = "delta file"
@@ -83,12 +76,11 @@ class FileTransfer:
         config: AgentConfig,
         now: Callable[[], float],
     ) -> None:
+        super().__init__(Download(pace, f"delta file {entry.file_name}"), now)
         self._entry = entry
-        self._machine = Download(pace, f"delta file {entry.file_name}")
         self._make_verifier = make_verifier
         self._target = target
         self._config = config
-        self._now = now
         self._verifier: DeltaFileVerifier | None = None
         self._out: BinaryIO | None = None
 
@@ -98,53 +90,29 @@ class FileTransfer:
         with disk_writes("creating a delta file"):
             self._target.parent.mkdir(parents=True, exist_ok=True)
             self._out = open(self._target, "wb")  # noqa: SIM115 - closed in close()
-        deadline = self._step(AttemptStarted(0, time.monotonic()))  # files restart from 0
+        fetch = self._attempt(0)  # a file restarts from 0: it is never resumed
         return HttpRequest(
             "GET",
             self._entry.download_url,
             timeout_s=self._config.response_timeout_s,
-            deadline=deadline,
+            deadline=fetch.deadline,
         )
-
-    def open(self, status: int, headers: Mapping[str, str]) -> None:
-        self._step(head_received(status, headers, self._now()))
 
     def feed(self, chunk: bytes) -> None:
         assert self._out is not None and self._verifier is not None
         with disk_writes("writing a delta file"):
             self._out.write(self._verifier.update(chunk))
-        self._step(ChunkReceived(len(chunk), time.monotonic()))
+        self._received(len(chunk))
 
-    def complete(self) -> None:
+    def _finish(self) -> None:
         assert self._out is not None and self._verifier is not None
-        try:
-            self._step(BodyEnded(time.monotonic()))
-        finally:
-            self.close()
+        with disk_writes("writing a delta file"):
+            self._out.write(self._verifier.finish())
+            self._out.flush()
 
-    def _step(self, event: DownloadEvent) -> float | None:
-        """Feed the core one event and perform its effects; the deadline of a `FetchRange`."""
-        deadline = None
-        for effect in self._machine.handle(event):
-            if isinstance(effect, StopAttempt):
-                raise effect.error
-            if isinstance(effect, FetchRange):
-                deadline = effect.deadline
-            elif isinstance(effect, CheckDigest):
-                self._step(DigestChecked(self._digest_error()))
-            # the manifest asked for its space before its first file (`ManifestFetch.prepare`);
-            # files are never resumed, so there is no partial to restart or keep
-        return deadline
-
-    def _digest_error(self) -> VerificationError | None:
-        assert self._out is not None and self._verifier is not None
-        try:
-            with disk_writes("writing a delta file"):
-                self._out.write(self._verifier.finish())
-                self._out.flush()
-        except VerificationError as exc:
-            return exc
-        return None
+    def _perform(self, effect: DownloadEffect) -> None:
+        """Nothing to do: the manifest asked for its space before its first file
+        (`ManifestFetch.prepare`), reports progress by file count, and keeps no partial."""
 
     def close(self) -> None:
         close_quietly(self._out)

@@ -125,7 +125,74 @@ class Fetch(Protocol):
     def close(self) -> None: ...
 
 
-class BundleFetch:
+class MachineTransfer:
+    """A transfer decided by the core's `Download` machine: what both fetchers share. It feeds
+    the machine the attempt, the head, each chunk and the body's end, and performs the effects:
+    `StopAttempt` raises, `CheckDigest` asks `_finish` (the fetcher's verifier), the rest goes
+    to `_perform`."""
+
+    name: str
+    heavy_start: bool
+
+    def __init__(self, machine: Download, now: Callable[[], float]) -> None:
+        self._machine = machine
+        self._now = now
+
+    def open(self, status: int, headers: Mapping[str, str]) -> None:
+        """Check the response head of an attempt (raises what the core's `StopAttempt` says:
+        TransportError to retry, DownloadStopped, VerificationError over the cap)."""
+        self._step(head_received(status, headers, self._now()))
+
+    def complete(self) -> None:
+        """The body ended: the core checks its length, then its digest (raises
+        TransportError for a short body or a torn partial, VerificationError else)."""
+        try:
+            self._step(BodyEnded(time.monotonic()))
+        finally:
+            self.close()
+
+    def _attempt(self, partial_bytes: int) -> FetchRange:
+        fetch = self._step(AttemptStarted(partial_bytes, time.monotonic()))
+        assert fetch is not None  # else the machine stopped the attempt (raised)
+        return fetch
+
+    def _received(self, size: int) -> None:
+        self._step(ChunkReceived(size, time.monotonic()))
+
+    def _step(self, event: DownloadEvent) -> FetchRange | None:
+        """Feed the core one event and perform its effects, in order."""
+        fetch = None
+        for effect in self._machine.handle(event):
+            if isinstance(effect, FetchRange):
+                fetch = effect
+            elif isinstance(effect, StopAttempt):
+                raise effect.error
+            elif isinstance(effect, CheckDigest):
+                self._step(DigestChecked(self._digest_error()))
+            else:
+                self._perform(effect)
+        return fetch
+
+    def _digest_error(self) -> VerificationError | None:
+        try:
+            self._finish()
+        except VerificationError as exc:
+            return exc
+        return None
+
+    def _finish(self) -> None:
+        """Finish the verifier and flush the files. Raises VerificationError, LocalError."""
+        raise NotImplementedError
+
+    def _perform(self, effect: DownloadEffect) -> None:
+        """Space, progress, restart and keep (what this fetcher has to do with them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class BundleFetch(MachineTransfer):
     """Download, verify and install one full-zip bundle: its only transfer is itself."""
 
     name = "bundle"
@@ -147,9 +214,8 @@ class BundleFetch:
         self.offer = offer
         self.config = config
         self._public_key = public_key
-        self._now = now
         self._progress = progress
-        self._machine = Download(Pace.of(config), f"bundle {offer.version}")
+        super().__init__(Download(Pace.of(config), f"bundle {offer.version}"), now)
         self._plan: BundleVerification | None = None
         self._pipeline: ZipPipeline | None = None
         self._part: BinaryIO | None = None
@@ -183,8 +249,7 @@ class BundleFetch:
             with open(part_path, "rb") as replay:
                 while chunk := replay.read(REPLAY_CHUNK):
                     self._pipeline.feed(chunk)
-        fetch = self._step(AttemptStarted(self._pipeline.bytes_in, time.monotonic()))
-        assert fetch is not None
+        fetch = self._attempt(self._pipeline.bytes_in)
         headers = {"range": f"bytes={fetch.offset}-"} if fetch.offset else {}
         return HttpRequest(
             "GET",
@@ -194,36 +259,13 @@ class BundleFetch:
             deadline=fetch.deadline,
         )
 
-    def open(self, status: int, headers: Mapping[str, str]) -> None:
-        """Check the response head of an attempt (raises what the core's `StopAttempt` says:
-        TransportError to retry, DownloadStopped, VerificationError over the cap)."""
-        self._step(head_received(status, headers, self._now()))
-
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body (raises the core's `StopAttempt`)."""
         assert self._part is not None and self._pipeline is not None
         with disk_writes("writing the download"):
             self._part.write(chunk)
             self._pipeline.feed(chunk)
-        self._step(ChunkReceived(len(chunk), time.monotonic()))
-
-    def complete(self) -> None:
-        """The body ended: the core checks its length, then its digest (raises
-        TransportError for a short body or a torn partial, VerificationError else)."""
-        try:
-            self._step(BodyEnded(time.monotonic()))
-        finally:
-            self.close()
-
-    def _step(self, event: DownloadEvent) -> FetchRange | None:
-        """Feed the core one event and perform its effects, in order."""
-        fetch = None
-        for effect in self._machine.handle(event):
-            if isinstance(effect, FetchRange):
-                fetch = effect
-            else:
-                self._perform(effect)
-        return fetch
+        self._received(len(chunk))
 
     def _perform(self, effect: DownloadEffect) -> None:
         if isinstance(effect, ReportProgress):
@@ -236,23 +278,15 @@ class BundleFetch:
             self._plain.seek(0)
             self._plain.truncate(0)
             self._pipeline = ZipPipeline(self._plan, self._plain)
-        elif isinstance(effect, CheckDigest):
-            self._step(DigestChecked(self._digest_error()))
         elif isinstance(effect, KeepVerified):
             self.store.part_path(self.bundle_id).unlink(missing_ok=True)  # not resumed
-        elif isinstance(effect, StopAttempt):
-            raise effect.error
 
-    def _digest_error(self) -> VerificationError | None:
+    def _finish(self) -> None:
         assert self._plain is not None and self._part is not None and self._pipeline is not None
-        try:
-            with disk_writes("writing the download"):
-                self._pipeline.finish()
-                self._plain.flush()
-                self._part.flush()
-        except VerificationError as exc:
-            return exc
-        return None
+        with disk_writes("writing the download"):
+            self._pipeline.finish()
+            self._plain.flush()
+            self._part.flush()
 
     def install(self) -> None:
         """Unpack the verified zip into staging and move it into place.
