@@ -27,8 +27,8 @@ The decisions:
 * **Torn partials.** A download that resumed a partial and does not verify may have been
   torn by an earlier kill: it restarts from zero once, as a transport failure. Only a
   download from byte 0 that does not verify is final.
-* **Size cap.** A body announced (`content-length`) or grown past `max_bundle_bytes` is
-  refused, final. With `shared_cap` (a manifest's files) the cap bounds every byte the
+* **Size cap.** A body announced (`content-length`), kept or grown past `max_bundle_bytes`
+  is refused, final. With `shared_cap` (a manifest's files) the cap bounds every byte the
   download received, over all its files and attempts.
 * **Deadline and stall.** `download_timeout_s` bounds the whole download; a body trickling
   in slower than `min_download_bytes_per_s` over `stall_window_s` stops long before it. Both
@@ -305,6 +305,10 @@ class Download:
             self._stop(late)
             return
         kept = event.partial_bytes
+        if kept > self.pace.cap:  # kept from a run with a larger cap: the file is too big
+            too_big = f"{self.what}: {kept} bytes kept, over the cap"
+            self._stop(VerificationError("download_fail", too_big))
+            return
         self.offset = self.position = kept
         self.resumed = self.resumed or kept > 0
         self.total = None

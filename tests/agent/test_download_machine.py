@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from agent.core.download import (
     DOWNLOAD_TRANSITIONS,
@@ -123,6 +129,16 @@ def test_the_cap_refuses_an_announced_or_a_growing_body_for_good() -> None:
     assert isinstance(stop(d.handle(ChunkReceived(1, 1.0))), VerificationError)
 
 
+def test_a_partial_kept_over_the_cap_is_refused_before_any_request() -> None:
+    """Found by the state machine below: a partial kept from a run with a larger cap, resumed
+    by a 206 without a length, was over the cap until the next chunk (and an empty rest would
+    have verified it)."""
+    d = machine(cap=600)
+    error = stop(d.handle(AttemptStarted(601, 0.0)))
+    assert isinstance(error, VerificationError) and error.action == "download_fail"
+    assert d.phase is Phase.FAILED
+
+
 def test_a_shared_cap_counts_every_byte_of_every_file_and_attempt() -> None:
     pace = Pace(100.0, 0.0, 0.0, 1000, shared_cap=True)
     first, second = Download(pace, "a"), Download(pace, "b")
@@ -222,7 +238,8 @@ FILE = bytes(range(256)) * 4  # 1 KiB
 
 class DownloadLife(RuleBasedStateMachine):
     """Attempts of one download against a server that may misbehave, with kills between any
-    two chunks (the partial is kept, possibly torn), stalls and a cap."""
+    two chunks (the partial is kept, possibly torn), stalls and a cap (above or below the
+    file's size)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -233,12 +250,19 @@ class DownloadLife(RuleBasedStateMachine):
         self.stream: bytes | None = None  # what the server still sends in this attempt
         self.from_zero = False  # this attempt's bytes start at 0 (no partial held)
 
+    @initialize(cap=st.sampled_from([2048, len(FILE), 600]))
+    def cap_is(self, cap: int) -> None:
+        self.cap = cap
+        self.d = Download(Pace(1e9, 1.0, 5.0, cap), "bundle")
+
     def _live(self) -> bool:
         return self.d.phase not in (Phase.VERIFIED, Phase.FAILED)
 
     @precondition(lambda self: self._live() and self.stream is None)
     @rule(
-        server=st.sampled_from(["honours", "ignores range", "416", "wrong range", "truncates"]),
+        server=st.sampled_from(
+            ["honours", "ignores range", "416", "wrong range", "truncates", "no length"]
+        ),
         torn=st.booleans(),
     )
     def attempt(self, server: str, torn: bool) -> None:
@@ -257,15 +281,24 @@ class DownloadLife(RuleBasedStateMachine):
             self.f.step(self.d, head(206, content_range=f"bytes 0-{len(FILE) - 1}/{len(FILE)}"))
             assert not self.f.partial and self.d.phase is Phase.INTERRUPTED
             return
-        if offset and server in ("honours", "truncates"):
+        length = {} if server == "no length" else {"content_length": ""}
+        if offset and server in ("honours", "truncates", "no length"):
             rest = FILE[offset:]
             last = len(FILE) - 1
             headers = {"content_range": f"bytes {offset}-{last}/{len(FILE)}"}
-            self.f.step(self.d, head(206, content_length=str(len(rest)), **headers))
+            if length:
+                length["content_length"] = str(len(rest))
+            self.f.step(self.d, head(206, **length, **headers))
         else:
             rest = FILE
-            self.f.step(self.d, head(200, content_length=str(len(FILE))))
+            if length:
+                length["content_length"] = str(len(FILE))
+            self.f.step(self.d, head(200, **length))
             assert not self.f.partial  # a whole file restarts the partial
+        if self.d.phase is Phase.FAILED:  # announced over the cap
+            assert length and len(FILE) > self.cap
+            assert isinstance(self.f.errors[-1], VerificationError)
+            return
         self.stream = rest[: len(rest) // 2] if server == "truncates" else rest
         self.from_zero = not self.f.partial
 
@@ -281,7 +314,10 @@ class DownloadLife(RuleBasedStateMachine):
         self.f.step(self.d, ChunkReceived(len(piece), self.now))
         if self.d.phase is Phase.FAILED:
             error = self.f.errors[-1]
-            assert isinstance(error, DownloadStopped) and "stalled" in str(error)
+            if isinstance(error, VerificationError):  # grew past the cap
+                assert error.action == "download_fail" and len(self.f.partial) > self.cap
+            else:
+                assert isinstance(error, DownloadStopped) and "stalled" in str(error)
             self.stream = None
 
     @precondition(lambda self: self.stream is not None and not self.stream and self._receiving())
@@ -314,7 +350,7 @@ class DownloadLife(RuleBasedStateMachine):
     @invariant()
     def only_the_true_file_verifies(self) -> None:
         if self.d.phase is Phase.VERIFIED:
-            assert self.f.verified == FILE
+            assert self.f.verified == FILE and len(FILE) <= self.cap
         assert self.d.position <= self.cap or self.d.phase is Phase.FAILED
 
     @invariant()
