@@ -122,8 +122,8 @@ STUCK_ROWS = 200  # the stuck devices listed (and logged) in the HTML; all are i
 def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     """The report.json document (see docs/simulator.md for every field)."""
     sc, rows = info.scenario, device_records(metrics, info)
-    queued = sum(r.stats_queued for r in rows)
-    pending = sum(r.stats_pending for r in rows)
+    queued = sum(r.device.stats_queued for r in rows)
+    pending = sum(r.device.stats_pending for r in rows)
     lost = None if info.server_received is None else queued - pending - info.server_received
     unknown = unknowns(metrics, info)
     results = []
@@ -144,7 +144,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
         failures.update(r.failures)
     target = target_version([*info.published_s, *metrics.first_offered])
     stuck = [r for r in rows if r.stuck]
-    tampered = sum(r.tampered > 0 for r in rows)
+    tampered = sum(r.device.tampered > 0 for r in rows)
     return {
         "schema": SCHEMA,
         "scenario": {
@@ -188,7 +188,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "rollbacks": sum(r.rollbacks for r in rows),
             "devices_rolled_back": sum(bool(r.rollbacks) for r in rows),
             "tampered_activated": None if "tampered_activated" in unknown else tampered,
-            "unbootable": sum(r.unbootable for r in rows),
+            "unbootable": sum(r.device.unbootable for r in rows),
             "crashes": sum(r.crashes for r in rows),
             "awaiting_relaunch": finals[CRASHED],
             "downgraded": sum(d.downgraded() for d in metrics.devices),
@@ -200,12 +200,12 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "why": dict(sorted(Counter(_why_kind(r.stuck) for r in stuck).items(), key=_by_count)),
             "listed": [
                 {
-                    "index": r.index,
-                    "device_id": r.device_id,
+                    "index": r.device.index,
+                    "device_id": r.device.device_id,
                     "last_version": r.last_booted,
                     "state": r.state,
                     "why": r.stuck,
-                    "log": f"devices/{r.index:06d}.log",
+                    "log": f"devices/{r.device.index:06d}.log",
                 }
                 for r in stuck[:STUCK_ROWS]
             ],

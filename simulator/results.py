@@ -31,65 +31,56 @@ MILESTONES_H = (1, 6, 24)  # adoption milestones: hours after a release's public
 
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
-    index: int
-    device_id: str
-    platform: str
-    os: str
-    network: str
-    behaviour: str
-    channel: str
-    mitm: str
-    dialect: str
-    disk_full: bool
+    """One device at the run's end: who it is (`device`, as the fleet recorded it) and what
+    its end looks like, with everything counted up to the end only."""
+
+    device: DeviceOutcome
     fault_group: str  # the faults the scenario put on this device ("none", "mitm:...")
     final_version: str  # what it runs at the end (CRASHED: nothing, its app crashed)
     last_booted: str
     state: str
     versions_run: tuple[str, ...]
-    downloads: int
     failures: dict[str, int]
     rolled_back: tuple[str, ...]
     rollbacks: int
-    redownloaded: tuple[str, ...]
     crashes: int
-    tampered: int
-    unbootable: bool
-    stats_queued: int
-    stats_pending: int
-    requests: int
-    unanswered: int
     stuck: str  # why it does not run the target release ("" when it does, or no target)
+
+    def value(self, dimension: str) -> str:
+        """The device's value in a breakdown dimension (`DIMENSIONS`)."""
+        return str(getattr(self if dimension == "fault_group" else self.device, dimension))
 
     def csv_row(self) -> dict[str, object]:
         """Its row of devices.csv."""
+        d = self.device
         return {
-            "index": self.index,
-            "device_id": self.device_id,
-            "platform": self.platform,
-            "os": self.os,
-            "network": self.network,
-            "behaviour": self.behaviour,
-            "channel": self.channel,
-            "mitm": self.mitm,
-            "dialect": self.dialect,
-            "disk_full": int(self.disk_full),
+            "index": d.index,
+            "device_id": d.device_id,
+            "platform": d.platform,
+            "os": d.os,
+            "network": d.network,
+            "behaviour": d.behaviour,
+            "channel": d.channel,
+            "mitm": d.mitm,
+            "dialect": d.dialect,
+            "disk_full": int(d.disk_full),
             "fault_group": self.fault_group,
             "final_version": self.final_version,
             "last_booted": self.last_booted,
             "state": self.state,
             "versions_run": " ".join(self.versions_run),
-            "downloads": self.downloads,
+            "downloads": sum(d.downloads.values()),
             "failures": " ".join(f"{a}={n}" for a, n in sorted(self.failures.items())),
             "rolled_back": " ".join(self.rolled_back),
             "rollbacks": self.rollbacks,
-            "redownloaded": " ".join(self.redownloaded),
+            "redownloaded": " ".join(sorted(d.redownloaded)),
             "crashes": self.crashes,
-            "tampered_activated": self.tampered,
-            "unbootable": int(self.unbootable),
-            "stats_queued": self.stats_queued,
-            "stats_pending": self.stats_pending,
-            "requests": self.requests,
-            "unanswered": self.unanswered,
+            "tampered_activated": d.tampered,
+            "unbootable": int(d.unbootable),
+            "stats_queued": d.stats_queued,
+            "stats_pending": d.stats_pending,
+            "requests": d.requests,
+            "unanswered": d.unanswered,
             "stuck": self.stuck,
         }
 
@@ -121,33 +112,16 @@ def record(d: DeviceOutcome, end_s: float, target: str | None) -> DeviceRecord:
     failures = d.failures(end_s)
     faults = [f"mitm:{d.mitm}"] * bool(d.mitm) + ["disk_full"] * d.disk_full
     return DeviceRecord(
-        index=d.index,
-        device_id=d.device_id,
-        platform=d.platform,
-        os=d.os,
-        network=d.network,
-        behaviour=d.behaviour,
-        channel=d.channel,
-        mitm=d.mitm,
-        dialect=d.dialect,
-        disk_full=d.disk_full,
+        device=d,
         fault_group="+".join(faults) or "none",
         final_version=final,
         last_booted=last,
         state=state,
         versions_run=tuple(v for t, v in d.running if t <= end_s),
-        downloads=sum(d.downloads.values()),
         failures=dict(sorted(failures.items())),
         rolled_back=tuple(sorted(set(rollbacks), key=versions.sort_key)),
         rollbacks=len(rollbacks),
-        redownloaded=tuple(sorted(d.redownloaded)),
         crashes=sum(v == CRASHED for t, v in d.running if t <= end_s),
-        tampered=d.tampered,
-        unbootable=d.unbootable,
-        stats_queued=d.stats_queued,
-        stats_pending=d.stats_pending,
-        requests=d.requests,
-        unanswered=d.unanswered,
         stuck=_stuck(d, final, state, set(rollbacks), failures, target, end_s),
     )
 
@@ -205,7 +179,7 @@ def breakdowns(
     for dim in DIMENSIONS:
         groups: dict[str, list[DeviceRecord]] = {}
         for r in rows:
-            groups.setdefault(str(getattr(r, dim)), []).append(r)
+            groups.setdefault(r.value(dim), []).append(r)
         out[dim] = [
             {
                 "value": value,
