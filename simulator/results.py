@@ -161,6 +161,9 @@ def _stuck(
         return f"downloaded {target}, waits for the next app start"
     if d.download_starts[target]:
         return f"download of {target} started, not finished"
+    if rolled_back:
+        how = "crashed on boot" if d.crashes else "no notifyAppReady"
+        return f"rolled back from {', '.join(sorted(rolled_back))} ({how}), then never got {target}"
     if failures:
         return "failed: " + ", ".join(f"{a}={n}" for a, n in sorted(failures.items()))
     if d.requests == 0:

@@ -207,3 +207,51 @@ def test_failure_count_and_latency_expectations_fire() -> None:
         ("latency_p99(/channel_self) <= 100", None, "ms"),
     ]
     assert report["expectations"][0]["value"] == 4 and not report["passed"]
+
+
+def test_each_stuck_device_says_why() -> None:
+    """One device per reason, recorded as the fleet records them; the one on the target is
+    not stuck."""
+    from simulator.results import record
+
+    def device(i: int, **attrs: int | bool) -> DeviceOutcome:
+        d = DeviceOutcome(i, f"id-{i}", "ios", "17", "wifi", "daily", "production")
+        for name, value in attrs.items():
+            setattr(d, name, value)
+        return d
+
+    m, end = Metrics(), 24 * 3600.0
+    on_target = device(0, requests=5)
+    m.ran(on_target, "1.0.2", 100.0, confirmed=True)
+    crashed = device(1, requests=5)
+    m.ran(crashed, "1.0.2", 100.0, confirmed=False)
+    m.crashed(crashed, 100.0)
+    rolled = device(2, requests=5)
+    m.ran(rolled, "1.0.2", 100.0, confirmed=False)
+    m.crashed(rolled, 100.0)
+    m.stat(rolled, "update_fail", "1.0.2", 400.0)
+    m.ran(rolled, "builtin", 400.0, confirmed=True)
+    tampered = device(3, requests=5)
+    m.stat(tampered, "download_0", "1.0.2", 50.0)
+    m.stat(tampered, "checksum_fail", "1.0.2", 60.0)
+    waiting = device(4, requests=5)
+    m.stat(waiting, "download_0", "1.0.2", 50.0)
+    m.stat(waiting, "download_complete", "1.0.2", 60.0)
+    late = device(5, requests=5)
+    m.stat(late, "download_0", "1.0.2", end + 60)  # after the end: not this run's
+    rows = [
+        record(d, end, "1.0.2").stuck
+        for d in (on_target, crashed, rolled, tampered, waiting, late, device(6),
+                  device(7, requests=4, unanswered=4), device(8, unbootable=True))
+    ]  # fmt: skip
+    assert rows == [
+        "",
+        "crashed on boot of 1.0.2, awaiting relaunch",
+        "rolled back from 1.0.2 (crashed on boot)",
+        "failed verification (checksum_fail=1)",
+        "downloaded 1.0.2, waits for the next app start",
+        "download of 1.0.2 started, not finished",
+        "never checked: the app was not opened",
+        "offline: none of its 4 requests answered",
+        "unbootable: neither its bundle nor the fallback can load",
+    ]
