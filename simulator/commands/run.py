@@ -237,6 +237,16 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         f"{upd['rollbacks']:,} rollbacks, {upd['unbootable']} unbootable, "
         f"{'unknown' if tampered is None else tampered} tampered activated"
     )
+    stuck = report["stuck"]
+    if stuck["target"]:
+        why = ", ".join(f"{w} {n:,}" for w, n in list(stuck["why"].items())[:3])
+        console.print(
+            f"  stuck (not on {stuck['target']} at the end): {stuck['devices']:,}"
+            + (f" — {why}" if why else "")
+            + (f"; {upd['awaiting_relaunch']:,} crashed, awaiting relaunch"
+               if upd["awaiting_relaunch"] else ""),
+            highlight=False,
+        )  # fmt: skip
     for finding in report["findings"]:
         text = escape(finding["text"])
         count = f": {finding['events']:,}" if finding["events"] else ""

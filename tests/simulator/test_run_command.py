@@ -51,6 +51,7 @@ def test_exit_status_follows_the_expectations(
     assert main(argv) == status
     out = capsys.readouterr().out
     assert "tiny: 10 devices" in out and str(report / "report.html") in out
+    assert "stuck (not on 1.0.1 at the end): " in out  # who is stuck, in the summary too
     # the JUnit file, parsed back: one test case per expectation, the missed one a failure
     suite = ElementTree.parse(tmp_path / "ci" / "j.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("name") == "otasim.tiny"
