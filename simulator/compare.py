@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,22 @@ def compare(base: dict[str, Any], run: dict[str, Any], limits: Thresholds) -> li
             r = run["requests"][endpoint]["latency_ms"].get(q)
             rows.append(_slower(f"latency {endpoint} {q} ms", b, r, limits))
     return rows
+
+
+def comparison(base: Mapping[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """What report.json says of a run compared with a baseline (`otasim run --baseline`),
+    with the default thresholds: the rows, and the regressions."""
+    rows = compare(dict(base), run, Thresholds())
+    return {
+        "baseline": f"{base['scenario']['name']}, {base['run']['devices']:,} devices, "
+        f"seed {base['run']['seed']}, {base['run']['started_at']}",
+        "regressions": [r.figure for r in rows if r.regressed],
+        "rows": [
+            {"figure": r.figure, "baseline": r.baseline, "run": r.run, "limit": r.limit,
+             "verdict": r.verdict}
+            for r in rows
+        ],
+    }  # fmt: skip
 
 
 def _target(report: dict[str, Any]) -> str | None:

@@ -451,6 +451,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 {expectations or "<tr><td></td><td>none</td><td></td></tr>"}</table></section>
 <section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}
 <p class="meta">{esc(_adoption_note(report))}</p>{_milestones_html(report)}</section>
+{_comparison_html(report.get("comparison"))}
 {_stuck_html(report)}
 <section><h2>By platform, OS, network, channel, dialect and fault group</h2>
 {breakdown_chart(report["breakdowns"], report["adoption"]["target"])}
@@ -514,6 +515,24 @@ def _milestones_html(report: dict[str, Any]) -> str:
             '<p class="meta">Hours from publication; — : not reached, or past the end of the run. '
             "Time to adoption: over the devices that ran the version at all.</p>"
         )
+    )
+
+
+def _comparison_html(comparison: dict[str, Any] | None) -> str:
+    """The run against its baseline (`--baseline`): regressions first."""
+    if comparison is None:
+        return ""
+    first = {"REGRESSED": 0, "ok": 1, "unknown": 2}
+    rows = sorted(comparison["rows"], key=lambda r: first[r["verdict"]])
+    n = len(comparison["regressions"])
+    head = f"{n} regression(s)" if n else "no regression"
+    table = _table(
+        ["", "figure", "baseline", "this run", "regression when"],
+        [[r["verdict"], r["figure"], r["baseline"], r["run"], r["limit"]] for r in rows],
+    )
+    return (
+        f"<section><h2>Compared with the baseline: {head}</h2>"
+        f'<p class="meta">baseline: {html.escape(comparison["baseline"])}</p>{table}</section>'
     )
 
 

@@ -31,6 +31,7 @@ from agent.protocol.profiles import DEFAULT_PROFILE
 from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.clock import WINDOW_S
+from simulator.compare import comparison
 from simulator.device import ConfigKey, file_digests, make_dist
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
@@ -77,6 +78,7 @@ class RunOptions:
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
     window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
+    baseline: Mapping[str, Any] | None = None  # an earlier run's report.json to compare with
 
 
 class EmbeddedServer:
@@ -201,6 +203,8 @@ def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             server_findings=(flags,) if flags else (),
         )
         report = build_report(done.fleet.metrics, info)
+        if options.baseline is not None:
+            report["comparison"] = comparison(options.baseline, report)
         page = write_report(report, done.fleet.metrics, info, options.report_dir)
     return report, page
 

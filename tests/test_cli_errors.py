@@ -33,6 +33,7 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["run", "--expect-release", "1.0.1", "--server", REFUSED],
     ["run", "--http", "curl"],
     ["run", "--junit", "/proc/otasim/junit.xml"],
+    ["run", "--baseline", "no-such-run"],
     ["run", "--server", REFUSED, "--public-key", "{aside}/garbage.pem", "--report", "{aside}/r"],
     ["loadtest", "-t", "forever"],
     ["loadtest", "-u", "0"],

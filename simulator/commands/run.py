@@ -39,7 +39,7 @@ that opens what it offers; otherwise exit 2 with one line naming the problem.
         "every expectation of the scenario holds (an unmeasurable one is `unknown`, neither "
         "a pass nor a miss)",
     ),
-    (1, "an expectation missed"),
+    (1, "an expectation missed, or with --baseline a figure regressed"),
     (2, "usage error, or the run cannot start (scenario, folders, embedded server set-up)"),
     (
         3,
@@ -70,6 +70,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=1, help="same seed, same fleet and decisions")
     parser.add_argument("--report", default="otasim-report", metavar="DIR",
                         help="where to write the report (default: ./otasim-report)")  # fmt: skip
+    parser.add_argument(
+        "--baseline", metavar="DIR",
+        help="an earlier run's report folder: compare with it (as otasim compare, default "
+             "thresholds) in the summary and report.html; exit 1 on a regression",
+    )  # fmt: skip
     parser.add_argument(
         "--junit", metavar="FILE",
         help="also write the expectations as a JUnit XML file (one test case each) for CI",
@@ -174,6 +179,7 @@ def run_command(args: argparse.Namespace) -> int:
     if (args.public_key or args.app_id or args.expect_release) and not external:
         raise CommandError("--public-key, --app-id and --expect-release go with --server")
     expected = parse_expected(args.expect_release)
+    baseline = _baseline(args.baseline)
     try:
         if args.junit:
             check_writable([Path(args.junit).parent])
@@ -200,6 +206,7 @@ def run_command(args: argparse.Namespace) -> int:
             http_backend=args.http,
             progress=not args.no_progress,
             processes=args.processes,
+            baseline=baseline,
         )
         report, page = simulate(options)
         if args.junit:
@@ -215,7 +222,20 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"{exc.filename or 'run'}: {exc.strerror or exc}") from None
     _summary(report, page)
-    return 0 if report["passed"] else 1
+    regressed = bool(report.get("comparison", {}).get("regressions"))
+    return 0 if report["passed"] and not regressed else 1
+
+
+def _baseline(folder: str | None) -> dict[str, Any] | None:
+    """The --baseline report, read before the run (a wrong folder fails at once)."""
+    if folder is None:
+        return None
+    from simulator.compare import CompareError, load
+
+    try:
+        return load(Path(folder))
+    except CompareError as exc:
+        raise CommandError(f"--baseline: {exc}") from None
 
 
 def _summary(report: dict[str, Any], page: Any) -> None:
@@ -260,5 +280,13 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         console.print(f"  {mark} {r['expect']}  ({value})")
     for note in run["notes"]:
         console.print(f"  note: {note}")
+    comparison = report.get("comparison")
+    if comparison is not None:
+        regressions = comparison["regressions"]
+        console.print(
+            f"  against the baseline: {len(regressions)} regression(s)"
+            + (": " + "; ".join(regressions) if regressions else ""),
+            highlight=False,
+        )
     verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"
     console.print(f"{verdict} · report: {page}")

@@ -104,3 +104,39 @@ def test_a_folder_without_a_report_is_one_error_line(
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("otasim: error: ") and "cannot read the report" in err[0]
     assert err[1].endswith("not an otasim report (otasim.report/1)")
+
+
+CRASHING = """
+duration_h = 2
+[[fleet]]
+network = "lan"
+behaviour = "heavy"
+[[releases]]
+version = "1.0.1"
+size_kb = 20
+crash_on_boot = { android = 1.0, ios = 1.0 }
+[[timeline]]
+at_h = 0
+action = "publish"
+version = "1.0.1"
+"""
+
+
+def test_run_with_a_baseline_compares_in_the_report_and_exits_1_on_a_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A release that crashes on every boot, against a baseline whose release did not: the
+    failures per device regress; the summary, report.json and report.html say so."""
+    (tmp_path / "crash.toml").write_text(CRASHING)
+    base = folder(tmp_path, "base", baseline_report())
+    out = tmp_path / "out"
+    argv = ["run", "--scenario", str(tmp_path / "crash.toml"), "--devices", "10", "--seed", "3",
+            "--no-progress", "--report", str(out), "--baseline", str(base)]  # fmt: skip
+    assert main(argv) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"]  # no expectation: the regression alone fails the run
+    regressions = report["comparison"]["regressions"]
+    assert "failures update_fail per device" in regressions, regressions
+    assert "against the baseline: " in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert "Compared with the baseline: " in page and "REGRESSED" in page
