@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,13 +20,14 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.http import AsyncHttpPort
 from agent.protocol.profiles import get_profile
 
+from simulator.app import draw_device, pick
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.device import BundlePool, DeviceContext, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.publish import PublishError, publish
 from simulator.release import ReleaseError
-from simulator.scenario import Choice, Scenario, Step
+from simulator.scenario import Scenario, Step
 from simulator.server.client import AdminClient, AdminError
 
 
@@ -53,14 +53,15 @@ def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
     counts = apportion([g.share for g in scenario.groups], devices)
     for group, count in zip(scenario.groups, counts, strict=True):
         for _ in range(count):
+            drawn = draw_device(group, rng)
             specs.append(
                 DeviceSpec(
                     index=len(specs),
-                    device_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    platform=pick(group.platform, rng),
-                    os=pick(group.os, rng),
-                    native_version=pick(group.native_version, rng),
-                    channel=pick(group.channel, rng),
+                    device_id=drawn.device_id,
+                    platform=drawn.platform,
+                    os=drawn.os,
+                    native_version=drawn.native_version,
+                    channel=drawn.channel,
                     network=pick(group.network, rng),
                     behaviour=pick(group.behaviour, rng),
                     mitm=pick(scenario.mitm_modes, rng) if group.mitm else "",
@@ -84,11 +85,6 @@ def apportion(shares: Sequence[float], total: int) -> list[int]:
     for i in by_remainder[: total - sum(counts)]:
         counts[i] += 1
     return counts
-
-
-def pick(choice: Choice, rng: random.Random) -> str:
-    values, weights = zip(*choice, strict=True)
-    return str(rng.choices(values, weights)[0])
 
 
 SYNCS_PER_RUN = 96  # with a man in the middle: what it learned is shared this often

@@ -28,8 +28,9 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.protocol.profiles import DEFAULT_PROFILE
 
+from simulator.app import make_dist
 from simulator.clock import WINDOW_S
-from simulator.device import file_digests, make_dist
+from simulator.device import file_digests
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics

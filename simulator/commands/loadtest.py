@@ -92,7 +92,7 @@ def locustfile() -> Path:
 
 def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[str, Path]:
     """Start the reference server with a published release: (URL, public key file)."""
-    from simulator.device import make_dist
+    from simulator.app import make_dist
     from simulator.publish import publish
     from simulator.release import create_keys
     from simulator.scenario import Release
