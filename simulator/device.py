@@ -258,7 +258,7 @@ class VirtualDevice(AgentObserver):
         try:
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
+            self.ctx.metrics.local_failure(self.outcome, _action(exc))
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
@@ -280,7 +280,7 @@ class VirtualDevice(AgentObserver):
             return
         self.ctx.metrics.ran(self.outcome, version, now, confirmed=False)
         if boot.kind == "crashed":
-            self.outcome.crashes += 1
+            self.ctx.metrics.crashed(self.outcome)
             self._die()
             self.next_open = boot.at
 
@@ -303,10 +303,9 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
-            if expected is None:
-                self.outcome.unchecked.add(version)
-            elif digests != expected:  # a file changed, added or missing: not what was published
-                self.outcome.tampered += 1
+            # a file changed, added or missing: not what was published
+            matched = None if expected is None else digests == expected
+            self.ctx.metrics.files_checked(self.outcome, version, matched)
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)
         self.traits[bundle_id] = traits
@@ -322,19 +321,24 @@ class VirtualDevice(AgentObserver):
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
-            self.outcome.unbootable = True
+            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.finished(self.outcome, unbootable=True, stats_pending=0)
             return
         finally:
             if self.device is not None:
                 await self.device.aclose()
                 self.device = None
-        self.outcome.stats_pending = status.pending_stats
         # Unbootable: neither the bundle the next cold start boots nor its fallback can load.
-        self.outcome.unbootable = not (
-            _loads(status.next or status.current) or _loads(status.fallback)
+        unbootable = not (_loads(status.next or status.current) or _loads(status.fallback))
+        self.ctx.metrics.finished(
+            self.outcome, unbootable=unbootable, stats_pending=status.pending_stats
         )
 
 
 def _loads(bundle: BundleView) -> bool:
     return bundle.path is None or (bundle.path / "index.html").is_file()
+
+
+def _action(error: AgentError) -> str:
+    """The Capgo action a local failure reports (its class name when it has none)."""
+    return str(getattr(error, "action", type(error).__name__))

@@ -139,11 +139,10 @@ class Fleet:
 
     def _device(self, ctx: DeviceContext, spec: DeviceSpec, workdir: Path) -> VirtualDevice:
         sc = self.scenario
-        outcome = DeviceOutcome(
+        outcome = self.metrics.add_device(DeviceOutcome(
             spec.index, spec.device_id, spec.platform, spec.os, spec.network,
             spec.behaviour, spec.channel, spec.mitm, spec.disk_full,
-        )  # fmt: skip
-        self.metrics.devices.append(outcome)
+        ))  # fmt: skip
         identity = DeviceIdentity(
             device_id=spec.device_id,
             app_id=sc.app_id,
