@@ -32,7 +32,7 @@ from simulator.app import make_dist
 from simulator.clock import WINDOW_S
 from simulator.device import file_digests
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
+from simulator.fleet import DeviceSpec, plan_fleet
 from simulator.metrics import Metrics
 from simulator.preflight import (
     Endpoints,
@@ -47,6 +47,7 @@ from simulator.scenario import Scenario, load_scenario
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import RunningServer, run_server
 from simulator.shards import FleetRun, Shard, run_fleet
+from simulator.timeline import Publication, Timeline
 
 PRODUCTION = "production"
 
