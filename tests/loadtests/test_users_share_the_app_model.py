@@ -1,6 +1,6 @@
 """The Locust users and the fleet share one app model (`simulator.app`): the users load no
 asyncio driver, and a release boots the same way under both drivers (a slow start past
-appReadyTimeout is rolled back, one within it is kept)."""
+appReadyTimeout is rolled back, one within it is kept, a crash on boot is rolled back)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ platform = ["ios", "android"]
 version = "{version}"
 size_kb = 8
 start_s = {start_s}
+crash_on_boot = {{ ios = {crash_p}, android = {crash_p} }}
 [[timeline]]
 at_h = 0
 action = "publish"
@@ -89,7 +90,9 @@ def _fleet_rolled_back(scenario: Path, report: Path) -> list[bool]:
 
 def _locust_rolled_back(target: Target, scenario: Path, app_id: str, tmp: Path) -> list[bool]:
     """For each Locust device that installed VERSION: whether it was rolled back from it."""
-    dist = make_dist(Release(VERSION, size_kb=8, start_s=START_S[app_id]), tmp / "dist", seed=3)
+    start_s, crash_p = BOOTS[app_id]
+    release = Release(VERSION, 8, (("ios", crash_p), ("android", crash_p)), start_s=start_s)
+    dist = make_dist(release, tmp / "dist", seed=3)
     with AdminClient(target.server.url, target.server.admin_key) as admin:
         publish(admin, app_id=app_id, version=VERSION, channel="production", source=dist)
     args = [
@@ -108,17 +111,22 @@ def _locust_rolled_back(target: Target, scenario: Path, app_id: str, tmp: Path) 
     return [True] * rolled_back + [False] * (installed - rolled_back)
 
 
-# appReadyTimeout is 10 s: a start 2 s after the boot is in time, 10.5 s is too late
-START_S = {"com.example.quick": 2.0, "com.example.slow": 10.5}
+# (start_s, crash_on_boot) per app; appReadyTimeout is 10 s: a start 2 s after the boot is in
+# time, 10.5 s is too late; a crash kills the app, and its next cold start rolls back
+BOOTS = {"com.example.quick": (2.0, 0.0), "com.example.slow": (10.5, 0.0),
+         "com.example.crash": (0.0, 1.0)}  # fmt: skip
 
 
 @pytest.mark.parametrize(("app_id", "rolled_back"), [("com.example.quick", False),
-                                                     ("com.example.slow", True)])  # fmt: skip
-def test_a_slow_start_boots_alike_in_the_fleet_and_under_locust(
+                                                     ("com.example.slow", True),
+                                                     ("com.example.crash", True)])  # fmt: skip
+def test_a_release_boots_alike_in_the_fleet_and_under_locust(
     target: Target, tmp_path: Path, app_id: str, rolled_back: bool
 ) -> None:
+    start_s, crash_p = BOOTS[app_id]
     scenario = tmp_path / "start.toml"
-    scenario.write_text(SCENARIO.format(app_id=app_id, version=VERSION, start_s=START_S[app_id]))
+    scenario.write_text(SCENARIO.format(app_id=app_id, version=VERSION, start_s=start_s,
+                                        crash_p=crash_p))  # fmt: skip
     fleet = _fleet_rolled_back(scenario, tmp_path / "report")
     users = _locust_rolled_back(target, scenario, app_id, tmp_path)
     assert len(fleet) == 6 and set(fleet) == {rolled_back}
