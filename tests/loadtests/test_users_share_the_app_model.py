@@ -58,27 +58,12 @@ def test_the_probe_sees_the_asyncio_driver_of_the_fleet() -> None:
     assert {"agent.drivers.aio", "simulator.device", "simulator.fleet"} <= set(side) and app
 
 
-SCENARIO = """
-app_id = "{app_id}"
-duration_h = 4
-[behaviours.stays]  # never killed, never rebooted: the ready timeout fires in the running app
-sessions_per_day = 20
-kill_share = 0
-reboots_per_day = 0
-[[fleet]]
-network = "lan"
-behaviour = "stays"
-platform = ["ios", "android"]
-[[releases]]
-version = "{version}"
-size_kb = 8
-start_s = {start_s}
-crash_on_boot = {{ ios = {crash_p}, android = {crash_p} }}
-[[timeline]]
-at_h = 0
-action = "publish"
-version = "{version}"
-"""
+def _scenario(start_s: float, crash_p: float, app_id: str) -> str:
+    """The fleet's slow-start scenario (tests/simulator/test_app_start.py), for `app_id`."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "simulator"))
+    from test_app_start import start_scenario
+
+    return start_scenario(start_s, crash_p, app_id)
 
 
 def _fleet_rolled_back(scenario: Path, report: Path) -> list[bool]:
@@ -125,8 +110,7 @@ def test_a_release_boots_alike_in_the_fleet_and_under_locust(
 ) -> None:
     start_s, crash_p = BOOTS[app_id]
     scenario = tmp_path / "start.toml"
-    scenario.write_text(SCENARIO.format(app_id=app_id, version=VERSION, start_s=start_s,
-                                        crash_p=crash_p))  # fmt: skip
+    scenario.write_text(_scenario(start_s, crash_p, app_id))
     fleet = _fleet_rolled_back(scenario, tmp_path / "report")
     users = _locust_rolled_back(target, scenario, app_id, tmp_path)
     assert len(fleet) == 6 and set(fleet) == {rolled_back}
