@@ -148,7 +148,9 @@ class DeviceUserBase(User):
         scale = shared.settings.session_s / mean_session_s if mean_session_s > 0 else 1.0
         self.app = AppUser(behaviour, self.rng, scale)
         self.next_open = 0.0  # a crashed app is opened again from then on
-        self.next_reboot = self.app.next_reboot(time.time())
+        # at --session-s 0 the user's time shrinks to nothing: no reboots (one at every instant
+        # would kill every session), an immediate relaunch after a crash
+        self.next_reboot = self.app.next_reboot(time.time()) if scale > 0 else float("inf")
         self.config = self._config(shared.settings, channel)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "identity.json").write_text(json.dumps(asdict(self.identity)))

@@ -149,7 +149,11 @@ class AppUser:
         self.ready: PendingReady | None = None
 
     def _exp(self, mean_s: float) -> float:
-        return self.rng.expovariate(1 / (mean_s * self.scale)) if mean_s > 0 else float("inf")
+        """An exponential duration of mean `mean_s` x scale (inf: never; 0 at scale 0)."""
+        if mean_s <= 0:
+            return float("inf")
+        scaled = mean_s * self.scale
+        return self.rng.expovariate(1 / scaled) if scaled > 0 else 0.0
 
     def first_open(self, now: float) -> float:
         """When the user first opens the app (somewhere in a first gap)."""

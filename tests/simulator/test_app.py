@@ -59,6 +59,8 @@ def test_the_scale_compresses_the_users_durations_draw_for_draw() -> None:
         assert fast.leave_kills() == day.leave_kills()
     never = AppUser(Behaviour(reboots_per_day=0), random.Random(7))
     assert never.next_reboot(0.0) == float("inf")
+    instant = AppUser(BEHAVIOUR, random.Random(7), scale=0.0)  # Locust's --session-s 0
+    assert instant.session_end(5.0) == 5.0 and instant.gap() == 0.0
 
 
 def test_kill_share_decides_how_sessions_end() -> None:
