@@ -121,7 +121,7 @@ class VirtualDevice(AgentObserver):
         *,
         disk_full: DiskFull | None = None,
     ) -> None:
-        self.ctx, self.identity, self.behaviour, self.outcome = ctx, identity, behaviour, outcome
+        self.ctx, self.identity, self.outcome = ctx, identity, outcome
         self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
