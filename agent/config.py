@@ -79,6 +79,9 @@ class AgentConfig:
     # device's HTTP port (`otasim device`, the Locust users); a driver uses the port it is given
     ca_file: str | None = None
     strict_release: bool = False  # require otasim's signed release document (needs public_key)
+    # the server protocol spoken: a name in agent.protocol.registry.DIALECTS (checked when the
+    # device opens: the registry imports this module)
+    dialect: str = "capgo"
 
     def __post_init__(self) -> None:
         _check_url("update_url", self.update_url, may_be_empty=True)

@@ -100,8 +100,9 @@ def write_worker_summary(environment: Environment, **_: Any) -> None:
 
 def draw_identity(
     settings: LoadtestSettings, rng: random.Random
-) -> tuple[DeviceIdentity, str, Behaviour]:
-    """A device of the fleet mix: (identity, channel it asks for, its user's behaviour)."""
+) -> tuple[DeviceIdentity, str, str, Behaviour]:
+    """A device of the fleet mix: (identity, channel it asks for, dialect it speaks, its
+    user's behaviour)."""
     groups = settings.fleet.groups
     group = rng.choices(groups, [g.share for g in groups])[0]
     drawn = draw_device(group, rng)
@@ -113,7 +114,8 @@ def draw_identity(
         version_os=drawn.os,
         plugin_version=get_profile(settings.plugin).plugin_version,
     )
-    return identity, drawn.channel, settings.fleet.behaviours[pick(group.behaviour, rng)]
+    dialect, behaviour = pick(group.dialect, rng), pick(group.behaviour, rng)
+    return identity, drawn.channel, dialect, settings.fleet.behaviours[behaviour]
 
 
 class DeviceUserBase(User):
@@ -142,7 +144,7 @@ class DeviceUserBase(User):
         shared.devices += 1
         self._started = True
         self.home = shared.folder / f"{next(shared.slots):06d}"
-        self.identity, channel, behaviour = draw_identity(shared.settings, self.rng)
+        self.identity, channel, dialect, behaviour = draw_identity(shared.settings, self.rng)
         # the user's habits, compressed so that a session lasts --session-s on average
         mean_session_s = behaviour.session_min * 60
         scale = shared.settings.session_s / mean_session_s if mean_session_s > 0 else 1.0
@@ -151,18 +153,19 @@ class DeviceUserBase(User):
         # at --session-s 0 the user's time shrinks to nothing: no reboots (one at every instant
         # would kill every session), an immediate relaunch after a crash
         self.next_reboot = self.app.next_reboot(time.time()) if scale > 0 else float("inf")
-        self.config = self._config(shared.settings, channel)
+        self.config = self._config(shared.settings, channel, dialect)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "identity.json").write_text(json.dumps(asdict(self.identity)))
         self._cold_start()
 
-    def _config(self, settings: LoadtestSettings, channel: str) -> AgentConfig:
-        urls = endpoints(self.host, *settings.urls)
+    def _config(self, settings: LoadtestSettings, channel: str, dialect: str) -> AgentConfig:
+        urls = endpoints(self.host, *settings.urls, dialect=dialect)
         return AgentConfig(
             update_url=urls.updates,
             stats_url=urls.stats,
             channel_url=urls.channel,
             plugin=settings.plugin,
+            dialect=dialect,
             auto_update=settings.apply_mode,
             public_key=settings.public_key,
             default_channel=channel or None,

@@ -10,10 +10,12 @@ whatever the machine or the sharding. Steps go through the embedded server's adm
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.metrics import Metrics
 from simulator.publish import PublishError, publish
@@ -47,11 +49,13 @@ class Timeline:
         server: ServerControl,
         releases: Mapping[str, Publication],
         private_pem: bytes,
+        dialects: Sequence[str] = (DEFAULT_DIALECT,),
     ) -> None:
         self.scenario = scenario
         self.server = server
         self.releases = releases
         self.private_pem = private_pem
+        self.dialects = tuple(dialects)  # each publication carries these dialects' artefacts
         self.published_s: dict[str, float] = {}
 
     async def perform_due(self, metrics: Metrics, at_s: float) -> None:
@@ -94,6 +98,7 @@ class Timeline:
             publish(
                 client, app_id=app, version=version, channel=channel, source=rel.dist,
                 private_pem=self.private_pem, delta=rel.delta, rollout_percent=percent,
+                dialects=self.dialects,
             )  # fmt: skip
             self.published_s.setdefault(version, at_s)
         elif step.action == "rollout":

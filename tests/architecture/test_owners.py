@@ -18,7 +18,7 @@ OWNER = ROOT / "simulator" / "metrics.py"
 # what a device's outcome records as the run goes (its identity is given when it is made)
 RECORDED = frozenset(f.name for f in fields(DeviceOutcome)) - {
     "index", "device_id", "platform", "os", "network", "behaviour", "channel", "mitm",
-    "disk_full",
+    "disk_full", "dialect",
 }  # fmt: skip
 MUTATORS = frozenset({"add", "append", "update", "clear", "discard", "pop", "extend", "remove"})
 
