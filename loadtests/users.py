@@ -134,7 +134,6 @@ class DeviceUserBase(User):
         self.observer: LocustObserver | None = None
         self.rng = random.Random()
         self._started = False
-        self._reloads: list[tuple[int, str, float]] = []  # (boot id, bundle id, when)
 
     def on_start(self) -> None:
         shared = process_state(self.environment)
@@ -188,7 +187,7 @@ class DeviceUserBase(User):
         )
 
     def _note_reload(self, boot_id: int, bundle_id: str) -> None:
-        self._reloads.append((boot_id, bundle_id, time.time()))
+        self.app.reloaded(boot_id, bundle_id, time.time())
 
     @property
     def device_now(self) -> SyncDevice:
@@ -226,7 +225,6 @@ class DeviceUserBase(User):
             self.device.kill()
         self.device = None
         self.app.died()
-        self._reloads.clear()
 
     def settle(self) -> None:
         """The app's side after each step: how it boots what the agent reloaded (the app
@@ -262,13 +260,13 @@ class DeviceUserBase(User):
             self.device.notify_app_ready(pending.boot_id)
 
     def _settle_boots(self) -> None:
-        if not self._reloads or self.device is None:
+        if not self.app.reloads or self.device is None:
             return
-        boot_id, bundle_id, booted_at = self._reloads[-1]
-        self._reloads.clear()
         status = self.device.status()
-        if status.boot_id != boot_id or status.current.id != bundle_id:
+        settle = self.app.boot_to_settle(status.boot_id, status.current.id)
+        if settle is None:
             return
+        boot_id, booted_at = settle
         path = status.current.path
         traits = BUILTIN_TRAITS if path is None else read_traits(path, self.identity.platform)
         boot = self.app.boot(traits, boot_id, status.current.version, booted_at, time.time())

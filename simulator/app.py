@@ -146,6 +146,7 @@ class AppUser:
 
     def __init__(self, behaviour: Behaviour, rng: random.Random, scale: float = 1.0) -> None:
         self.behaviour, self.rng, self.scale = behaviour, rng, scale
+        self.reloads: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to settle
         self.ready: PendingReady | None = None
 
     def _exp(self, mean_s: float) -> float:
@@ -180,6 +181,20 @@ class AppUser:
     def died(self) -> None:
         """The app process ended (killed, crashed, phone rebooted): no ready will come."""
         self.ready = None
+        self.reloads.clear()
+
+    def reloaded(self, boot_id: int, bundle_id: str, at: float) -> None:
+        """The agent (re)booted the web view on `bundle_id` (its `appReloaded` event)."""
+        self.reloads.append((boot_id, bundle_id, at))
+
+    def boot_to_settle(self, boot_id: int | None, bundle_id: str) -> tuple[int, float] | None:
+        """The boot to settle now, (boot id, when it happened): the last reload since the
+        previous call, if it is still the device's current boot (`boot_id` on `bundle_id`)."""
+        if not self.reloads:
+            return None
+        last_boot, last_bundle, at = self.reloads[-1]
+        self.reloads.clear()
+        return (last_boot, at) if (last_boot, last_bundle) == (boot_id, bundle_id) else None
 
     def boot(
         self, traits: BundleTraits, boot_id: int, version: str, booted_at: float, now: float

@@ -137,7 +137,6 @@ class VirtualDevice(AgentObserver):
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False
-        self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
 
@@ -159,7 +158,7 @@ class VirtualDevice(AgentObserver):
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
-            self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
+            self.app.reloaded(payload["boot_id"], payload["bundle"], self.sim_now())
         elif name == "updateCheckResult":
             self.ctx.metrics.check_result(self.outcome, self.ctx.profile, dict(payload))
 
@@ -257,7 +256,6 @@ class VirtualDevice(AgentObserver):
             self.device.kill()
         self.device, self.foreground = None, False
         self.app.died()
-        self.boots.clear()
 
     async def _call(self, action: Callable[[], Any]) -> None:
         try:
@@ -269,13 +267,14 @@ class VirtualDevice(AgentObserver):
     # -- the app: what a boot of a bundle does ------------------------------------------------
 
     async def _settle_boots(self) -> None:
-        if not self.boots or self.device is None:
+        if not self.app.reloads or self.device is None:
             return
-        boot_id, bundle_id, booted_at = self.boots[-1]
-        self.boots.clear()
         status = self.device.status()
-        if status.boot_id != boot_id or status.current.id != bundle_id:
+        bundle_id = status.current.id
+        settle = self.app.boot_to_settle(status.boot_id, bundle_id)
+        if settle is None:
             return
+        boot_id, booted_at = settle
         version = BUILTIN if bundle_id == BUILTIN else status.current.version
         traits = self._traits(bundle_id, version, status.current.path)
         now = self.sim_now()

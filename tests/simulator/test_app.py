@@ -101,3 +101,16 @@ def test_the_fleet_plan_draws_identities_as_draw_device_does(tmp_path: Path) -> 
 def test_traits_come_from_the_bundle_files(tmp_path: Path) -> None:
     slow = make_dist(Release("1.0.2", 1, start_s=12.5), tmp_path / "s", seed=1)
     assert read_traits(slow, "ios") == BundleTraits(loads=True, crash_p=0.0, start_s=12.5)
+
+
+def test_only_the_last_reload_that_is_still_current_is_settled() -> None:
+    app = AppUser(BEHAVIOUR, random.Random(1))
+    assert app.boot_to_settle(1, "b1") is None  # nothing reloaded
+    app.reloaded(1, "builtin", 0.0)
+    app.reloaded(2, "b1", 5.0)
+    assert app.boot_to_settle(2, "b1") == (2, 5.0) and app.boot_to_settle(2, "b1") is None
+    app.reloaded(3, "b2", 9.0)
+    assert app.boot_to_settle(4, "builtin") is None  # rolled back meanwhile: not that boot
+    app.reloaded(5, "b3", 12.0)
+    app.died()
+    assert app.boot_to_settle(5, "b3") is None
