@@ -334,7 +334,12 @@ def run_lifecycle(args: argparse.Namespace) -> int:
         getattr(device, args.action)()
         status = device.status()
         if status.boot_id is not None and not status.boot_confirmed:
-            why = "--crash" if args.crash else _app_fails(status.current.path, printer.platform)
+            why = (
+                "--crash"
+                if args.crash
+                else _app_fails(status.current.path, printer.platform, status.boot_id,
+                                status.current.version)
+            )  # fmt: skip
             if why is None:
                 device.notify_app_ready(status.boot_id)
             else:
@@ -347,23 +352,25 @@ def run_lifecycle(args: argparse.Namespace) -> int:
     return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
 
 
-def _app_fails(bundle: Path | None, platform: str) -> str | None:
-    """Why the app does not reach notifyAppReady on the bundle it booted, as the fleet and
-    the Locust users decide it (`simulator.device.read_traits`): no index.html, or a crash
-    drawn with the bundle's otasim-behaviour.json `crash_on_boot` for this platform; None
+def _app_fails(bundle: Path | None, platform: str, boot_id: int, version: str) -> str | None:
+    """Why the app does not reach notifyAppReady on the bundle it booted, decided by the app
+    model the fleet and the Locust users share (`simulator.app.AppUser.boot`, from the
+    bundle's `index.html` and otasim-behaviour.json `crash_on_boot` for this platform); None
     when it starts (the builtin bundle always does)."""
     import random
 
-    from simulator.device import BEHAVIOUR_FILE, read_traits
+    from simulator.app import BEHAVIOUR_FILE, AppUser, read_traits
+    from simulator.scenario import Behaviour
 
     if bundle is None:
         return None
     traits = read_traits(bundle, platform)
-    if not traits.loads:
-        return "no index.html, the page never loads"
-    if traits.crash_p and random.random() < traits.crash_p:
+    boot = AppUser(Behaviour(), random.Random()).boot(traits, boot_id, version, 0.0, 0.0)
+    if boot.kind == "crashed":
         return f"crashed on boot ({BEHAVIOUR_FILE}: crash_on_boot {platform} = {traits.crash_p:g})"
-    return None
+    if boot.kind == "blank":
+        return "no index.html, the page never loads"
+    return None  # ready now, or after its start time: a command by hand waits for it
 
 
 def run_status(args: argparse.Namespace) -> int:
