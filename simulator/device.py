@@ -153,6 +153,8 @@ class VirtualDevice(AgentObserver):
         error: AgentError | None,
     ) -> None:
         self.ctx.metrics.request(name, status, elapsed_s, response_bytes, error is not None)
+        self.outcome.requests += 1
+        self.outcome.unanswered += status is None
         if isinstance(error, TransportTimeout):
             self.ctx.metrics.timeouts += 1
 
@@ -261,7 +263,7 @@ class VirtualDevice(AgentObserver):
         try:
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
-            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
@@ -284,7 +286,7 @@ class VirtualDevice(AgentObserver):
             return
         self.ctx.metrics.ran(self.outcome, version, now, confirmed=False)
         if boot.kind == "crashed":
-            self.ctx.metrics.crashed(self.outcome)
+            self.ctx.metrics.crashed(self.outcome, now)
             self._die()
             self.next_open = boot.at
 
@@ -325,7 +327,7 @@ class VirtualDevice(AgentObserver):
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
-            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
             self.ctx.metrics.finished(self.outcome, unbootable=True, stats_pending=0)
             return
         finally:

@@ -32,6 +32,7 @@ from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.app import make_dist
 from simulator.clock import WINDOW_S
+from simulator.compare import comparison
 from simulator.device import ConfigKey, file_digests
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, plan_fleet
@@ -79,6 +80,7 @@ class RunOptions:
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
     window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
+    baseline: Mapping[str, Any] | None = None  # an earlier run's report.json to compare with
 
 
 class EmbeddedServer:
@@ -130,6 +132,11 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
         ScenarioError: the scenario is invalid. RunError: bad options.
         RuntimeError / OSError: the embedded server could not start.
     """
+    with _removed_if_left_empty(options.report_dir):
+        return _simulate(options)
+
+
+def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     scenario = load_scenario(options.scenario)
     if options.app_id:
         scenario = dataclasses.replace(scenario, app_id=options.app_id)
@@ -198,7 +205,9 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             server_findings=(flags,) if flags else (),
         )
         report = build_report(done.fleet.metrics, info)
-        page = write_report(report, done.fleet.metrics, options.report_dir)
+        if options.baseline is not None:
+            report["comparison"] = comparison(options.baseline, report)
+        page = write_report(report, done.fleet.metrics, info, options.report_dir)
     return report, page
 
 
@@ -211,13 +220,29 @@ class _Setup:
 
 
 @contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Whatever ends the run (a failed pre-flight, an error, Ctrl-C, SIGTERM), the report
+    folder and the parents this run created for it do not stay behind empty."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                path.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def _workdir(given: Path | None) -> Iterator[Path]:
     if given is None:
         # Memory-backed when the host has it: thousands of devices each fsync every commit,
-        # and the host's disk is not the phone's; the atomic renames are the same.
+        # and the host's disk is not the phone's; the atomic renames are the same. Named
+        # after the process, so that a leftover says whose it was.
         shm = Path("/dev/shm")
         where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-        with tempfile.TemporaryDirectory(prefix="otasim-run-", dir=where) as tmp:
+        prefix = f"otasim-run-{os.getpid()}-"
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as tmp:
             yield Path(tmp)
         return
     if (given / "devices").exists() and any((given / "devices").iterdir()):

@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from simulator.commands import HelpFormatter, exit_codes
+from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 
@@ -24,12 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "percent of the channel's devices). The app and channel are created if missing."
         ),
         epilog=exit_codes(
-            (0, "published: prints the server's answer as JSON"),
-            (
-                2,
-                "usage error, an unreadable source or key, or the server unreachable or "
-                "refusing the upload (the message says why)",
-            ),
+            (0, "published: prints one line (with --json, the server's answer as one JSON line)"),
+            (2, "usage error, or an unreadable source or key"),
+            SERVER_ROW,
         ),
         formatter_class=HelpFormatter,
     )
@@ -70,6 +68,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PERCENT",
         help="roll out to this percentage of the channel's devices",
     )
+    p.add_argument(
+        "--json", action="store_true",
+        help="print the server's answer (bundle and channel) as one line of JSON",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -102,7 +104,26 @@ def run(args: argparse.Namespace) -> int:
                 expires_days=args.expires_days,
                 dialects=args.dialect,
             )
-        except (PublishError, ReleaseError, AdminError) as exc:
+        except (PublishError, ReleaseError) as exc:
             raise CommandError(str(exc)) from exc
-    print(json.dumps(result, indent=2))
+        except AdminError as exc:
+            raise CommandError(str(exc), EXIT_SERVER) from exc
+    print(json.dumps(result, separators=(",", ":")) if args.json else summary(result))
     return 0
+
+
+def summary(result: dict[str, Any]) -> str:
+    """One line: what was published where, as the server answered."""
+    bundle, channel = result["bundle"], result["channel"]
+    version, name = bundle.get("version"), channel.get("name")
+    if channel.get("rollout_version") == version and channel.get("rollout_percent") is not None:
+        where = (
+            f"rolled out to {channel['rollout_percent']:g} % of channel {name} "
+            f"(the others stay on {channel.get('version') or 'builtin'})"
+        )
+    else:
+        where = f"on channel {name}"
+    files = bundle.get("manifest_files") or 0
+    delta = f", {files} delta manifest files" if files else ""
+    file = f"file {bundle.get('file_id')}{delta}"
+    return f"published {version} of {bundle.get('app_id')} {where} ({file})"
