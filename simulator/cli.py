@@ -28,6 +28,7 @@ from simulator.errors import CommandError
 COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "publish",
+    "resign",
     "admin",
     "device",
     "keys",

@@ -176,6 +176,24 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
     return store.create_bundle(state, key, path_app(request), spec)
 
 
+def _version(request: Request) -> str:
+    version: str = request.path_params["version"]
+    if not version or len(version) > 64:
+        raise bad("versions are 1..64 characters")
+    return version
+
+
+async def release_show(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return store.release_of(state, path_app(request), _version(request))
+
+
+async def release_replace(request: Request, state: ServerState, key: ApiKey) -> Any:
+    release = _release(await body_of(request))
+    if release is None:
+        raise bad("release is required: the re-signed document")
+    return store.replace_release(state, key, path_app(request), _version(request), release)
+
+
 async def bundles_list(request: Request, state: ServerState, key: ApiKey) -> Any:
     return {"bundles": store.list_bundles(state, path_app(request))}
 
@@ -308,6 +326,8 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("PUT", A + "/files", "upload", file_upload),
     ("POST", A + "/bundles", "upload", bundle_create),
     ("GET", A + "/bundles", "read", bundles_list),
+    ("GET", A + "/bundles/{version}/release", "read", release_show),
+    ("PUT", A + "/bundles/{version}/release", "upload", release_replace),
     ("PUT", C, "write", channel_set),
     ("POST", C + "/rollout", "write", rollout_set),
     ("POST", C + "/rollout/{action}", "write", rollout_do),
