@@ -170,7 +170,9 @@ class UpdateFlow(AgentBase):
                 self._check_freshness(offer)
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
-        refused = self._release_refusal(offer, content) if self.config.strict_release else None
+        refused = self._insecure_refusal(offer)
+        if refused is None and self.config.strict_release:
+            refused = self._release_refusal(offer, content)
         if refused is None and not self.config.allow_downgrade:
             state = self.state
             refused = refusal(
@@ -190,6 +192,18 @@ class UpdateFlow(AgentBase):
                 self._apply(info.id, immediate=immediate)
                 return
         self._start_download(offer, immediate, content)
+
+    def _insecure_refusal(self, offer: UpdateOffer) -> Refusal | None:
+        """An answer fetched over https must not send the download over plain http (a man in
+        the middle's downgrade, as a redirect from https to http is refused)."""
+        if not self.config.update_url.lower().startswith("https:"):
+            return None
+        urls = [offer.url, *(entry.download_url for entry in offer.manifest or ())]
+        plain = next((u for u in urls if u and not u.lower().startswith("https:")), None)
+        if plain is None:
+            return None
+        message = f"refused a download over plain http from an https update URL: {plain[:200]}"
+        return Refusal("insecure_url", message, {"reason": "insecure_url"})
 
     def _release_refusal(self, offer: UpdateOffer, content: str | None) -> Refusal | None:
         """Strict mode: the offer must come with a valid signed release document for this app,

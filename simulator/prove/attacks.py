@@ -185,6 +185,7 @@ class Figures:
     unbootable: int = 0
     unhandled: int = 0
     unusable: int = 0  # then_genuine did not install afterwards
+    accepted: int = 0  # cases where the device used a connection it must refuse (MITM)
     detected: int = 0  # the device said its newest signed release document expired (freeze)
     refusals: Counter[str] = field(default_factory=Counter)  # stat actions and failed checks
     samples: list[str] = field(default_factory=list)  # the first few problems, for the report
@@ -194,6 +195,7 @@ class Figures:
     def held(self) -> bool:
         """Every target met, and the attack really happened."""
         missed = self.activations + self.unbootable + self.unhandled + self.unusable
+        missed += self.accepted
         return missed == 0 and self.injected > 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -226,8 +228,17 @@ class Victim:
         self.port = make_sync_port()
         self.identity = DeviceIdentity(str(uuid.UUID(int=16)), APP_ID, "android", BUILTIN_VERSION)
 
+    @property
+    def front(self) -> str:
+        """The base URL devices talk to (and the genuine answers point at)."""
+        return self.server.url
+
+    def injected(self, case: Case) -> bool:
+        """The attacker's change really reached the device (the server served it)."""
+        return case.changed and self.server.served[case.where] > 0
+
     def config(self, **overrides: Any) -> AgentConfig:
-        url = self.server.url
+        url = self.front
         base: dict[str, Any] = {
             "update_url": f"{url}/updates",
             "stats_url": f"{url}/stats",
@@ -266,7 +277,7 @@ class Victim:
             if strict:
                 document = self.kit.document(release, label, 100 + n, expires)
                 fields[RELEASE_FIELD] = document
-            answer = self.kit.answer(release, self.server.url, label, **fields)
+            answer = self.kit.answer(release, self.front, label, **fields)
             self.server.script(
                 {"/updates": Reply.json(answer), "/bundle": Reply(body=release.payload)}
             )
@@ -296,7 +307,7 @@ class Victim:
             problem = f"unhandled {type(exc).__name__}: {str(exc)[:160]}"
             figures.unhandled += 1
         figures.cases += 1
-        figures.injected += case.changed and self.server.served[case.where] > 0
+        figures.injected += self.injected(case)
         figures.refusals.update(watch.refusals)
         figures.detected += watch.stale
         activated = self._activated(folder, allowed)
@@ -344,7 +355,7 @@ class Victim:
         label = "9.9.9"
         self.server.script(
             {
-                "/updates": Reply.json(self.kit.answer(release, self.server.url, label)),
+                "/updates": Reply.json(self.kit.answer(release, self.front, label)),
                 "/bundle": Reply(body=release.payload),
             }
         )
@@ -811,7 +822,7 @@ def run_attack(victim: Victim, attack: Attack, cases: int, seed: int) -> Figures
     figures = Figures(attack.name, note=attack.note)
     started = time.monotonic()
     for n in range(cases):
-        case = attack.make(rng, victim.kit, victim.server.url, n)
+        case = attack.make(rng, victim.kit, victim.front, n)
         victim.run(replace(case, config=attack.config | case.config), figures)
     figures.seconds = time.monotonic() - started
     return figures
