@@ -46,6 +46,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
     "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
+    "prove": (*_SERVER, "hypothesis"),
 }
 
 

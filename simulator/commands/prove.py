@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the source tree's .venv-mitm from `make mitm`, or PATH)",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=run, extra="server")
+    p.set_defaults(func=run, extra="prove")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,16 +141,21 @@ MITM_COLUMNS = ("cases", "injected", "activations", "accepted", "unbootable", "u
 
 def _row(a: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> str:
     figures = "".join(f"{a[c]:>12}" for c in columns)
-    return f"{a['attack']:<44}{figures}{a['seconds']:>9.1f}"
+    return f"{a['attack']:<44}{figures}{a['seconds']:>9.1f}  {a['digest']}"
 
 
 def _header(first: str, columns: tuple[str, ...]) -> str:
-    return f"{first:<44}" + "".join(f"{c:>12}" for c in columns) + f"{'s':>9}"
+    return f"{first:<44}" + "".join(f"{c:>12}" for c in columns) + f"{'s':>9}  cases digest"
 
 
 def render(out: dict[str, Any]) -> str:
     """The figures as a text table (what the README quotes)."""
     lines = []
+    if out["attacks"] or out.get("mitm"):
+        lines.append(
+            f"seed {out['seed']}: every case is drawn by hypothesis from it; `otasim prove"
+            f" --seed {out['seed']}` draws the same cases (the same digest of their choices)"
+        )
     if out["attacks"]:
         lines.append(_header("attack", COLUMNS))
         lines += [_row(a) for a in out["attacks"]]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import brotli
 from agent.bundles.manifest import expected_file_hash
@@ -45,6 +45,9 @@ from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import sign_release
 from agent.store import DeviceStore
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 
 from simulator.prove.hostile import HostileServer, Reply, hostile_server
 from simulator.prove.powercut import NoWaitClock, read_tree
@@ -191,6 +194,7 @@ class Figures:
     samples: list[str] = field(default_factory=list)  # the first few problems, for the report
     seconds: float = 0.0
     note: str = ""
+    digest: str = ""  # of every choice the cases made (16 hex): the same seed, the same cases
 
     def held(self) -> bool:
         """Every target met, and the attack really happened."""
@@ -382,12 +386,18 @@ def flip_bits(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
+def filler(rng: random.Random, size: int) -> bytes:
+    """`size` random bytes from one 64-bit draw of `rng` (a hypothesis-driven source would
+    otherwise draw every byte, past its choice budget)."""
+    return random.Random(rng.getrandbits(64)).randbytes(size)
+
+
 def truncate(rng: random.Random, data: bytes) -> bytes:
     return data[: rng.randrange(len(data))]
 
 
 def extend(rng: random.Random, data: bytes) -> bytes:
-    return data + rng.randbytes(rng.randint(1, 4096))
+    return data + filler(rng, rng.randint(1, 4096))
 
 
 MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
@@ -678,7 +688,9 @@ def fuzz_value(rng: random.Random, depth: int = 0) -> Any:
         return rng.uniform(-1e308, 1e308)
     if kind == 4:
         alphabet = "aZ0.:/-_ \u00e9\u2603\U0001f600\ud800\x00\x7f"
-        return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 8, 300, 70_000])))
+        size = rng.choice([0, 1, 8, 300, 70_000])
+        expand = random.Random(rng.getrandbits(64))
+        return "".join(expand.choice(alphabet) for _ in range(size))
     if kind == 5:
         return rng.choice(["1.0.1", "http://127.0.0.1:1/x", "http://[::1", "ftp://h/x", ""])
     if kind == 6:
@@ -740,7 +752,7 @@ def hostile_answer(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
         headers = [("Content-Type", "application/json"), ("Content-Encoding", encoding)]
         reply = Reply(200, headers, _encoding_bomb(encoding))
     else:  # garbage of random size
-        reply = Reply.json(rng.randbytes(rng.choice([0, 1, 100, 1 * MiB])))
+        reply = Reply.json(filler(rng, rng.choice([0, 1, 100, 1 * MiB])))
     replies = {"/updates": reply, "/bundle": Reply(body=release.payload)}
     return Case(replies, True, allowed=kit.trees)
 
@@ -817,12 +829,74 @@ def proving_ground(scratch: Path) -> Iterator[Victim]:
             victim.close()
 
 
+class _Recorded:
+    """A random source that feeds every draw into `digest`: numbers as they are, a choice or
+    sample as its positions, bytes as their SHA-256 (the kit's keys and ciphertexts are new
+    each run, so the digest names the attacker's choices, not the bytes they landed on)."""
+
+    def __init__(self, rng: random.Random, digest: Any) -> None:
+        self._rng, self._digest = rng, digest
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._rng, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if name == "choice":
+                drawn: Any = list(args[0]).index(result)
+            elif name == "sample":
+                population = list(args[0]) if not isinstance(args[0], range) else args[0]
+                drawn = [population.index(x) for x in result]
+            elif isinstance(result, bytes):
+                drawn = _sha256(result)
+            else:
+                drawn = result
+            self._digest.update(f"{name}={drawn!r};".encode())
+            return result
+
+        return call
+
+
+def generated(cases: int, seed: int, name: str, body: Callable[[random.Random, int], None]) -> str:
+    """Call `body(rng, n)` for up to `cases` cases drawn by hypothesis: `rng` is a
+    `st.randoms()` source, each of its calls a hypothesis choice, so no two cases make the same
+    choices (an attack with fewer distinct cases stops once it has tried them all). The same
+    `seed` and `name` draw the same cases, on any machine. Returns the digest (16 hex) of
+    every choice made."""
+    count = 0
+    digest = hashlib.sha256()
+    seed_of = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big")
+
+    @hypothesis_seed(seed_of)
+    @settings(
+        max_examples=cases,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(st.randoms(use_true_random=False))
+    def draw(rng: random.Random) -> None:
+        nonlocal count
+        case_digest = hashlib.sha256()
+        body(cast(random.Random, _Recorded(rng, case_digest)), count)
+        digest.update(case_digest.digest())  # cases cut short by hypothesis leave no trace
+        count += 1
+
+    draw()
+    return digest.hexdigest()[:16]
+
+
 def run_attack(victim: Victim, attack: Attack, cases: int, seed: int) -> Figures:
-    rng = random.Random(f"{seed}:{attack.name}")
     figures = Figures(attack.name, note=attack.note)
     started = time.monotonic()
-    for n in range(cases):
+
+    def one(rng: random.Random, n: int) -> None:
         case = attack.make(rng, victim.kit, victim.front, n)
         victim.run(replace(case, config=attack.config | case.config), figures)
+
+    figures.digest = generated(cases, seed, attack.name, one)
     figures.seconds = time.monotonic() - started
     return figures

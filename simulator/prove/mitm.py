@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from agent.drivers.backends import make_sync_port
 
-from simulator.prove.attacks import Case, Figures, Kit, Victim
+from simulator.prove.attacks import Case, Figures, Kit, Victim, generated
 from simulator.prove.hostile import HostileServer, Reply
 
 MITMDUMP_ENV = "OTASIM_MITMDUMP"
@@ -322,20 +322,23 @@ MITM_ATTACKS: tuple[MitmAttack, ...] = (
 
 
 def run_mitm_attack(victim: MitmVictim, attack: MitmAttack, cases: int, seed: int) -> Figures:
-    """`cases` cases of `attack` through the proxy (seeded); `accepted` counts requests the
-    device sent over a connection it should have refused."""
-    rng = random.Random(f"{seed}:{attack.name}")
+    """`cases` cases of `attack` through the proxy (drawn by hypothesis from `seed`);
+    `accepted` counts cases where the device sent a request over a connection it must refuse."""
     figures = Figures(attack.name, note=attack.note)
     started = time.monotonic()
-    for n in range(cases):
+
+    def one(rng: random.Random, n: int) -> None:
         case, params = attack.make(rng, victim, n)
-        victim.proxy.attack(attack.mode, seed=rng.randrange(2**32), **params)
+        params["seed"] = rng.getrandbits(32)  # the proxy's bit flips and cuts
+        victim.proxy.attack(attack.mode, **params)
         if attack.probe is not None:
             case = Case(case.replies, attack.probe(victim.proxy), template=case.template)
         victim.run(case, figures)
         seen = victim.last_report["seen"]
         accepted = {"http": seen["http"], "any": seen["http"] + seen["https"]}
         figures.accepted += accepted.get(attack.forbidden or "", 0) > 0
+
+    figures.digest = generated(cases, seed, attack.name, one)
     figures.seconds = time.monotonic() - started
     return figures
 
