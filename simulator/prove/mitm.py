@@ -17,6 +17,7 @@ rewritten to http, a certificate the device does not trust, TLS below 1.2.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -28,14 +29,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from agent.drivers.backends import make_sync_port
 
-from simulator.prove.attacks import Case, Figures, Kit, Victim, generated
+from simulator.prove.attacks import STRICT, Case, Figures, Kit, Victim, generated
 from simulator.prove.hostile import HostileServer, Reply
 
 MITMDUMP_ENV = "OTASIM_MITMDUMP"
@@ -243,6 +244,7 @@ class MitmAttack:
     tls_max: str | None = None  # the TLS the proxy offers at most
     forbidden: str | None = None  # "http": no plain request may follow; "any": no request
     probe: Callable[[Mitm], bool] | None = None  # proves the connection-level attack
+    config: dict[str, Any] = field(default_factory=dict)  # the device's config overrides
     default_cases: int = 100
     note: str = ""
 
@@ -258,6 +260,23 @@ def offer(rng: random.Random, victim: MitmVictim, n: int) -> tuple[Case, dict[st
     return Case(replies, True), {"session_key": other.session_key}
 
 
+def delta_offer(rng: random.Random, victim: MitmVictim, n: int) -> tuple[Case, dict[str, Any]]:
+    """A genuine delta (manifest) offer to a fresh device: every file comes through the proxy."""
+    kit, front = victim.kit, victim.front
+    release = rng.choice(kit.pool[2:])
+    replies: dict[str, Reply] = {}
+    manifest = []
+    for k, (name, file_hash, data) in enumerate(release.delta):
+        replies[f"/files/{k}"] = Reply(body=data)
+        manifest.append(
+            {"file_name": name, "file_hash": file_hash, "download_url": f"{front}/files/{k}"}
+        )
+    answer = json.loads(kit.answer(release, front, f"5.0.{n}", manifest=manifest))
+    answer["url"] = f"{front}/none.zip"
+    replies["/updates"] = Reply.json(json.dumps(answer).encode())
+    return Case(replies, True), {}
+
+
 def replay(rng: random.Random, victim: MitmVictim, n: int) -> tuple[Case, dict[str, Any]]:
     """The device ran release 3 (2.3.0) then release 0 (CURRENT) through the proxy, which
     recorded both answers; it now answers with release 3's, as it was or relabelled newer."""
@@ -265,6 +284,16 @@ def replay(rng: random.Random, victim: MitmVictim, n: int) -> tuple[Case, dict[s
     label = rng.choice([None, "3.0.1", f"{rng.randint(4, 9)}.{n}.0"])
     case = Case({"/bundle": Reply(body=kit.pool[3].payload)}, True, template="mitm-history")
     return case, {"version": kit.pool[3].version, "label": label}
+
+
+def strict_replay(rng: random.Random, victim: MitmVictim, n: int) -> tuple[Case, dict[str, Any]]:
+    """A strict device runs release 0 (CURRENT); the proxy recorded release 5's answer, with
+    its signed document, on another strict device's way; it answers with it, as it was or
+    relabelled newer (the relabelled Capgo v2 replay of a release never run here activates)."""
+    kit = victim.kit
+    label = rng.choice([None, "3.0.1", f"{rng.randint(4, 9)}.{n}.0"])
+    case = Case({"/bundle": Reply(body=kit.pool[5].payload)}, True, template="current-strict")
+    return case, {"version": kit.pool[5].version, "label": label}
 
 
 def downgrade_to_http(
@@ -286,7 +315,14 @@ MITM_ATTACKS: tuple[MitmAttack, ...] = (
     MitmAttack("mitm: bundle truncation", "truncate", offer),
     MitmAttack("mitm: session key stripped", "strip-key", offer),
     MitmAttack("mitm: session key swapped", "swap-key", offer),
+    MitmAttack("mitm: delta file bit flips", "flip", delta_offer),
     MitmAttack("mitm: replay of a recorded answer", "replay", replay),
+    MitmAttack(
+        "mitm: strict device, recorded answer replayed",
+        "replay",
+        strict_replay,
+        config=STRICT,
+    ),
     MitmAttack("mitm TLS, its CA trusted: bundle bit flips", "flip", offer, tls=True),
     MitmAttack(
         "mitm TLS: redirect https -> http",
@@ -333,7 +369,7 @@ def run_mitm_attack(victim: MitmVictim, attack: MitmAttack, cases: int, seed: in
         victim.proxy.attack(attack.mode, **params)
         if attack.probe is not None:
             case = Case(case.replies, attack.probe(victim.proxy), template=case.template)
-        victim.run(case, figures)
+        victim.run(replace(case, config=attack.config | case.config), figures)
         seen = victim.last_report["seen"]
         accepted = {"http": seen["http"], "any": seen["http"] + seen["https"]}
         figures.accepted += accepted.get(attack.forbidden or "", 0) > 0
@@ -372,8 +408,11 @@ def mitm_ground(
             stack.callback(made.close)
             return made
 
+        recorder = victim_for(MITM_ATTACKS[0])
+        plain.attack("pass")
+        pool = victim.kit.pool
         if any(a.make is replay for a in attacks):
-            recorder = victim_for(MITM_ATTACKS[0])
-            plain.attack("pass")
-            recorder.prepare("mitm-history", victim.kit.pool[3], victim.kit.pool[0])
+            recorder.prepare("mitm-history", pool[3], pool[0])
+        if any(a.make is strict_replay for a in attacks):
+            recorder.prepare("mitm-strict", pool[5], pool[0], strict=True)
         yield victim_for
