@@ -176,11 +176,15 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
     return store.create_bundle(state, key, path_app(request), spec)
 
 
+def _path_name(request: Request, param: str, what: str) -> str:
+    name: str = request.path_params[param]
+    if not name or len(name) > 64:
+        raise bad(f"{what} are 1..64 characters")
+    return name
+
+
 def _version(request: Request) -> str:
-    version: str = request.path_params["version"]
-    if not version or len(version) > 64:
-        raise bad("versions are 1..64 characters")
-    return version
+    return _path_name(request, "version", "versions")
 
 
 async def release_show(request: Request, state: ServerState, key: ApiKey) -> Any:
@@ -199,10 +203,7 @@ async def bundles_list(request: Request, state: ServerState, key: ApiKey) -> Any
 
 
 def _channel_name(request: Request) -> str:
-    name: str = request.path_params["channel"]
-    if not name or len(name) > 64:
-        raise bad("channel names are 1..64 characters")
-    return name
+    return _path_name(request, "channel", "channel names")
 
 
 async def channel_set(request: Request, state: ServerState, key: ApiKey) -> Any:
