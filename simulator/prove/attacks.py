@@ -66,6 +66,7 @@ BUILTIN_VERSION = "1.0.0"
 POOL_SIZE = 33  # genuine releases: 33 * 32 ordered pairs for the session-key swaps
 CURRENT = "3.0.0"  # what prepared devices run, confirmed
 BOMB_ANSWER_BYTES = 64 * MiB
+ATTACKER_KEYS = 11  # x 31 releases x 3 forged field sets: 1023 distinct wrong-key cases
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def build_kit(work: Path) -> Kit:
                 sealed.plain_checksum,
             )
         )
-    attackers = [create_keys()[0] for _ in range(3)]
+    attackers = [create_keys()[0] for _ in range(ATTACKER_KEYS)]
     return Kit(work, private_pem, public_pem, pool, attackers)
 
 
@@ -481,14 +482,20 @@ def checksum_mutation(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
 
 
 def wrong_key(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
-    """A release encrypted and signed with the attacker's key, self-consistent in every field."""
+    """A release encrypted and signed with the attacker's key: self-consistent in every field,
+    or with the genuine signed checksum, or with the genuine session key."""
     release = _release(rng, kit)
     payload, checksum, session_key = kit.encrypt(
         release, rng.choice(kit.attacker_keys), kit.work / "attacker.enc"
     )
-    replies = _offer_case(
-        kit, url, release, f"5.0.{n}", payload, checksum=checksum, session_key=session_key
+    fields = rng.choice(
+        [
+            {"checksum": checksum, "session_key": session_key},
+            {"session_key": session_key},  # the genuine checksum
+            {"checksum": checksum},  # the genuine session key
+        ]
     )
+    replies = _offer_case(kit, url, release, f"5.0.{n}", payload, **fields)
     return Case(replies, payload != release.payload)
 
 
