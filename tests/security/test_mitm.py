@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.core.updates import UpdateFlow
+from agent.core.updates import Updates
 from agent.drivers.http_httpx import HttpxSyncPort
 from simulator import cli
 from simulator.prove import mitm
@@ -118,7 +118,7 @@ def test_a_device_following_an_http_bundle_url_is_counted(
     ground: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, victim_for = ground
-    monkeypatch.setattr(UpdateFlow, "_insecure_refusal", lambda self, offer: None)
+    monkeypatch.setattr(Updates, "_insecure_refusal", lambda self, offer: None)
     attack = BY_NAME["mitm TLS: bundle URL rewritten to http"]
     figures = run_mitm_attack(victim_for(attack), attack, 2, seed=1)
     assert figures.accepted == 2  # it fetched the bundle over plain http
