@@ -4,9 +4,15 @@ firing (a device that activates, or talks over a connection it must refuse, is c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import signal
 import ssl
+import subprocess
+import sys
+import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -221,3 +227,48 @@ def test_offer_cases_are_reproducible_by_seed(ground: Any) -> None:
         return [offer(rng, victim, n)[0].replies["/updates"].body for n in range(5)]
 
     assert bodies(1) == bodies(1) != bodies(2)
+
+
+def _children(pid: int) -> set[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    found: set[int] = set()
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        with contextlib.suppress(OSError):
+            found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def test_a_terminated_prove_stops_its_mitmdump_and_removes_its_folders(mitmdump: str) -> None:
+    def scratch() -> set[Path]:
+        mitm = Path(tempfile.gettempdir()).glob("otasim-mitm-*")
+        return {*Path("/dev/shm").glob("otasim-powercut-*"), *mitm}
+
+    before = scratch()
+    argv = [sys.executable, "-m", "simulator.cli", "prove", "--attack", "mitm: bundle bit"]
+    argv += ["--cases", "100000", "--no-server", "--no-power-cut", "--mitmdump", mitmdump]
+    prove = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        proxies: set[int] = set()
+        while not proxies and time.monotonic() < deadline and prove.poll() is None:
+            time.sleep(0.2)
+            proxies = {c for c in _children(prove.pid) if "mitmdump" in _cmdline(c)}
+        assert proxies, "the proof never started its mitmdump"
+        time.sleep(1.0)  # cases under way
+        prove.send_signal(signal.SIGTERM)
+        _, err = prove.communicate(timeout=60)
+    finally:
+        if prove.poll() is None:
+            prove.kill()
+            prove.wait(10)
+    assert prove.returncode == 130, err[-2000:]
+    assert err.endswith("otasim: interrupted\n")
+    assert not any(Path(f"/proc/{pid}").exists() for pid in proxies)
+    assert scratch() <= before  # the device folders and the proxy's folder (its CA) are gone
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
