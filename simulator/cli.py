@@ -33,6 +33,7 @@ from simulator.errors import CommandError
 COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "publish",
+    "resign",
     "admin",
     "device",
     "keys",
@@ -51,6 +52,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
     "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
+    "prove": (*_SERVER, "hypothesis"),
 }
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.errors import VerificationError
 from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
+from agent.security.keys import load_public_key
+from agent.security.release import open_release, sign_release
 
 from simulator import release
 from simulator.server.client import AdminClient, AdminError
@@ -155,3 +158,36 @@ def publish(
         "bundle": bundle,
         "channel": _point_channel(client, app, channel, version, rollout_percent),
     }
+
+
+def refresh(
+    client: AdminClient, *, app_id: str, version: str, private_pem: bytes, expires_days: float
+) -> dict[str, Any]:
+    """Re-sign the strict release document of a published `version` with a new expiry (now +
+    `expires_days`), everything else kept (its counter too: a refresh is not a new release),
+    and hand it to the server. Strict devices that hold the old one take the fresher one
+    from their next "no new version" answer and stop reporting a freeze.
+
+    Returns the server's answer ({"app_id", "version", "expires"}).
+
+    Raises:
+        PublishError: the server's document does not verify with this key, or is for another
+            app or version.
+        release.ReleaseError: bad private key.
+        AdminError: no such bundle, no document (published without --strict), unreachable.
+    """
+    private = release.load_private_key(private_pem)
+    public = load_public_key(release.public_pem_of(private).decode())
+    try:
+        document = open_release(client.release(app_id, version), public)
+    except VerificationError as exc:
+        raise PublishError(
+            f"{app_id} {version}: the server's release document does not verify with this key "
+            f"({exc.reason})"
+        ) from None
+    if (document.app_id, document.version) != (app_id, version):
+        raise PublishError(
+            f"{app_id} {version}: the server's document is for {document.app_id} {document.version}"
+        )
+    fresh = replace(document, expires=int(time.time() + expires_days * 86400))
+    return client.replace_release(app_id, version, sign_release(fresh, private))

@@ -232,11 +232,9 @@ class Updates:
                 "noNeedUpdate", bundle=self._ledger.bundle_payload(self._ledger.state.current)
             )
             return
-        refused = (
-            self._release_refusal(now, offer, content)
-            if self._ledger.config.strict_release
-            else None
-        )
+        refused = self._insecure_refusal(offer)
+        if refused is None and self._ledger.config.strict_release:
+            refused = self._release_refusal(now, offer, content)
         if refused is None and not self._ledger.config.allow_downgrade:
             state = self._ledger.state
             refused = refusal(
@@ -256,6 +254,18 @@ class Updates:
                 self._apply(now, info.id, immediate=immediate)
                 return
         self._start_download(now, offer, immediate, content)
+
+    def _insecure_refusal(self, offer: UpdateOffer) -> Refusal | None:
+        """An answer fetched over https must not send the download over plain http (a man in
+        the middle's downgrade, as a redirect from https to http is refused)."""
+        if not self._ledger.config.update_url.lower().startswith("https:"):
+            return None
+        urls = [offer.url, *(entry.download_url for entry in offer.manifest or ())]
+        plain = next((u for u in urls if u and not u.lower().startswith("https:")), None)
+        if plain is None:
+            return None
+        message = f"refused a download over plain http from an https update URL: {plain[:200]}"
+        return Refusal("insecure_url", message, {"reason": "insecure_url"})
 
     def _release_refusal(
         self, now: float, offer: UpdateOffer, content: str | None

@@ -86,6 +86,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--version-code", default="1", help="native build number (default 1)")
     init.add_argument("--os-version", default="17.0", help="OS version (default 17.0)")
     init.add_argument("--public-key", type=Path, help="PEM public key or capacitor.config.json")
+    init.add_argument(
+        "--strict",
+        action="store_true",
+        help="strict mode: accept only releases with a valid signed release document "
+        "(`otasim publish --strict`), refuse replays and mixed files, report a freeze; "
+        "needs --public-key",
+    )
     init.add_argument("--channel", help="defaultChannel to ask for")
     init.add_argument("--device-id", help="device UUID (default: a new random one)")
     init.add_argument(
@@ -171,6 +178,8 @@ def run_init(args: argparse.Namespace) -> int:
     }
     if args.channel:
         options["defaultChannel"] = args.channel
+    if args.strict:
+        options["strict_release"] = True
     try:
         if args.public_key:
             options["publicKey"] = load_public_key(args.public_key.read_text()).pem

@@ -32,14 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("source", metavar="DIST_OR_ZIP", type=Path)
-    p.add_argument(
-        "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("OTASIM_API_KEY"),
-        help="API key with role upload+write (env OTASIM_API_KEY)",
-    )
+    server_options(p, "upload+write")
     p.add_argument("--app-id", required=True, help="e.g. com.example.app")
     p.add_argument("--version", required=True, help="bundle version, X.Y.Z")
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
@@ -75,19 +68,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def server_options(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument(
+        "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OTASIM_API_KEY"),
+        help=f"API key with role {role} (env OTASIM_API_KEY)",
+    )
+
+
+def private_pem_of(path: Path | None) -> bytes | None:
+    try:
+        return path.read_bytes() if path else None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def need_server(args: argparse.Namespace) -> None:
+    if not args.server or not args.api_key:
+        raise CommandError("--server and --api-key are required (or OTASIM_SERVER/OTASIM_API_KEY)")
+
+
 def run(args: argparse.Namespace) -> int:
     from simulator.publish import PublishError, publish
     from simulator.release import ReleaseError
     from simulator.server.client import AdminClient, AdminError
 
-    if not args.server or not args.api_key:
-        raise CommandError("--server and --api-key are required (or OTASIM_SERVER/OTASIM_API_KEY)")
+    need_server(args)
     if args.rollout is not None and not 0 <= args.rollout <= 100:
         raise CommandError("--rollout is a percentage within 0..100")
-    try:
-        private_pem = args.key.read_bytes() if args.key else None
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.key}: {exc.strerror}") from exc
+    private_pem = private_pem_of(args.key)
     with AdminClient(args.server, args.api_key) as client:
         try:
             result = publish(
