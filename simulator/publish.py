@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator import release
+from simulator import expo_release, release
 from simulator.server.client import AdminClient, AdminError
 
 
@@ -110,6 +110,57 @@ def publish(
         fields.pop("plain_checksum", None)
         bundle = client.upload_bundle(
             app_id, version, zip_path=zip_path, manifest=manifest, **fields
+        )
+    return {
+        "bundle": bundle,
+        "channel": _point_channel(client, app, channel, version, rollout_percent),
+    }
+
+
+def publish_expo(
+    client: AdminClient,
+    *,
+    app_id: str,
+    version: str,
+    channel: str,
+    source: Path,
+    signing_key_pem: bytes | None,
+    runtime_version: str,
+    rollout_percent: float | None = None,
+) -> dict[str, Any]:
+    """Publish the dist folder `source` as Expo update `version` on `channel`.
+
+    The files are uploaded once and serve every dialect: the zip and the per-file manifest
+    for Capgo devices, and the Expo manifest (`simulator.expo_release`), signed here with
+    `signing_key_pem` when given, whose asset URLs are this server's `/files/` URLs.
+
+    Raises:
+        PublishError: `source` is not a dist folder.
+        release.ReleaseError: the folder or key is unusable.
+        AdminError: the server refused or is unreachable.
+    """
+    if not source.is_dir():
+        raise PublishError("an Expo update is published from its dist folder")
+    assets = expo_release.dist_assets(source, client.url + "/files/{file_id}")
+    body = expo_release.build_manifest(assets, version=version, runtime_version=runtime_version)
+    extra = {"expo_manifest": body.decode()}
+    if signing_key_pem is not None:
+        extra["expo_signature"] = expo_release.sign_manifest(body, signing_key_pem)
+    app = _ensure_app(client, app_id)
+    files = [
+        release.DeltaFile(a.path.relative_to(source).as_posix(), a.sha256_hex, a.path)
+        for a in assets
+    ]
+    with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
+        zip_path = Path(tmp) / "bundle.zip"
+        checksum = release.zip_dist(source, zip_path)
+        bundle = client.upload_bundle(
+            app_id,
+            version,
+            zip_path=zip_path,
+            manifest=release.DeltaManifest(files, ""),
+            checksum=checksum,
+            **extra,
         )
     return {
         "bundle": bundle,

@@ -46,7 +46,8 @@ class AgentBase:
     ) -> None:
         self.config = config
         self._content_id = content_id  # offer checksum -> content identity (pure)
-        self._open_release = open_release  # strict mode: verify an answer's release document
+        # strict mode, or a dialect that signs its answers: an answer's verified release
+        self._open_release = open_release
         self.identity = identity
         self.state = state
         self.dialect = dialect
@@ -81,12 +82,14 @@ class AgentBase:
         return tuple(self._stats.events)
 
     def device_info(self) -> DeviceInfo:
+        running = self.state.bundle(self.state.current)
         return DeviceInfo(
             self.identity,
             self.config,
             self._version(self.state.current),
             self.state.channel or self.config.default_channel,
             self._key_id,
+            running.content if running is not None else None,
         )
 
     def _version(self, bundle_id: str) -> str:

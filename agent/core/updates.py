@@ -112,7 +112,7 @@ class UpdateFlow(AgentBase):
         )
 
     def _on_no_update(self, result: NoUpdate) -> None:
-        if self.config.strict_release:
+        if self._open_release is not None:
             self._check_freshness(result if result.kind != "failed" else None)
         self._emit(
             "updateCheckResult",
@@ -166,11 +166,11 @@ class UpdateFlow(AgentBase):
             self._emit("majorAvailable", version=offer.version)
         content = self._content_id(offer.checksum)
         if self._runs(self.state.current, offer.version, content) or self._refuses(offer, content):
-            if self.config.strict_release:
+            if self._open_release is not None:
                 self._check_freshness(offer)
             self._emit("noNeedUpdate", bundle=self._bundle_payload(self.state.current))
             return
-        refused = self._release_refusal(offer, content) if self.config.strict_release else None
+        refused = self._release_refusal(offer, content) if self._open_release is not None else None
         if refused is None and not self.config.allow_downgrade:
             state = self.state
             refused = refusal(
@@ -178,7 +178,7 @@ class UpdateFlow(AgentBase):
                 content,
                 state.confirmed_content,
                 state.highest_confirmed,
-                authenticated=self.config.strict_release,
+                authenticated=self._open_release is not None,
             )
         if refused is not None:
             self._refuse_rollback(offer, refused)

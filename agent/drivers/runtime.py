@@ -14,6 +14,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
 )
-from agent.errors import AgentError, LocalError, TransportError
+from agent.errors import AgentError, LocalError, TransportError, VerificationError
 from agent.protocol.base import (
     ChannelAnswer,
     Dialect,
@@ -151,12 +152,26 @@ class DeviceRuntime:
                 if self.public_key
                 else None
             ),
-            open_release=self._open_release if config.strict_release else None,
+            open_release=(
+                self._open_release
+                if config.strict_release or getattr(dialect, "certificate", None)
+                else None
+            ),
         )
         self._deferred: list[IoEffect] = []
 
     def _open_release(self, answer: UpdateOffer | NoUpdate) -> ReleaseDocument:
-        assert self.public_key is not None  # strict_release needs a public key (AgentConfig)
+        """The verified release document of an answer. A dialect that verified the answer's
+        signature itself (Expo) hands over a `ReleaseDocument` (no answer's JSON can be one),
+        bound here to this app: its certificate is the app's own.
+
+        Raises:
+            VerificationError: no valid release document.
+        """
+        if isinstance(answer.release, ReleaseDocument):
+            return replace(answer.release, app_id=self.agent.identity.app_id)
+        if self.public_key is None:
+            raise VerificationError("signature_required", "the answer carries no signed release")
         manifest = answer.manifest if isinstance(answer, UpdateOffer) else None
         return verified_release(answer.release, manifest, self.public_key)
 

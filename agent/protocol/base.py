@@ -67,6 +67,7 @@ class DeviceInfo:
     version_name: str  # the bundle running now (version_build on builtin)
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
+    current_content: str | None = None  # the running bundle's content identity (Expo: its id)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -155,6 +156,21 @@ def _release(body: dict[str, Any]) -> str | None:
     return json.dumps({k: text(release, k, max_len=1 << 20) for k in ("signed", "signature")})
 
 
+def _expo(body: dict[str, Any]) -> dict[str, str | None]:
+    """The Expo manifest (kept byte for byte as sent), its id and its signature header."""
+    manifest = text(body, "expo_manifest", None, 1 << 20)
+    signature = text(body, "expo_signature", None, 4096)
+    if manifest is None:
+        if signature is not None:
+            raise bad("expo_signature needs expo_manifest")
+        return {"expo_update_id": None, "expo_manifest": None, "expo_signature": None}
+    try:
+        update_id = str(uuid.UUID(str(json.loads(manifest)["id"])))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise bad("expo_manifest must be a JSON object whose id is a UUID") from None
+    return {"expo_update_id": update_id, "expo_manifest": manifest, "expo_signature": signature}
+
+
 async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     body = await body_of(request)
     spec = {
@@ -168,6 +184,7 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "link": text(body, "link", None, 2048),
         "comment": text(body, "comment", None, 2048),
         "release": _release(body),
+        **_expo(body),
     }
     if spec["file_id"] is None and not spec["manifest"]:
         raise bad("A bundle needs file_id (the zip) and/or a manifest")

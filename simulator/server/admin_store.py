@@ -126,8 +126,8 @@ def create_bundle(
         )
         cur = conn.execute(
             "INSERT INTO bundles (app_id, name, checksum, session_key, key_id, file_id, "
-            "min_update_version, link, comment, created_at, release_doc) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "min_update_version, link, comment, created_at, release_doc, expo_update_id, "
+            "expo_manifest, expo_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 app_id,
                 version,
@@ -140,6 +140,9 @@ def create_bundle(
                 spec["comment"],
                 time.time(),
                 spec["release"],
+                spec["expo_update_id"],
+                spec["expo_manifest"],
+                spec["expo_signature"],
             ),
         )
         conn.executemany(

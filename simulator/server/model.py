@@ -71,6 +71,9 @@ class Bundle:
     link: str | None = None
     comment: str | None = None
     release: dict[str, str] | None = None  # signed release document (strict mode), as served
+    expo_update_id: str | None = None  # Expo Updates: the manifest's id
+    expo_manifest: str | None = None  # Expo Updates: the exact manifest served
+    expo_signature: str | None = None  # Expo Updates: its expo-signature header value
 
 
 @dataclass(frozen=True)
