@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    create.add_argument(
+        "--dialect",
+        choices=("capgo", "expo"),
+        default="capgo",
+        help="capgo: the pair above; expo: DIR/private.pem (PKCS#8, signs manifests at publish) "
+        "and DIR/certificate.pem (self-signed code-signing certificate for the app, as "
+        "`npx expo-updates codesigning:generate` makes)",
+    )
     create.add_argument("--force", action="store_true", help="overwrite existing key files")
     create.add_argument("--json", action="store_true", help="print a JSON object")
     create.set_defaults(func=run_create)
@@ -52,6 +60,8 @@ def run_create(args: argparse.Namespace) -> int:
     from simulator.release import create_keys
 
     out: Path = args.out
+    if args.dialect == "expo":
+        return _create_expo(out, args.force, args.json)
     private_path, public_path = out / "private.pem", out / "public.pem"
     existing = [p for p in (private_path, public_path) if p.exists()]
     if existing and not args.force:
@@ -76,6 +86,28 @@ def run_create(args: argparse.Namespace) -> int:
             f"public key:  {public_path}  (put it in capacitor.config: CapacitorUpdater.publicKey)"
         )
         print(f"key_id:      {kid}")
+    return 0
+
+
+def _create_expo(out: Path, force: bool, as_json: bool) -> int:
+    from simulator.expo_release import create_signing_pair
+
+    private_path, cert_path = out / "private.pem", out / "certificate.pem"
+    existing = [p for p in (private_path, cert_path) if p.exists()]
+    if existing and not force:
+        raise CommandError(f"{existing[0]} exists (use --force to replace the key pair)")
+    pair = create_signing_pair()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(private_path, pair.private_pem, 0o600)
+        _write(cert_path, pair.certificate_pem, 0o644)
+    except OSError as exc:
+        raise CommandError(f"cannot write keys in {out}: {exc.strerror or exc}") from None
+    if as_json:
+        print(json.dumps({"private_key": str(private_path), "certificate": str(cert_path)}))
+    else:
+        print(f"private key: {private_path}  (keep it secret: it signs your Expo manifests)")
+        print(f"certificate: {cert_path}  (embed it in the app: updates.codeSigningCertificate)")
     return 0
 
 

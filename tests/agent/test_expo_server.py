@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +222,35 @@ def test_replay_of_an_older_signed_manifest_is_refused(
     status = asyncio.run(phone.run())
     assert status.current.version == "1.0.2" and phone.downloads() == fetched
     assert phone.errors()[-1] == "release_replayed"
+
+
+def otasim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_cli_keys_and_publish_then_a_signed_device_updates(
+    server: RunningServer, app: str, tmp_path: Path
+) -> None:
+    created = otasim("keys", "create", "--dialect", "expo", "--out", str(tmp_path / "k"), "--json")
+    assert created.returncode == 0, created.stderr
+    paths = json.loads(created.stdout)
+    assert (tmp_path / "k" / "private.pem").stat().st_mode & 0o777 == 0o600
+    env = {"OTASIM_SERVER": server.url, "OTASIM_API_KEY": server.admin_key}
+    published = otasim(
+        "publish", "--dialect", "expo", "--app-id", app, "--channel", "production",
+        "--version", "1.0.1", "--key", paths["private_key"], str(dist(tmp_path, "1.0.1")),
+        env=env,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    certificate = Path(paths["certificate"]).read_bytes()
+    phone = Phone(server, app, tmp_path / "phone", certificate)
+    assert asyncio.run(phone.run()).current.version == "1.0.1"
+    other = Phone(server, app, tmp_path / "other", create_signing_pair().certificate_pem)
+    assert asyncio.run(other.run()).current.id == "builtin"
+    assert other.errors() == ["signature_fail"]
