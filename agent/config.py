@@ -77,7 +77,9 @@ class AgentConfig:
     artefact_retry_backoff_s: float = 600.0
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)
     strict_release: bool = False  # require otasim's signed release document (needs public_key)
-    code_signing_certificate: str | None = None  # Expo: PEM of the app's signing certificate
+    # Expo: the PEM of the app's code-signing certificate; CodePush: of its public key
+    code_signing_pem: str | None = None
+    deployment_key: str | None = None  # CodePush: the deployment key (else appId/platform)
 
     def __post_init__(self) -> None:
         _check_url("update_url", self.update_url, may_be_empty=True)

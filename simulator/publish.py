@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator import expo_release, release
+from simulator import codepush_release, expo_release, release
 from simulator.server.client import AdminClient, AdminError
 
 
@@ -161,6 +161,45 @@ def publish_expo(
             manifest=release.DeltaManifest(files, ""),
             checksum=checksum,
             **extra,
+        )
+    return {
+        "bundle": bundle,
+        "channel": _point_channel(client, app, channel, version, rollout_percent),
+    }
+
+
+def publish_codepush(
+    client: AdminClient,
+    *,
+    app_id: str,
+    version: str,
+    channel: str,
+    source: Path,
+    signing_key_pem: bytes | None,
+    rollout_percent: float | None = None,
+) -> dict[str, Any]:
+    """Publish the dist folder `source` as CodePush release `version` (its label) on `channel`.
+
+    The zip (`simulator.codepush_release`, with a `.codepushrelease` JWT when
+    `signing_key_pem` is given) is also the bundle Capgo devices get; its package hash is
+    stored beside it for the update_check answers.
+
+    Raises:
+        PublishError: `source` is not a dist folder.
+        release.ReleaseError: the folder or key is unusable.
+        AdminError: the server refused or is unreachable.
+    """
+    if not source.is_dir():
+        raise PublishError("a CodePush release is published from its dist folder")
+    app = _ensure_app(client, app_id)
+    with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
+        package = codepush_release.make_package(source, Path(tmp) / "package.zip", signing_key_pem)
+        bundle = client.upload_bundle(
+            app_id,
+            version,
+            zip_path=package.zip_path,
+            checksum=package.zip_checksum,
+            package_hash=package.package_hash,
         )
     return {
         "bundle": bundle,

@@ -164,7 +164,7 @@ class UpdateFlow(AgentBase):
         if offer.breaking:
             self._emit("breakingAvailable", version=offer.version)
             self._emit("majorAvailable", version=offer.version)
-        content = self._content_id(offer.checksum)
+        content = offer.package_hash or self._content_id(offer.checksum)
         if self._runs(self.state.current, offer.version, content) or self._refuses(offer, content):
             if self._open_release is not None:
                 self._check_freshness(offer)
@@ -375,5 +375,11 @@ class UpdateFlow(AgentBase):
             return
         if self._blocked():
             return
-        batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
-        self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))
+        while self._stats.deadline() is not None:
+            batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
+            request = self.dialect.stats_request(self.device_info(), batch)
+            if request is not None:
+                self._out.append(SendRequest(request))
+                return
+            self._stats.discard()  # nothing this dialect reports: dropped, no spacing spent
+            self._stats_changed = True

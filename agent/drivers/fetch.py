@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agent.bundles.unzip import safe_unzip
@@ -167,6 +168,7 @@ class BundleFetch:
         *,
         now: Callable[[], float],
         progress: Callable[[int], None],
+        check_unpacked: Callable[[Path], None] | None = None,
     ) -> None:
         self.store = store
         self.bundle_id = bundle_id
@@ -175,6 +177,7 @@ class BundleFetch:
         self._public_key = public_key
         self._now = now
         self._progress = progress
+        self._check_unpacked = check_unpacked  # a dialect's check of the unzipped files
         self._deadline = DownloadDeadline(config, f"bundle {offer.version}")
         self._plan: BundleVerification | None = None
         self._verifier: StreamingVerifier | None = None
@@ -309,12 +312,15 @@ class BundleFetch:
         """Unpack the verified zip into staging and move it into place.
 
         Raises:
-            VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`).
+            VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`), or
+                the unzipped files fail the dialect's check (CodePush's package hash).
             LocalError: the disk failed.
         """
         staged = self.store.fresh_staging(self.bundle_id)
         try:
             safe_unzip(self.store.zip_path(self.bundle_id), staged)
+            if self._check_unpacked is not None:
+                self._check_unpacked(staged)
         except OSError as exc:
             raise LocalError.from_os_error(exc, "unzip_fail", "unpack the bundle") from exc
         self.store.install(self.bundle_id, staged)

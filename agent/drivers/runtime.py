@@ -239,7 +239,13 @@ class DeviceRuntime:
 
         args = (self.store, effect.bundle_id, effect.offer, self.config, self.public_key)
         if not effect.offer.manifest:
-            return BundleFetch(*args, now=self.now, progress=progress)
+            check = getattr(self.agent.dialect, "check_unpacked", None)
+            return BundleFetch(
+                *args,
+                now=self.now,
+                progress=progress,
+                check_unpacked=functools.partial(check, effect.offer) if check else None,
+            )
         state = self.agent.state
         installed = [
             self.store.bundle_dir(b)

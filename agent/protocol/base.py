@@ -105,6 +105,7 @@ class UpdateOffer:
     link: str | None = None
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
+    package_hash: str | None = None  # CodePush: checked over the unzipped files, not the zip
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,9 @@ class Dialect(Protocol):
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> CheckResult: ...
 
-    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest: ...
+    def stats_request(
+        self, info: DeviceInfo, events: Sequence[StatEvent]
+    ) -> OutgoingRequest | None: ...
 
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float

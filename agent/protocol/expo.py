@@ -4,7 +4,7 @@ The check is `GET <updateUrl>` with the protocol's `expo-*` headers (the runtime
 app's native build, the channel goes as `expo-channel-name`, the running update's id as
 `expo-current-update-id`). The answer is a `multipart/mixed` body with `manifest`,
 `extensions` and `directive` parts, or a bare JSON manifest; zero parts or HTTP 204 mean no
-update. With a code-signing certificate (`AgentConfig.code_signing_certificate`), a manifest or
+update. With a code-signing certificate (`AgentConfig.code_signing_pem`), a manifest or
 `rollBackToEmbedded` directive must carry a valid `expo-signature` (on the part, or for a JSON
 answer in the response headers); an unsigned `noUpdateAvailable` is taken, since it installs
 nothing. Asset hashes must be base64url SHA-256 (`agent.security.expo`).
@@ -15,8 +15,8 @@ label is `metadata.version` when the server gives one (the reference server does
 update id; its content identity (`checksum`) is the update id. A signed manifest also carries
 a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the core then refuses any
 manifest older than one accepted here (a replay), as expo-updates only loads newer updates.
-Expo has no report or channel API: stats are off (`stats_url` must be "") and the channel
-calls raise `ProtocolError`.
+Expo has no report or channel API: no stats are sent and the channel calls raise
+`ProtocolError`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ExpoDialect:
     """Builders and parsers for Expo Updates protocol v1. Pure; see `Dialect`."""
 
     name = "expo"
-    stats_batch_size = 1
+    stats_batch_size = 100  # all dropped at once: nothing is reported
     stores_channel_locally = True
 
     def __init__(self, certificate: CodeSigningCertificate | None = None) -> None:
@@ -87,7 +87,7 @@ class ExpoDialect:
         Raises:
             CertificateError: the configured certificate is unusable.
         """
-        pem = config.code_signing_certificate
+        pem = config.code_signing_pem
         return cls(load_certificate(pem) if pem else None)
 
     def check_request(self, info: DeviceInfo) -> OutgoingRequest:
@@ -199,10 +199,9 @@ class ExpoDialect:
             release=release,
         )
 
-    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
-        """Raises ValueError: Expo Updates has no report API (run Expo devices with no stats
-        URL)."""
-        raise ValueError("Expo Updates has no report API: set stats_url to ''")
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> None:
+        """None: Expo Updates has no report API (the events stay on the device's observer)."""
+        return None
 
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float

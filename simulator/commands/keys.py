@@ -43,11 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     create.add_argument(
         "--dialect",
-        choices=("capgo", "expo"),
+        choices=("capgo", "expo", "codepush"),
         default="capgo",
         help="capgo: the pair above; expo: DIR/private.pem (PKCS#8, signs manifests at publish) "
         "and DIR/certificate.pem (self-signed code-signing certificate for the app, as "
-        "`npx expo-updates codesigning:generate` makes)",
+        "`npx expo-updates codesigning:generate` makes); codepush: DIR/private.pem (PKCS#8, "
+        "signs the .codepushrelease JWT) and DIR/public.pem (SPKI, the app's CodePushPublicKey)",
     )
     create.add_argument("--force", action="store_true", help="overwrite existing key files")
     create.add_argument("--json", action="store_true", help="print a JSON object")
@@ -62,6 +63,8 @@ def run_create(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.dialect == "expo":
         return _create_expo(out, args.force, args.json)
+    if args.dialect == "codepush":
+        return _create_codepush(out, args.force, args.json)
     private_path, public_path = out / "private.pem", out / "public.pem"
     existing = [p for p in (private_path, public_path) if p.exists()]
     if existing and not args.force:
@@ -108,6 +111,35 @@ def _create_expo(out: Path, force: bool, as_json: bool) -> int:
     else:
         print(f"private key: {private_path}  (keep it secret: it signs your Expo manifests)")
         print(f"certificate: {cert_path}  (embed it in the app: updates.codeSigningCertificate)")
+    return 0
+
+
+def _create_codepush(out: Path, force: bool, as_json: bool) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private_path, public_path = out / "private.pem", out / "public.pem"
+    existing = [p for p in (private_path, public_path) if p.exists()]
+    if existing and not force:
+        raise CommandError(f"{existing[0]} exists (use --force to replace the key pair)")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(private_path, private_pem, 0o600)
+        _write(public_path, public_pem, 0o644)
+    except OSError as exc:
+        raise CommandError(f"cannot write keys in {out}: {exc.strerror or exc}") from None
+    if as_json:
+        print(json.dumps({"private_key": str(private_path), "public_key": str(public_path)}))
+    else:
+        print(f"private key: {private_path}  (keep it secret: it signs your CodePush releases)")
+        print(f"public key:  {public_path}  (embed it in the app: CodePushPublicKey)")
     return 0
 
 

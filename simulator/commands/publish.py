@@ -45,10 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
     p.add_argument(
         "--dialect",
-        choices=("capgo", "expo"),
+        choices=("capgo", "expo", "codepush"),
         default="capgo",
         help="capgo: as above; expo: also build the Expo Updates manifest of the dist folder "
-        "(asset URLs on --server), signed with --key from `otasim keys create --dialect expo`",
+        "(asset URLs on --server), signed with --key from `otasim keys create --dialect expo`; "
+        "codepush: a CodePush package (package hash; with --key from `otasim keys create "
+        "--dialect codepush`, its .codepushrelease JWT), --version is its label",
     )
     p.add_argument(
         "--runtime-version", default="1.0.0", help="expo: the manifest's runtimeVersion (1.0.0)"
@@ -77,7 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.publish import PublishError, publish, publish_expo
+    from simulator.publish import PublishError, publish, publish_codepush, publish_expo
     from simulator.release import ReleaseError
     from simulator.server.client import AdminClient, AdminError
 
@@ -100,6 +102,16 @@ def run(args: argparse.Namespace) -> int:
                     source=args.source,
                     signing_key_pem=private_pem,
                     runtime_version=args.runtime_version,
+                    rollout_percent=args.rollout,
+                )
+            elif args.dialect == "codepush":
+                result = publish_codepush(
+                    client,
+                    app_id=args.app_id,
+                    version=args.version,
+                    channel=args.channel,
+                    source=args.source,
+                    signing_key_pem=private_pem,
                     rollout_percent=args.rollout,
                 )
             else:

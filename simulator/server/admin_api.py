@@ -44,6 +44,9 @@ CHANNEL_BOOLS = [
 ]
 
 
+HEX = frozenset("0123456789abcdef")
+
+
 def bad(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
 
@@ -171,6 +174,14 @@ def _expo(body: dict[str, Any]) -> dict[str, str | None]:
     return {"expo_update_id": update_id, "expo_manifest": manifest, "expo_signature": signature}
 
 
+def _package_hash(body: dict[str, Any]) -> str | None:
+    """CodePush's package hash (SHA-256 hex of the unzipped files), lower-cased."""
+    value = text(body, "package_hash", None, 64)
+    if value is not None and (len(value) != 64 or not all(c in HEX for c in value.lower())):
+        raise bad("package_hash must be a SHA-256 hex digest")
+    return value.lower() if value is not None else None
+
+
 async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     body = await body_of(request)
     spec = {
@@ -185,6 +196,7 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "comment": text(body, "comment", None, 2048),
         "release": _release(body),
         **_expo(body),
+        "package_hash": _package_hash(body),
     }
     if spec["file_id"] is None and not spec["manifest"]:
         raise bad("A bundle needs file_id (the zip) and/or a manifest")

@@ -127,7 +127,8 @@ def create_bundle(
         cur = conn.execute(
             "INSERT INTO bundles (app_id, name, checksum, session_key, key_id, file_id, "
             "min_update_version, link, comment, created_at, release_doc, expo_update_id, "
-            "expo_manifest, expo_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "expo_manifest, expo_signature, package_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 app_id,
                 version,
@@ -143,6 +144,7 @@ def create_bundle(
                 spec["expo_update_id"],
                 spec["expo_manifest"],
                 spec["expo_signature"],
+                spec["package_hash"],
             ),
         )
         conn.executemany(

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.server import admin_api, channel_self, device_api, expo_api
+from simulator.server import admin_api, channel_self, codepush_api, device_api, expo_api
 from simulator.server.blobs import serve_file
 from simulator.server.state import ServerConfig, ServerState
 from simulator.server.web import ApiError
@@ -73,6 +73,7 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/files/{file_id}", serve_file, methods=["GET", "HEAD"]),
         *admin_api.routes(),
         *expo_api.routes(),
+        *codepush_api.routes(),
     ]
     return Starlette(
         routes=routes,

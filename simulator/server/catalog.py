@@ -100,6 +100,7 @@ class Catalog:
             expo_update_id=row["expo_update_id"],
             expo_manifest=row["expo_manifest"],
             expo_signature=row["expo_signature"],
+            package_hash=row["package_hash"],
         )
 
     def bundle_name_of_update(self, app_id: str, update_id: str) -> str | None:

@@ -74,6 +74,7 @@ class Bundle:
     expo_update_id: str | None = None  # Expo Updates: the manifest's id
     expo_manifest: str | None = None  # Expo Updates: the exact manifest served
     expo_signature: str | None = None  # Expo Updates: its expo-signature header value
+    package_hash: str | None = None  # CodePush: the hash of the zip's unzipped files
 
 
 @dataclass(frozen=True)

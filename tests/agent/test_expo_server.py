@@ -17,18 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from device_harness import NoWaitAsyncClock, Recorder
+from dialect_harness import RUNTIME, Phone, dist
 
-from agent.config import AgentConfig, DeviceIdentity
-from agent.drivers.aio import AsyncDevice
-from agent.drivers.backends import make_async_port
-from agent.protocol.expo import ExpoDialect
 from simulator.expo_release import SigningPair, create_signing_pair
 from simulator.publish import publish_expo
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
 
-RUNTIME = "1.0.0"
+
+def phone_for(server: RunningServer, app: str, folder: Path, certificate: bytes | None) -> Phone:
+    return Phone("expo", f"{server.url}/expo/{app}", app, folder, certificate)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +48,6 @@ def app(server: RunningServer) -> str:
     return app_id
 
 
-def dist(tmp: Path, version: str, *, crash: bool = False) -> Path:
-    folder = tmp / f"dist-{version}"
-    (folder / "assets").mkdir(parents=True)
-    (folder / "index.html").write_text(f"<html>{version}</html>")
-    (folder / "assets" / "app.js").write_text(f"console.log('{version}')" * 50)
-    if crash:
-        (folder / "otasim-behaviour.json").write_text('{"crash_on_boot": {"android": 1.0}}')
-    return folder
-
-
 def publish(
     server: RunningServer, app: str, version: str, folder: Path, key: bytes | None
 ) -> dict[str, Any]:
@@ -75,59 +63,11 @@ def publish(
         )
 
 
-class Phone:
-    """One Expo app install, opened again for each app run (as a process restart)."""
-
-    def __init__(
-        self, server: RunningServer, app: str, folder: Path, certificate: bytes | None
-    ) -> None:
-        self.config = AgentConfig(
-            update_url=f"{server.url}/expo/{app}",
-            stats_url="",
-            channel_url="",
-            code_signing_certificate=certificate.decode() if certificate else None,
-        )
-        self.identity = DeviceIdentity(str(uuid.uuid4()), app, "android", RUNTIME)
-        self.folder = folder
-        self.observer = Recorder()
-
-    async def run(self, *, confirm: bool = True) -> Any:
-        """One app run: launch (check), confirm, background (apply what came); the new boot
-        confirms unless the app crashes (`confirm=False`)."""
-        port = make_async_port()
-        device = await AsyncDevice.open(
-            self.folder,
-            self.config,
-            self.identity,
-            port,
-            clock=NoWaitAsyncClock(),
-            observer=self.observer,
-            dialect=ExpoDialect.from_config(self.config),
-        )
-        try:
-            await device.launch()
-            await device.notify_app_ready()
-            await device.background()
-            if confirm:
-                await device.notify_app_ready()
-            status = device.status()
-            device.kill()
-            return status
-        finally:
-            await port.aclose()
-
-    def downloads(self) -> int:
-        return sum(1 for r in self.observer.requests if r[0] == "delta file")
-
-    def errors(self) -> list[str]:
-        return [p.get("error", "") for n, p in self.observer.events if n == "updateCheckResult"]
-
-
 def test_update_then_no_update(
     server: RunningServer, app: str, pair: SigningPair, tmp_path: Path
 ) -> None:
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), pair.private_pem)
-    phone = Phone(server, app, tmp_path / "phone", pair.certificate_pem)
+    phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
     first = asyncio.run(phone.run())
     assert first.current.version == "1.0.1" and first.boot_confirmed
     assert first.current.path is not None
@@ -144,7 +84,7 @@ def test_crash_on_boot_rolls_back_and_is_never_installed_again(
     server: RunningServer, app: str, pair: SigningPair, tmp_path: Path
 ) -> None:
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), pair.private_pem)
-    phone = Phone(server, app, tmp_path / "phone", pair.certificate_pem)
+    phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
     asyncio.run(phone.run())
     publish(server, app, "1.0.2", dist(tmp_path, "1.0.2"), pair.private_pem)
     booted = asyncio.run(phone.run(confirm=False))  # 1.0.2 boots, the app dies before ready
@@ -167,7 +107,7 @@ def test_tampered_asset_is_refused(
     original = blob.read_bytes()
     blob.write_bytes(original.replace(b"1.0.1", b"6.6.6"))
     try:
-        phone = Phone(server, app, tmp_path / "phone", pair.certificate_pem)
+        phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
         status = asyncio.run(phone.run())
     finally:
         blob.write_bytes(original)
@@ -181,7 +121,7 @@ def test_manifest_without_the_apps_signature_is_refused(
 ) -> None:
     key = create_signing_pair().private_pem if case == "wrong_key" else None
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), key)
-    phone = Phone(server, app, tmp_path / "phone", pair.certificate_pem)
+    phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
     status = asyncio.run(phone.run())
     assert status.current.id == "builtin" and phone.downloads() == 0
     expected = "signature_fail" if case == "wrong_key" else "signature_required"
@@ -192,7 +132,7 @@ def test_unsigned_app_takes_an_unsigned_manifest(
     server: RunningServer, app: str, tmp_path: Path
 ) -> None:
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)
-    phone = Phone(server, app, tmp_path / "phone", None)
+    phone = phone_for(server, app, tmp_path / "phone", None)
     assert asyncio.run(phone.run()).current.version == "1.0.1"
 
 
@@ -214,7 +154,7 @@ def test_replay_of_an_older_signed_manifest_is_refused(
         )
     assert b'"1.0.1"' in recorded.content
     publish(server, app, "1.0.2", dist(tmp_path, "1.0.2"), pair.private_pem)
-    phone = Phone(server, app, tmp_path / "phone", pair.certificate_pem)
+    phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
     assert asyncio.run(phone.run()).current.version == "1.0.2"
     with AdminClient(server.url, server.admin_key) as admin:
         admin.set_channel(app, "production", version="1.0.1")
@@ -249,8 +189,8 @@ def test_cli_keys_and_publish_then_a_signed_device_updates(
     )  # fmt: skip
     assert published.returncode == 0, published.stderr
     certificate = Path(paths["certificate"]).read_bytes()
-    phone = Phone(server, app, tmp_path / "phone", certificate)
+    phone = phone_for(server, app, tmp_path / "phone", certificate)
     assert asyncio.run(phone.run()).current.version == "1.0.1"
-    other = Phone(server, app, tmp_path / "other", create_signing_pair().certificate_pem)
+    other = phone_for(server, app, tmp_path / "other", create_signing_pair().certificate_pem)
     assert asyncio.run(other.run()).current.id == "builtin"
     assert other.errors() == ["signature_fail"]

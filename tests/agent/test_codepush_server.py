@@ -1,0 +1,180 @@
+"""CodePush round trips against the reference server over loopback: update with its reports,
+crash-on-boot rollback (DeploymentFailed) and the failed label never again, no update, and the
+attacks a signed CodePush app stops (tampered package, a re-hashed package, wrong key,
+unsigned package, replay of an older signed package)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dialect_harness import Phone, dist
+
+from simulator.codepush_release import make_package
+from simulator.publish import publish_codepush
+from simulator.server.client import AdminClient
+from simulator.server.embedded import RunningServer, run_server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with run_server() as running:
+        yield running
+
+
+def key_pair() -> tuple[bytes, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+KEYS = key_pair()
+
+
+@pytest.fixture
+def app(server: RunningServer) -> str:
+    app_id = f"com.codepush.t{uuid.uuid4().hex[:10]}"
+    with AdminClient(server.url, server.admin_key) as admin:
+        admin.create_app(app_id)
+    return app_id
+
+
+def publish(
+    server: RunningServer, app: str, version: str, folder: Path, key: bytes | None
+) -> dict[str, Any]:
+    with AdminClient(server.url, server.admin_key) as admin:
+        return publish_codepush(
+            admin,
+            app_id=app,
+            version=version,
+            channel="production",
+            source=folder,
+            signing_key_pem=key,
+        )
+
+
+def phone_for(server: RunningServer, app: str, folder: Path, public: bytes | None) -> Phone:
+    url = f"{server.url}/v0.1/public/codepush/update_check"
+    return Phone("codepush", url, app, folder, public)
+
+
+def counts(server: RunningServer, app: str, version: str) -> dict[str, Any]:
+    with AdminClient(server.url, server.admin_key) as admin:
+        return dict(admin.stats(app, version)["versions"][version])
+
+
+def test_update_reports_and_no_update(server: RunningServer, app: str, tmp_path: Path) -> None:
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), KEYS[0])
+    phone = phone_for(server, app, tmp_path / "phone", KEYS[1])
+    first = asyncio.run(phone.run())
+    assert first.current.version == "1.0.1" and first.boot_confirmed
+    assert (first.current.path / "assets" / "app.js").is_file()
+    second = asyncio.run(phone.run())
+    assert second.current.version == "1.0.1" and phone.downloads() == 1
+    assert phone.errors()[-1] == "no_update_available"
+    got = counts(server, app, "1.0.1")
+    assert (got["downloads"], got["installs"], got["fails"]) == (1, 1, 0)
+
+
+def test_crash_on_boot_rolls_back_reports_and_never_again(
+    server: RunningServer, app: str, tmp_path: Path
+) -> None:
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), KEYS[0])
+    phone = phone_for(server, app, tmp_path / "phone", KEYS[1])
+    asyncio.run(phone.run())
+    publish(server, app, "1.0.2", dist(tmp_path, "1.0.2"), KEYS[0])
+    booted = asyncio.run(phone.run(confirm=False))
+    assert booted.current.version == "1.0.2" and not booted.boot_confirmed
+    after = asyncio.run(phone.run())  # rolled back at launch; 1.0.2 offered again
+    assert after.current.version == "1.0.1" and after.failed_versions == ("1.0.2",)
+    assert phone.downloads() == 2
+    assert counts(server, app, "1.0.2")["fails"] == 1
+
+
+def test_tampered_package_is_refused(server: RunningServer, app: str, tmp_path: Path) -> None:
+    file_id = publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)["bundle"]["file_id"]
+    blob = server.data_dir / "files" / file_id
+    original = blob.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(original)) as source:
+        files = {n: source.read(n) for n in source.namelist()}
+    files["index.html"] = b"<html>owned</html>"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as tampered:
+        for name, data in files.items():
+            tampered.writestr(name, data)
+    blob.write_bytes(out.getvalue())
+    try:
+        phone = phone_for(server, app, tmp_path / "phone", None)  # even unsigned: the hash
+        status = asyncio.run(phone.run())
+    finally:
+        blob.write_bytes(original)
+    assert status.current.id == "builtin" and status.bundles == ()
+    assert ("checksum_fail", "1.0.1") in phone.observer.stats
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "unsigned", "rehashed"])
+def test_package_without_the_apps_signature_is_refused(
+    server: RunningServer, app: str, tmp_path: Path, case: str
+) -> None:
+    folder = dist(tmp_path, "1.0.1")
+    if case == "rehashed":  # a server that swapped the files and announced their hash
+        signed = make_package(folder, tmp_path / "good.zip", KEYS[0])
+        (folder / "index.html").write_text("<html>owned</html>")
+        forged = make_package(folder, tmp_path / "forged.zip", None)
+        with zipfile.ZipFile(signed.zip_path) as good, zipfile.ZipFile(forged.zip_path, "a") as z:
+            z.writestr(".codepushrelease", good.read(".codepushrelease"))
+        with AdminClient(server.url, server.admin_key) as admin:
+            admin.upload_bundle(
+                app, "1.0.1", zip_path=forged.zip_path, checksum="",
+                package_hash=forged.package_hash,
+            )  # fmt: skip
+            admin.set_channel(app, "production", public=True, version="1.0.1")
+    else:
+        publish(server, app, "1.0.1", folder, key_pair()[0] if case == "wrong_key" else None)
+    phone = phone_for(server, app, tmp_path / "phone", KEYS[1])
+    status = asyncio.run(phone.run())
+    assert status.current.id == "builtin" and status.bundles == ()
+    action = "signature_required" if case == "unsigned" else "signature_fail"
+    assert (action, "1.0.1") in phone.observer.stats
+
+
+def test_unsigned_app_takes_an_unsigned_package(
+    server: RunningServer, app: str, tmp_path: Path
+) -> None:
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)
+    phone = phone_for(server, app, tmp_path / "phone", None)
+    assert asyncio.run(phone.run()).current.version == "1.0.1"
+
+
+@pytest.mark.parametrize("replay", ["rolled_back_channel", "relabelled"])
+def test_replay_of_an_older_signed_package_is_refused(
+    server: RunningServer, app: str, tmp_path: Path, replay: str
+) -> None:
+    first = dist(tmp_path, "1.0.1")
+    publish(server, app, "1.0.1", first, KEYS[0])
+    phone = phone_for(server, app, tmp_path / "phone", KEYS[1])
+    asyncio.run(phone.run())
+    publish(server, app, "1.0.2", dist(tmp_path, "1.0.2"), KEYS[0])
+    assert asyncio.run(phone.run()).current.version == "1.0.2"
+    if replay == "rolled_back_channel":
+        with AdminClient(server.url, server.admin_key) as admin:
+            admin.set_channel(app, "production", version="1.0.1")
+    else:  # the old signed package again, under a new label
+        publish(server, app, "1.0.3", first, KEYS[0])
+    status = asyncio.run(phone.run())
+    assert status.current.version == "1.0.2" and phone.downloads() == 2
+    expected = "downgrade_refused" if replay == "rolled_back_channel" else "relabelled_content"
+    assert phone.errors()[-1] == expected
