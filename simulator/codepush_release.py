@@ -33,18 +33,35 @@ class Package:
     zip_checksum: str  # SHA-256 hex of the zip (the Capgo checksum of the same bundle)
 
 
-def signed_claims_token(content_hash: str, private_pem: bytes) -> str:
-    """The `.codepushrelease` JWT for a package hash.
-
-    Raises:
-        ReleaseError: the key is not an RSA private key PEM.
-    """
+def _private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(private_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ReleaseError(f"not a PEM private key: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ReleaseError("the CodePush signing key must be RSA")
+    return key
+
+
+def public_pem_for(private_pem: bytes) -> str:
+    """The public key (SPKI PEM) an app embeds as its CodePushPublicKey.
+
+    Raises:
+        ReleaseError: the key is not an RSA private key PEM.
+    """
+    public = _private_key(private_pem).public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def signed_claims_token(content_hash: str, private_pem: bytes) -> str:
+    """The `.codepushrelease` JWT for a package hash.
+
+    Raises:
+        ReleaseError: the key is not an RSA private key PEM.
+    """
+    key = _private_key(private_pem)
     claims = {"claimVersion": CLAIM_VERSION, "contentHash": content_hash, "iat": int(time.time())}
     return jwt.encode(claims, key, algorithm="RS256")
 

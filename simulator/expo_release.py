@@ -30,10 +30,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from simulator.clock import SIM_EPOCH
 from simulator.release import ReleaseError, dist_files
 
 LAUNCH_ASSET: Final = "index.html"
 CERT_YEARS: Final = 10
+VALID_FROM: Final = datetime.datetime.fromtimestamp(SIM_EPOCH, datetime.UTC)
+"""Certificates are valid from the simulated devices' epoch at the latest (their clocks start
+there, and a device checks the certificate's validity at its own time)."""
+RUNTIME_VERSION: Final = "1.0.0"
+"""The manifests' `runtimeVersion`: informational here (the reference server decides by the
+channel's policy against the device's `expo-runtime-version`, as for Capgo's native build)."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,36 @@ class ExpoAsset:
     entry: dict[str, str]
 
 
-def create_signing_pair(common_name: str = "otasim expo code signing") -> SigningPair:
+def create_signing_pair() -> SigningPair:
     """A new RSA-2048 key and its self-signed code-signing certificate (valid 10 years)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return SigningPair(private_pem, certificate_for(private_pem).encode())
+
+
+def _private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(private_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ReleaseError(f"not a PEM private key: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ReleaseError("the Expo signing key must be RSA")
+    return key
+
+
+def certificate_for(private_pem: bytes, common_name: str = "otasim expo code signing") -> str:
+    """A self-signed code-signing certificate (PEM, valid 10 years from now, and from
+    `VALID_FROM` if that is earlier) for an RSA private key:
+    digital-signature key usage, code-signing extended key usage.
+
+    Raises:
+        ReleaseError: the key is not an RSA private key PEM.
+    """
+    key = _private_key(private_pem)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     usage = x509.KeyUsage(
@@ -73,19 +107,14 @@ def create_signing_pair(common_name: str = "otasim expo code signing") -> Signin
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(min(now - datetime.timedelta(minutes=5), VALID_FROM))
         .not_valid_after(now + datetime.timedelta(days=365 * CERT_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return SigningPair(private_pem, cert.public_bytes(serialization.Encoding.PEM))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def b64url_sha256(data: bytes) -> str:
@@ -151,12 +180,6 @@ def sign_manifest(body: bytes, private_pem: bytes) -> str:
     Raises:
         ReleaseError: the key is not an RSA private key PEM.
     """
-    try:
-        key = serialization.load_pem_private_key(private_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ReleaseError(f"not a PEM private key: {exc}") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ReleaseError("the Expo signing key must be RSA")
-    signature = key.sign(body, padding.PKCS1v15(), hashes.SHA256())
+    signature = _private_key(private_pem).sign(body, padding.PKCS1v15(), hashes.SHA256())
     encoded = base64.b64encode(signature).decode()
     return f'sig="{encoded}", keyid="{KEY_ID}", alg="{ALGORITHM}"'

@@ -1,13 +1,24 @@
 """Publish a release to the reference server: zip, optionally encrypt and build the delta
 manifest (with `simulator.release`, Capgo CLI compatible), upload, then point a channel at
-it, or start a staged rollout. The private key never leaves this process."""
+it, or start a staged rollout. The private key never leaves this process.
+
+Every bundle carries Capgo's artefacts; `dialects` adds other dialects' (a signature, a file
+list ...): each dialect's publish step in `DIALECT_STEPS` makes them from the plain zip and
+dist folder, uploads the files they need, and returns the data stored with the bundle
+(`Bundle.dialects[name]`, checked by that dialect's `simulator.server.dialects` entry)."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.bundles.unzip import safe_unzip
+from agent.errors import AgentError
+from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
 
 from simulator import codepush_release, expo_release, release
 from simulator.server.client import AdminClient, AdminError
@@ -15,6 +26,67 @@ from simulator.server.client import AdminClient, AdminError
 
 class PublishError(Exception):
     """The release cannot be published as asked (bad source, delta from a zip, ...)."""
+
+
+@dataclass(frozen=True)
+class DialectSource:
+    """What a dialect's publish step works from (in a temporary folder it may write to)."""
+
+    zip_path: Path  # the plain (unencrypted) zip
+    dist: Path | None  # the dist folder, None when publishing a ready zip
+    private_pem: bytes | None  # the signing key, when the publisher gave one
+    work: Path
+    upload: Callable[[Path], str]  # uploads one file, returns its file id
+    version: str  # the bundle's version (a dialect's label)
+    file_url: str  # where the server serves an uploaded file: `.format(file_id=...)`
+
+
+DialectStep = Callable[[DialectSource], dict[str, Any]]
+
+
+def _dist_of(source: DialectSource) -> Path:
+    """The dist folder of the release (the plain zip unpacked, when a zip was published)."""
+    if source.dist is not None:
+        return source.dist
+    unpacked = source.work / "dist"
+    try:
+        safe_unzip(source.zip_path, unpacked)
+    except (OSError, AgentError) as exc:
+        raise PublishError(f"cannot unpack {source.zip_path}: {exc}") from None
+    return unpacked
+
+
+def _expo_step(source: DialectSource) -> dict[str, Any]:
+    """The Expo manifest of the release, its assets uploaded, signed with the key if given."""
+    assets = expo_release.dist_assets(_dist_of(source), source.file_url)
+    for asset in assets:
+        source.upload(asset.path)
+    body = expo_release.build_manifest(
+        assets, version=source.version, runtime_version=expo_release.RUNTIME_VERSION
+    )
+    signature = None
+    if source.private_pem is not None:
+        signature = expo_release.sign_manifest(body, source.private_pem)
+    return {"manifest": body.decode(), "signature": signature}
+
+
+def _codepush_step(source: DialectSource) -> dict[str, Any]:
+    """The CodePush package of the release (signed with the key if given), uploaded."""
+    package = codepush_release.make_package(
+        _dist_of(source), source.work / "codepush.zip", source.private_pem
+    )
+    return {"file_id": source.upload(package.zip_path), "package_hash": package.package_hash}
+
+
+DIALECT_STEPS: dict[str, DialectStep] = {"expo": _expo_step, "codepush": _codepush_step}
+"""Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
+
+DIALECT_TRUST: dict[str, Callable[[bytes], str]] = {
+    "expo": expo_release.certificate_for,
+    "codepush": codepush_release.public_pem_for,
+}
+"""What an app of each dialect beyond Capgo embeds to verify releases signed with a private
+key: Expo a code-signing certificate, CodePush the public key."""
 
 
 def _ensure_app(client: AdminClient, app_id: str) -> dict[str, Any]:
@@ -53,6 +125,7 @@ def publish(
     strict: bool = False,
     counter: int | None = None,
     expires_days: float = 7.0,
+    dialects: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Upload `source` (a dist folder, or a zip) as bundle `version` and publish it on
     `channel` (created if missing; public when the app has no public channel yet).
@@ -60,6 +133,8 @@ def publish(
     With `private_pem` the zip is encrypted and its checksum signed (Capgo v2); with `delta`
     a per-file manifest is uploaded too (needs a dist folder). With `rollout_percent` the
     channel keeps its version and rolls `version` out to that share of devices.
+
+    `dialects`: the bundle also carries these dialects' artefacts (`DIALECT_STEPS`).
 
     Returns {"bundle": ..., "channel": ...} as the server answered.
 
@@ -74,6 +149,9 @@ def publish(
         raise PublishError("--delta needs the dist folder, not a zip")
     if strict and private_pem is None:
         raise PublishError("--strict signs the release document with --key: give one")
+    unknown = [d for d in dialects if d not in DIALECTS]
+    if unknown:
+        raise PublishError(f"unknown dialect {unknown[0]!r} (known: {', '.join(DIALECTS)})")
     app = _ensure_app(client, app_id)
     with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
         work = Path(tmp)
@@ -82,10 +160,20 @@ def publish(
             zip_path = work / "bundle.zip"
             release.zip_dist(source, zip_path)
         fields: dict[str, Any] = {"checksum": release.file_sha256(zip_path)}
+        source_of = DialectSource(
+            zip_path, source if source.is_dir() else None, private_pem, work,
+            lambda path: client.upload_file(app_id, path), version,
+            client.url + "/files/{file_id}",
+        )  # fmt: skip
+        fields["dialects"] = {
+            name: DIALECT_STEPS[name](source_of)
+            for name in dict.fromkeys(dialects)
+            if name != DEFAULT_DIALECT and name in DIALECT_STEPS
+        }
         if private_pem is not None:
             sealed = release.encrypt_bundle(zip_path, private_pem, work / "bundle.encrypted.zip")
             zip_path = sealed.path
-            fields = {
+            fields |= {
                 "checksum": sealed.checksum,
                 "session_key": sealed.session_key,
                 "key_id": sealed.key_id,
@@ -110,96 +198,6 @@ def publish(
         fields.pop("plain_checksum", None)
         bundle = client.upload_bundle(
             app_id, version, zip_path=zip_path, manifest=manifest, **fields
-        )
-    return {
-        "bundle": bundle,
-        "channel": _point_channel(client, app, channel, version, rollout_percent),
-    }
-
-
-def publish_expo(
-    client: AdminClient,
-    *,
-    app_id: str,
-    version: str,
-    channel: str,
-    source: Path,
-    signing_key_pem: bytes | None,
-    runtime_version: str,
-    rollout_percent: float | None = None,
-) -> dict[str, Any]:
-    """Publish the dist folder `source` as Expo update `version` on `channel`.
-
-    The files are uploaded once and serve every dialect: the zip and the per-file manifest
-    for Capgo devices, and the Expo manifest (`simulator.expo_release`), signed here with
-    `signing_key_pem` when given, whose asset URLs are this server's `/files/` URLs.
-
-    Raises:
-        PublishError: `source` is not a dist folder.
-        release.ReleaseError: the folder or key is unusable.
-        AdminError: the server refused or is unreachable.
-    """
-    if not source.is_dir():
-        raise PublishError("an Expo update is published from its dist folder")
-    assets = expo_release.dist_assets(source, client.url + "/files/{file_id}")
-    body = expo_release.build_manifest(assets, version=version, runtime_version=runtime_version)
-    extra = {"expo_manifest": body.decode()}
-    if signing_key_pem is not None:
-        extra["expo_signature"] = expo_release.sign_manifest(body, signing_key_pem)
-    app = _ensure_app(client, app_id)
-    files = [
-        release.DeltaFile(a.path.relative_to(source).as_posix(), a.sha256_hex, a.path)
-        for a in assets
-    ]
-    with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
-        zip_path = Path(tmp) / "bundle.zip"
-        checksum = release.zip_dist(source, zip_path)
-        bundle = client.upload_bundle(
-            app_id,
-            version,
-            zip_path=zip_path,
-            manifest=release.DeltaManifest(files, ""),
-            checksum=checksum,
-            **extra,
-        )
-    return {
-        "bundle": bundle,
-        "channel": _point_channel(client, app, channel, version, rollout_percent),
-    }
-
-
-def publish_codepush(
-    client: AdminClient,
-    *,
-    app_id: str,
-    version: str,
-    channel: str,
-    source: Path,
-    signing_key_pem: bytes | None,
-    rollout_percent: float | None = None,
-) -> dict[str, Any]:
-    """Publish the dist folder `source` as CodePush release `version` (its label) on `channel`.
-
-    The zip (`simulator.codepush_release`, with a `.codepushrelease` JWT when
-    `signing_key_pem` is given) is also the bundle Capgo devices get; its package hash is
-    stored beside it for the update_check answers.
-
-    Raises:
-        PublishError: `source` is not a dist folder.
-        release.ReleaseError: the folder or key is unusable.
-        AdminError: the server refused or is unreachable.
-    """
-    if not source.is_dir():
-        raise PublishError("a CodePush release is published from its dist folder")
-    app = _ensure_app(client, app_id)
-    with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
-        package = codepush_release.make_package(source, Path(tmp) / "package.zip", signing_key_pem)
-        bundle = client.upload_bundle(
-            app_id,
-            version,
-            zip_path=package.zip_path,
-            checksum=package.zip_checksum,
-            package_hash=package.package_hash,
         )
     return {
         "bundle": bundle,

@@ -57,8 +57,8 @@ from agent.protocol.base import (
     ReleaseDocument,
     UpdateOffer,
 )
-from agent.protocol.capgo import CapgoDialect, retry_hint
-from agent.protocol.profiles import get_profile
+from agent.protocol.capgo import retry_hint
+from agent.protocol.registry import dialect_for
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
@@ -139,13 +139,14 @@ class DeviceRuntime:
             load_public_key(config.public_key) if config.public_key else None
         )
         self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
+        spoken = dialect or dialect_for(config)
         self.agent = Agent(
             config,
             identity,
             state,
             stats,
             rng=self.rng,
-            dialect=dialect or CapgoDialect(get_profile(config.plugin)),
+            dialect=spoken,
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
                 functools.partial(signed_content_id, public_key=self.public_key)
@@ -154,7 +155,8 @@ class DeviceRuntime:
             ),
             open_release=(
                 self._open_release
-                if config.strict_release or getattr(dialect, "certificate", None)
+                # a dialect that verifies signed releases itself says so (Expo, signed)
+                if config.strict_release or getattr(spoken, "verifies_releases", False)
                 else None
             ),
         )

@@ -9,10 +9,11 @@ back to the binary. The package is a zip checked after unzipping against `packag
 (`agent.security.codepush`), and with the app's code-signing key against its
 `.codepushrelease` JWT; its label is the release label.
 
-Reports: `download_complete` goes to `report_status/download`, a bundle made current (`set`)
-as `DeploymentSucceeded` and a failed one (`update_fail`) as `DeploymentFailed` to
-`report_status/deploy`, each for the deployment key; other events are not reported (the SDK
-has no such report). The deployment key is `AgentConfig.deployment_key`, else the reference
+Reports (to `<statsUrl>/download` and `<statsUrl>/deploy`, the stats URL ending in
+`/v0.1/public/codepush/report_status`): `download_complete` goes to `download`; a bundle made
+current (`set`) as `DeploymentSucceeded` and a failed one (`update_fail`) as
+`DeploymentFailed` to `deploy`, each for the deployment key; other events are not reported
+(the SDK has no such report). The deployment key is `AgentConfig.deployment_key`, else the reference
 server's convention `<appId>/<platform>[/<channel>]`.
 """
 
@@ -22,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -45,7 +46,6 @@ from agent.protocol.bounds import check_label, load_json, load_json_lenient, url
 from agent.protocol.capgo import retry_hint
 from agent.security.codepush import load_signing_key, verify_package
 
-REPORT_PATH: Final = "/v0.1/public/codepush/report_status/"
 _SHA256_HEX_CHARS: Final = 64
 _CAMEL: Final = {
     "download_url": "downloadURL",
@@ -206,9 +206,8 @@ def _field(info: Mapping[str, Any], name: str) -> Any:
 
 
 def _report(info: DeviceInfo, kind: str, body: Mapping[str, str]) -> OutgoingRequest:
-    """POST a report beside the update_check URL (same origin, `report_status/<kind>`)."""
-    parts = urlsplit(info.config.update_url)
-    url = urlunsplit((parts.scheme, parts.netloc, REPORT_PATH + kind, "", ""))
+    """POST a report to `<statsUrl>/<kind>` (the stats URL ends in `report_status`)."""
+    url = f"{info.config.stats_url.rstrip('/')}/{kind}"
     headers = {"content-type": "application/json"}
     return OutgoingRequest("/stats", "POST", url, headers, json.dumps(body).encode())
 

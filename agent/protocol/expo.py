@@ -1,13 +1,14 @@
 """The Expo Updates dialect (protocol v1, `expo-updates`): one GET, a manifest or a directive.
 
-The check is `GET <updateUrl>` with the protocol's `expo-*` headers (the runtime version is the
-app's native build, the channel goes as `expo-channel-name`, the running update's id as
-`expo-current-update-id`). The answer is a `multipart/mixed` body with `manifest`,
-`extensions` and `directive` parts, or a bare JSON manifest; zero parts or HTTP 204 mean no
-update. With a code-signing certificate (`AgentConfig.code_signing_pem`), a manifest or
-`rollBackToEmbedded` directive must carry a valid `expo-signature` (on the part, or for a JSON
-answer in the response headers); an unsigned `noUpdateAvailable` is taken, since it installs
-nothing. Asset hashes must be base64url SHA-256 (`agent.security.expo`).
+The check is `GET <updateUrl>` with the protocol's `expo-*` headers (the runtime version is
+the app's native build, the channel goes as `expo-channel-name`, the running update's id as
+`expo-current-update-id`, the app id as `otasim-app-id`). The answer is a `multipart/mixed`
+body with `manifest`, `extensions` and `directive` parts, or a bare JSON manifest; zero parts
+or HTTP 204 mean no update. With a code-signing certificate (`AgentConfig.code_signing_pem`),
+a manifest or `rollBackToEmbedded` directive must carry a valid `expo-signature` (on the
+part, or for a JSON answer in the response headers); an unsigned `noUpdateAvailable` is
+taken, since it installs nothing. Asset hashes must be base64url SHA-256
+(`agent.security.expo`).
 
 A manifest becomes an `UpdateOffer` whose files are its launch asset and assets, each stored
 as `<key><fileExtension>` and checked against its hash by the shared manifest download. Its
@@ -60,6 +61,9 @@ ACCEPT: Final = "multipart/mixed, application/expo+json, application/json"
 NEVER_EXPIRES: Final = 2**62
 """A signed Expo manifest has no expiry; the release document it yields never goes stale."""
 NO_UPDATE: Final = "no_update_available"
+APP_HEADER: Final = "otasim-app-id"
+"""Names the app to a server that serves several (the reference server): one of the app's
+configured `requestHeaders`, as Expo apps send them; other servers ignore it."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ExpoDialect:
 
     def __init__(self, certificate: CodeSigningCertificate | None = None) -> None:
         self.certificate = certificate
+        # signed manifests carry a verified ReleaseDocument: the core orders them (anti-replay)
+        self.verifies_releases = certificate is not None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> ExpoDialect:
@@ -99,6 +105,7 @@ class ExpoDialect:
             "accept": ACCEPT,
             "expo-embedded-update-id": str(embedded_update_id(ident.app_id, ident.version_build)),
             "eas-client-id": ident.device_id,
+            APP_HEADER: ident.app_id,
         }
         if info.current_content:
             headers["expo-current-update-id"] = info.current_content

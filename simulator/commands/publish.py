@@ -12,6 +12,8 @@ from simulator.errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from agent.protocol.registry import DIALECTS
+
     p = sub.add_parser(
         "publish",
         help="zip, (encrypt,) upload a bundle and publish it on a channel",
@@ -43,20 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--app-id", required=True, help="e.g. com.example.app")
     p.add_argument("--version", required=True, help="bundle version, X.Y.Z")
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
-    p.add_argument(
-        "--dialect",
-        choices=("capgo", "expo", "codepush"),
-        default="capgo",
-        help="capgo: as above; expo: also build the Expo Updates manifest of the dist folder "
-        "(asset URLs on --server), signed with --key from `otasim keys create --dialect expo`; "
-        "codepush: a CodePush package (package hash; with --key from `otasim keys create "
-        "--dialect codepush`, its .codepushrelease JWT), --version is its label",
-    )
-    p.add_argument(
-        "--runtime-version", default="1.0.0", help="expo: the manifest's runtimeVersion (1.0.0)"
-    )
     p.add_argument("--key", type=Path, help="RSA private key PEM (encrypt and sign)")
     p.add_argument("--delta", action="store_true", help="also upload a per-file manifest")
+    p.add_argument(
+        "--dialect", action="append", default=[], choices=list(DIALECTS), metavar="NAME",
+        help="also make and upload this dialect's artefacts (repeatable; Capgo's are always "
+             f"there): {', '.join(DIALECTS)}; see docs/dialects.md",
+    )  # fmt: skip
     p.add_argument(
         "--strict",
         action="store_true",
@@ -79,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.publish import PublishError, publish, publish_codepush, publish_expo
+    from simulator.publish import PublishError, publish
     from simulator.release import ReleaseError
     from simulator.server.client import AdminClient, AdminError
 
@@ -93,41 +88,20 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot read {args.key}: {exc.strerror}") from exc
     with AdminClient(args.server, args.api_key) as client:
         try:
-            if args.dialect == "expo":
-                result = publish_expo(
-                    client,
-                    app_id=args.app_id,
-                    version=args.version,
-                    channel=args.channel,
-                    source=args.source,
-                    signing_key_pem=private_pem,
-                    runtime_version=args.runtime_version,
-                    rollout_percent=args.rollout,
-                )
-            elif args.dialect == "codepush":
-                result = publish_codepush(
-                    client,
-                    app_id=args.app_id,
-                    version=args.version,
-                    channel=args.channel,
-                    source=args.source,
-                    signing_key_pem=private_pem,
-                    rollout_percent=args.rollout,
-                )
-            else:
-                result = publish(
-                    client,
-                    app_id=args.app_id,
-                    version=args.version,
-                    channel=args.channel,
-                    source=args.source,
-                    private_pem=private_pem,
-                    delta=args.delta,
-                    rollout_percent=args.rollout,
-                    strict=args.strict,
-                    counter=args.counter,
-                    expires_days=args.expires_days,
-                )
+            result = publish(
+                client,
+                app_id=args.app_id,
+                version=args.version,
+                channel=args.channel,
+                source=args.source,
+                private_pem=private_pem,
+                delta=args.delta,
+                rollout_percent=args.rollout,
+                strict=args.strict,
+                counter=args.counter,
+                expires_days=args.expires_days,
+                dialects=args.dialect,
+            )
         except (PublishError, ReleaseError, AdminError) as exc:
             raise CommandError(str(exc)) from exc
     print(json.dumps(result, indent=2))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from simulator.server import channel_store as channels
 from simulator.server import rollout, semver
 from simulator.server.auth import ROLES, ApiKey, authenticate, create_key
 from simulator.server.db import transaction
+from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.model import BUILTIN, DISABLE_AUTO_UPDATE
 from simulator.server.state import ServerState
 from simulator.server.stats_query import app_stats
@@ -42,9 +42,6 @@ CHANNEL_BOOLS = [
     "allow_device",
     "allow_emulator",
 ]
-
-
-HEX = frozenset("0123456789abcdef")
 
 
 def bad(message: str) -> ApiError:
@@ -159,31 +156,27 @@ def _release(body: dict[str, Any]) -> str | None:
     return json.dumps({k: text(release, k, max_len=1 << 20) for k in ("signed", "signature")})
 
 
-def _expo(body: dict[str, Any]) -> dict[str, str | None]:
-    """The Expo manifest (kept byte for byte as sent), its id and its signature header."""
-    manifest = text(body, "expo_manifest", None, 1 << 20)
-    signature = text(body, "expo_signature", None, 4096)
-    if manifest is None:
-        if signature is not None:
-            raise bad("expo_signature needs expo_manifest")
-        return {"expo_update_id": None, "expo_manifest": None, "expo_signature": None}
-    try:
-        update_id = str(uuid.UUID(str(json.loads(manifest)["id"])))
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise bad("expo_manifest must be a JSON object whose id is a UUID") from None
-    return {"expo_update_id": update_id, "expo_manifest": manifest, "expo_signature": signature}
-
-
-def _package_hash(body: dict[str, Any]) -> str | None:
-    """CodePush's package hash (SHA-256 hex of the unzipped files), lower-cased."""
-    value = text(body, "package_hash", None, 64)
-    if value is not None and (len(value) != 64 or not all(c in HEX for c in value.lower())):
-        raise bad("package_hash must be a SHA-256 hex digest")
-    return value.lower() if value is not None else None
+def _dialects(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Other dialects' artefacts, checked by each dialect: ({name: data}, blob ids named)."""
+    given = body.get("dialects") or {}
+    if not isinstance(given, dict):
+        raise bad("dialects must be an object {dialect: artefacts}")
+    kept, files = {}, []
+    for name, data in given.items():
+        dialect = SERVER_DIALECTS.get(name)
+        if dialect is None or dialect.artefacts is None:
+            raise bad(f"dialects: {name!r} takes no artefacts here")
+        try:
+            kept[name], named = dialect.artefacts(data)
+        except ValueError as exc:
+            raise bad(f"dialects.{name}: {exc}") from None
+        files += named
+    return kept, files
 
 
 async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     body = await body_of(request)
+    dialects, dialect_files = _dialects(body)
     spec = {
         "version": version_field(body, allow_builtin=False),
         "file_id": text(body, "file_id", None, 64),
@@ -195,8 +188,8 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "link": text(body, "link", None, 2048),
         "comment": text(body, "comment", None, 2048),
         "release": _release(body),
-        **_expo(body),
-        "package_hash": _package_hash(body),
+        "dialects": dialects,
+        "dialect_files": dialect_files,
     }
     if spec["file_id"] is None and not spec["manifest"]:
         raise bad("A bundle needs file_id (the zip) and/or a manifest")

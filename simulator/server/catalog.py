@@ -97,17 +97,15 @@ class Catalog:
             link=row["link"],
             comment=row["comment"],
             release=json.loads(row["release_doc"]) if row["release_doc"] else None,
-            expo_update_id=row["expo_update_id"],
-            expo_manifest=row["expo_manifest"],
-            expo_signature=row["expo_signature"],
-            package_hash=row["package_hash"],
+            dialects=json.loads(row["dialects"]) if row["dialects"] else {},
         )
 
-    def bundle_name_of_update(self, app_id: str, update_id: str) -> str | None:
+    def bundle_of_update(self, app_id: str, update_id: str) -> str | None:
         """The name of the bundle whose Expo manifest has this id (None: not one of ours)."""
         row = self._conn.execute(
-            "SELECT name FROM bundles WHERE app_id = ? AND expo_update_id = ?",
-            (app_id, update_id.lower()),
+            "SELECT name FROM bundles WHERE app_id = ? "
+            "AND json_extract(dialects, '$.expo.update_id') = ?",
+            (app_id, update_id),
         ).fetchone()
         return str(row["name"]) if row is not None else None
 

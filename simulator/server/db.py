@@ -35,10 +35,7 @@ CREATE TABLE IF NOT EXISTS bundles (
     comment TEXT,
     created_at REAL NOT NULL,
     release_doc TEXT,                    -- signed release document (JSON), strict mode
-    expo_update_id TEXT,                 -- Expo Updates: the manifest's id
-    expo_manifest TEXT,                  -- Expo Updates: the exact manifest bytes served
-    expo_signature TEXT,                 -- Expo Updates: its expo-signature header, if signed
-    package_hash TEXT,                   -- CodePush: the hash of the zip's unzipped files
+    dialects TEXT,                       -- other dialects' artefacts (JSON {name: {...}})
     UNIQUE (app_id, name)
 );
 CREATE TABLE IF NOT EXISTS manifest_files (
@@ -139,10 +136,10 @@ def connect(data_dir: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(bundles)")}
-    added = ("release_doc", "expo_update_id", "expo_manifest", "expo_signature", "package_hash")
-    for column in added:
-        if column not in columns:  # a database from before strict mode or these dialects
-            conn.execute(f"ALTER TABLE bundles ADD COLUMN {column} TEXT")
+    if "release_doc" not in columns:  # a database from before strict mode
+        conn.execute("ALTER TABLE bundles ADD COLUMN release_doc TEXT")
+    if "dialects" not in columns:  # a database from before the other dialects
+        conn.execute("ALTER TABLE bundles ADD COLUMN dialects TEXT")
     return conn
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 BUILTIN = "builtin"
 DISABLE_AUTO_UPDATE = ("none", "major", "minor", "patch", "version_number")
@@ -71,10 +73,8 @@ class Bundle:
     link: str | None = None
     comment: str | None = None
     release: dict[str, str] | None = None  # signed release document (strict mode), as served
-    expo_update_id: str | None = None  # Expo Updates: the manifest's id
-    expo_manifest: str | None = None  # Expo Updates: the exact manifest served
-    expo_signature: str | None = None  # Expo Updates: its expo-signature header value
-    package_hash: str | None = None  # CodePush: the hash of the zip's unzipped files
+    # other dialects' artefacts, by dialect name (simulator.server.dialects checks them)
+    dialects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

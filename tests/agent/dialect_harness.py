@@ -11,11 +11,12 @@ from device_harness import NoWaitAsyncClock, Recorder
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.backends import make_async_port
-from agent.protocol.codepush import CodePushDialect
-from agent.protocol.expo import ExpoDialect
+from agent.protocol.registry import dialect_spec
+from simulator.publish import publish
+from simulator.server.client import AdminClient
+from simulator.server.embedded import RunningServer
 
 RUNTIME = "1.0.0"
-DIALECTS = {"expo": ExpoDialect, "codepush": CodePushDialect}
 
 
 def dist(tmp: Path, version: str) -> Path:
@@ -27,18 +28,35 @@ def dist(tmp: Path, version: str) -> Path:
     return folder
 
 
+def publish_as(
+    server: RunningServer, dialect: str, app: str, version: str, folder: Path, key: bytes | None
+) -> dict[str, Any]:
+    """Publish `folder` as `version` on production, with `dialect`'s artefacts."""
+    with AdminClient(server.url, server.admin_key) as admin:
+        return publish(
+            admin,
+            app_id=app,
+            version=version,
+            channel="production",
+            source=folder,
+            private_pem=key,
+            dialects=[dialect],
+        )
+
+
 class Phone:
     """One app install, opened again for each app run (as a process restart)."""
 
     def __init__(
-        self, dialect: str, update_url: str, app: str, folder: Path, signing: bytes | None
+        self, dialect: str, server: RunningServer, app: str, folder: Path, signing: bytes | None
     ) -> None:
-        self.dialect = DIALECTS[dialect]
+        updates, stats, channel = dialect_spec(dialect).urls(server.url)
         self.config = AgentConfig(
-            update_url=update_url,
-            stats_url=update_url,  # a dialect that reports derives its URLs from the check's
-            channel_url="",
+            update_url=updates,
+            stats_url=stats,
+            channel_url=channel,
             code_signing_pem=signing.decode() if signing else None,
+            dialect=dialect,
         )
         self.identity = DeviceIdentity(str(uuid.uuid4()), app, "android", RUNTIME)
         self.folder = folder
@@ -55,7 +73,6 @@ class Phone:
             port,
             clock=NoWaitAsyncClock(),
             observer=self.observer,
-            dialect=self.dialect.from_config(self.config),
         )
         try:
             await device.launch()

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dialect_harness import Phone, dist
+from dialect_harness import Phone, dist, publish_as
 
 from simulator.codepush_release import make_package
-from simulator.publish import publish_codepush
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
 
@@ -55,20 +55,11 @@ def app(server: RunningServer) -> str:
 def publish(
     server: RunningServer, app: str, version: str, folder: Path, key: bytes | None
 ) -> dict[str, Any]:
-    with AdminClient(server.url, server.admin_key) as admin:
-        return publish_codepush(
-            admin,
-            app_id=app,
-            version=version,
-            channel="production",
-            source=folder,
-            signing_key_pem=key,
-        )
+    return publish_as(server, "codepush", app, version, folder, key)
 
 
 def phone_for(server: RunningServer, app: str, folder: Path, public: bytes | None) -> Phone:
-    url = f"{server.url}/v0.1/public/codepush/update_check"
-    return Phone("codepush", url, app, folder, public)
+    return Phone("codepush", server, app, folder, public)
 
 
 def counts(server: RunningServer, app: str, version: str) -> dict[str, Any]:
@@ -105,8 +96,14 @@ def test_crash_on_boot_rolls_back_reports_and_never_again(
 
 
 def test_tampered_package_is_refused(server: RunningServer, app: str, tmp_path: Path) -> None:
-    file_id = publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)["bundle"]["file_id"]
-    blob = server.data_dir / "files" / file_id
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)
+    check = httpx.get(
+        f"{server.url}/v0.1/public/codepush/update_check",
+        params={"deployment_key": f"{app}/android", "app_version": "1.0.0",
+                "client_unique_id": str(uuid.uuid4())},
+    )  # fmt: skip
+    url = check.json()["update_info"]["download_url"]
+    blob = server.data_dir / "files" / url.rsplit("/", 1)[1]
     original = blob.read_bytes()
     with zipfile.ZipFile(io.BytesIO(original)) as source:
         files = {n: source.read(n) for n in source.namelist()}
@@ -137,9 +134,11 @@ def test_package_without_the_apps_signature_is_refused(
         with zipfile.ZipFile(signed.zip_path) as good, zipfile.ZipFile(forged.zip_path, "a") as z:
             z.writestr(".codepushrelease", good.read(".codepushrelease"))
         with AdminClient(server.url, server.admin_key) as admin:
+            artefacts = {"file_id": admin.upload_file(app, forged.zip_path),
+                         "package_hash": forged.package_hash}  # fmt: skip
             admin.upload_bundle(
-                app, "1.0.1", zip_path=forged.zip_path, checksum="",
-                package_hash=forged.package_hash,
+                app, "1.0.1", zip_path=forged.zip_path, checksum=forged.zip_checksum,
+                dialects={"codepush": artefacts},
             )  # fmt: skip
             admin.set_channel(app, "production", public=True, version="1.0.1")
     else:

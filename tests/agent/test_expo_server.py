@@ -17,16 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from dialect_harness import RUNTIME, Phone, dist
+from dialect_harness import RUNTIME, Phone, dist, publish_as
 
 from simulator.expo_release import SigningPair, create_signing_pair
-from simulator.publish import publish_expo
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
 
 
 def phone_for(server: RunningServer, app: str, folder: Path, certificate: bytes | None) -> Phone:
-    return Phone("expo", f"{server.url}/expo/{app}", app, folder, certificate)
+    return Phone("expo", server, app, folder, certificate)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +50,7 @@ def app(server: RunningServer) -> str:
 def publish(
     server: RunningServer, app: str, version: str, folder: Path, key: bytes | None
 ) -> dict[str, Any]:
-    with AdminClient(server.url, server.admin_key) as admin:
-        return publish_expo(
-            admin,
-            app_id=app,
-            version=version,
-            channel="production",
-            source=folder,
-            signing_key_pem=key,
-            runtime_version=RUNTIME,
-        )
+    return publish_as(server, "expo", app, version, folder, key)
 
 
 def test_update_then_no_update(
@@ -144,11 +134,12 @@ def test_replay_of_an_older_signed_manifest_is_refused(
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), pair.private_pem)
     with httpx.Client() as client:  # what an attacker records while 1.0.1 is live
         recorded = client.get(
-            f"{server.url}/expo/{app}",
+            f"{server.url}/expo",
             headers={
                 "expo-platform": "android",
                 "expo-runtime-version": RUNTIME,
                 "eas-client-id": str(uuid.uuid4()),
+                "otasim-app-id": app,
                 "accept": "multipart/mixed",
             },
         )

@@ -2,18 +2,21 @@
 
 The same apps, channels, rollouts and rollbacks as the Capgo endpoints. A deployment key here
 is `<appId>/<platform>[/<channel>]` (CodePush keys one deployment of one platform's app; with
-no channel the app's public channel answers). The query is read as a Capgo info object
-(`app_version` as the native build, `client_unique_id` as the device id, `label` as the
-running version) and decided by the same `decide()`. An offer points at the bundle's zip with
-its `package_hash` (published by `otasim publish --dialect codepush`); a bundle without one is
-not offered to CodePush devices. A channel at builtin answers `should_run_binary_version`.
-Reports are counted as the Capgo actions they mean: `download_complete`, `set` (with the
-installs count) for `DeploymentSucceeded`, `update_fail` for `DeploymentFailed`, so the
-rollout auto-pause reads CodePush devices too.
+no channel the app's public channel answers). The query is read as a Capgo device description
+(`app_version` as the native build, `client_unique_id` as the device id, `label` as the running
+version) and decided by `device_api.check`. An offer points at the bundle's CodePush zip with
+its `package_hash`; a bundle without them is not offered to CodePush devices. A channel at
+builtin answers `should_run_binary_version`. Reports are counted as the Capgo actions they
+mean: `download_complete`, `set` (with the installs count) for `DeploymentSucceeded`,
+`update_fail` for `DeploymentFailed`, so the rollout auto-pause reads CodePush devices too.
+
+The artefacts `otasim publish --dialect codepush` stores: `{file_id, package_hash}` (the
+package zip, with its `.codepushrelease` when signed, apart from Capgo's possibly encrypted one).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Final
 
@@ -21,17 +24,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.server import rollout
-from simulator.server.decide import decide
-from simulator.server.device_api import after_stats, bad_request, base_url, unknown_app
-from simulator.server.model import BUILTIN, Bundle
+from simulator.server.device_api import after_stats, bad_request, base_url, check, unknown_app
+from simulator.server.model import BUILTIN
 from simulator.server.state import ServerState
 from simulator.server.validation import DEVICE_ID, BadRequest, parse_update_request
 from simulator.server.web import read_json
 
 PREFIX: Final = "/v0.1/public/codepush"
+HEX64: Final = re.compile(r"[0-9a-f]{64}")
 PLUGIN_VERSION: Final = "8.0.0"
 _DEVICE_IDS: Final = uuid.UUID("9f1c2b3a-5d6e-4f70-8a91-b2c3d4e5f601")
+
+
+def artefacts(data: Any) -> tuple[dict[str, Any], list[str]]:
+    """Check what the CodePush publish step stores: the package zip's file id and its package
+    hash (SHA-256 hex of the unzipped files).
+
+    Raises:
+        ValueError: a malformed record.
+    """
+    if not isinstance(data, dict) or set(data) != {"file_id", "package_hash"}:
+        raise ValueError("expected {file_id, package_hash}")
+    file_id, package_hash = data["file_id"], data["package_hash"]
+    for name, value in (("file_id", file_id), ("package_hash", package_hash)):
+        if not isinstance(value, str) or not HEX64.fullmatch(value.lower()):
+            raise ValueError(f"{name} must be a SHA-256 hex digest")
+    return {"file_id": file_id.lower(), "package_hash": package_hash.lower()}, [file_id.lower()]
 
 
 def routes() -> list[Route]:
@@ -88,32 +106,19 @@ async def update_check(request: Request) -> Response:
         )
     except BadRequest as exc:
         return bad_request(exc)
-    app = state.catalog.app(app_id)
-    if app is None:
-        return unknown_app(request, state)
-    channel, overridden = state.catalog.resolve(info)
-    bundle: Bundle | None = None
-    if channel is not None:
-        target = rollout.target_version(channel, info.device_id, info.version_name)
-        if target is not None:
-            bundle = state.catalog.bundle(app_id, target) or Bundle(app_id, target)
-    prefix = f"{base_url(request, state)}/files/"
-    answer = decide(info, app, channel, overridden, bundle, lambda file_id: prefix + file_id)
-    state.recorder.device_seen(info, info.version_name, app.allow_device_custom_id)
-    offered = answer.body.get("url") is not None and bundle is not None
-    stat = answer.stat
-    if offered and bundle is not None and (bundle.package_hash is None or bundle.file_id is None):
-        offered, stat = False, "missingBundle"  # not published for CodePush
-    if stat is not None:
-        state.recorder.count(app_id, answer.stat_version or info.version_name, stat)
-    if offered and bundle is not None and bundle.file_id is not None:
-        size = state.blobs.path(bundle.file_id).stat().st_size
+    decision = check(request, state, info)
+    if isinstance(decision, Response):
+        return decision
+    answer, bundle = decision
+    stored = bundle.dialects.get("codepush") if bundle is not None else None
+    if answer.body.get("url") is not None and bundle is not None and stored is not None:
+        file_id = str(stored["file_id"])
         update: dict[str, Any] = {
             "is_available": True,
-            "download_url": prefix + bundle.file_id,
-            "package_hash": bundle.package_hash,
+            "download_url": f"{base_url(request, state)}/files/{file_id}",
+            "package_hash": stored["package_hash"],
             "label": bundle.name,
-            "package_size": size,
+            "package_size": state.blobs.path(file_id).stat().st_size,
             "app_version": info.version_build,
             "target_binary_range": info.version_build,
             "description": bundle.comment or "",

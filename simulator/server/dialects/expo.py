@@ -1,15 +1,18 @@
-"""The Expo Updates (protocol v1) device endpoint: `GET /expo/{app_id}`.
+"""The Expo Updates (protocol v1) device endpoint: `GET /expo`.
 
-The same apps, channels, rollouts and rollbacks as the Capgo endpoints: the request's headers
-are read as a Capgo info object (`expo-platform`, `expo-runtime-version` as the native build,
+The app is named by the `otasim-app-id` request header (an Expo app's configured
+`requestHeaders`; a real Expo server names the project in its URL). The other headers are read
+as a Capgo device description (`expo-platform`, `expo-runtime-version` as the native build,
 `expo-channel-name` as the default channel, `eas-client-id` as the device id, the bundle whose
-manifest id is `expo-current-update-id` as the running version) and decided by the same
-`decide()`. An offer is answered with the bundle's stored manifest, byte for byte, and its
-`expo-signature` (signed by the publisher: this server holds no key); no update with a
-`noUpdateAvailable` directive, a channel at builtin with a `rollBackToEmbedded` directive
+manifest id is `expo-current-update-id` as the running version) and decided by
+`device_api.check`. An offer is answered with the bundle's stored manifest, byte for byte, and
+its `expo-signature` (signed by the publisher: this server holds no key); no update with a
+`noUpdateAvailable` directive; a channel at builtin with a `rollBackToEmbedded` directive
 (unsigned, for the same reason: a device with code signing refuses it). `multipart/mixed` is
 answered when the device accepts it, else a bare JSON manifest with the signature in the
-response headers; 406 when it accepts neither.
+response headers (204 for a directive); 406 when it accepts neither.
+
+The artefacts `otasim publish --dialect expo` stores: `{update_id, manifest, signature}`.
 """
 
 from __future__ import annotations
@@ -17,42 +20,64 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
-from typing import Final
+import uuid
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.server import rollout
-from simulator.server.decide import decide
-from simulator.server.device_api import bad_request, unknown_app
-from simulator.server.model import BUILTIN, Answer, Bundle
+from simulator.server.device_api import bad_request, check
+from simulator.server.model import BUILTIN, Bundle
 from simulator.server.state import ServerState
 from simulator.server.validation import BadRequest, parse_update_request
 
+APP_HEADER: Final = "otasim-app-id"
 PROTOCOL_HEADERS: Final = {
     "expo-protocol-version": "1",
     "expo-sfv-version": "0",
     "cache-control": "private, max-age=0",
 }
 PLUGIN_VERSION: Final = "8.0.0"
-"""The Capgo plugin generation the decision treats an Expo device as (manifests allowed)."""
+"""The Capgo plugin generation the decision treats an Expo device as."""
+MAX_MANIFEST: Final = 1 << 20
 
 
 def routes() -> list[Route]:
-    return [Route("/expo/{app_id}", manifest, methods=["GET"])]
+    return [Route("/expo", manifest, methods=["GET"])]
 
 
-def _capgo_body(request: Request, app_id: str, state: ServerState) -> dict[str, object]:
+def artefacts(data: Any) -> tuple[dict[str, Any], list[str]]:
+    """Check what the Expo publish step stores: the manifest text (kept byte for byte), the id
+    it carries, and its signature header (None: unsigned).
+
+    Raises:
+        ValueError: a malformed record.
+    """
+    if not isinstance(data, dict) or set(data) - {"manifest", "signature"}:
+        raise ValueError("expected {manifest, signature}")
+    text, signature = data.get("manifest"), data.get("signature")
+    if not isinstance(text, str) or len(text) > MAX_MANIFEST:
+        raise ValueError("manifest must be the manifest's JSON text")
+    if signature is not None and (not isinstance(signature, str) or len(signature) > 4096):
+        raise ValueError("signature must be the expo-signature header value")
+    try:
+        update_id = str(uuid.UUID(str(json.loads(text)["id"])))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise ValueError("manifest must be a JSON object whose id is a UUID") from None
+    return {"update_id": update_id, "manifest": text, "signature": signature}, []
+
+
+def _device(request: Request, state: ServerState) -> dict[str, object]:
     headers = request.headers
-    runtime = headers.get("expo-runtime-version", "")
-    current = headers.get("expo-current-update-id")
-    running = state.catalog.bundle_name_of_update(app_id, current) if current else None
+    app_id = headers.get(APP_HEADER, "")
+    current = headers.get("expo-current-update-id", "").lower()
+    running = state.catalog.bundle_of_update(app_id, current) if current else None
     return {
         "app_id": app_id,
         "device_id": headers.get("eas-client-id", ""),
         "platform": headers.get("expo-platform", ""),
-        "version_build": runtime,
+        "version_build": headers.get("expo-runtime-version", ""),
         "version_name": running or BUILTIN,
         "plugin_version": PLUGIN_VERSION,
         "defaultChannel": headers.get("expo-channel-name", ""),
@@ -60,37 +85,24 @@ def _capgo_body(request: Request, app_id: str, state: ServerState) -> dict[str, 
 
 
 async def manifest(request: Request) -> Response:
-    """GET /expo/{app_id}: the manifest or directive for this device (module docstring)."""
+    """GET /expo: the manifest or directive for this device (module docstring)."""
     state: ServerState = request.app.state.server
-    app_id = request.path_params["app_id"]
     accept = request.headers.get("accept", "*/*").lower()
     multipart = "multipart/mixed" in accept or "*/*" in accept
     if not multipart and "json" not in accept:
         return JSONResponse({"error": "not_acceptable"}, 406, headers=PROTOCOL_HEADERS)
     if request.headers.get("expo-protocol-version", "1") != "1":
         return JSONResponse({"error": "unsupported_protocol_version"}, 400)
-    app = state.catalog.app(app_id)
-    if app is None:
-        return unknown_app(request, state)
     try:
-        info = parse_update_request(_capgo_body(request, app_id, state))
+        info = parse_update_request(_device(request, state))
     except BadRequest as exc:
         return bad_request(exc)
-    channel, overridden = state.catalog.resolve(info)
-    bundle: Bundle | None = None
-    if channel is not None:
-        target = rollout.target_version(channel, info.device_id, info.version_name)
-        if target is not None:
-            bundle = state.catalog.bundle(app_id, target) or Bundle(app_id, target)
-    answer = decide(info, app, channel, overridden, bundle, lambda file_id: file_id)
-    state.recorder.device_seen(info, info.version_name, app.allow_device_custom_id)
-    offered = answer.body.get("url") is not None and bundle is not None
-    if offered and bundle is not None and bundle.expo_manifest is None:
-        answer = Answer(200, {}, "missingBundle", bundle.name)  # no Expo manifest
-        offered = False
-    if answer.stat is not None:
-        state.recorder.count(app_id, answer.stat_version or info.version_name, answer.stat)
-    if offered and bundle is not None and bundle.expo_manifest is not None:
+    decision = check(request, state, info)
+    if isinstance(decision, Response):
+        return decision
+    answer, bundle = decision
+    stored = bundle.dialects.get("expo") if bundle is not None else None
+    if answer.body.get("url") is not None and bundle is not None and stored is not None:
         return _manifest_answer(bundle, multipart)
     if answer.body.get("error") == "already_on_builtin" and answer.body.get("version") == BUILTIN:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
@@ -100,9 +112,9 @@ async def manifest(request: Request) -> Response:
 
 
 def _manifest_answer(bundle: Bundle, multipart: bool) -> Response:
-    assert bundle.expo_manifest is not None
-    body = bundle.expo_manifest.encode()
-    signature = {"expo-signature": bundle.expo_signature} if bundle.expo_signature else {}
+    stored = bundle.dialects["expo"]
+    body = str(stored["manifest"]).encode()
+    signature = {"expo-signature": str(stored["signature"])} if stored.get("signature") else {}
     if not multipart:
         headers = PROTOCOL_HEADERS | signature
         return Response(body, 200, headers=headers, media_type="application/json")
