@@ -34,6 +34,7 @@ from agent.drivers.api import AgentObserver, BundleView
 from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
+from agent.security import codepush
 from agent.store import disk_free
 
 from simulator.clock import DeviceClock, VirtualTime
@@ -379,9 +380,15 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
+            # the app's files: a CodePush package also holds its verified signature file
+            app_files = {
+                name: digest
+                for name, digest in digests.items()
+                if self.outcome.dialect != "codepush" or not codepush.ignored(name)
+            }
             if expected is None:
                 self.outcome.unchecked.add(version)
-            elif digests != expected:  # a file changed, added or missing: not what was published
+            elif app_files != expected:  # a file changed, added or missing: not as published
                 self.outcome.tampered += 1
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)

@@ -51,6 +51,8 @@ class AgentBase:
         self.identity = identity
         self.state = state
         self.dialect = dialect
+        # the stats actions the dialect reports (None: every one, as Capgo)
+        self._reported: frozenset[str] | None = getattr(dialect, "reported_actions", None)
         self._stats = StatsQueue(stats, rng)
         self._rng = rng
         self._key_id = key_id
@@ -107,8 +109,9 @@ class AgentBase:
         self, action: str, version: str | None = None, old: str | None = None, **meta: str
     ) -> None:
         version = version or self._version(self.state.current)
-        self._stats.add(action, version, self._now, old, meta)
-        self._stats_changed = True
+        if self._reported is None or action in self._reported:  # else the dialect has no report
+            self._stats.add(action, version, self._now, old, meta)
+            self._stats_changed = True
         self._out.append(ReportStat(action, version))
 
     def commit_failed(self) -> None:

@@ -23,7 +23,6 @@ class StatsQueue:
         self._next_seq = max((e.seq for e in self.events), default=-1) + 1
         self._in_flight: frozenset[int] | None = None
         self._not_before = float("-inf")
-        self._spaced_from = self._not_before  # _not_before before the batch in flight
         self._rng = rng
         self._backoff: Iterator[float] | None = None
 
@@ -64,17 +63,8 @@ class StatsQueue:
             raise RuntimeError("a stats batch is already in flight")
         batch = self.events[:size]
         self._in_flight = frozenset(e.seq for e in batch)
-        self._spaced_from = self._not_before
         self._not_before = now + FLUSH_INTERVAL_S
         return batch
-
-    def discard(self) -> None:
-        """Drop the batch in flight unsent (its dialect reports none of it), as if it had never
-        been taken: the next batch may go at once."""
-        sent = self._in_flight or frozenset()
-        self._in_flight = None
-        self._not_before = self._spaced_from
-        self.events = [e for e in self.events if e.seq not in sent]
 
     def settle(self, outcome: StatsOutcome, retry_after_s: float | None, now: float) -> None:
         """Apply the server's verdict on the batch in flight."""

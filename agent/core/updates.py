@@ -375,11 +375,5 @@ class UpdateFlow(AgentBase):
             return
         if self._blocked():
             return
-        while self._stats.deadline() is not None:
-            batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
-            request = self.dialect.stats_request(self.device_info(), batch)
-            if request is not None:
-                self._out.append(SendRequest(request))
-                return
-            self._stats.discard()  # nothing this dialect reports: dropped, no spacing spent
-            self._stats_changed = True
+        batch = self._stats.take_batch(self._now, self.dialect.stats_batch_size)
+        self._out.append(SendRequest(self.dialect.stats_request(self.device_info(), batch)))

@@ -175,9 +175,7 @@ class Dialect(Protocol):
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> CheckResult: ...
 
-    def stats_request(
-        self, info: DeviceInfo, events: Sequence[StatEvent]
-    ) -> OutgoingRequest | None: ...
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest: ...
 
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float

@@ -12,9 +12,10 @@ back to the binary. The package is a zip checked after unzipping against `packag
 Reports (to `<statsUrl>/download` and `<statsUrl>/deploy`, the stats URL ending in
 `/v0.1/public/codepush/report_status`): `download_complete` goes to `download`; a bundle made
 current (`set`) as `DeploymentSucceeded` and a failed one (`update_fail`) as
-`DeploymentFailed` to `deploy`, each for the deployment key; other events are not reported
-(the SDK has no such report). The deployment key is `AgentConfig.deployment_key`, else the reference
-server's convention `<appId>/<platform>[/<channel>]`.
+`DeploymentFailed` to `deploy`, each for the deployment key; other events are not even queued
+(`reported_actions`: the SDK has no such report). The deployment key is
+`AgentConfig.deployment_key`, else the reference server's convention
+`<appId>/<platform>[/<channel>]`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from agent.protocol.capgo import retry_hint
 from agent.security.codepush import load_signing_key, verify_package
 
 _SHA256_HEX_CHARS: Final = 64
+REPORTED_ACTIONS: Final = frozenset({"download_complete", "set", "update_fail"})
+"""The events CodePush reports; the core queues no other (the SDK has no report for them)."""
 _CAMEL: Final = {
     "download_url": "downloadURL",
     "is_available": "isAvailable",
@@ -65,6 +68,7 @@ class CodePushDialect:
     name = "codepush"
     stats_batch_size = 1
     stores_channel_locally = True
+    reported_actions = REPORTED_ACTIONS
 
     def __init__(self, signing_key: rsa.RSAPublicKey | None = None) -> None:
         self.signing_key = signing_key
@@ -138,16 +142,15 @@ class CodePushDialect:
         assert offer.package_hash is not None
         verify_package(folder, offer.package_hash, self.signing_key)
 
-    def stats_request(
-        self, info: DeviceInfo, events: Sequence[StatEvent]
-    ) -> OutgoingRequest | None:
-        """The report for one event, or None when CodePush has none for it.
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        """The report of one event (the core queues only `reported_actions`).
 
         Raises:
-            ValueError: more than one event (CodePush reports one status per request).
+            ValueError: more than one event (CodePush reports one status per request), or an
+                action CodePush has no report for.
         """
-        if len(events) != 1:
-            raise ValueError("CodePush reports one event per request")
+        if len(events) != 1 or events[0].action not in REPORTED_ACTIONS:
+            raise ValueError("CodePush reports one download or deploy event per request")
         event = events[0]
         base = {
             "deployment_key": self.deployment_key(info),
@@ -156,8 +159,6 @@ class CodePushDialect:
         }
         if event.action == "download_complete":
             return _report(info, "download", base)
-        if event.action not in ("set", "update_fail"):
-            return None
         succeeded = event.action == "set"
         body = base | {
             "app_version": info.identity.version_build,

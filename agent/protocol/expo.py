@@ -16,8 +16,8 @@ label is `metadata.version` when the server gives one (the reference server does
 update id; its content identity (`checksum`) is the update id. A signed manifest also carries
 a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the core then refuses any
 manifest older than one accepted here (a replay), as expo-updates only loads newer updates.
-Expo has no report or channel API: no stats are sent and the channel calls raise
-`ProtocolError`.
+Expo has no report or channel API: no stats are queued (`reported_actions` is empty) and the
+channel calls raise `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class ExpoDialect:
     """Builders and parsers for Expo Updates protocol v1. Pure; see `Dialect`."""
 
     name = "expo"
-    stats_batch_size = 100  # all dropped at once: nothing is reported
+    stats_batch_size = 1
+    reported_actions: frozenset[str] = frozenset()  # no report API: the core queues nothing
     stores_channel_locally = True
 
     def __init__(self, certificate: CodeSigningCertificate | None = None) -> None:
@@ -206,9 +207,10 @@ class ExpoDialect:
             release=release,
         )
 
-    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> None:
-        """None: Expo Updates has no report API (the events stay on the device's observer)."""
-        return None
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        """Raises ValueError: Expo Updates has no report API (`reported_actions` is empty, so
+        the core queues nothing to send)."""
+        raise ValueError("Expo Updates has no report API")
 
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float

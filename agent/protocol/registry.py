@@ -38,6 +38,7 @@ class DialectSpec:
     family: str  # what users call the server family
     make: Callable[[AgentConfig], Dialect]
     paths: tuple[str, str, str]
+    reports: frozenset[str] | None = None  # the stats actions its devices send (None: all)
 
     def urls(self, base: str) -> tuple[str, str, str]:
         """The update, stats and channel URLs of a server at `base`."""
@@ -53,12 +54,19 @@ def _capgo(config: AgentConfig) -> Dialect:
 
 _SPECS = (
     DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),
-    DialectSpec("expo", "Expo Updates (protocol v1)", ExpoDialect.from_config, ("expo", "", "")),
+    DialectSpec(
+        "expo",
+        "Expo Updates (protocol v1)",
+        ExpoDialect.from_config,
+        ("expo", "", ""),
+        ExpoDialect.reported_actions,
+    ),
     DialectSpec(
         "codepush",
         "CodePush (react-native-code-push)",
         CodePushDialect.from_config,
         ("v0.1/public/codepush/update_check", "v0.1/public/codepush/report_status", ""),
+        CodePushDialect.reported_actions,
     ),
 )
 DIALECTS: dict[str, DialectSpec] = {spec.name: spec for spec in _SPECS}
