@@ -19,9 +19,8 @@ from typing import Final
 import jwt
 from agent.security.codepush import SIGNATURE_FILE, package_hash
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulator.release import ReleaseError, dist_files, zip_dist
+from simulator.release import ReleaseError, dist_files, load_private_key, zip_dist
 
 CLAIM_VERSION: Final = "1.0.0"
 
@@ -33,23 +32,13 @@ class Package:
     zip_checksum: str  # SHA-256 hex of the zip (the Capgo checksum of the same bundle)
 
 
-def _private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_pem_private_key(private_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ReleaseError(f"not a PEM private key: {exc}") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ReleaseError("the CodePush signing key must be RSA")
-    return key
-
-
 def public_pem_for(private_pem: bytes) -> str:
     """The public key (SPKI PEM) an app embeds as its CodePushPublicKey.
 
     Raises:
         ReleaseError: the key is not an RSA private key PEM.
     """
-    public = _private_key(private_pem).public_key()
+    public = load_private_key(private_pem).public_key()
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
@@ -61,7 +50,7 @@ def signed_claims_token(content_hash: str, private_pem: bytes) -> str:
     Raises:
         ReleaseError: the key is not an RSA private key PEM.
     """
-    key = _private_key(private_pem)
+    key = load_private_key(private_pem)
     claims = {"claimVersion": CLAIM_VERSION, "contentHash": content_hash, "iat": int(time.time())}
     return jwt.encode(claims, key, algorithm="RS256")
 

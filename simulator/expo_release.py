@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from simulator.clock import SIM_EPOCH
-from simulator.release import ReleaseError, dist_files
+from simulator.release import ReleaseError, dist_files, load_private_key
 
 LAUNCH_ASSET: Final = "index.html"
 CERT_YEARS: Final = 10
@@ -69,16 +69,6 @@ def create_signing_pair() -> SigningPair:
     return SigningPair(private_pem, certificate_for(private_pem).encode())
 
 
-def _private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_pem_private_key(private_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ReleaseError(f"not a PEM private key: {exc}") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ReleaseError("the Expo signing key must be RSA")
-    return key
-
-
 def certificate_for(private_pem: bytes, common_name: str = "otasim expo code signing") -> str:
     """A self-signed code-signing certificate (PEM, valid 10 years from now, and from
     `VALID_FROM` if that is earlier) for an RSA private key:
@@ -87,7 +77,7 @@ def certificate_for(private_pem: bytes, common_name: str = "otasim expo code sig
     Raises:
         ReleaseError: the key is not an RSA private key PEM.
     """
-    key = _private_key(private_pem)
+    key = load_private_key(private_pem)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     usage = x509.KeyUsage(
@@ -180,6 +170,6 @@ def sign_manifest(body: bytes, private_pem: bytes) -> str:
     Raises:
         ReleaseError: the key is not an RSA private key PEM.
     """
-    signature = _private_key(private_pem).sign(body, padding.PKCS1v15(), hashes.SHA256())
+    signature = load_private_key(private_pem).sign(body, padding.PKCS1v15(), hashes.SHA256())
     encoded = base64.b64encode(signature).decode()
     return f'sig="{encoded}", keyid="{KEY_ID}", alg="{ALGORITHM}"'

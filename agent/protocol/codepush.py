@@ -31,8 +31,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from agent.config import AgentConfig
 from agent.errors import ProtocolError
 from agent.protocol.base import (
-    ChannelAnswer,
-    ChannelListing,
     CheckResult,
     DeviceInfo,
     NoUpdate,
@@ -44,7 +42,8 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.bounds import check_label, load_json, load_json_lenient, url_problem
-from agent.protocol.capgo import retry_hint
+from agent.protocol.capgo import retry_hint, stats_outcome
+from agent.protocol.nochannel import NoChannelApi
 from agent.security.codepush import load_signing_key, verify_package
 
 _SHA256_HEX_CHARS: Final = 64
@@ -62,12 +61,13 @@ _CAMEL: Final = {
 }
 
 
-class CodePushDialect:
+class CodePushDialect(NoChannelApi):
     """Builders and parsers for the CodePush update protocol. Pure; see `Dialect`."""
 
     name = "codepush"
     stats_batch_size = 1
     stores_channel_locally = True
+    no_channel_api = "CodePush has no channel API: the deployment key names the deployment"
     reported_actions = REPORTED_ACTIONS
 
     def __init__(self, signing_key: rsa.RSAPublicKey | None = None) -> None:
@@ -172,34 +172,7 @@ class CodePushDialect:
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> tuple[StatsOutcome, float | None]:
-        if 200 <= status < 300:
-            return StatsOutcome.SENT, None
-        if status == 429:
-            return StatsOutcome.REQUEUE, retry_hint(headers, None, now)
-        if status == 408 or status >= 500:
-            return StatsOutcome.REQUEUE, None
-        return StatsOutcome.DROP, None
-
-    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-
-_NO_CHANNEL_API: Final = "CodePush has no channel API: the deployment key names the deployment"
+        return stats_outcome(status, headers, body, now)
 
 
 def _field(info: Mapping[str, Any], name: str) -> Any:

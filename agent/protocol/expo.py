@@ -30,8 +30,6 @@ from typing import Any, Final
 from agent.config import AgentConfig
 from agent.errors import ProtocolError, VerificationError
 from agent.protocol.base import (
-    ChannelAnswer,
-    ChannelListing,
     CheckResult,
     DeviceInfo,
     ManifestEntry,
@@ -45,8 +43,9 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.bounds import MAX_ANSWER_BYTES, label_problem, load_json, url_problem
-from agent.protocol.capgo import retry_hint
+from agent.protocol.capgo import retry_hint, stats_outcome
 from agent.protocol.multipart import Part, boundary_of, parse_multipart, part_name
+from agent.protocol.nochannel import NoChannelApi
 from agent.security.expo import (
     ALGORITHM,
     CodeSigningCertificate,
@@ -74,13 +73,16 @@ class _Signed:
     signature: str | None
 
 
-class ExpoDialect:
+class ExpoDialect(NoChannelApi):
     """Builders and parsers for Expo Updates protocol v1. Pure; see `Dialect`."""
 
     name = "expo"
     stats_batch_size = 1
     reported_actions: frozenset[str] = frozenset()  # no report API: the core queues nothing
     stores_channel_locally = True
+    no_channel_api = (
+        "Expo Updates has no channel API: the channel is the app's expo-channel-name header"
+    )
 
     def __init__(self, certificate: CodeSigningCertificate | None = None) -> None:
         self.certificate = certificate
@@ -215,30 +217,9 @@ class ExpoDialect:
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> tuple[StatsOutcome, float | None]:
-        return StatsOutcome.DROP, None
-
-    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
-        raise ProtocolError(_NO_CHANNEL_API)
-
-    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]:
-        raise ProtocolError(_NO_CHANNEL_API)
+        return stats_outcome(status, headers, body, now)
 
 
-_NO_CHANNEL_API: Final = (
-    "Expo Updates has no channel API: the channel is the app's expo-channel-name header"
-)
 _EMBEDDED: Final = uuid.UUID("5b0b3c7e-8a57-4d51-9a3c-0f7e2d0c1a11")
 
 

@@ -28,6 +28,14 @@ def dist(tmp: Path, version: str) -> Path:
     return folder
 
 
+def new_app(server: RunningServer) -> str:
+    """A fresh app on the server (each test its own: channels and rollbacks do not leak)."""
+    app_id = f"com.dialect.t{uuid.uuid4().hex[:10]}"
+    with AdminClient(server.url, server.admin_key) as admin:
+        admin.create_app(app_id)
+    return app_id
+
+
 def publish_as(
     server: RunningServer, dialect: str, app: str, version: str, folder: Path, key: bytes | None
 ) -> dict[str, Any]:

@@ -15,11 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from dialect_harness import Phone, dist, publish_as
+from dialect_harness import Phone, dist, new_app, publish_as
 
-from simulator.codepush_release import make_package
+from simulator.codepush_release import make_package, public_pem_for
+from simulator.release import create_keys
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
 
@@ -31,14 +30,8 @@ def server() -> Iterator[RunningServer]:
 
 
 def key_pair() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+    private, _ = create_keys()
+    return private, public_pem_for(private).encode()
 
 
 KEYS = key_pair()
@@ -46,10 +39,7 @@ KEYS = key_pair()
 
 @pytest.fixture
 def app(server: RunningServer) -> str:
-    app_id = f"com.codepush.t{uuid.uuid4().hex[:10]}"
-    with AdminClient(server.url, server.admin_key) as admin:
-        admin.create_app(app_id)
-    return app_id
+    return new_app(server)
 
 
 def publish(

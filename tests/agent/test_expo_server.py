@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dialect_harness import RUNTIME, Phone, dist, publish_as
+from dialect_harness import RUNTIME, Phone, dist, new_app, publish_as
 
 from simulator.expo_release import SigningPair, create_signing_pair
 from simulator.server.client import AdminClient
@@ -41,10 +41,7 @@ def pair() -> SigningPair:
 
 @pytest.fixture
 def app(server: RunningServer) -> str:
-    app_id = f"com.expo.t{uuid.uuid4().hex[:10]}"
-    with AdminClient(server.url, server.admin_key) as admin:
-        admin.create_app(app_id)
-    return app_id
+    return new_app(server)
 
 
 def publish(

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator.server.device_api import after_stats, bad_request, base_url, check, unknown_app
+from simulator.server.dialects.decision import offered, to_builtin
 from simulator.server.model import BUILTIN
 from simulator.server.state import ServerState
 from simulator.server.validation import DEVICE_ID, BadRequest, parse_update_request
@@ -110,8 +111,8 @@ async def update_check(request: Request) -> Response:
     if isinstance(decision, Response):
         return decision
     answer, bundle = decision
-    stored = bundle.dialects.get("codepush") if bundle is not None else None
-    if answer.body.get("url") is not None and bundle is not None and stored is not None:
+    stored = offered(answer, bundle, "codepush")
+    if stored is not None and bundle is not None:
         file_id = str(stored["file_id"])
         update: dict[str, Any] = {
             "is_available": True,
@@ -127,7 +128,7 @@ async def update_check(request: Request) -> Response:
             "should_run_binary_version": False,
         }
         return JSONResponse({"update_info": update})
-    if answer.body.get("error") == "already_on_builtin" and answer.body.get("version") == BUILTIN:
+    if to_builtin(answer):
         return _no_update(should_run_binary_version=True)
     return _no_update()
 

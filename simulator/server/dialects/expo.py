@@ -21,6 +21,7 @@ import datetime
 import json
 import secrets
 import uuid
+from collections.abc import Mapping
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -28,7 +29,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator.server.device_api import bad_request, check
-from simulator.server.model import BUILTIN, Bundle
+from simulator.server.dialects.decision import offered, to_builtin
+from simulator.server.model import BUILTIN
 from simulator.server.state import ServerState
 from simulator.server.validation import BadRequest, parse_update_request
 
@@ -101,18 +103,17 @@ async def manifest(request: Request) -> Response:
     if isinstance(decision, Response):
         return decision
     answer, bundle = decision
-    stored = bundle.dialects.get("expo") if bundle is not None else None
-    if answer.body.get("url") is not None and bundle is not None and stored is not None:
-        return _manifest_answer(bundle, multipart)
-    if answer.body.get("error") == "already_on_builtin" and answer.body.get("version") == BUILTIN:
+    stored = offered(answer, bundle, "expo")
+    if stored is not None:
+        return _manifest_answer(stored, multipart)
+    if to_builtin(answer):
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         directive = {"type": "rollBackToEmbedded", "parameters": {"commitTime": now}}
         return _directive_answer(directive, multipart)
     return _directive_answer({"type": "noUpdateAvailable"}, multipart)
 
 
-def _manifest_answer(bundle: Bundle, multipart: bool) -> Response:
-    stored = bundle.dialects["expo"]
+def _manifest_answer(stored: Mapping[str, Any], multipart: bool) -> Response:
     body = str(stored["manifest"]).encode()
     signature = {"expo-signature": str(stored["signature"])} if stored.get("signature") else {}
     if not multipart:
