@@ -24,6 +24,8 @@ OWN = {"agent", "simulator", "loadtests"}
 # The agent modules allowed to import an extra's package: the HTTP backends, imported only
 # when asked for (agent.drivers.backends).
 AGENT_BACKENDS = {"agent.drivers.http_aiohttp", "agent.drivers.http_gevent"}
+DISTRIBUTION = {"jwt": "pyjwt"}
+"""Import names that differ from the distribution that provides them."""
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -56,7 +58,11 @@ def third_party_imports() -> dict[str, set[str]]:
                     names |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-            found[module] = {n for n in names if n not in sys.stdlib_module_names and n not in OWN}
+            found[module] = {
+                DISTRIBUTION.get(n, n)
+                for n in names
+                if n not in sys.stdlib_module_names and n not in OWN
+            }
     return found
 
 
