@@ -85,31 +85,54 @@ def test_crash_on_boot_rolls_back_reports_and_never_again(
     assert counts(server, app, "1.0.2")["fails"] == 1
 
 
-def test_tampered_package_is_refused(server: RunningServer, app: str, tmp_path: Path) -> None:
-    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), None)
+def package_blob(server: RunningServer, app: str) -> Path:
+    """The stored CodePush package an update_check offers (read as a device would)."""
     check = httpx.get(
         f"{server.url}/v0.1/public/codepush/update_check",
         params={"deployment_key": f"{app}/android", "app_version": "1.0.0",
                 "client_unique_id": str(uuid.uuid4())},
     )  # fmt: skip
-    url = check.json()["update_info"]["download_url"]
-    blob = server.data_dir / "files" / url.rsplit("/", 1)[1]
-    original = blob.read_bytes()
+    return server.data_dir / "files" / check.json()["update_info"]["download_url"].rsplit("/")[-1]
+
+
+def rezip(original: bytes, *, changed: dict[str, bytes], directories: bool = False) -> bytes:
     with zipfile.ZipFile(io.BytesIO(original)) as source:
-        files = {n: source.read(n) for n in source.namelist()}
-    files["index.html"] = b"<html>owned</html>"
+        files = {n: source.read(n) for n in source.namelist()} | changed
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as tampered:
+    with zipfile.ZipFile(out, "w") as rebuilt:
+        if directories:
+            rebuilt.writestr("assets/", b"")
         for name, data in files.items():
-            tampered.writestr(name, data)
-    blob.write_bytes(out.getvalue())
+            rebuilt.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", ["tampered", "padded", "directory_entries"])
+def test_served_package_variations(
+    server: RunningServer, app: str, tmp_path: Path, case: str
+) -> None:
+    """A changed file is refused (even unsigned: the package hash); a blob padded after the
+    zip, or a zip with directory entries, holds the same files and is taken (signed)."""
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), KEYS[0])
+    blob = package_blob(server, app)
+    original = blob.read_bytes()
+    served = {
+        "tampered": rezip(original, changed={"index.html": b"<html>owned</html>"}),
+        "padded": original + bytes(512),
+        "directory_entries": rezip(original, changed={}, directories=True),
+    }[case]
+    blob.write_bytes(served)
     try:
-        phone = phone_for(server, app, tmp_path / "phone", None)  # even unsigned: the hash
+        trust = None if case == "tampered" else KEYS[1]
+        phone = phone_for(server, app, tmp_path / "phone", trust)
         status = asyncio.run(phone.run())
     finally:
         blob.write_bytes(original)
-    assert status.current.id == "builtin" and status.bundles == ()
-    assert ("checksum_fail", "1.0.1") in phone.observer.stats
+    if case == "tampered":
+        assert status.current.id == "builtin" and status.bundles == ()
+        assert ("checksum_fail", "1.0.1") in phone.observer.stats
+    else:
+        assert status.current.version == "1.0.1" and status.boot_confirmed
 
 
 @pytest.mark.parametrize("case", ["wrong_key", "unsigned", "rehashed"])
