@@ -89,6 +89,7 @@ class ManifestEntry:
     file_name: str
     file_hash: str
     download_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with it (Expo extensions)
 
 
 @dataclass(frozen=True)

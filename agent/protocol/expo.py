@@ -22,6 +22,7 @@ channel calls raise `ProtocolError`.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -161,7 +162,9 @@ class ExpoDialect(NoChannelApi):
             raise ProtocolError("multipart answer has both a manifest and a directive")
         if manifest is not None:
             signature = manifest.headers.get("expo-signature") or headers.get("expo-signature")
-            return self._manifest(_Signed(manifest.body, signature), now)
+            extensions = named.get("extensions")
+            asked = _asset_headers(extensions.body) if extensions is not None else {}
+            return self._manifest(_Signed(manifest.body, signature), now, asked)
         if directive is not None:
             signature = directive.headers.get("expo-signature")
             return self._directive(_Signed(directive.body, signature), now)
@@ -183,7 +186,9 @@ class ExpoDialect(NoChannelApi):
         _created_at(commit_time, "rollBackToEmbedded commitTime")
         return RevertToBuiltin()
 
-    def _manifest(self, signed: _Signed, now: float) -> UpdateOffer:
+    def _manifest(
+        self, signed: _Signed, now: float, asked: Mapping[str, Mapping[str, str]] | None = None
+    ) -> UpdateOffer:
         if self.certificate is not None:
             verify_part(signed.body, signed.signature, self.certificate, now)
         data = _object(signed.body, "manifest")
@@ -193,7 +198,9 @@ class ExpoDialect(NoChannelApi):
         assets = data.get("assets", [])
         if not isinstance(launch, dict) or not isinstance(assets, list):
             raise ProtocolError("a manifest needs a launchAsset object and an assets list")
-        entries = tuple(_entry(item, index) for index, item in enumerate([launch, *assets]))
+        entries = tuple(
+            _entry(item, index, asked or {}) for index, item in enumerate([launch, *assets])
+        )
         metadata = data.get("metadata")
         named = metadata.get("version") if isinstance(metadata, dict) else None
         label = named if isinstance(named, str) and not label_problem(named) else update_id
@@ -251,8 +258,44 @@ def _created_at(value: object, what: str) -> int:
         raise ProtocolError(f"{what} is not an ISO 8601 date") from None
 
 
-def _entry(item: object, index: int) -> ManifestEntry:
-    """One asset as a manifest file: `<key><fileExtension>`, its hash as SHA-256 hex."""
+def _asset_headers(body: bytes) -> dict[str, dict[str, str]]:
+    """The extensions part's `assetRequestHeaders` ({asset key: {header: value}}), keeping
+    only headers that cannot change where or how a file is fetched (the part is unsigned: the
+    asset hashes, which are, still decide what is installed).
+
+    Raises:
+        ProtocolError: the part is not a JSON object, or the headers are malformed.
+    """
+    data = _object(body, "extensions part")
+    asked = data.get("assetRequestHeaders", {})
+    if not isinstance(asked, dict):
+        raise ProtocolError("assetRequestHeaders must be an object")
+    kept: dict[str, dict[str, str]] = {}
+    for key, headers in asked.items():
+        if not isinstance(headers, dict):
+            raise ProtocolError("each assetRequestHeaders entry must be an object")
+        kept[key] = {
+            name.lower(): value
+            for name, value in headers.items()
+            if isinstance(value, str)
+            and _HEADER_NAME.fullmatch(name)
+            and name.lower() not in _FETCH_HEADERS
+            and value.isprintable()
+            and len(value) <= 4096
+        }
+    return kept
+
+
+_HEADER_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_FETCH_HEADERS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "range", "accept-encoding",
+     "te", "upgrade", "proxy-authorization", "expect", "cookie"}
+)  # fmt: skip
+
+
+def _entry(item: object, index: int, asked: Mapping[str, Mapping[str, str]]) -> ManifestEntry:
+    """One asset as a manifest file: `<key><fileExtension>`, its hash as SHA-256 hex, and the
+    headers the extensions part asks to send with it."""
     if not isinstance(item, dict):
         raise ProtocolError(f"asset {index} is not an object")
     key, url, extension = item.get("key"), item.get("url"), item.get("fileExtension", "")
@@ -266,4 +309,6 @@ def _entry(item: object, index: int) -> ManifestEntry:
         extension = "." + extension
     if (key + extension).endswith(".br"):  # the shared download would un-brotli it
         raise ProtocolError(f"asset {index}: names ending in .br are not supported")
-    return ManifestEntry(key + extension, asset_hash_hex(item["hash"]), url)
+    return ManifestEntry(
+        key + extension, asset_hash_hex(item["hash"]), url, dict(asked.get(key, {}))
+    )

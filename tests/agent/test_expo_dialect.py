@@ -264,3 +264,36 @@ def test_arbitrary_answers_never_raise_anything_but_protocol_errors(
             continue
         if d.certificate is not None:
             assert not isinstance(result, UpdateOffer)  # nothing here is signed by the key
+
+
+def test_asset_request_headers_are_sent_with_their_asset(tmp_path: Any) -> None:
+    """The extensions part's headers ride on that asset's request; headers that would change
+    where or how a file is fetched are dropped (the part is unsigned)."""
+    from agent.drivers.delta import ManifestFetch
+    from agent.store import DeviceStore
+
+    asked = {
+        "assetRequestHeaders": {
+            "index": {"Authorization": "Bearer t", "Host": "evil.test", "Range": "bytes=9-"},
+            "assets/app": {"x-asset": "2", "bad\nname": "x"},
+        }
+    }
+    body = manifest()
+    answer = multipart(
+        [("manifest", body, signed(body)), ("extensions", json.dumps(asked).encode(), {})]
+    )
+    offer = parse(answer)
+    assert [dict(e.headers) for e in offer.manifest] == [
+        {"authorization": "Bearer t"},
+        {"x-asset": "2"},
+    ]
+    store, _, _ = DeviceStore.open(tmp_path / "device")
+    fetch = ManifestFetch(
+        store, "b1", offer, AgentConfig(), None, now=lambda: 0.0, progress=lambda _: None
+    )
+    fetch.prepare()
+    requests = []
+    for transfer in fetch.transfers():
+        requests.append(transfer.start())
+        transfer.close()
+    assert [dict(r.headers) for r in requests] == [{"authorization": "Bearer t"}, {"x-asset": "2"}]
