@@ -28,6 +28,7 @@ from agent.drivers.api import AgentObserver, BundleView
 from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
+from agent.security import codepush
 from agent.store import disk_free
 
 from simulator.app import BUILTIN_TRAITS, AppUser, BundleTraits, read_traits
@@ -309,8 +310,14 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
+            # the app's files: a CodePush package also holds its verified signature file
+            app_files = {
+                name: digest
+                for name, digest in digests.items()
+                if self.outcome.dialect != "codepush" or not codepush.ignored(name)
+            }
             # a file changed, added or missing: not what was published
-            matched = None if expected is None else digests == expected
+            matched = None if expected is None else app_files == expected
             self.ctx.metrics.files_checked(self.outcome, version, matched)
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)

@@ -20,6 +20,7 @@ from typing import Protocol
 from agent.core import versions
 from agent.protocol.answers import finding
 from agent.protocol.profiles import PluginProfile
+from agent.protocol.registry import dialect_spec
 
 BUILTIN = "builtin"
 CRASHED = "crashed"  # in DeviceOutcome.running: the app crashed on boot, not started again yet
@@ -172,7 +173,9 @@ class Metrics:
         """A stats action the device's agent queued."""
         version = version.split(":", 1)[0]
         self.actions[action] += 1
-        device.stats_queued += 1
+        reports = dialect_spec(device.dialect).reports
+        if reports is None or action in reports:  # queued to be sent (else not reported)
+            device.stats_queued += 1
         if action == "download_fail" and device.phantom:
             device.phantom -= 1  # reported, as the plugin does; not a failure of the update
             return

@@ -16,12 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.errors import VerificationError
+from agent.bundles.unzip import safe_unzip
+from agent.errors import AgentError, VerificationError
 from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
 from agent.security.keys import load_public_key
 from agent.security.release import open_release, sign_release
 
-from simulator import release
+from simulator import codepush_release, expo_release, release
 from simulator.server.client import AdminClient, AdminError
 
 
@@ -38,11 +39,56 @@ class DialectSource:
     private_pem: bytes | None  # the signing key, when the publisher gave one
     work: Path
     upload: Callable[[Path], str]  # uploads one file, returns its file id
+    version: str  # the bundle's version (a dialect's label)
+    file_url: str  # where the server serves an uploaded file: `.format(file_id=...)`
 
 
 DialectStep = Callable[[DialectSource], dict[str, Any]]
-DIALECT_STEPS: dict[str, DialectStep] = {}
+
+
+def _dist_of(source: DialectSource) -> Path:
+    """The dist folder of the release (the plain zip unpacked, when a zip was published)."""
+    if source.dist is not None:
+        return source.dist
+    unpacked = source.work / "dist"
+    try:
+        safe_unzip(source.zip_path, unpacked)
+    except (OSError, AgentError) as exc:
+        raise PublishError(f"cannot unpack {source.zip_path}: {exc}") from None
+    return unpacked
+
+
+def _expo_step(source: DialectSource) -> dict[str, Any]:
+    """The Expo manifest of the release, its assets uploaded, signed with the key if given."""
+    assets = expo_release.dist_assets(_dist_of(source), source.file_url)
+    for asset in assets:
+        source.upload(asset.path)
+    body = expo_release.build_manifest(
+        assets, version=source.version, runtime_version=expo_release.RUNTIME_VERSION
+    )
+    signature = None
+    if source.private_pem is not None:
+        signature = expo_release.sign_manifest(body, source.private_pem)
+    return {"manifest": body.decode(), "signature": signature}
+
+
+def _codepush_step(source: DialectSource) -> dict[str, Any]:
+    """The CodePush package of the release (signed with the key if given), uploaded."""
+    package = codepush_release.make_package(
+        _dist_of(source), source.work / "codepush.zip", source.private_pem
+    )
+    return {"file_id": source.upload(package.zip_path), "package_hash": package.package_hash}
+
+
+DIALECT_STEPS: dict[str, DialectStep] = {"expo": _expo_step, "codepush": _codepush_step}
 """Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
+
+DIALECT_TRUST: dict[str, Callable[[bytes], str]] = {
+    "expo": expo_release.certificate_for,
+    "codepush": codepush_release.public_pem_for,
+}
+"""What an app of each dialect beyond Capgo embeds to verify releases signed with a private
+key: Expo a code-signing certificate, CodePush the public key."""
 
 
 def _ensure_app(client: AdminClient, app_id: str) -> dict[str, Any]:
@@ -118,7 +164,8 @@ def publish(
         fields: dict[str, Any] = {"checksum": release.file_sha256(zip_path)}
         source_of = DialectSource(
             zip_path, source if source.is_dir() else None, private_pem, work,
-            lambda path: client.upload_file(app_id, path),
+            lambda path: client.upload_file(app_id, path), version,
+            client.url + "/files/{file_id}",
         )  # fmt: skip
         fields["dialects"] = {
             name: DIALECT_STEPS[name](source_of)

@@ -44,6 +44,7 @@ from simulator.preflight import (
     probe_channel_flags,
     probe_updates,
 )
+from simulator.publish import DIALECT_TRUST
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario, with_dialect
@@ -168,7 +169,7 @@ def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             urls = external
             expected = _expected(options.expect_releases, workdir / "expected")
             setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
-        configs = {(ch, d): _config(urls[d], setup.public_pem, ch, d, options) for ch, d in keys}
+        configs = {(ch, d): _config(urls[d], _trust(d, setup), ch, d, options) for ch, d in keys}
         server_cpu = server.cpu() if server else None
         began = time.monotonic()
         done, published_s = asyncio.run(
@@ -316,8 +317,23 @@ def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, s
     return digests
 
 
+def _trust(dialect: str, setup: _Setup) -> dict[str, str | None]:
+    """What the app embeds to verify releases: Capgo's public key, or for another dialect its
+    own form of the publisher's key (derived from the embedded run's key; for your own server,
+    the --public-key file holds it: an Expo certificate, a CodePush public key)."""
+    if dialect == DEFAULT_DIALECT:
+        return {"public_key": setup.public_pem or None}
+    if setup.private_pem:
+        return {"code_signing_pem": DIALECT_TRUST[dialect](setup.private_pem)}
+    return {"code_signing_pem": setup.public_pem or None}
+
+
 def _config(
-    urls: Endpoints, public_pem: str, channel: str, dialect: str, options: RunOptions
+    urls: Endpoints,
+    trust: Mapping[str, str | None],
+    channel: str,
+    dialect: str,
+    options: RunOptions,
 ) -> AgentConfig:
     """The app's updater options."""
     retry = {
@@ -330,7 +346,7 @@ def _config(
             update_url=urls.updates,
             stats_url=urls.stats,
             channel_url=urls.channel,
-            public_key=public_pem or None,
+            **trust,
             default_channel=None if channel == PRODUCTION else channel,
             plugin=options.plugin,
             dialect=dialect,

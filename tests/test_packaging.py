@@ -27,6 +27,8 @@ AGENT_BACKENDS = {"agent.drivers.http_aiohttp", "agent.drivers.http_gevent"}
 # Scripts run by another program's Python, never imported by otasim: mitmdump loads the
 # attacker's addon in mitmproxy's own venv (`make mitm`).
 FOREIGN = {"simulator.prove.mitm_addon"}
+DISTRIBUTION = {"jwt": "pyjwt"}
+"""Import names that differ from the distribution that provides them."""
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -61,7 +63,11 @@ def third_party_imports() -> dict[str, set[str]]:
                     names |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-            found[module] = {n for n in names if n not in sys.stdlib_module_names and n not in OWN}
+            found[module] = {
+                DISTRIBUTION.get(n, n)
+                for n in names
+                if n not in sys.stdlib_module_names and n not in OWN
+            }
     return found
 
 

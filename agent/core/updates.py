@@ -68,7 +68,8 @@ class Updates:
         self._rng = rng
         self.dialect = dialect
         self._content_id = content_id  # offer checksum -> content identity (pure)
-        self._open_release = open_release  # strict mode: verify an answer's release document
+        # strict mode, or a dialect that verifies signed answers itself (Expo): the release
+        self._open_release = open_release
         self.activity = Activity.IDLE
         self.job: DownloadJob | None = None  # set exactly while DOWNLOADING
         self._downgrades_reported: set[str] = set()  # "version:checksum" refused this run
@@ -165,7 +166,7 @@ class Updates:
         )
 
     def _on_no_update(self, now: float, result: NoUpdate) -> None:
-        if self._ledger.config.strict_release:
+        if self._open_release is not None:
             self._check_freshness(now, result if result.kind != "failed" else None)
         self._ledger.emit(
             "updateCheckResult",
@@ -222,18 +223,18 @@ class Updates:
         if offer.breaking:
             self._ledger.emit("breakingAvailable", version=offer.version)
             self._ledger.emit("majorAvailable", version=offer.version)
-        content = self._content_id(offer.checksum)
+        content = offer.package_hash or self._content_id(offer.checksum)
         if self._runs(self._ledger.state.current, offer.version, content) or self._refuses(
             now, offer, content
         ):
-            if self._ledger.config.strict_release:
+            if self._open_release is not None:
                 self._check_freshness(now, offer)
             self._ledger.emit(
                 "noNeedUpdate", bundle=self._ledger.bundle_payload(self._ledger.state.current)
             )
             return
         refused = self._insecure_refusal(offer)
-        if refused is None and self._ledger.config.strict_release:
+        if refused is None and self._open_release is not None:
             refused = self._release_refusal(now, offer, content)
         if refused is None and not self._ledger.config.allow_downgrade:
             state = self._ledger.state
@@ -242,7 +243,7 @@ class Updates:
                 content,
                 state.confirmed_content,
                 state.highest_confirmed,
-                authenticated=self._ledger.config.strict_release,
+                authenticated=self._open_release is not None,
             )
         if refused is not None:
             self._refuse_rollback(now, offer, refused)

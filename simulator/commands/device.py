@@ -152,7 +152,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 def run_init(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig, DeviceIdentity
     from agent.protocol.profiles import get_profile
-    from agent.protocol.registry import DEFAULT_DIALECT
+    from agent.protocol.registry import DEFAULT_DIALECT, dialect_for
     from agent.security.keys import load_public_key
     from agent.store import atomic_write
 
@@ -181,11 +181,14 @@ def run_init(args: argparse.Namespace) -> int:
     if args.strict:
         options["strict_release"] = True
     try:
-        if args.public_key:
+        if args.public_key and dialect == DEFAULT_DIALECT:
             options["publicKey"] = load_public_key(args.public_key.read_text()).pem
+        elif args.public_key:  # what an app of that dialect embeds (certificate, public key)
+            options["code_signing_pem"] = args.public_key.read_text()
         if options.get("ca_file") is not None:
             options["ca_file"] = _checked_ca_file(str(options["ca_file"]))
         config = AgentConfig.from_capgo(options)
+        dialect_for(config)  # the dialect accepts that trust material
         identity = DeviceIdentity(
             device_id=args.device_id or str(uuid.uuid4()),
             app_id=args.app_id,
