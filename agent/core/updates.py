@@ -205,9 +205,10 @@ class Updates:
             failed = self._ledger.state.failed_content
             if content is not None and content in failed:
                 return True  # the content failed, whatever label it comes under now
-            # a label alone refuses only when no content was recorded for it (no checksum, or
-            # a state written before content was): a relabel cannot poison a genuine label
-            return offer.version in self._ledger.state.failed_versions - set(failed.values())
+            # a label alone refuses only when its failure had no content identity (no
+            # checksum): a relabel cannot poison a genuine label, even when the same content
+            # later fails again under another label
+            return offer.version in self._ledger.state.failed_unidentified
         return any(
             b.version == offer.version and b.status == "error"
             for b in self._ledger.state.bundles.values()
