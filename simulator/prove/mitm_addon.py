@@ -21,13 +21,25 @@ on the path keeps), whatever the mode. Modes:
   when given: a downgrade dressed up as an upgrade), the genuine server never asked;
 - `to-http`: answer `/updates` with a redirect to `target` (an http:// URL);
 - `http-url`: rewrite an offer's bundle URL to http://.
+
+Whatever the dialect (`otasim prove --dialects`, simulator/prove/dialects.py), with the
+update check at `check_path`:
+
+- `record`: keep the first answer to `check_path` whole (status, headers, body) as `name`;
+- `replay-as`: answer `check_path` with the answer kept as `name`, the genuine server never asked;
+- `reroute`: send every request to the attacker's own server on 127.0.0.1:`port`.
+
+With `secret`, every body passed on (raw, or the files of a zip) is searched for it: the report's
+`plaintext` counts the bodies where the attacker read it, `bodies` the bodies passed on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
+import zipfile
 from typing import Any
 
 from mitmproxy import http
@@ -44,6 +56,7 @@ class Attacker:
     def __init__(self) -> None:
         self._reset({"mode": "pass"})
         self.recorded: dict[str, bytes] = {}
+        self.answers: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
 
     def _reset(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -51,13 +64,16 @@ class Attacker:
         self.rng = random.Random(params.get("seed", 0))
         self.changes: list[dict[str, Any]] = []
         self.seen = {"http": 0, "https": 0}
+        self.read = {"bodies": 0, "plaintext": 0}
 
     def _report(self) -> bytes:
         report = {
             "mode": self.mode,
             "changes": self.changes,
             "seen": self.seen,
+            "read": self.read,
             "recorded": sorted(self.recorded),
+            "recorded_answers": sorted(self.answers),
         }
         return json.dumps(report).encode()
 
@@ -77,6 +93,16 @@ class Attacker:
             flow.metadata["forged"] = True
             return
         self.seen["https" if flow.client_conn.tls_established else "http"] += 1
+        if self.mode == "reroute":
+            flow.request.host, flow.request.port = "127.0.0.1", int(self.params["port"])
+            self._changed(flow, "rerouted", b"", str(self.params["port"]).encode())
+            return
+        if self.mode == "replay-as" and path == self.params["check_path"]:
+            status, headers, body = self.answers[str(self.params["name"])]
+            flow.response = http.Response.make(status, body, headers)
+            flow.metadata["forged"] = True
+            self._changed(flow, "replayed " + str(self.params["name"]), b"", body)
+            return
         if path != "/updates":
             return
         if self.mode == "to-http":
@@ -100,6 +126,11 @@ class Attacker:
         if flow.metadata.get("forged") or flow.response is None:
             return
         body = flow.response.content or b""
+        if self.params.get("secret"):
+            self._read(body, str(self.params["secret"]).encode())
+        if self.mode == "record" and path == self.params["check_path"]:
+            kept = (flow.response.status_code, list(flow.response.headers.fields), body)
+            self.answers.setdefault(str(self.params["name"]), kept)
         if path == "/updates":
             self._answer(flow, body)
         elif path.startswith(tuple(self.params.get("bundle_prefixes", BUNDLE_PREFIXES))):
@@ -123,6 +154,17 @@ class Attacker:
         if served != answer:
             flow.response.content = json.dumps(served).encode()
             self._changed(flow, self.mode, body, flow.response.content)
+
+    def _read(self, body: bytes, secret: bytes) -> None:
+        """What a passive attacker reads: the body as it passed, or the files of a zip."""
+        self.read["bodies"] += 1
+        texts = [body]
+        try:
+            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+                texts += [archive.read(name) for name in archive.namelist()]
+        except (zipfile.BadZipFile, ValueError, OSError, RuntimeError):
+            pass
+        self.read["plaintext"] += any(secret in text for text in texts)
 
     def _bundle(self, flow: http.HTTPFlow, body: bytes) -> None:
         if not body or self.mode not in ("flip", "truncate"):

@@ -1,0 +1,300 @@
+"""What a man in the middle can do to each dialect, measured: `otasim prove --dialects`.
+
+For every dialect of the registry (`agent.protocol.registry.DIALECTS`), signed (the app
+embeds the publisher's key in the dialect's own form) and unsigned, over plain HTTP and over
+TLS, a real mitmproxy sits between real devices and the real reference server (all on
+127.0.0.1), and each cell is what happened:
+
+- tamper: the proxy sends every request to the attacker's own reference server, where the
+  attacker published its own release with the same `otasim publish` steps (signed with its
+  own key when the row is signed). `accepted`: a device activated the attacker's files.
+- replay: the proxy kept the genuine answer that offered 1.0.1 (to another device) and, once
+  1.0.2 is out, answers it to a device that never ran 1.0.1. `accepted`: it activated 1.0.1,
+  stale content the server no longer offers.
+- downgrade: the same kept answer to a device running 1.0.2. `accepted`: it went back to 1.0.1.
+- confidentiality: the proxy searches every body it passes on (raw, or the files of a zip) for
+  a secret in the release's files while a device installs it. `read`: found; `kept`: the
+  device installed the release through the proxy (or, over TLS, refused the proxy) and the
+  secret was in none of the bodies the proxy passed on.
+
+Over TLS the device trusts the system store only (the attacker has no certificate it trusts):
+the same attacks are aimed at it. A refusal shows the reason the device gave. A cell whose
+attack did not happen (nothing replayed, nothing passed on) is `unknown`, never a pass.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, DeviceIdentity
+from agent.drivers.api import AgentObserver
+from agent.drivers.backends import make_sync_port
+from agent.drivers.sync import SyncDevice
+from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS, dialect_spec
+
+from simulator.prove.mitm import Mitm, mitm_proxy
+from simulator.prove.powercut import NoWaitClock
+from simulator.publish import DIALECT_TRUST, publish
+from simulator.release import create_keys
+from simulator.server.client import AdminClient
+from simulator.server.embedded import RunningServer, run_server
+
+ATTACKS = ("tamper", "replay", "downgrade", "confidentiality")
+TRANSPORTS = ("http", "tls")
+BUILTIN = "1.0.0"
+OLD, NEW, EVIL = "1.0.1", "1.0.2", "1.0.3"
+
+
+@dataclass
+class Row:
+    """One dialect, signed or not, over one transport: a cell per attack."""
+
+    dialect: str
+    signed: bool
+    transport: str
+    cells: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dialect": self.dialect,
+            "signed": self.signed,
+            "transport": self.transport,
+            "cells": dict(self.cells),
+        }
+
+
+class _Events(AgentObserver):
+    """The reasons a device gave for what it refused."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def on_event(self, name: str, payload: Any) -> None:
+        data = dict(payload)
+        reason = str(data.get("error") or data.get("reason") or "").split(":")[0]
+        if "TLS certificate refused" in str(data.get("message", "")):
+            self.reasons.append("TLS certificate refused")
+        elif re.fullmatch(r"[a-z_]+", reason) and reason != "no_update_available":
+            self.reasons.append(reason)
+
+
+def _dist(tmp: Path, version: str, marker: str) -> Path:
+    folder = tmp / f"dist-{version}-{uuid.uuid4().hex[:6]}"
+    (folder / "assets").mkdir(parents=True)
+    (folder / "index.html").write_text(f"<html>{version} {marker}</html>")
+    (folder / "assets" / "app.js").write_text(f"console.log('{version} {marker}');" * 20)
+    return folder
+
+
+class _Ground:
+    """The genuine and the attacker's servers, one proxy in front, the devices' folders."""
+
+    def __init__(self, scratch: Path, genuine: RunningServer, evil: RunningServer, mitm: Mitm):
+        self.scratch, self.genuine, self.evil, self.mitm = scratch, genuine, evil, mitm
+        self.evil_port = int(evil.url.rsplit(":", 1)[1])
+
+    def publish(
+        self, server: RunningServer, dialect: str, app: str, version: str, src: Path, key: Any
+    ) -> None:
+        """Publish through the proxy: URLs fixed at publish time point at it, as at a server
+        whose public address is where the attacker sits."""
+        with AdminClient(self.mitm.url, server.admin_key) as admin:
+            publish(
+                admin, app_id=app, version=version, channel="production", source=src,
+                private_pem=key, dialects=[dialect],
+            )  # fmt: skip
+
+    def device(
+        self, dialect: str, app: str, name: str, trust: dict[str, str | None], tls: bool
+    ) -> tuple[Path, AgentConfig, DeviceIdentity]:
+        front = self.mitm.tls_url if tls else self.mitm.url
+        updates, stats, channel = dialect_spec(dialect).urls(front)
+        config = AgentConfig(
+            update_url=updates, stats_url=stats, channel_url=channel, dialect=dialect,
+            transport_attempts=1, response_timeout_s=5.0, exchange_timeout_s=10.0,
+            download_timeout_s=20.0, **trust,
+        )  # fmt: skip
+        identity = DeviceIdentity(str(uuid.uuid4()), app, "android", BUILTIN)
+        return self.scratch / name, config, identity
+
+
+def _run(folder: Path, config: AgentConfig, identity: DeviceIdentity, tls: bool) -> _Events:
+    """One app start: check, apply what came at background, confirm the new boot."""
+    events = _Events()
+    port = make_sync_port()
+    try:
+        device = SyncDevice.open(
+            folder, config, identity, port, clock=NoWaitClock(), observer=events, durable=False
+        )
+        device.launch()
+        device.notify_app_ready(device.status().boot_id)
+        device.background()
+        device.notify_app_ready(device.status().boot_id)
+        device.close()
+    finally:
+        port.close()
+    return events
+
+
+def _running(folder: Path, config: AgentConfig, identity: DeviceIdentity) -> str:
+    """The text of the index.html the device now runs ("" for the builtin)."""
+    port = make_sync_port()
+    try:
+        device = SyncDevice.open(folder, config, identity, port, clock=NoWaitClock())
+        current = device.status().current
+        device.close()
+    finally:
+        port.close()
+    page = current.path / "index.html" if current.path else None
+    return page.read_text() if page is not None and page.is_file() else ""
+
+
+def _verdict(activated: bool, attacked: bool, events: _Events) -> str:
+    if activated:
+        return "accepted"
+    if not attacked:
+        return "unknown"
+    reasons = sorted(set(events.reasons))
+    return "refused" + (f" ({', '.join(reasons)})" if reasons else "")
+
+
+def _trust(dialect: str, public_pem: bytes, private_pem: bytes) -> dict[str, str | None]:
+    """What a signed app embeds: Capgo the public key, another dialect its own form of it."""
+    if dialect == DEFAULT_DIALECT:
+        return {"public_key": public_pem.decode()}
+    return {"code_signing_pem": DIALECT_TRUST[dialect](private_pem)}
+
+
+def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[str]) -> list[Row]:
+    mitm = ground.mitm
+    check_path = "/" + dialect_spec(dialect).paths[0].strip("/.")
+    private, public = create_keys()
+    attacker_key, _ = create_keys()
+    key = private if signed else None
+    trust = _trust(dialect, public, private) if signed else {}
+    secret = f"SECRET-{secrets.token_hex(8)}"
+    tmp = ground.scratch / f"{dialect}-{signed}"
+    app = f"com.otasim.compare.{dialect}{int(signed)}{uuid.uuid4().hex[:6]}"
+    for server in (ground.genuine, ground.evil):
+        with AdminClient(server.url, server.admin_key) as admin:
+            admin.create_app(app)
+    mitm.attack("pass")
+    ground.publish(ground.genuine, dialect, app, OLD, _dist(tmp, OLD, secret), key)
+    evil_src = _dist(tmp, EVIL, "owned")
+    mitm.attack("reroute", port=ground.evil_port)
+    ground.publish(ground.evil, dialect, app, EVIL, evil_src, attacker_key if signed else None)
+    # another device takes 1.0.1 through the proxy, which keeps the answer
+    kept = f"{tmp.name}-{OLD}"
+    mitm.attack("record", check_path=check_path, name=kept)
+    _run(*ground.device(dialect, app, f"{tmp.name}-recorder", trust, False), False)
+    recorded = kept in mitm.report()["recorded_answers"]
+    mitm.attack("pass")
+    ground.publish(ground.genuine, dialect, app, NEW, _dist(tmp, NEW, secret), key)
+    rows = []
+    for transport in transports:
+        tls = transport == "tls"
+        row = Row(dialect, signed, transport)
+        # confidentiality: a device installs 1.0.2 through the proxy
+        reader = ground.device(dialect, app, f"{tmp.name}-{transport}-reader", trust, tls)
+        mitm.attack("pass", secret=secret)
+        events = _run(*reader, tls)
+        read = mitm.report()["read"]
+        if read["plaintext"]:
+            row.cells["confidentiality"] = "read"
+        elif (not tls and f"{NEW} " in _running(*reader)) or (
+            tls and "TLS certificate refused" in events.reasons
+        ):
+            row.cells["confidentiality"] = "kept"
+        else:
+            row.cells["confidentiality"] = "unknown"
+        # tamper: the attacker's own server answers everything
+        victim = ground.device(dialect, app, f"{tmp.name}-{transport}-tamper", trust, tls)
+        mitm.attack("reroute", port=ground.evil_port)
+        events = _run(*victim, tls)
+        attacked = bool(mitm.report()["changes"]) or "TLS certificate refused" in events.reasons
+        owned = "owned" in _running(*victim)
+        row.cells["tamper"] = _verdict(owned, attacked, events)
+        # replay (a device on the builtin) and downgrade (a device running 1.0.2)
+        for attack, prepared in (("replay", False), ("downgrade", True)):
+            folder, config, identity = ground.device(
+                dialect, app, f"{tmp.name}-{transport}-{attack}", trust, tls
+            )
+            if prepared:
+                plain = ground.device(dialect, app, folder.name, trust, False)[1]
+                mitm.attack("pass")
+                _run(folder, plain, identity, False)
+                if NEW not in _running(folder, plain, identity):
+                    row.cells[attack] = "unknown"
+                    continue
+            mitm.attack("replay-as", check_path=check_path, name=kept)
+            events = _run(folder, config, identity, tls) if recorded else _Events()
+            report_changes = recorded and bool(mitm.report()["changes"])
+            attacked = report_changes or "TLS certificate refused" in events.reasons
+            activated = recorded and f"{OLD} " in _running(folder, config, identity)
+            row.cells[attack] = _verdict(activated, attacked, events)
+        rows.append(row)
+    mitm.attack("pass")
+    return rows
+
+
+@contextmanager
+def _ground(mitmdump: str) -> Iterator[_Ground]:
+    with ExitStack() as stack:
+        genuine = stack.enter_context(run_server())
+        evil = stack.enter_context(run_server())
+        mitm = stack.enter_context(mitm_proxy(mitmdump, genuine.url, keep_host=True))
+        scratch = Path(stack.enter_context(_scratch()))
+        yield _Ground(scratch, genuine, evil, mitm)
+
+
+@contextmanager
+def _scratch() -> Iterator[str]:
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    folder = tempfile.mkdtemp(prefix="otasim-dialects-", dir=shm)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def compare_dialects(
+    mitmdump: str,
+    dialects: Sequence[str] = tuple(DIALECTS),
+    signed: Sequence[bool] = (True, False),
+    transports: Sequence[str] = TRANSPORTS,
+) -> list[Row]:
+    """Measure every cell for `dialects` (default: every dialect of the registry)."""
+    for dialect in dialects:
+        dialect_spec(dialect)  # an unknown name fails before anything runs
+    rows: list[Row] = []
+    with _ground(mitmdump) as ground:
+        for dialect in dialects:
+            for sign in signed:
+                if sign and dialect != DEFAULT_DIALECT and dialect not in DIALECT_TRUST:
+                    # no form of the publisher's key for its apps: nothing signed to measure
+                    unmeasured = dict.fromkeys(ATTACKS, "unknown")
+                    rows += [Row(dialect, sign, t, dict(unmeasured)) for t in transports]
+                    continue
+                rows += _measure(ground, dialect, sign, transports)
+    return rows
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The rows as a Markdown table (the README's is a copy of this output)."""
+    head = ["dialect", "signed", "transport", *ATTACKS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        transport = "TLS" if row.transport == "tls" else "plain HTTP"
+        cells = [row.cells.get(a, "unknown") for a in ATTACKS]
+        line = [row.dialect, "yes" if row.signed else "no", transport, *cells]
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
