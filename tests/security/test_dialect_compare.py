@@ -1,0 +1,77 @@
+"""`otasim prove --dialects`: the comparison table, measured through a real mitmproxy for a
+Capgo and an Expo app, signed and unsigned, over plain HTTP and TLS. Every cell is pinned: a
+dialect whose signature stops less (or more) than it does today flips a cell and fails here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator.cli import main
+from simulator.prove import dialects
+from simulator.prove.dialects import compare_dialects, table
+from simulator.prove.mitm import find_mitmdump
+
+TLS = "refused (TLS certificate refused)"
+TLS_ROW = {"tamper": TLS, "replay": TLS, "downgrade": TLS, "confidentiality": "kept"}
+UNSIGNED = {
+    "tamper": "accepted",
+    "replay": "accepted",
+    "downgrade": "accepted",
+    "confidentiality": "read",
+}
+EXPECTED = {
+    ("capgo", True, "http"): {
+        "tamper": "refused (key_id_mismatch)",  # the attacker's key is not the app's
+        "replay": "accepted",  # an older signed release it never ran: no freshness in Capgo v2
+        "downgrade": "accepted",  # nor ordering: 1.0.2 -> 1.0.1 it never ran
+        "confidentiality": "kept",  # encrypted bundle (the app's public key opens it)
+    },
+    ("capgo", False, "http"): UNSIGNED,
+    ("expo", True, "http"): {
+        "tamper": "refused (signature_fail)",
+        "replay": "accepted",
+        "downgrade": "refused (release_replayed)",  # older createdAt than one it accepted
+        "confidentiality": "read",  # Expo assets are not encrypted
+    },
+    ("expo", False, "http"): UNSIGNED,
+} | {(d, s, "tls"): TLS_ROW for d in ("capgo", "expo") for s in (True, False)}
+
+
+@pytest.fixture(scope="module")
+def mitmdump() -> str:
+    return find_mitmdump()  # `make test` installs it (make mitm): missing is a failure
+
+
+def test_each_cell_is_what_the_man_in_the_middle_achieved(mitmdump: str) -> None:
+    rows = compare_dialects(mitmdump, ["capgo", "expo"])
+    got = {(r.dialect, r.signed, r.transport): r.cells for r in rows}
+    assert got == EXPECTED
+    printed = table(rows).splitlines()
+    assert (
+        printed[0]
+        == "| dialect | signed | transport | tamper | replay | downgrade | confidentiality |"
+    )
+    assert "| expo | yes | plain HTTP | refused (signature_fail) | accepted |" in printed[6]
+
+
+def test_a_dialect_it_cannot_sign_for_is_unknown_and_fails_the_command(
+    mitmdump: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No form of the publisher's key for Expo apps: its signed cells are unmeasured, shown as
+    `unknown`, and the command exits 1 (an unmeasured cell is never a pass)."""
+    monkeypatch.setattr(dialects, "DIALECT_TRUST", {})
+    monkeypatch.setattr(dialects, "compare_dialects", _signed_only(compare_dialects))
+    assert main(["prove", "--dialect", "expo", "--json", "--mitmdump", mitmdump]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["cells"]["tamper"] for r in rows] == ["unknown", "unknown"]
+
+
+def _signed_only(compare):  # type: ignore[no-untyped-def]
+    return lambda mitmdump, names: compare(mitmdump, names, signed=(True,))
+
+
+def test_an_unknown_dialect_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prove", "--dialect", "hawkbit"]) == 2
+    assert "unknown dialect 'hawkbit'" in capsys.readouterr().err
