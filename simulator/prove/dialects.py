@@ -176,7 +176,6 @@ def _trust(dialect: str, public_pem: bytes, private_pem: bytes) -> dict[str, str
 
 def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[str]) -> list[Row]:
     mitm = ground.mitm
-    check_path = "/" + dialect_spec(dialect).paths[0].strip("/.")
     private, public = create_keys()
     attacker_key, _ = create_keys()
     key = private if signed else None
@@ -194,7 +193,7 @@ def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[s
     ground.publish(ground.evil, dialect, app, EVIL, evil_src, attacker_key if signed else None)
     # another device takes 1.0.1 through the proxy, which keeps the answer
     kept = f"{tmp.name}-{OLD}"
-    mitm.attack("record", check_path=check_path, name=kept)
+    mitm.attack("record", name=kept)
     _run(*ground.device(dialect, app, f"{tmp.name}-recorder", trust, False), False)
     recorded = kept in mitm.report()["recorded_answers"]
     mitm.attack("pass")
@@ -235,7 +234,7 @@ def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[s
                 if NEW not in _running(folder, plain, identity):
                     row.cells[attack] = "unknown"
                     continue
-            mitm.attack("replay-as", check_path=check_path, name=kept)
+            mitm.attack("replay-as", name=kept)
             events = _run(folder, config, identity, tls) if recorded else _Events()
             report_changes = recorded and bool(mitm.report()["changes"])
             attacked = report_changes or "TLS certificate refused" in events.reasons

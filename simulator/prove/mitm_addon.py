@@ -22,11 +22,13 @@ on the path keeps), whatever the mode. Modes:
 - `to-http`: answer `/updates` with a redirect to `target` (an http:// URL);
 - `http-url`: rewrite an offer's bundle URL to http://.
 
-Whatever the dialect (`otasim prove --dialects`, simulator/prove/dialects.py), with the
-update check at `check_path`:
+Whatever the dialect (`otasim prove --dialects`, simulator/prove/dialects.py): a device's first
+request of an app start is its update check, and files are served under `bundle_prefixes`:
 
-- `record`: keep the first answer to `check_path` whole (status, headers, body) as `name`;
-- `replay-as`: answer `check_path` with the answer kept as `name`, the genuine server never asked;
+- `record`: keep the first answer to a request for no file whole (path, status, headers, body)
+  as `name`;
+- `replay-as`: answer requests to that path with the answer kept as `name`, the genuine server
+  never asked;
 - `reroute`: send every request to the attacker's own server on 127.0.0.1:`port`.
 
 With `secret`, every body passed on (raw, or the files of a zip) is searched for it: the report's
@@ -56,7 +58,7 @@ class Attacker:
     def __init__(self) -> None:
         self._reset({"mode": "pass"})
         self.recorded: dict[str, bytes] = {}
-        self.answers: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
+        self.answers: dict[str, tuple[str, int, list[tuple[bytes, bytes]], bytes]] = {}
 
     def _reset(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -97,8 +99,9 @@ class Attacker:
             flow.request.host, flow.request.port = "127.0.0.1", int(self.params["port"])
             self._changed(flow, "rerouted", b"", str(self.params["port"]).encode())
             return
-        if self.mode == "replay-as" and path == self.params["check_path"]:
-            status, headers, body = self.answers[str(self.params["name"])]
+        kept = self.answers.get(str(self.params.get("name")))
+        if self.mode == "replay-as" and kept is not None and path == kept[0]:
+            _, status, headers, body = kept
             flow.response = http.Response.make(status, body, headers)
             flow.metadata["forged"] = True
             self._changed(flow, "replayed " + str(self.params["name"]), b"", body)
@@ -128,12 +131,13 @@ class Attacker:
         body = flow.response.content or b""
         if self.params.get("secret"):
             self._read(body, str(self.params["secret"]).encode())
-        if self.mode == "record" and path == self.params["check_path"]:
-            kept = (flow.response.status_code, list(flow.response.headers.fields), body)
+        prefixes = tuple(self.params.get("bundle_prefixes", BUNDLE_PREFIXES))
+        if self.mode == "record" and not path.startswith(prefixes):
+            kept = (path, flow.response.status_code, list(flow.response.headers.fields), body)
             self.answers.setdefault(str(self.params["name"]), kept)
         if path == "/updates":
             self._answer(flow, body)
-        elif path.startswith(tuple(self.params.get("bundle_prefixes", BUNDLE_PREFIXES))):
+        elif path.startswith(prefixes):
             self._bundle(flow, body)
 
     def _answer(self, flow: http.HTTPFlow, body: bytes) -> None:
