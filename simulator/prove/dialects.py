@@ -39,7 +39,7 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.api import AgentObserver
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
-from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS, dialect_spec
+from agent.protocol.registry import DIALECTS, dialect_spec
 
 from simulator.prove.mitm import Mitm, mitm_proxy
 from simulator.prove.powercut import NoWaitClock
@@ -168,10 +168,11 @@ def _verdict(activated: bool, attacked: bool, events: _Events) -> str:
 
 
 def _trust(dialect: str, public_pem: bytes, private_pem: bytes) -> dict[str, str | None]:
-    """What a signed app embeds: Capgo the public key, another dialect its own form of it."""
-    if dialect == DEFAULT_DIALECT:
-        return {"public_key": public_pem.decode()}
-    return {"code_signing_pem": DIALECT_TRUST[dialect](private_pem)}
+    """What a signed app embeds: a dialect's own form of the publisher's key (`DIALECT_TRUST`),
+    else Capgo's public key (as `otasim run` does)."""
+    if dialect in DIALECT_TRUST:
+        return {"code_signing_pem": DIALECT_TRUST[dialect](private_pem)}
+    return {"public_key": public_pem.decode()}
 
 
 def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[str]) -> list[Row]:
@@ -278,11 +279,6 @@ def compare_dialects(
     with _ground(mitmdump) as ground:
         for dialect in dialects:
             for sign in signed:
-                if sign and dialect != DEFAULT_DIALECT and dialect not in DIALECT_TRUST:
-                    # no form of the publisher's key for its apps: nothing signed to measure
-                    unmeasured = dict.fromkeys(ATTACKS, "unknown")
-                    rows += [Row(dialect, sign, t, dict(unmeasured)) for t in transports]
-                    continue
                 rows += _measure(ground, dialect, sign, transports)
     return rows
 

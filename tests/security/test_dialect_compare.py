@@ -5,13 +5,13 @@ dialect whose signature stops less (or more) than it does today flips a cell and
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from simulator.cli import main
-from simulator.prove import dialects
 from simulator.prove.dialects import compare_dialects, table
-from simulator.prove.mitm import find_mitmdump
+from simulator.prove.mitm import Mitm, find_mitmdump
 
 TLS = "refused (TLS certificate refused)"
 TLS_ROW = {"tamper": TLS, "replay": TLS, "downgrade": TLS, "confidentiality": "kept"}
@@ -56,20 +56,22 @@ def test_each_cell_is_what_the_man_in_the_middle_achieved(mitmdump: str) -> None
     assert "| expo | yes | plain HTTP | refused (signature_fail) | accepted |" in printed[6]
 
 
-def test_a_dialect_it_cannot_sign_for_is_unknown_and_fails_the_command(
+def test_an_attack_that_did_not_happen_is_unknown_and_fails_the_command(
     mitmdump: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No form of the publisher's key for Expo apps: its signed cells are unmeasured, shown as
-    `unknown`, and the command exits 1 (an unmeasured cell is never a pass)."""
-    monkeypatch.setattr(dialects, "DIALECT_TRUST", {})
-    monkeypatch.setattr(dialects, "compare_dialects", _signed_only(compare_dialects))
-    assert main(["prove", "--dialect", "expo", "--json", "--mitmdump", mitmdump]) == 1
+    """A proxy that keeps no answer cannot replay one: the replay and downgrade cells are
+    `unknown`, not refused, and the command exits 1 (an unmeasured cell is never a pass)."""
+    attack = Mitm.attack
+
+    def keeps_nothing(self: Mitm, mode: str, **params: Any) -> None:
+        attack(self, "pass" if mode == "record" else mode, **params)
+
+    monkeypatch.setattr(Mitm, "attack", keeps_nothing)
+    assert main(["prove", "--dialect", "capgo", "--json", "--mitmdump", mitmdump]) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert [r["cells"]["tamper"] for r in rows] == ["unknown", "unknown"]
-
-
-def _signed_only(compare):  # type: ignore[no-untyped-def]
-    return lambda mitmdump, names: compare(mitmdump, names, signed=(True,))
+    assert {r["cells"]["replay"] for r in rows} == {r["cells"]["downgrade"] for r in rows}
+    assert {r["cells"]["replay"] for r in rows} == {"unknown"}
+    assert rows[0]["cells"]["tamper"] == "refused (key_id_mismatch)"
 
 
 def test_an_unknown_dialect_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
