@@ -27,13 +27,14 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import ssl
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.api import AgentObserver
@@ -49,7 +50,12 @@ from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer, run_server
 
 ATTACKS = ("tamper", "replay", "downgrade", "confidentiality")
-TRANSPORTS = ("http", "tls")
+TRANSPORTS = ("http", "tls-trusted", "tls")
+TRANSPORT_NAMES = {
+    "http": "plain HTTP",
+    "tls-trusted": "TLS, attacker's CA trusted",
+    "tls": "TLS",
+}
 BUILTIN = "1.0.0"
 OLD, NEW, EVIL = "1.0.1", "1.0.2", "1.0.3"
 
@@ -107,16 +113,20 @@ class _Ground:
     ) -> None:
         """Publish through the proxy: URLs fixed at publish time point at it, as at a server
         whose public address is where the attacker sits."""
-        with AdminClient(self.mitm.url, server.admin_key) as admin:
+        verify = ssl.create_default_context(cafile=str(self.mitm.ca_file))
+        with AdminClient(self.mitm.tls_url, server.admin_key, verify=verify) as admin:
             publish(
                 admin, app_id=app, version=version, channel="production", source=src,
                 private_pem=key, dialects=[dialect],
             )  # fmt: skip
 
     def device(
-        self, dialect: str, app: str, name: str, trust: dict[str, str | None], tls: bool
-    ) -> tuple[Path, AgentConfig, DeviceIdentity]:
-        front = self.mitm.tls_url if tls else self.mitm.url
+        self, dialect: str, app: str, name: str, trust: dict[str, str | None], transport: str
+    ) -> _Phone:
+        """A device of `app` behind the proxy: it trusts the proxy's CA unless over "tls"
+        (the system store only), and talks TLS unless over "http"."""
+        front = self.mitm.url if transport == "http" else self.mitm.tls_url
+        verify = True if transport == "tls" else str(self.mitm.ca_file)
         updates, stats, channel = dialect_spec(dialect).urls(front)
         config = AgentConfig(
             update_url=updates, stats_url=stats, channel_url=channel, dialect=dialect,
@@ -124,17 +134,25 @@ class _Ground:
             download_timeout_s=20.0, **trust,
         )  # fmt: skip
         identity = DeviceIdentity(str(uuid.uuid4()), app, "android", BUILTIN)
-        return self.scratch / name, config, identity
+        return _Phone(self.scratch / name, config, identity, verify)
 
 
-def _run(folder: Path, config: AgentConfig, identity: DeviceIdentity, tls: bool) -> _Events:
+class _Phone(NamedTuple):
+    folder: Path
+    config: AgentConfig
+    identity: DeviceIdentity
+    verify: bool | str  # the CA file it trusts, or True: the system store
+
+
+def _run(phone: _Phone) -> _Events:
     """One app start: check, apply what came at background, confirm the new boot."""
     events = _Events()
-    port = make_sync_port()
+    port = make_sync_port(verify=phone.verify)
     try:
         device = SyncDevice.open(
-            folder, config, identity, port, clock=NoWaitClock(), observer=events, durable=False
-        )
+            phone.folder, phone.config, phone.identity, port, clock=NoWaitClock(),
+            observer=events, durable=False,
+        )  # fmt: skip
         device.launch()
         device.notify_app_ready(device.status().boot_id)
         device.background()
@@ -145,11 +163,13 @@ def _run(folder: Path, config: AgentConfig, identity: DeviceIdentity, tls: bool)
     return events
 
 
-def _running(folder: Path, config: AgentConfig, identity: DeviceIdentity) -> str:
+def _running(phone: _Phone) -> str:
     """The text of the index.html the device now runs ("" for the builtin)."""
     port = make_sync_port()
     try:
-        device = SyncDevice.open(folder, config, identity, port, clock=NoWaitClock())
+        device = SyncDevice.open(
+            phone.folder, phone.config, phone.identity, port, clock=NoWaitClock()
+        )
         current = device.status().current
         device.close()
     finally:
@@ -193,53 +213,57 @@ def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[s
     mitm.attack("reroute", port=ground.evil_port)
     ground.publish(ground.evil, dialect, app, EVIL, evil_src, attacker_key if signed else None)
     # another device takes 1.0.1 through the proxy, which keeps the answer
-    kept = f"{tmp.name}-{OLD}"
-    mitm.attack("record", name=kept)
-    _run(*ground.device(dialect, app, f"{tmp.name}-recorder", trust, False), False)
-    recorded = kept in mitm.report()["recorded_answers"]
+    # other devices take 1.0.1 through the proxy, which keeps their answer (its URLs name the
+    # scheme each device used; over "tls" the attacker has only what it kept over plain HTTP)
+    kept = {t: f"{tmp.name}-{OLD}-{t}" for t in ("http", "tls-trusted")}
+    for transport, name in kept.items():
+        mitm.attack("record", name=name)
+        _run(ground.device(dialect, app, f"{tmp.name}-recorder-{transport}", trust, transport))
+    recorded = set(mitm.report()["recorded_answers"])
     mitm.attack("pass")
     ground.publish(ground.genuine, dialect, app, NEW, _dist(tmp, NEW, secret), key)
     rows = []
     for transport in transports:
-        tls = transport == "tls"
+        tls = transport == "tls"  # the device does not trust the attacker's CA
         row = Row(dialect, signed, transport)
         # confidentiality: a device installs 1.0.2 through the proxy
-        reader = ground.device(dialect, app, f"{tmp.name}-{transport}-reader", trust, tls)
+        reader = ground.device(dialect, app, f"{tmp.name}-{transport}-reader", trust, transport)
         mitm.attack("pass", secret=secret)
-        events = _run(*reader, tls)
+        events = _run(reader)
         read = mitm.report()["read"]
         if read["plaintext"]:
             row.cells["confidentiality"] = "read"
-        elif (not tls and f"{NEW} " in _running(*reader)) or (
+        elif (not tls and f"{NEW} " in _running(reader)) or (
             tls and "TLS certificate refused" in events.reasons
         ):
             row.cells["confidentiality"] = "kept"
         else:
             row.cells["confidentiality"] = "unknown"
         # tamper: the attacker's own server answers everything
-        victim = ground.device(dialect, app, f"{tmp.name}-{transport}-tamper", trust, tls)
+        victim = ground.device(dialect, app, f"{tmp.name}-{transport}-tamper", trust, transport)
         mitm.attack("reroute", port=ground.evil_port)
-        events = _run(*victim, tls)
+        events = _run(victim)
         attacked = bool(mitm.report()["changes"]) or "TLS certificate refused" in events.reasons
-        owned = "owned" in _running(*victim)
+        owned = "owned" in _running(victim)
         row.cells["tamper"] = _verdict(owned, attacked, events)
         # replay (a device on the builtin) and downgrade (a device running 1.0.2)
         for attack, prepared in (("replay", False), ("downgrade", True)):
-            folder, config, identity = ground.device(
-                dialect, app, f"{tmp.name}-{transport}-{attack}", trust, tls
-            )
-            if prepared:
-                plain = ground.device(dialect, app, folder.name, trust, False)[1]
+            name = f"{tmp.name}-{transport}-{attack}"
+            phone = ground.device(dialect, app, name, trust, transport)
+            if prepared:  # installed 1.0.2 through the proxy over plain HTTP
+                plain = ground.device(dialect, app, phone.folder.name, trust, "http")
+                plain = plain._replace(identity=phone.identity)
                 mitm.attack("pass")
-                _run(folder, plain, identity, False)
-                if NEW not in _running(folder, plain, identity):
+                _run(plain)
+                if NEW not in _running(plain):
                     row.cells[attack] = "unknown"
                     continue
-            mitm.attack("replay-as", name=kept)
-            events = _run(folder, config, identity, tls) if recorded else _Events()
-            report_changes = recorded and bool(mitm.report()["changes"])
+            answer = kept.get(transport, kept["http"])
+            mitm.attack("replay-as", name=answer)
+            events = _run(phone) if answer in recorded else _Events()
+            report_changes = answer in recorded and bool(mitm.report()["changes"])
             attacked = report_changes or "TLS certificate refused" in events.reasons
-            activated = recorded and f"{OLD} " in _running(folder, config, identity)
+            activated = answer in recorded and f"{OLD} " in _running(phone)
             row.cells[attack] = _verdict(activated, attacked, events)
         rows.append(row)
     mitm.attack("pass")
@@ -288,7 +312,7 @@ def table(rows: Sequence[Row]) -> str:
     head = ["dialect", "signed", "transport", *ATTACKS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        transport = "TLS" if row.transport == "tls" else "plain HTTP"
+        transport = TRANSPORT_NAMES[row.transport]
         cells = [row.cells.get(a, "unknown") for a in ATTACKS]
         line = [row.dialect, "yes" if row.signed else "no", transport, *cells]
         lines.append("| " + " | ".join(line) + " |")

@@ -95,8 +95,13 @@ class Attacker:
             flow.metadata["forged"] = True
             return
         self.seen["https" if flow.client_conn.tls_established else "http"] += 1
+        if flow.client_conn.tls_established:  # the server's URLs keep the device's scheme
+            flow.request.headers["X-Forwarded-Proto"] = "https"
         if self.mode == "reroute":
+            host = flow.request.host_header  # kept: the server's URLs name the proxy
+            flow.request.scheme = "http"
             flow.request.host, flow.request.port = "127.0.0.1", int(self.params["port"])
+            flow.request.host_header = host
             self._changed(flow, "rerouted", b"", str(self.params["port"]).encode())
             return
         kept = self.answers.get(str(self.params.get("name")))

@@ -1,5 +1,6 @@
 """`otasim prove --dialects`: the comparison table, measured through a real mitmproxy for a
-Capgo and an Expo app, signed and unsigned, over plain HTTP and TLS. Every cell is pinned: a
+Capgo and an Expo app, signed and unsigned, over plain HTTP, TLS through the attacker's CA
+trusted by the device, and TLS. Every cell is pinned: a
 dialect whose signature stops less (or more) than it does today flips a cell and fails here."""
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ EXPECTED = {
         "confidentiality": "read",  # Expo assets are not encrypted
     },
     ("expo", False, "http"): UNSIGNED,
-} | {(d, s, "tls"): TLS_ROW for d in ("capgo", "expo") for s in (True, False)}
+}
+# TLS whose CA the device trusts (a corporate or mis-issued certificate) stops nothing more
+EXPECTED |= {(d, s, "tls-trusted"): cells for (d, s, _), cells in EXPECTED.items()}
+EXPECTED |= {(d, s, "tls"): TLS_ROW for d in ("capgo", "expo") for s in (True, False)}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def test_each_cell_is_what_the_man_in_the_middle_achieved(mitmdump: str) -> None
         printed[0]
         == "| dialect | signed | transport | tamper | replay | downgrade | confidentiality |"
     )
-    assert "| expo | yes | plain HTTP | refused (signature_fail) | accepted |" in printed[6]
+    assert "| expo | yes | plain HTTP | refused (signature_fail) | accepted |" in printed[8]
 
 
 def test_an_attack_that_did_not_happen_is_unknown_and_fails_the_command(
