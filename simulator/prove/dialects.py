@@ -1,7 +1,8 @@
 """What a man in the middle can do to each dialect, measured: `otasim prove --dialects`.
 
 For every dialect of the registry (`agent.protocol.registry.DIALECTS`), signed (the app
-embeds the publisher's key in the dialect's own form) and unsigned, over plain HTTP and over
+embeds the publisher's key in the dialect's own form) and unsigned (and, for Capgo, in
+otasim's strict mode: a signed release document), over plain HTTP and over
 TLS, a real mitmproxy sits between real devices and the real reference server (all on
 127.0.0.1), and each cell is what happened:
 
@@ -40,7 +41,7 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.api import AgentObserver
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
-from agent.protocol.registry import DIALECTS, dialect_spec
+from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS, dialect_spec
 
 from simulator.prove.mitm import Mitm, mitm_proxy
 from simulator.prove.powercut import NoWaitClock
@@ -62,10 +63,11 @@ OLD, NEW, EVIL = "1.0.1", "1.0.2", "1.0.3"
 
 @dataclass
 class Row:
-    """One dialect, signed or not, over one transport: a cell per attack."""
+    """One dialect, signed ("yes", "strict": with the signed release document) or not ("no"),
+    over one transport: a cell per attack."""
 
     dialect: str
-    signed: bool
+    signed: str
     transport: str
     cells: dict[str, str] = field(default_factory=dict)
 
@@ -109,15 +111,24 @@ class _Ground:
         self.evil_port = int(evil.url.rsplit(":", 1)[1])
 
     def publish(
-        self, server: RunningServer, dialect: str, app: str, version: str, src: Path, key: Any
+        self,
+        server: RunningServer,
+        dialect: str,
+        app: str,
+        version: str,
+        src: Path,
+        key: bytes | None,
+        strict: bool,
     ) -> None:
         """Publish through the proxy: URLs fixed at publish time point at it, as at a server
-        whose public address is where the attacker sits."""
+        whose public address is where the attacker sits. `strict`: with the signed release
+        document, its counter the version's patch number (1.0.2 -> 2)."""
         verify = ssl.create_default_context(cafile=str(self.mitm.ca_file))
         with AdminClient(self.mitm.tls_url, server.admin_key, verify=verify) as admin:
             publish(
                 admin, app_id=app, version=version, channel="production", source=src,
-                private_pem=key, dialects=[dialect],
+                private_pem=key, dialects=[dialect], strict=strict,
+                counter=int(version.rsplit(".", 1)[1]),
             )  # fmt: skip
 
     def device(
@@ -195,23 +206,26 @@ def _trust(dialect: str, public_pem: bytes, private_pem: bytes) -> dict[str, str
     return {"public_key": public_pem.decode()}
 
 
-def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[str]) -> list[Row]:
+def _measure(ground: _Ground, dialect: str, signing: str, transports: Sequence[str]) -> list[Row]:
+    signed, strict = signing != "no", signing == "strict"
     mitm = ground.mitm
     private, public = create_keys()
     attacker_key, _ = create_keys()
     key = private if signed else None
-    trust = _trust(dialect, public, private) if signed else {}
+    trust: dict[str, Any] = _trust(dialect, public, private) if signed else {}
+    trust |= {"strict_release": True} if strict else {}
     secret = f"SECRET-{secrets.token_hex(8)}"
-    tmp = ground.scratch / f"{dialect}-{signed}"
-    app = f"com.otasim.compare.{dialect}{int(signed)}{uuid.uuid4().hex[:6]}"
+    tmp = ground.scratch / f"{dialect}-{signing}"
+    app = f"com.otasim.compare.{dialect}.{signing}{uuid.uuid4().hex[:6]}"
     for server in (ground.genuine, ground.evil):
         with AdminClient(server.url, server.admin_key) as admin:
             admin.create_app(app)
     mitm.attack("pass")
-    ground.publish(ground.genuine, dialect, app, OLD, _dist(tmp, OLD, secret), key)
+    ground.publish(ground.genuine, dialect, app, OLD, _dist(tmp, OLD, secret), key, strict)
     evil_src = _dist(tmp, EVIL, "owned")
     mitm.attack("reroute", port=ground.evil_port)
-    ground.publish(ground.evil, dialect, app, EVIL, evil_src, attacker_key if signed else None)
+    evil_key = attacker_key if signed else None
+    ground.publish(ground.evil, dialect, app, EVIL, evil_src, evil_key, strict)
     # another device takes 1.0.1 through the proxy, which keeps the answer
     # other devices take 1.0.1 through the proxy, which keeps their answer (its URLs name the
     # scheme each device used; over "tls" the attacker has only what it kept over plain HTTP)
@@ -221,11 +235,11 @@ def _measure(ground: _Ground, dialect: str, signed: bool, transports: Sequence[s
         _run(ground.device(dialect, app, f"{tmp.name}-recorder-{transport}", trust, transport))
     recorded = set(mitm.report()["recorded_answers"])
     mitm.attack("pass")
-    ground.publish(ground.genuine, dialect, app, NEW, _dist(tmp, NEW, secret), key)
+    ground.publish(ground.genuine, dialect, app, NEW, _dist(tmp, NEW, secret), key, strict)
     rows = []
     for transport in transports:
         tls = transport == "tls"  # the device does not trust the attacker's CA
-        row = Row(dialect, signed, transport)
+        row = Row(dialect, signing, transport)
         # confidentiality: a device installs 1.0.2 through the proxy
         reader = ground.device(dialect, app, f"{tmp.name}-{transport}-reader", trust, transport)
         mitm.attack("pass", secret=secret)
@@ -293,7 +307,7 @@ def _scratch() -> Iterator[str]:
 def compare_dialects(
     mitmdump: str,
     dialects: Sequence[str] = tuple(DIALECTS),
-    signed: Sequence[bool] = (True, False),
+    signings: Sequence[str] = ("yes", "no", "strict"),
     transports: Sequence[str] = TRANSPORTS,
 ) -> list[Row]:
     """Measure every cell for `dialects` (default: every dialect of the registry)."""
@@ -302,8 +316,9 @@ def compare_dialects(
     rows: list[Row] = []
     with _ground(mitmdump) as ground:
         for dialect in dialects:
-            for sign in signed:
-                rows += _measure(ground, dialect, sign, transports)
+            for signing in signings:
+                if signing != "strict" or dialect == DEFAULT_DIALECT:  # strict: Capgo's only
+                    rows += _measure(ground, dialect, signing, transports)
     return rows
 
 
@@ -314,6 +329,6 @@ def table(rows: Sequence[Row]) -> str:
     for row in rows:
         transport = TRANSPORT_NAMES[row.transport]
         cells = [row.cells.get(a, "unknown") for a in ATTACKS]
-        line = [row.dialect, "yes" if row.signed else "no", transport, *cells]
+        line = [row.dialect, row.signed, transport, *cells]
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
