@@ -226,14 +226,16 @@ def _measure(ground: _Ground, dialect: str, signing: str, transports: Sequence[s
     mitm.attack("reroute", port=ground.evil_port)
     evil_key = attacker_key if signed else None
     ground.publish(ground.evil, dialect, app, EVIL, evil_src, evil_key, strict)
-    # another device takes 1.0.1 through the proxy, which keeps the answer
     # other devices take 1.0.1 through the proxy, which keeps their answer (its URLs name the
     # scheme each device used; over "tls" the attacker has only what it kept over plain HTTP)
     kept = {t: f"{tmp.name}-{OLD}-{t}" for t in ("http", "tls-trusted")}
+    recorded = set()
     for transport, name in kept.items():
         mitm.attack("record", name=name)
-        _run(ground.device(dialect, app, f"{tmp.name}-recorder-{transport}", trust, transport))
-    recorded = set(mitm.report()["recorded_answers"])
+        recorder = ground.device(dialect, app, f"{tmp.name}-recorder-{transport}", trust, transport)
+        _run(recorder)
+        if name in mitm.report()["recorded_answers"] and f"{OLD} " in _running(recorder):
+            recorded.add(name)  # the answer kept is the one that offered 1.0.1
     mitm.attack("pass")
     ground.publish(ground.genuine, dialect, app, NEW, _dist(tmp, NEW, secret), key, strict)
     rows = []
@@ -269,7 +271,7 @@ def _measure(ground: _Ground, dialect: str, signing: str, transports: Sequence[s
                 plain = plain._replace(identity=phone.identity)
                 mitm.attack("pass")
                 _run(plain)
-                if NEW not in _running(plain):
+                if f"{NEW} " not in _running(plain):
                     row.cells[attack] = "unknown"
                     continue
             answer = kept.get(transport, kept["http"])
