@@ -134,13 +134,22 @@ class Updates:
         elif isinstance(result, NoUpdate):
             self._on_no_update(now, result)
         elif isinstance(result, RevertToBuiltin):
-            self._ledger.emit("updateCheckResult", kind="revert", version=BUILTIN)
-            if self._ledger.state.current != BUILTIN or self._ledger.state.next is not None:
-                self._revert_to_builtin(now)
+            self._on_revert(now, result)
         else:
             self._on_rate_limited(now, result)
         if self.checking:  # nothing to download
             self.move(Move.ANSWERED)
+
+    def _on_revert(self, now: float, result: RevertToBuiltin) -> None:
+        if result.counter is not None and self._open_release is not None:
+            if result.counter < self._ledger.state.release_counter:
+                message = f"revert counter {result.counter} is below a release accepted here"
+                self._on_no_update(now, NoUpdate("failed", "release_replayed", message))
+                return
+            self._ledger.state = replace(self._ledger.state, release_counter=result.counter)
+        self._ledger.emit("updateCheckResult", kind="revert", version=BUILTIN)
+        if self._ledger.state.current != BUILTIN or self._ledger.state.next is not None:
+            self._revert_to_builtin(now)
 
     def _revert_to_builtin(self, now: float) -> None:
         """The server points the device at builtin: boot it, drop what it no longer runs."""

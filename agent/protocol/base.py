@@ -124,7 +124,13 @@ class NoUpdate:
 
 @dataclass(frozen=True)
 class RevertToBuiltin:
-    """`version: "builtin"` with no error: go back to the bundle shipped in the binary."""
+    """`version: "builtin"` with no error: go back to the bundle shipped in the binary.
+
+    `counter`: when the dialect verified a signed order for the revert (Expo's signed
+    `rollBackToEmbedded` commitTime, in ms), the core refuses it below a release counter
+    already accepted (a replayed revert) and accepts it as the newest otherwise."""
+
+    counter: int | None = None
 
 
 @dataclass(frozen=True)

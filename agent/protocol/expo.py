@@ -16,8 +16,10 @@ label is `metadata.version` when the server gives one (the reference server does
 update id; its content identity (`checksum`) is the update id. A signed manifest also carries
 a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the core then refuses any
 manifest older than one accepted here (a replay), as expo-updates only loads newer updates.
-Expo has no report or channel API: no stats are queued (`reported_actions` is empty) and the
-channel calls raise `ProtocolError`.
+A signed `rollBackToEmbedded` is ordered the same way by its `commitTime`: one older than an
+update accepted here is refused (`release_replayed`), as expo-updates applies the directive
+only when it is newer than the running update. Expo has no report or channel API: no stats are
+queued (`reported_actions` is empty) and the channel calls raise `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -183,8 +185,9 @@ class ExpoDialect(NoChannelApi):
             verify_part(signed.body, signed.signature, self.certificate, now)
         parameters = data.get("parameters")
         commit_time = parameters.get("commitTime") if isinstance(parameters, dict) else None
-        _created_at(commit_time, "rollBackToEmbedded commitTime")
-        return RevertToBuiltin()
+        committed = _created_at(commit_time, "rollBackToEmbedded commitTime")
+        # signed: the core orders it against the updates accepted here (a replayed revert)
+        return RevertToBuiltin(committed if self.certificate is not None else None)
 
     def _manifest(
         self, signed: _Signed, now: float, asked: Mapping[str, Mapping[str, str]] | None = None
