@@ -243,7 +243,7 @@ class Updates:
                 "noNeedUpdate", bundle=self._ledger.bundle_payload(self._ledger.state.current)
             )
             return
-        refused = self._insecure_refusal(offer)
+        refused = self._insecure_refusal(offer) or self._build_refusal(offer)
         if refused is None and self._open_release is not None:
             refused = self._release_refusal(now, offer, content)
         if refused is None and not self._ledger.config.allow_downgrade:
@@ -277,6 +277,17 @@ class Updates:
             return None
         message = f"refused a download over plain http from an https update URL: {plain[:200]}"
         return Refusal("insecure_url", message, {"reason": "insecure_url"})
+
+    def _build_refusal(self, offer: UpdateOffer) -> Refusal | None:
+        """An update made for another native build (Expo's runtimeVersion) would run against
+        native code it was not built for: refused before anything is fetched."""
+        build = self._ledger.identity.version_build
+        if offer.native_build is None or offer.native_build == build:
+            return None
+        message = (
+            f"the update is for runtime version {offer.native_build[:64]!r}, this is {build!r}"
+        )
+        return Refusal("runtime_mismatch", message, {"reason": "runtime_mismatch"})
 
     def _release_refusal(
         self, now: float, offer: UpdateOffer, content: str | None
@@ -330,8 +341,9 @@ class Updates:
             self._ledger.emit("releaseStale", expired_at=expires)
 
     def _refuse_rollback(self, now: float, offer: UpdateOffer, refused: Refusal) -> None:
-        """Refuse content confirmed here offered as a rollback (a replay, relabelled or not, or
-        a channel rolled back past it): nothing is fetched; reported once per offer and run."""
+        """Refuse an offer (content confirmed here offered as a rollback, a replay, relabelled or
+        not, a channel rolled back past it, or another build's update): nothing is fetched;
+        reported once per offer and run."""
         artefact = f"{offer.version}:{offer.checksum}"
         if artefact in self._downgrades_reported:
             self._ledger.emit(

@@ -107,6 +107,9 @@ class UpdateOffer:
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
     package_hash: str | None = None  # CodePush: checked over the unzipped files, not the zip
+    # the native build the update was made for (Expo's runtimeVersion): the core refuses it on
+    # another build (`runtime_mismatch`); None: the dialect does not say
+    native_build: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ taken, since it installs nothing. Asset hashes must be base64url SHA-256
 A manifest becomes an `UpdateOffer` whose files are its launch asset and assets, each stored
 as `<key><fileExtension>` and checked against its hash by the shared manifest download. Its
 label is `metadata.version` when the server gives one (the reference server does), else the
-update id; its content identity (`checksum`) is the update id. A signed manifest also carries
-a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the core then refuses any
-manifest older than one accepted here (a replay), as expo-updates only loads newer updates.
+update id; its content identity (`checksum`) is the update id. Its `runtimeVersion` (required)
+must be the app's native build (`expo-runtime-version`), else the core refuses it
+(`runtime_mismatch`): expo-updates never launches an update made for another runtime. A signed
+manifest also carries a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the
+core then refuses any manifest older than one accepted here (a replay), as expo-updates only
+loads newer updates.
 A signed `rollBackToEmbedded` is ordered the same way by its `commitTime`: one older than an
 update accepted here is refused (`release_replayed`), as expo-updates applies the directive
 only when it is newer than the running update. Expo has no report or channel API: no stats are
@@ -197,6 +200,9 @@ class ExpoDialect(NoChannelApi):
         data = _object(signed.body, "manifest")
         update_id = _update_id(data.get("id"))
         created = _created_at(data.get("createdAt"), "manifest createdAt")
+        runtime = data.get("runtimeVersion")
+        if not isinstance(runtime, str) or not runtime or len(runtime) > 255:
+            raise ProtocolError("a manifest needs a runtimeVersion string")
         launch = data.get("launchAsset")
         assets = data.get("assets", [])
         if not isinstance(launch, dict) or not isinstance(assets, list):
@@ -217,6 +223,7 @@ class ExpoDialect(NoChannelApi):
             session_key="",
             manifest=entries,
             release=release,
+            native_build=runtime,
         )
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:

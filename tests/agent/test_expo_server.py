@@ -316,3 +316,24 @@ def test_a_server_signing_key_is_checked(
     with AdminClient(server.url, server.admin_key) as admin, pytest.raises(AdminError) as refused:
         admin.set_signing_key(app, dialect, pem or pair.private_pem)
     assert refused.value.status == 400 and str(refused.value).count(message) == 1
+
+
+def test_an_update_for_another_runtime_version_is_refused(
+    server: RunningServer, app: str, pair: SigningPair, tmp_path: Path
+) -> None:
+    """The reference server offers a device only its runtime's updates; a server (or a man in
+    the middle) that serves another runtime's update is refused before any download."""
+    publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), pair.private_pem)
+    phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
+    phone.identity = dataclasses.replace(phone.identity, version_build="2.0.0")
+    assert asyncio.run(phone.run()).current.id == "builtin"
+    assert phone.errors() == ["no_update_available"]
+    live = phone.config
+    with replaying(record(server, app)) as url:  # a runtime 1.0.0 answer, signed
+        phone.config = dataclasses.replace(live, update_url=url)
+        status = asyncio.run(phone.run())
+    assert status.current.id == "builtin" and phone.downloads() == 0
+    assert phone.errors()[-1] == "runtime_mismatch"
+    refused = [p for n, p in phone.observer.events if n == "updateCheckResult"][-1]
+    assert refused["message"] == "the update is for runtime version '1.0.0', this is '2.0.0'"
+    assert ("download_fail", "1.0.1") in phone.observer.stats

@@ -5,8 +5,10 @@ The app is named by the `otasim-app-id` request header (an Expo app's configured
 as a Capgo device description (`expo-platform`, `expo-runtime-version` as the native build,
 `expo-channel-name` as the default channel, `eas-client-id` as the device id, the bundle whose
 manifest id is `expo-current-update-id` as the running version) and decided by
-`device_api.check`. An offer is answered with the bundle's stored manifest, byte for byte, and
-its `expo-signature` (signed by the publisher); no update with a `noUpdateAvailable` directive;
+`device_api.check`. An update whose manifest's `runtimeVersion` is not the device's
+`expo-runtime-version` is not offered (`noUpdateAvailable`). An offer is answered with the
+bundle's stored manifest, byte for byte, and its `expo-signature` (signed by the publisher); no
+update with a `noUpdateAvailable` directive;
 a channel at builtin with a `rollBackToEmbedded` directive whose `commitTime` is the answer's
 time. Without a key the directive is unsigned (a device with code signing refuses it). When
 the app's private key is registered (`PUT /api/apps/{app}/signing-keys/expo`, as Expo custom
@@ -127,12 +129,19 @@ async def manifest(request: Request) -> Response:
     key = state.catalog.signing_key(info.app_id, "expo")
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     stored = offered(answer, bundle, "expo")
+    runtime = request.headers.get("expo-runtime-version", "")
+    if stored is not None and _runtime(stored) != runtime:
+        stored = None  # made for another runtime: as Expo servers, offer nothing
     if stored is not None:
         return _manifest_answer(_signed_manifest(stored, key, now), multipart)
     if to_builtin(answer):
         directive = {"type": "rollBackToEmbedded", "parameters": {"commitTime": now}}
         return _directive_answer(directive, key, multipart)
     return _directive_answer({"type": "noUpdateAvailable"}, None, multipart)
+
+
+def _runtime(stored: Mapping[str, Any]) -> object:
+    return json.loads(stored["manifest"]).get("runtimeVersion")
 
 
 def _signed_manifest(
