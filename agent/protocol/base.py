@@ -12,7 +12,7 @@ import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceIdentity
 
@@ -68,6 +68,12 @@ class DeviceInfo:
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
     current_content: str | None = None  # the running bundle's content identity (Expo: its id)
+
+
+UPDATE_CONFIRMED: Final = "update_confirmed"
+"""The stats action of a new bundle's first confirmed boot (version: it, old: the bundle it
+replaced). Queued only for a dialect that lists it in `reported_actions` (CodePush's
+DeploymentSucceeded); Capgo has no such action and never sees it."""
 
 
 @dataclass(frozen=True)
