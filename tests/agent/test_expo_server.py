@@ -134,17 +134,7 @@ def test_replay_of_an_older_signed_manifest_is_refused(
     """The channel serves 1.0.1's signed manifest again after the device took 1.0.2: the same
     bytes a man in the middle would replay. The device never saw 1.0.1."""
     publish(server, app, "1.0.1", dist(tmp_path, "1.0.1"), pair.private_pem)
-    with httpx.Client() as client:  # what an attacker records while 1.0.1 is live
-        recorded = client.get(
-            f"{server.url}/expo",
-            headers={
-                "expo-platform": "android",
-                "expo-runtime-version": RUNTIME,
-                "eas-client-id": str(uuid.uuid4()),
-                "otasim-app-id": app,
-                "accept": "multipart/mixed",
-            },
-        )
+    recorded = record(server, app)  # what an attacker records while 1.0.1 is live
     assert b'"1.0.1"' in recorded.content
     publish(server, app, "1.0.2", dist(tmp_path, "1.0.2"), pair.private_pem)
     phone = phone_for(server, app, tmp_path / "phone", pair.certificate_pem)
