@@ -127,7 +127,8 @@ async def manifest(request: Request) -> Response:
         return decision
     answer, bundle = decision
     key = state.catalog.signing_key(info.app_id, "expo")
-    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    moment = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    now = moment.replace("+00:00", "Z")
     stored = offered(answer, bundle, "expo")
     runtime = request.headers.get("expo-runtime-version", "")
     if stored is not None and _runtime(stored) != runtime:
@@ -152,7 +153,7 @@ def _signed_manifest(
     if key is None:
         return str(stored["manifest"]).encode(), stored.get("signature")
     manifest = json.loads(stored["manifest"])
-    manifest["createdAt"] = now.replace("+00:00", "Z")
+    manifest["createdAt"] = now
     body = json.dumps(manifest, separators=(",", ":")).encode()
     return body, sign_manifest(body, key)
 
