@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from simulator.commands import HelpFormatter, exit_codes, positive_int
@@ -105,22 +102,6 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if any("unknown" in row.cells.values() for row in rows) else 0
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM is handled as Ctrl-C while proving: every scratch folder is removed and every
-    mitmdump the proof started is stopped on the way out (exit 130)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@_terminate_as_interrupt()
 def run(args: argparse.Namespace) -> int:
     if args.dialects or args.dialect:
         return _compare(args)
