@@ -9,6 +9,7 @@ dist folder, uploads the files they need, and returns the data stored with the b
 
 from __future__ import annotations
 
+import base64
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.bundles.unzip import safe_unzip
+from agent.errors import AgentError
 from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
 
 from simulator import release
@@ -38,7 +41,38 @@ class DialectSource:
 
 
 DialectStep = Callable[[DialectSource], dict[str, Any]]
-DIALECT_STEPS: dict[str, DialectStep] = {}
+
+
+def _capawesome(source: DialectSource) -> dict[str, Any]:
+    """The plain zip, its SHA-256 and, with a key, the SHA256withRSA signature over it."""
+    checksum = release.file_sha256(source.zip_path)
+    data = {"file_id": source.upload(source.zip_path), "checksum": checksum}
+    if source.private_pem is not None:
+        data["signature"] = release.sign_file_digest(source.private_pem, checksum)
+    return data
+
+
+def _appflow(source: DialectSource) -> dict[str, Any]:
+    """Every file of the dist folder (unpacked from the zip when given a zip), uploaded, with
+    its size and SRI sha256 hash: the snapshot's `pro-manifest.json`."""
+    dist = source.dist
+    if dist is None:
+        dist = source.work / "appflow-dist"
+        try:
+            safe_unzip(source.zip_path, dist)
+        except (AgentError, OSError) as exc:
+            raise PublishError(f"{source.zip_path}: cannot unpack the zip: {exc}") from None
+    files = []
+    for path in release.dist_files(dist):
+        digest = base64.b64encode(bytes.fromhex(release.file_sha256(path))).decode()
+        files.append({
+            "href": path.relative_to(dist).as_posix(), "size": path.stat().st_size,
+            "integrity": f"sha256-{digest}", "file_id": source.upload(path),
+        })  # fmt: skip
+    return {"files": files}
+
+
+DIALECT_STEPS: dict[str, DialectStep] = {"capawesome": _capawesome, "appflow": _appflow}
 """Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from agent.protocol.registry import dialect_spec
 from matplotlib.figure import Figure
 
 from simulator.metrics import BUILTIN, Metrics, is_failure
@@ -68,6 +69,8 @@ def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
         out["stats_lost"] = (
             "the server's own records cannot be read from here (only the embedded server's can)"
         )
+    elif not any(dialect_spec(d.dialect).reports for d in metrics.devices):
+        out["stats_lost"] = "the devices' dialect has no report API: they send no stats"
     return out
 
 
@@ -110,9 +113,11 @@ def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
 def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     """The report.json document (see docs/simulator.md for every field)."""
     sc, devices = info.scenario, metrics.devices
-    queued = sum(d.stats_queued for d in devices)
-    pending = sum(d.stats_pending for d in devices)
-    lost = None if info.server_received is None else queued - pending - info.server_received
+    reporting = [d for d in devices if dialect_spec(d.dialect).reports]
+    queued = sum(d.stats_queued for d in reporting)
+    pending = sum(d.stats_pending for d in reporting)
+    measured = info.server_received is not None and bool(reporting)
+    lost = queued - pending - info.server_received if measured else None  # type: ignore[operator]
     unknown = unknowns(metrics, info)
     results = []
     for e in sc.expectations:

@@ -41,11 +41,11 @@ class AgentBase:
         rng: RandomSource,
         dialect: Dialect,
         key_id: str | None = None,
-        content_id: Callable[[str | None], str | None] = plain_content_id,
+        content_id: Callable[[UpdateOffer], str | None] = plain_content_id,
         open_release: Callable[[UpdateOffer | NoUpdate], ReleaseDocument] | None = None,
     ) -> None:
         self.config = config
-        self._content_id = content_id  # offer checksum -> content identity (pure)
+        self._content_id = content_id  # offer -> content identity (pure)
         self._open_release = open_release  # strict mode: verify an answer's release document
         self.identity = identity
         self.state = state
@@ -63,6 +63,7 @@ class AgentBase:
         self._apply_when_done = False
         self._download_kind = "zip"
         self._last_check: tuple[DeviceInfo, OutgoingRequest] | None = None  # (info, request)
+        self._listing_for: UpdateOffer | None = None  # an offer whose file list is on its way
         self._committed: DeviceState | None = state  # None: the last commit did not land
         self._out: list[Effect] = []
         self._deletes: list[str] = []
@@ -87,6 +88,7 @@ class AgentBase:
             self._version(self.state.current),
             self.state.channel or self.config.default_channel,
             self._key_id,
+            self.state.current == BUILTIN,
         )
 
     def _version(self, bundle_id: str) -> str:

@@ -56,13 +56,26 @@ class UpdateFlow(AgentBase):
             if event.status == 429:
                 self._block(hint)
         elif event.name == "/updates" and self._checking:
-            self._checking = False
+            listed, self._listing_for = self._listing_for, None
             try:
-                result = self.dialect.parse_check(
-                    event.status, event.headers, event.body, self._now
-                )
+                if listed is None:
+                    result = self.dialect.parse_check(
+                        event.status, event.headers, event.body, self._now
+                    )
+                else:
+                    result = self.dialect.parse_listing(
+                        listed, event.status, event.headers, event.body
+                    )
             except ProtocolError as exc:
                 result = NoUpdate("failed", "malformed_answer", str(exc), status=event.status)
+            if isinstance(result, UpdateOffer) and result.listing_url and result.manifest is None:
+                # the offer's file list is a second exchange of the same check (Appflow)
+                self._listing_for = result
+                self._out.append(
+                    SendRequest(self.dialect.listing_request(self.device_info(), result))
+                )
+                return
+            self._checking = False
             self._on_check_result(result)
 
     def _on_transport_failed(self, event: ev.TransportFailed) -> None:
@@ -71,6 +84,7 @@ class UpdateFlow(AgentBase):
             self._stats.settle(StatsOutcome.REQUEUE, hint, self._now)
         elif event.name == "/updates" and self._checking:
             self._checking = False
+            self._listing_for = None
             self._on_check_result(NoUpdate("failed", "transport_error", str(event.error), status=0))
 
     def _on_check_result(
@@ -164,7 +178,7 @@ class UpdateFlow(AgentBase):
         if offer.breaking:
             self._emit("breakingAvailable", version=offer.version)
             self._emit("majorAvailable", version=offer.version)
-        content = self._content_id(offer.checksum)
+        content = self._content_id(offer)
         if self._runs(self.state.current, offer.version, content) or self._refuses(offer, content):
             if self.config.strict_release:
                 self._check_freshness(offer)

@@ -31,7 +31,7 @@ from agent.protocol.base import UpdateOffer
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey
 from agent.security.stream import StreamingVerifier
-from agent.security.verify import BundleVerification, plan_bundle_verification
+from agent.security.verify import BundleVerification, plan_offer_verification
 from agent.store import DeviceStore
 
 REPLAY_CHUNK = 256 * 1024
@@ -198,9 +198,7 @@ class BundleFetch:
         self._deadline.check()
         if self._plan is None:
             check_free_space(self.store, 2 * ZIP_ESTIMATE)
-            self._plan = plan_bundle_verification(
-                self.offer.checksum, self.offer.session_key, self._public_key
-            )
+            self._plan = plan_offer_verification(self.offer, self._public_key)
         self.close()
         part_path = self.store.part_path(self.bundle_id)
         self._verifier = self._plan.verifier()
@@ -241,6 +239,8 @@ class BundleFetch:
             self._restart()
         else:
             check_status(status, headers, self._now())
+        assert self._plan is not None
+        self._plan = self._plan.with_headers(headers)
         length = headers.get("content-length")
         self._total = self._offset + int(length) if length and length.isdigit() else None
         if self._total is not None and self._total > self.config.max_bundle_bytes:

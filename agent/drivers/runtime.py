@@ -58,9 +58,9 @@ from agent.protocol.base import (
 )
 from agent.protocol.capgo import retry_hint
 from agent.protocol.registry import dialect_for
-from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
+from agent.security.verify import offer_content_id
 from agent.store import DeviceStore, FreeSpace, disk_free
 
 IoEffect = SendRequest | DownloadBundle
@@ -147,7 +147,7 @@ class DeviceRuntime:
             dialect=dialect or dialect_for(config),
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
-                functools.partial(signed_content_id, public_key=self.public_key)
+                functools.partial(offer_content_id, public_key=self.public_key)
                 if self.public_key
                 else None
             ),

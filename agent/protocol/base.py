@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.errors import ProtocolError
 
 CheckKind = Literal["up_to_date", "blocked", "failed"]
+IntegrityScheme = Literal["capgo", "file"]
+"""How an offer proves its bundle: Capgo's checksum forms (signed and encrypted with a key),
+or "file": a SHA-256 hex checksum of the downloaded file and/or an RSA PKCS#1 v1.5 SHA-256
+signature over it (`agent.security.file_integrity`)."""
 MAX_RATE_LIMIT_S = 24 * 3600.0
 RELEASE_FIELD = "otasim_release"
 """The answer field holding otasim's signed release document (`agent.security.release`)."""
@@ -67,6 +72,7 @@ class DeviceInfo:
     version_name: str  # the bundle running now (version_build on builtin)
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
+    on_builtin: bool = False  # the bundle running now is the one shipped in the binary
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,9 @@ class UpdateOffer:
     link: str | None = None
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
+    integrity: IntegrityScheme = "capgo"
+    signature: str | None = None  # the "file" scheme's signature (base64)
+    listing_url: str | None = None  # the file list is fetched from here first (Appflow)
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,53 @@ class ChannelListing:
     allow_self_set: bool
 
 
+class WithoutListing:
+    """For dialects whose offers carry everything (no `listing_url`): the core never asks
+    them for a file list."""
+
+    def listing_request(self, info: DeviceInfo, offer: UpdateOffer) -> OutgoingRequest:
+        raise ProtocolError(f"offer {offer.version}: this dialect has no file list to fetch")
+
+    def parse_listing(
+        self, offer: UpdateOffer, status: int, headers: Mapping[str, str], body: bytes
+    ) -> CheckResult:
+        raise ProtocolError(f"offer {offer.version}: this dialect has no file list to parse")
+
+
+class WithoutReports:
+    """For dialects with no open report or channel API: devices send no stats (their stats
+    URL is empty, so the core never builds a stats request) and keep the channel locally."""
+
+    stats_batch_size = 1
+    stores_channel_locally = True
+
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        raise ProtocolError("this dialect has no report API")
+
+    def parse_stats(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> tuple[StatsOutcome, float | None]:
+        return StatsOutcome.DROP, None
+
+    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
+        raise ProtocolError("this dialect keeps the channel on the device: no channel request")
+
+    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest:
+        raise ProtocolError("this dialect keeps the channel on the device: no channel request")
+
+    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
+        return None
+
+    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
+        raise ProtocolError("this dialect has no channel listing")
+
+    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
+        return ChannelAnswer(False, error="no_channel_api")
+
+    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]:
+        raise ProtocolError("this dialect has no channel listing")
+
+
 class Dialect(Protocol):
     """A server dialect: request builders and answer parsers, all pure."""
 
@@ -172,6 +228,17 @@ class Dialect(Protocol):
     def parse_check(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> CheckResult: ...
+
+    def listing_request(self, info: DeviceInfo, offer: UpdateOffer) -> OutgoingRequest:
+        """The request for an offer's file list (only for offers with a `listing_url`; named
+        "/updates": it is the second exchange of the check)."""
+        ...
+
+    def parse_listing(
+        self, offer: UpdateOffer, status: int, headers: Mapping[str, str], body: bytes
+    ) -> CheckResult:
+        """`offer` with its `manifest` from the file list (or why there is no update)."""
+        ...
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest: ...
 

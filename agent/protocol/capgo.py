@@ -37,6 +37,7 @@ from agent.protocol.base import (
     StatEvent,
     StatsOutcome,
     UpdateOffer,
+    WithoutListing,
 )
 from agent.protocol.bounds import (
     check_label,
@@ -148,7 +149,7 @@ def retry_hint(headers: Mapping[str, str], data: Any, now: float) -> float | Non
     return min(seconds, MAX_RATE_LIMIT_S)
 
 
-class CapgoDialect:
+class CapgoDialect(WithoutListing):
     """Builders and parsers for the Capgo plugin protocol. Pure; see `Dialect`."""
 
     name = "capgo"

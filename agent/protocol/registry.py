@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.protocol.appflow import AppflowDialect
+from agent.protocol.capawesome import CapawesomeDialect
 from agent.protocol.capgo import CapgoDialect
 from agent.protocol.profiles import get_profile
 
@@ -36,6 +38,12 @@ class DialectSpec:
     family: str  # what users call the server family
     make: Callable[[AgentConfig], Dialect]
     paths: tuple[str, str, str]
+    uses_key: bool = True  # the app's public key means something to this dialect
+
+    @property
+    def reports(self) -> bool:
+        """Whether devices of this dialect send stats (it has a report endpoint)."""
+        return bool(self.paths[1])
 
     def urls(self, base: str) -> tuple[str, str, str]:
         """The update, stats and channel URLs of a server at `base`."""
@@ -49,7 +57,19 @@ def _capgo(config: AgentConfig) -> Dialect:
     return CapgoDialect(get_profile(config.plugin))
 
 
-_SPECS = (DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),)
+def _capawesome(config: AgentConfig) -> Dialect:
+    return CapawesomeDialect()
+
+
+def _appflow(config: AgentConfig) -> Dialect:
+    return AppflowDialect()
+
+
+_SPECS = (
+    DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),
+    DialectSpec("capawesome", "Capawesome Live Update", _capawesome, (".", "", "")),
+    DialectSpec("appflow", "Ionic Appflow Deploy", _appflow, (".", "", ""), uses_key=False),
+)
 DIALECTS: dict[str, DialectSpec] = {spec.name: spec for spec in _SPECS}
 
 
