@@ -28,7 +28,7 @@ from agent.bundles.unzip import safe_unzip
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.protocol.profiles import DEFAULT_PROFILE
-from agent.protocol.registry import DEFAULT_DIALECT, dialect_spec
+from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.clock import WINDOW_S
 from simulator.device import ConfigKey, file_digests, make_dist
@@ -303,7 +303,7 @@ def _config(
             update_url=urls.updates,
             stats_url=urls.stats,
             channel_url=urls.channel,
-            public_key=(public_pem or None) if dialect_spec(dialect).uses_key else None,
+            public_key=public_pem or None,  # a dialect without keys ignores it
             default_channel=None if channel == PRODUCTION else channel,
             plugin=options.plugin,
             dialect=dialect,

@@ -57,7 +57,7 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.capgo import retry_hint
-from agent.protocol.registry import dialect_for
+from agent.protocol.registry import dialect_for, dialect_spec
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
 from agent.security.verify import offer_content_id
@@ -134,9 +134,8 @@ class DeviceRuntime:
         self.now = now
         self.rng = rng or random.Random()
         self.observer = _complete(observer)
-        self.public_key: PublicKey | None = (
-            load_public_key(config.public_key) if config.public_key else None
-        )
+        key_text = config.public_key if dialect_spec(config.dialect).uses_key else None
+        self.public_key: PublicKey | None = load_public_key(key_text) if key_text else None
         self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
         self.agent = Agent(
             config,

@@ -40,12 +40,11 @@ from agent.protocol.base import (
     ManifestEntry,
     NoUpdate,
     OutgoingRequest,
-    RateLimitHint,
     UpdateOffer,
     WithoutReports,
 )
-from agent.protocol.bounds import check_label, load_json, load_json_lenient, url_problem
-from agent.protocol.capgo import retry_hint
+from agent.protocol.bounds import check_label, load_json, url_problem
+from agent.protocol.capgo import failed_check
 
 PLUGIN_VERSION = "5.5.3"  # the cordova-plugin-ionic release reproduced
 DEFAULT_CHANNEL = "production"  # the plugin's CHANNEL_NAME when the device sets none
@@ -154,15 +153,8 @@ class AppflowDialect(WithoutReports):
             ProtocolError: a 200 answer without a `data` object, or an available snapshot
                 without a usable label or URL.
         """
-        if status == 429:
-            return RateLimitHint(
-                "too_many_requests", retry_hint(headers, load_json_lenient(body), now)
-            )
         if status != 200:
-            answer = load_json_lenient(body)
-            error = answer.get("error") if isinstance(answer, dict) else None
-            message = error.get("message") if isinstance(error, dict) else error
-            return NoUpdate("failed", f"http_{status}", str(message or ""), status=status)
+            return failed_check(status, headers, body, now)
         data = _data(body)
         if data.get("available") is not True:
             if data.get("incompatibleUpdateAvailable") is True:

@@ -28,13 +28,12 @@ from agent.protocol.base import (
     DeviceInfo,
     NoUpdate,
     OutgoingRequest,
-    RateLimitHint,
     UpdateOffer,
     WithoutListing,
     WithoutReports,
 )
-from agent.protocol.bounds import check_label, load_json, load_json_lenient, url_problem
-from agent.protocol.capgo import retry_hint
+from agent.protocol.bounds import check_label, load_json, url_problem
+from agent.protocol.capgo import failed_check
 from agent.security.file_integrity import checksum_problem
 
 PLUGIN_VERSION = "7.2.0"  # the @capawesome/capacitor-live-update release reproduced
@@ -94,14 +93,8 @@ class CapawesomeDialect(WithoutListing, WithoutReports):
         """
         if status == 404:
             return NoUpdate("up_to_date", NO_BUNDLE, "no bundle for this device", status=404)
-        if status == 429:
-            return RateLimitHint(
-                "too_many_requests", retry_hint(headers, load_json_lenient(body), now)
-            )
         if status != 200:
-            data = load_json_lenient(body)
-            message = data.get("message") if isinstance(data, dict) else None
-            return NoUpdate("failed", f"http_{status}", str(message or ""), status=status)
+            return failed_check(status, headers, body, now)
         data = load_json(body) if body.strip() else None
         if data is None:
             return NoUpdate("up_to_date", NO_BUNDLE, "empty answer")

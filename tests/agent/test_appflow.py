@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from json_strategies import JSON_VALUES
 
 from agent.bundles.manifest import DeltaFileVerifier
 from agent.config import AgentConfig, DeviceIdentity
@@ -152,11 +153,7 @@ def test_sri_forms() -> None:
             sri_sha256_hex(bad)
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=16),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
-    max_leaves=12,
-)
+JSON = JSON_VALUES
 DATA = st.fixed_dictionaries(
     {},
     optional={

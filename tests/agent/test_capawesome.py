@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from json_strategies import JSON_VALUES
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.errors import ProtocolError, VerificationError
@@ -110,11 +111,7 @@ def test_unsafe_or_malformed_offers_are_refused(fields: dict[str, Any]) -> None:
         DIALECT.parse_check(200, {}, _answer(**fields), 0)
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
-    max_leaves=12,
-)
+JSON = JSON_VALUES
 FIELDS = st.fixed_dictionaries(
     {},
     optional={

@@ -16,7 +16,6 @@ from device_harness import NoWaitAsyncClock, Recorder
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.backends import make_async_port
-from agent.protocol.registry import dialect_spec
 from simulator.preflight import endpoints
 from simulator.publish import publish
 from simulator.release import create_keys
@@ -58,8 +57,9 @@ class World:
     def release(self, version: str) -> None:
         dist = self.tmp / f"dist-{version}"
         dist.mkdir()
-        (dist / "index.html").write_text(f"<html>{version}</html>")
-        (dist / "app.js").write_text(f"console.log('{version}');" * 200)
+        # content unique to this app: the server stores files by content, shared across apps
+        (dist / "index.html").write_text(f"<html>{self.app} {version}</html>")
+        (dist / "app.js").write_text(f"console.log('{self.app} {version}');" * 200)
         with self.admin() as admin:
             publish(
                 admin, app_id=self.app, version=version, channel="production", source=dist,
@@ -68,10 +68,9 @@ class World:
 
     def config(self) -> AgentConfig:
         urls = endpoints(self.server.url, dialect=self.dialect)
-        uses_key = dialect_spec(self.dialect).uses_key
-        return AgentConfig(
+        return AgentConfig(  # the key is the app's; a dialect without keys ignores it
             update_url=urls.updates, stats_url=urls.stats, channel_url=urls.channel,
-            public_key=self.keys[1].decode() if uses_key else None, dialect=self.dialect,
+            public_key=self.keys[1].decode(), dialect=self.dialect,
         )  # fmt: skip
 
     def run(self, *lives: bool) -> list[Any]:
@@ -158,3 +157,34 @@ def test_a_confirmed_release_offered_again_after_a_newer_one_is_refused(world: W
     (status,) = world.run(True)
     assert status.current.version == "1.0.2" and world.downloads() == fetched
     assert ("failed", "downgrade_refused") in world.checks()
+
+
+def test_an_artefact_tampered_on_the_server_is_never_activated(world: World) -> None:
+    """Every stored file of the release has one byte flipped after publishing (same size):
+    the device downloads, refuses, keeps booting builtin, and never marks the version good."""
+    before = set((world.server.data_dir / "files").iterdir())
+    world.release("1.0.1")
+    for blob in set((world.server.data_dir / "files").iterdir()) - before:
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+    first, second = world.run(True, True)
+    for status in (first, second):
+        assert status.current.id == "builtin" and status.next is None
+        assert all(b.version != "1.0.1" or b.status != "success" for b in status.bundles)
+    failures = {a for a, v in world.observer.stats if v == "1.0.1" and a.endswith("_fail")}
+    assert failures & {"checksum_fail", "decrypt_fail", "download_manifest_checksum_fail",
+                       "download_manifest_brotli_fail", "unzip_fail"}  # fmt: skip
+
+
+def test_a_device_with_another_key_refuses_the_signed_release(
+    server: RunningServer, keys: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    """Capawesome: a release signed with the publisher's key does not verify with the key a
+    device was built with when the two differ."""
+    world = World(server, keys, tmp_path, "capawesome")
+    world.release("1.0.1")
+    world.keys = (keys[0], create_keys()[1])  # the device's key is another one
+    (status,) = world.run(True)
+    assert status.current.id == "builtin" and status.next is None
+    assert ("checksum_fail", "1.0.1") in world.observer.stats
