@@ -128,6 +128,12 @@ class CapgoPeer:
             )
         return JSONResponse(self.offer())
 
+    async def latest(self, request: Request) -> Response:
+        """Capawesome's check (`GET /v1/apps/{app}/bundles/latest`): the canned answers, else
+        404 (no bundle). Lets a test play a server variation the reference server has not."""
+        self.requests.append((request.method, "/latest", dict(request.query_params)))
+        return _reply(self.canned.pop(0)) if self.canned else Response(status_code=404)
+
     async def stats_route(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append((request.method, "/stats", body))
@@ -184,6 +190,7 @@ class CapgoPeer:
         return Starlette(
             routes=[
                 Route("/updates", self.updates, methods=["POST"]),
+                Route("/v1/apps/{app}/bundles/latest", self.latest, methods=["GET"]),
                 Route("/stats", self.stats_route, methods=["POST"]),
                 Route("/channel_self", self.channel_self, methods=["POST", "PUT", "GET"]),
                 Route("/bundles/{name}", self.bundle, methods=["GET"]),

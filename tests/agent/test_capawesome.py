@@ -10,10 +10,13 @@ import hashlib
 import json
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from capgo_peer import Canned, CapgoPeer, make_zip
+from device_harness import Driven, Recorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from json_strategies import JSON_VALUES
@@ -210,3 +213,38 @@ def test_a_signed_offer_names_its_content_by_its_signature() -> None:
     assert offer_content_id(_offer(signature=other), key) not in (None, same)
     assert offer_content_id(_offer(checksum=DIGEST), key) is None  # unsigned: names nothing
     assert offer_content_id(_offer(signature="!!"), key) is None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("header", "installs"), [(DIGEST, True), ("0" * 64, False), (None, False)])
+def test_a_checksum_in_the_downloads_header_verifies_the_bundle_end_to_end(
+    peer: CapgoPeer, tmp_path: Path, kind: str, header: str | None, installs: bool
+) -> None:
+    """A server that answers without a checksum and puts it in the download's `X-Checksum`
+    (a known Capawesome variation): the device takes it from the head, over loopback, with
+    either driver; a wrong one or none at all leaves nothing installed."""
+    answer = {"bundleId": "1.0.1", "url": f"{peer.url}/bundles/1.0.1.zip", "artifactType": "zip"}
+    peer.canned.append(
+        Canned(200, json.dumps(answer).encode(), {"content-type": "application/json"})
+    )
+    zip_bytes = make_zip("1.0.1")
+    headers = (
+        {"x-checksum": header.replace(DIGEST, hashlib.sha256(zip_bytes).hexdigest())}
+        if header
+        else {}
+    )
+    peer.bundle_canned.append(Canned(200, zip_bytes, headers))
+    config = AgentConfig(
+        update_url=peer.url, stats_url="", dialect="capawesome", transport_attempts=1
+    )
+    identity = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "android", "1.0.0")
+    device = Driven(kind, tmp_path / "d", config, identity, Recorder())
+    try:
+        device.launch()
+        status = device.status()
+        assert (status.next is not None and status.next.version == "1.0.1") is installs
+        if not installs:
+            failed = [a for a, v in device.observer.stats if v == "1.0.1"]
+            assert "checksum_fail" in failed or "checksum_required" in failed, failed
+    finally:
+        device.close()
