@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,9 @@ from simulator.preflight import endpoints
 from simulator.publish import publish
 from simulator.release import create_keys
 from simulator.server.client import AdminClient
-from simulator.server.embedded import RunningServer, run_server
+from simulator.server.embedded import RunningServer
 
 DIALECTS = ["capgo", "capawesome", "appflow"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with run_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return create_keys()
 
 
 class World:
