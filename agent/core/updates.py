@@ -111,7 +111,8 @@ class Updates:
             try:
                 if listed is None:
                     result = self.dialect.parse_check(event.status, event.headers, event.body, now)
-                else:
+                else:  # relative hrefs resolve against where the list came from
+                    listed = replace(listed, listing_url=event.url or listed.listing_url)
                     result = self.dialect.parse_listing(
                         listed, event.status, event.headers, event.body
                     )

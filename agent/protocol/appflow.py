@@ -11,9 +11,8 @@ integrity}]`, SRI hashes): the agent fetches it as the second exchange of the sa
 (`listing_request`), then every file through the verified per-file pipeline
 (`agent.drivers.delta`): each file's SHA-256 must match its SRI `sha256-` hash. The plugin
 only diffs with those hashes and relies on TLS; otasim verifies them, and refuses a list
-without a usable `sha256` hash for every file. `href`s resolve against `data.url` (a server
-that redirects `data.url` and lists hrefs relative to the redirect's target needs absolute
-hrefs here: the HTTP port does not report the final URL).
+without a usable `sha256` hash for every file. `href`s resolve against the URL the list came
+from after redirects (`data.url` usually redirects to storage), as the plugin does.
 
 Known variations, tolerated: a 400 answer to the differential-manifest request for a zip build
 (a failed check, the device keeps going), `build` as a number, a string or null, extra fields

@@ -8,9 +8,12 @@ import base64
 import hashlib
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from capgo_peer import Canned, CapgoPeer
+from device_harness import Driven, Recorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from json_strategies import JSON_VALUES
@@ -197,3 +200,31 @@ def test_any_answer_and_list_parse_or_are_a_protocol_error(
     if isinstance(result, UpdateOffer):
         assert result.manifest, "an offer without files would install nothing verified"
         assert all(len(e.file_hash) == 64 for e in result.manifest)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_hrefs_resolve_against_where_a_redirected_file_list_came_from(
+    peer: CapgoPeer, tmp_path: Path, kind: str
+) -> None:
+    """Appflow's `data.url` redirects to storage; the files are relative to the list's final
+    URL (`/files/`), not to `data.url` (`/go/`, which serves nothing else): over loopback,
+    with either driver, every file is fetched from there and the snapshot installs."""
+    index = b"<html>1.0.1</html>"
+    sri = "sha256-" + base64.b64encode(hashlib.sha256(index).digest()).decode()
+    peer.files["pro-manifest.json"] = json.dumps(
+        [{"href": "index.html", "size": len(index), "integrity": sri}]
+    ).encode()
+    peer.files["index.html"] = index
+    answer = json.loads(_answer(url=f"{peer.url}/go/pro-manifest.json"))
+    peer.canned.append(
+        Canned(200, json.dumps(answer).encode(), {"content-type": "application/json"})
+    )
+    config = AgentConfig(update_url=peer.url, stats_url="", dialect="appflow", transport_attempts=1)
+    device = Driven(kind, tmp_path / "d", config, IDENTITY, Recorder())
+    try:
+        device.launch()
+        status = device.status()
+        assert status.next is not None and status.next.version == "1.0.1", device.observer.events
+        assert "/files/index.html" in peer.paths() and "/go/index.html" not in peer.paths()
+    finally:
+        device.close()
