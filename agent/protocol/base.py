@@ -1,9 +1,10 @@
 """What every server dialect speaks: typed requests out, typed answers in.
 
-A dialect (Capgo today; Expo, CodePush, ... later) is a set of pure functions: it builds the
-bytes of a request from a `DeviceInfo` and parses a status/headers/body into one of the typed
-results below. The core only sees these types, so a new dialect plugs in without touching it.
-Parsers never raise anything but `agent.errors.ProtocolError` on bad input.
+A dialect (Capgo, Capawesome, Appflow, ...: `agent.protocol.registry` lists them) is a set of
+pure functions: it builds the bytes of a request from a `DeviceInfo` and parses a
+status/headers/body into one of the typed results below. The core only sees these types, so a
+new dialect plugs in without touching it. Parsers never raise anything but
+`agent.errors.ProtocolError` on bad input.
 """
 
 from __future__ import annotations
