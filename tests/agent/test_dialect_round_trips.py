@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,32 @@ def test_a_device_with_another_key_refuses_the_signed_release(
     (status,) = world.run(True)
     assert status.current.id == "builtin" and status.next is None
     assert ("checksum_fail", "1.0.1") in world.observer.stats
+
+
+def test_a_boot_not_ready_within_the_timeout_rolls_back_while_the_app_runs(world: World) -> None:
+    """The ready timeout (appReadyTimeout 1 s, on a clock 20x real time): the app boots the
+    update and never calls notifyAppReady; when the timer fires the device goes back to
+    builtin at once and the version is marked failed."""
+    world.release("1.0.1")
+    world.run(True)  # downloaded and queued
+
+    async def boot_and_wait() -> tuple[Any, Any]:
+        port = make_async_port()
+        config = replace(world.config(), app_ready_timeout_ms=1000)
+        try:
+            device = await AsyncDevice.open(
+                world.folder, config, world.identity, port,
+                clock=NoWaitAsyncClock(20.0), observer=world.observer,
+            )  # fmt: skip
+            await device.launch()  # applies 1.0.1; the app never says it is ready
+            booted = device.status()
+            await asyncio.sleep(0.2)  # 4 simulated seconds
+            await device.run_timers()
+            return booted, device.status()
+        finally:
+            await port.aclose()
+
+    booted, after = asyncio.run(boot_and_wait())
+    assert booted.current.version == "1.0.1" and not booted.boot_confirmed
+    assert after.current.id == "builtin" and "1.0.1" in after.failed_versions
+    assert ("app_launch_timeout", "1.0.1") in world.observer.stats
