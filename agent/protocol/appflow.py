@@ -44,6 +44,7 @@ from agent.protocol.base import (
 )
 from agent.protocol.bounds import check_label, load_json, url_problem
 from agent.protocol.capgo import failed_check
+from agent.protocol.nochannel import NoChannelApi
 
 PLUGIN_VERSION = "5.5.3"  # the cordova-plugin-ionic release reproduced
 DEFAULT_CHANNEL = "production"  # the plugin's CHANNEL_NAME when the device sets none
@@ -133,10 +134,11 @@ def _data(body: bytes) -> Mapping[str, Any]:
     return data
 
 
-class AppflowDialect(WithoutReports):
+class AppflowDialect(WithoutReports, NoChannelApi):
     """Builders and parsers for Appflow Deploy. Pure; see `Dialect`."""
 
     name = "appflow"
+    no_channel_api = "Appflow keeps the channel in the plugin config (channel_name): no channel API"
 
     def check_request(self, info: DeviceInfo) -> OutgoingRequest:
         headers = {"content-type": "application/json", "accept": "application/json"}

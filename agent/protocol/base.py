@@ -73,6 +73,7 @@ class DeviceInfo:
     version_name: str  # the bundle running now (version_build on builtin)
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
+    current_content: str | None = None  # the running bundle's content identity (Expo: its id)
     on_builtin: bool = False  # the bundle running now is the one shipped in the binary
 
 
@@ -95,6 +96,7 @@ class ManifestEntry:
     file_name: str
     file_hash: str
     download_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with it (Expo extensions)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class UpdateOffer:
     link: str | None = None
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
+    package_hash: str | None = None  # CodePush: checked over the unzipped files, not the zip
     integrity: IntegrityScheme = "capgo"
     signature: str | None = None  # the "file" scheme's signature (base64)
     listing_url: str | None = None  # the file list is fetched from here first (Appflow)
@@ -185,11 +188,12 @@ class WithoutListing:
 
 
 class WithoutReports:
-    """For dialects with no open report or channel API: devices send no stats (their stats
-    URL is empty, so the core never builds a stats request) and keep the channel locally."""
+    """For dialects with no open report API: devices queue no stats (no action is reported,
+    and their stats URL is empty). Their channel calls: `agent.protocol.nochannel`."""
 
     stats_batch_size = 1
     stores_channel_locally = True
+    reported_actions: frozenset[str] = frozenset()
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
         raise ProtocolError("this dialect has no report API")
@@ -198,24 +202,6 @@ class WithoutReports:
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> tuple[StatsOutcome, float | None]:
         return StatsOutcome.DROP, None
-
-    def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
-        raise ProtocolError("this dialect keeps the channel on the device: no channel request")
-
-    def channel_get_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError("this dialect keeps the channel on the device: no channel request")
-
-    def channel_unset_request(self, info: DeviceInfo) -> OutgoingRequest | None:
-        return None
-
-    def channel_list_request(self, info: DeviceInfo) -> OutgoingRequest:
-        raise ProtocolError("this dialect has no channel listing")
-
-    def parse_channel(self, status: int, body: bytes) -> ChannelAnswer:
-        return ChannelAnswer(False, error="no_channel_api")
-
-    def parse_channel_list(self, status: int, body: bytes) -> list[ChannelListing]:
-        raise ProtocolError("this dialect has no channel listing")
 
 
 class Dialect(Protocol):

@@ -34,6 +34,7 @@ from agent.protocol.base import (
 )
 from agent.protocol.bounds import check_label, load_json, url_problem
 from agent.protocol.capgo import failed_check
+from agent.protocol.nochannel import NoChannelApi
 from agent.security.file_integrity import checksum_problem
 
 PLUGIN_VERSION = "7.2.0"  # the @capawesome/capacitor-live-update release reproduced
@@ -69,10 +70,11 @@ def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-class CapawesomeDialect(WithoutListing, WithoutReports):
+class CapawesomeDialect(WithoutListing, WithoutReports, NoChannelApi):
     """Builders and parsers for Capawesome Live Update. Pure; see `Dialect`."""
 
     name = "capawesome"
+    no_channel_api = "Capawesome keeps the channel on the device (channelName): no channel API"
 
     def check_request(self, info: DeviceInfo) -> OutgoingRequest:
         headers = {

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from agent.protocol.appflow import AppflowDialect
 from agent.protocol.capawesome import CapawesomeDialect
 from agent.protocol.capgo import CapgoDialect
+from agent.protocol.codepush import CodePushDialect
+from agent.protocol.expo import ExpoDialect
 from agent.protocol.profiles import get_profile
 
 if TYPE_CHECKING:
@@ -38,12 +40,8 @@ class DialectSpec:
     family: str  # what users call the server family
     make: Callable[[AgentConfig], Dialect]
     paths: tuple[str, str, str]
-    uses_key: bool = True  # the app's public key means something to this dialect
-
-    @property
-    def reports(self) -> bool:
-        """Whether devices of this dialect send stats (it has a report endpoint)."""
-        return bool(self.paths[1])
+    reports: frozenset[str] | None = None  # the stats actions its devices send (None: all)
+    uses_key: bool = True  # the app's (Capgo) public key means something to it
 
     def urls(self, base: str) -> tuple[str, str, str]:
         """The update, stats and channel URLs of a server at `base`."""
@@ -67,8 +65,24 @@ def _appflow(config: AgentConfig) -> Dialect:
 
 _SPECS = (
     DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),
-    DialectSpec("capawesome", "Capawesome Live Update", _capawesome, (".", "", "")),
-    DialectSpec("appflow", "Ionic Appflow Deploy", _appflow, (".", "", ""), uses_key=False),
+    DialectSpec(
+        "expo",
+        "Expo Updates (protocol v1)",
+        ExpoDialect.from_config,
+        ("expo", "", ""),
+        ExpoDialect.reported_actions,
+    ),
+    DialectSpec(
+        "codepush",
+        "CodePush (react-native-code-push)",
+        CodePushDialect.from_config,
+        ("v0.1/public/codepush/update_check", "v0.1/public/codepush/report_status", ""),
+        CodePushDialect.reported_actions,
+    ),
+    DialectSpec("capawesome", "Capawesome Live Update", _capawesome, (".", "", ""), frozenset()),
+    DialectSpec(
+        "appflow", "Ionic Appflow Deploy", _appflow, (".", "", ""), frozenset(), uses_key=False
+    ),
 )
 DIALECTS: dict[str, DialectSpec] = {spec.name: spec for spec in _SPECS}
 

@@ -34,7 +34,7 @@ LIST_URL = "http://127.0.0.1:9/apps/a/snapshots/1.0.1/pro-manifest.json"
 
 
 def test_the_check_is_the_plugins_post() -> None:
-    info = DeviceInfo(IDENTITY, CONFIG, "1.0.0", None, None, False)
+    info = DeviceInfo(IDENTITY, CONFIG, "1.0.0", None, None, on_builtin=False)
     request = DIALECT.check_request(info)
     assert (request.name, request.method) == ("/updates", "POST")
     assert request.url == "http://127.0.0.1:9/apps/com.example.app/channels/check-device"
@@ -52,7 +52,7 @@ def test_the_check_is_the_plugins_post() -> None:
         "plugin_version": PLUGIN_VERSION,
         "manifest": True,
     }
-    on_builtin = DeviceInfo(IDENTITY, CONFIG, "3.0.0", "beta", None, True)
+    on_builtin = DeviceInfo(IDENTITY, CONFIG, "3.0.0", "beta", None, on_builtin=True)
     body = json.loads(DIALECT.check_request(on_builtin).body or b"")
     assert body["device"]["snapshot"] is None and body["channel_name"] == "beta"
 

@@ -40,7 +40,7 @@ DIGEST = hashlib.sha256(ZIP).hexdigest()
 
 
 def _info(version: str = "2.1.0", channel: str | None = None, builtin: bool = True) -> DeviceInfo:
-    return DeviceInfo(IDENTITY, CONFIG, version, channel, None, builtin)
+    return DeviceInfo(IDENTITY, CONFIG, version, channel, None, on_builtin=builtin)
 
 
 def test_the_check_is_the_plugins_get_with_its_query_and_header() -> None:
