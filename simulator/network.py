@@ -352,7 +352,7 @@ class ShapedPort:
             )
             if body is not response.body:
                 headers = {**response.headers, "content-length": str(len(body))}
-                response = HttpResponse(response.status, headers, body)
+                response = HttpResponse(response.status, headers, body, response.url)
         return response
 
     @asynccontextmanager

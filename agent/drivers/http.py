@@ -90,6 +90,7 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]  # keys lower-cased
     body: bytes
+    url: str = ""  # the URL that answered, after redirects ("" when not known)
 
 
 class StreamedResponse(Protocol):
@@ -290,10 +291,12 @@ def follow_redirects(
     open_once: Callable[[HttpRequest], _R],
     head: Callable[[_R], tuple[int, str | None]],
     release: Callable[[_R], None],
+    visited: list[str] | None = None,
 ) -> _R:
     """Open `request`, following redirects (see `redirected`); returns the final response.
 
-    `head` gives a response's status and Location; `release` frees a redirect's response.
+    `head` gives a response's status and Location; `release` frees a redirect's response;
+    `visited`, when given, gets each URL opened (the last one answered).
 
     Raises:
         TransportError: from `open_once`; InsecureRedirect, InvalidUrl; ConnectionLost after
@@ -301,6 +304,8 @@ def follow_redirects(
     """
     for _ in range(MAX_REDIRECTS + 1):
         response = open_once(checked(request))
+        if visited is not None:
+            visited.append(request.url)
         status, location = head(response)
         if status not in REDIRECTS or not location:
             return response
@@ -314,10 +319,13 @@ async def afollow_redirects(
     open_once: Callable[[HttpRequest], Awaitable[_R]],
     head: Callable[[_R], tuple[int, str | None]],
     release: Callable[[_R], Awaitable[None]],
+    visited: list[str] | None = None,
 ) -> _R:
     """`follow_redirects` for asyncio backends."""
     for _ in range(MAX_REDIRECTS + 1):
         response = await open_once(checked(request))
+        if visited is not None:
+            visited.append(request.url)
         status, location = head(response)
         if status not in REDIRECTS or not location:
             return response

@@ -64,10 +64,10 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.capgo import retry_hint
-from agent.protocol.registry import dialect_for
-from agent.security.checksum import signed_content_id
+from agent.protocol.registry import dialect_for, dialect_spec
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
+from agent.security.verify import offer_content_id
 from agent.store import DeviceStore, FreeSpace, disk_free
 
 IoEffect = SendRequest | DownloadBundle
@@ -141,9 +141,8 @@ class DeviceRuntime:
         self.now = now
         self.rng = rng or random.Random()
         self.observer = _complete(observer)
-        self.public_key: PublicKey | None = (
-            load_public_key(config.public_key) if config.public_key else None
-        )
+        key_text = config.public_key if dialect_spec(config.dialect).uses_key else None
+        self.public_key: PublicKey | None = load_public_key(key_text) if key_text else None
         self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
         spoken = dialect or dialect_for(config)
         self.agent = Agent(
@@ -155,7 +154,7 @@ class DeviceRuntime:
             dialect=spoken,
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
-                functools.partial(signed_content_id, public_key=self.public_key)
+                functools.partial(offer_content_id, public_key=self.public_key)
                 if self.public_key
                 else None
             ),
