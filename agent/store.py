@@ -11,7 +11,9 @@
 Every file is written by `atomic_write` (temp file in the same folder, fsync, `os.replace`,
 fsync the folder), and every bundle enters `bundles/` by one directory rename once its whole
 tree is fsynced (`sync_tree`), so a kill or a power cut at any instant leaves either the old
-or the new version of each (`simulator.prove.powercut` checks it at every write).
+or the new version of each (`simulator.prove.powercut` checks it at every write). A store
+that is not durable (a simulated fleet's) skips the fsyncs and holds its state and stats
+commits until its driver flushes them at the end of each lifecycle call (`DeviceStore.flush`).
 `DeviceStore.open` then sweeps what a kill may leave behind (temp files, staging folders,
 bundles the state does not name, partial downloads no bundle resumes) and repairs the state
 against the folders it finds, so the device always has a bootable bundle.
@@ -116,6 +118,18 @@ def disk_free(folder: Path) -> int:
 class DeviceStore:
     """One device folder. Open it with `DeviceStore.open`."""
 
+    __slots__ = (
+        "_encoded",
+        "_held_state",
+        "_held_stats",
+        "bundles",
+        "downloads",
+        "durable",
+        "folder",
+        "free_space",
+        "staging",
+    )
+
     def __init__(
         self, folder: Path, *, durable: bool = True, free_space: FreeSpace = disk_free
     ) -> None:
@@ -126,6 +140,9 @@ class DeviceStore:
         self.downloads = folder / "downloads"
         self.staging = folder / "staging"
         self._encoded: dict[int, tuple[StatEvent, bytes]] = {}  # seq -> event, its JSON
+        # Not durable: the last commit of each file since `flush` (None: nothing held).
+        self._held_state: DeviceState | None = None
+        self._held_stats: Sequence[StatEvent] | None = None
 
     @classmethod
     def open(
@@ -155,6 +172,7 @@ class DeviceStore:
         repaired = reconcile(state, (p.name for p in store.bundles.iterdir()))
         if repaired != state:
             store.commit_state(repaired)
+            store.flush()
         return store, repaired, stats
 
     def _load_stats(self) -> list[StatEvent]:
@@ -180,10 +198,53 @@ class DeviceStore:
                 _remove(part)
 
     def commit_state(self, state: DeviceState) -> None:
+        """Write `state` with `atomic_write` (not durable: held until `flush`).
+
+        Raises:
+            LocalError: the disk refused the write (`disk_write_fail`).
+        """
+        if self.durable:
+            self._write_state(state)
+        else:
+            self._held_state = state
+
+    def commit_stats(self, events: Sequence[StatEvent]) -> None:
+        """Write the pending stats queue with `atomic_write` (not durable: held until `flush`).
+
+        Raises:
+            LocalError: the disk refused the write (`disk_write_fail`).
+        """
+        if self.durable:
+            self._write_stats(events)
+        else:
+            self._held_stats = events
+
+    def flush(self) -> None:
+        """Write the commits a store that is not durable holds (the last of each file).
+
+        A device that need not survive a power cut (`durable=False`: a simulated fleet, whose
+        kills fall between lifecycle calls) commits once per lifecycle call instead of once
+        per change: its driver flushes when each call ends, so a kill between calls finds on
+        disk exactly what committing every change would have left (what happened inside the
+        call, two to five commits of each file, costs one write). A durable store holds
+        nothing: each commit is written, fsynced, before the next effect.
+
+        Raises:
+            LocalError: the disk refused the write (`disk_write_fail`); what was not written
+                stays held for the next flush.
+        """
+        if self._held_state is not None:
+            self._write_state(self._held_state)
+            self._held_state = None
+        if self._held_stats is not None:
+            self._write_stats(self._held_stats)
+            self._held_stats = None
+
+    def _write_state(self, state: DeviceState) -> None:
         data = json.dumps(to_json(state)).encode()
         atomic_write(self.folder / STATE_FILE, data, durable=self.durable)
 
-    def commit_stats(self, events: Sequence[StatEvent]) -> None:
+    def _write_stats(self, events: Sequence[StatEvent]) -> None:
         """Write the whole pending queue (up to 200 events) with `atomic_write`.
 
         The queue changes by one appended event or one sent batch between commits, so each

@@ -167,3 +167,36 @@ def test_only_a_durable_device_fsyncs(
     finally:
         port.close()
     assert bool(synced) == durable
+
+
+def test_a_device_that_is_not_durable_writes_each_file_once_per_call(
+    peer: CapgoPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's devices hold their commits until the lifecycle call ends (the simulator
+    kills between calls): a launch that checks, downloads and installs writes state.json and
+    stats.json once each, and what it leaves on disk is what the device holds."""
+    peer.publish("1.0.1")
+    written: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: written.append(Path(dst).name) or real_replace(src, dst)
+    )
+    config = AgentConfig(
+        update_url=f"{peer.url}/updates",
+        stats_url=f"{peer.url}/stats",
+        channel_url=f"{peer.url}/channel_self",
+    )
+    identity = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "android", "1.0.0")
+    port = make_sync_port()
+    try:
+        device = SyncDevice.open(
+            tmp_path / "device", config, identity, port, clock=NoWaitClock(), durable=False
+        )
+        device.launch()
+        status = device.status()
+    finally:
+        port.close()
+    assert status.next is not None  # downloaded, unpacked and installed
+    assert sorted(n for n in written if n.endswith(".json")) == ["state.json", "stats.json"]
+    _, state, stats = DeviceStore.open(tmp_path / "device", durable=False)
+    assert state.next == status.next.id and len(stats) == status.pending_stats > 0
