@@ -39,6 +39,7 @@ from agent.store import disk_free
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
 from simulator.scenario import Behaviour, DiskFull, Release
+from simulator.streams import DeviceRandom
 
 BEHAVIOUR_FILE = "otasim-behaviour.json"
 DAY_S = 86_400.0
@@ -132,7 +133,7 @@ class DeviceContext:
 
     configs: Mapping[str, AgentConfig]  # per channel
     # a shaped port per device, on its own random stream and clock
-    http: Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]
+    http: Callable[[DeviceOutcome, DeviceRandom, DeviceClock], AsyncHttpPort]
     time: VirtualTime  # the run's
     metrics: Metrics
     pool: BundlePool
@@ -177,10 +178,10 @@ class VirtualDevice(AgentObserver):
         self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
-        self.rng = random.Random(seed)  # the user's and the app's decisions
-        self.agent_rng = random.Random(seed + 1)  # the agent's jitter
+        self.rng = DeviceRandom(seed, 0)  # the user's and the app's decisions
+        self.agent_rng = DeviceRandom(seed, 1)  # the agent's jitter
         stats_url = ctx.configs[outcome.channel].stats_url if ctx.configs else ""
-        shaped = ctx.http(outcome, random.Random(seed + 2), self.clock)
+        shaped = ctx.http(outcome, DeviceRandom(seed, 2), self.clock)
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False

@@ -29,6 +29,7 @@ from simulator.publish import PublishError, publish
 from simulator.release import ReleaseError
 from simulator.scenario import Choice, Scenario, Step
 from simulator.server.client import AdminClient, AdminError
+from simulator.streams import DeviceRandom
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +128,8 @@ class Fleet:
 
     def _port_factory(
         self, inner: AsyncHttpPort
-    ) -> Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]:
-        def make(outcome: DeviceOutcome, rng: random.Random, clock: DeviceClock) -> AsyncHttpPort:
+    ) -> Callable[[DeviceOutcome, DeviceRandom, DeviceClock], AsyncHttpPort]:
+        def make(outcome: DeviceOutcome, rng: DeviceRandom, clock: DeviceClock) -> AsyncHttpPort:
             return ShapedPort(
                 inner,
                 profile(outcome.network),

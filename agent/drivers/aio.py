@@ -8,13 +8,13 @@ unpacks bundles in a worker thread so the loop never blocks on a large zip.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from pathlib import Path
 
 from tenacity import AsyncRetrying
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.core.backoff import RandomSource
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.events import (
     AppReady,
@@ -69,7 +69,7 @@ class AsyncDevice:
         http: AsyncHttpPort,
         *,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
+        rng: RandomSource | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
         dialect: Dialect | None = None,

@@ -22,7 +22,7 @@ from tenacity.wait import wait_base
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
-from agent.core.backoff import jittered_delay
+from agent.core.backoff import RandomSource, jittered_delay
 from agent.core.effects import (
     CommitState,
     CommitStats,
@@ -81,7 +81,7 @@ class _JitteredWait(wait_base):
     """Exponential backoff with jitter (0.5 s, 1 s, 2 s ... each in [d/2, d]), honouring a
     server hint (`retry_after_s` of the error) when it is longer."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
 
     def __call__(self, retry_state: Any) -> float:
@@ -124,7 +124,7 @@ class DeviceRuntime:
         identity: DeviceIdentity,
         *,
         now: Callable[[], float],
-        rng: random.Random | None,
+        rng: RandomSource | None,
         observer: AgentObserver | None,
         durable: bool = True,
         dialect: Dialect | None = None,

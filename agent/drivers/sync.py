@@ -7,13 +7,13 @@ on the injected clock. Under gevent's monkey-patching, sockets and `time.sleep` 
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
 from tenacity import Retrying
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.core.backoff import RandomSource
 from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.events import (
     AppReady,
@@ -62,7 +62,7 @@ class SyncDevice:
         http: SyncHttpPort,
         *,
         clock: SyncClock | None = None,
-        rng: random.Random | None = None,
+        rng: RandomSource | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
         dialect: Dialect | None = None,
