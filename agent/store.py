@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +259,7 @@ class DeviceStore:
         for event in events:
             hit = self._encoded.get(event.seq)
             if hit is None or hit[0] is not event:
-                hit = (event, json.dumps(asdict(event)).encode())
+                hit = (event, _encode_event(event))
             encoded[event.seq] = hit
             parts.append(hit[1])
         self._encoded = encoded
@@ -325,6 +324,11 @@ class DeviceStore:
             self.zip_path(bundle_id),
         ):
             _remove(path)
+
+
+def _encode_event(event: StatEvent) -> bytes:
+    """A stats event as JSON (the fields of `dataclasses.asdict`, without its deep copy)."""
+    return json.dumps(vars(event) | {"metadata": dict(event.metadata)}).encode()
 
 
 def _remove(path: Path) -> None:

@@ -1,12 +1,14 @@
-"""The persisted stats queue: each write holds exactly the queue, whatever was cached; a store
-that is not durable holds its commits until `flush`."""
+"""The persisted state and stats queue: each write holds exactly the queue, whatever was cached;
+every state field round-trips; a store that is not durable holds its commits until `flush`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from agent.core.lifecycle import Boot, BundleInfo, DeviceState
+from agent.core.retry import ArtefactFailures
 from agent.protocol.base import StatEvent
 from agent.store import STATE_FILE, STATS_FILE, DeviceStore
 
@@ -70,3 +72,44 @@ def test_a_durable_store_writes_each_commit_at_once(tmp_path: Path) -> None:
     store.commit_state(replace(state, channel="beta"))
     _, reopened, reloaded = DeviceStore.open(tmp_path)
     assert reopened.channel == "beta" and reloaded == [_event(0)]
+
+
+def test_every_state_field_round_trips(tmp_path: Path) -> None:
+    """A state with no field left at its default: `to_json` must carry every one of them."""
+    state = DeviceState(
+        bundles={
+            "a": BundleInfo("a", "1.0.1", "success", "abc", 1.5, "c1"),
+            "b": BundleInfo("b", "1.0.2", "pending"),
+        },
+        current="a",
+        next="b",
+        fallback="b",
+        boot=Boot(3, "a", 2.5, True),
+        failed_versions=frozenset({"1.0.3", "0.9.0"}),
+        rejected_artefacts={"1.0.4:ff": ArtefactFailures(2, 1.0, 3.0)},
+        native_build="10",
+        native_code="11",
+        os_version="14",
+        channel="beta",
+        blocked_until=9.0,
+        rate_limit_reported=True,
+        install_check_pending=False,
+        highest_confirmed="1.0.1",
+        confirmed_content={"c1": "1.0.1"},
+        failed_content={"c2": "1.0.3"},
+        rejected_content={"c3": ArtefactFailures(1, 2.0, 2.0)},
+        release_counter=5,
+        release_expires=7,
+    )
+    default = DeviceState()
+    assert all(getattr(state, f.name) != getattr(default, f.name) for f in fields(DeviceState))
+    store, _, _ = DeviceStore.open(tmp_path)
+    for bundle in state.bundles:
+        store.bundle_dir(bundle).mkdir()  # reopening forgets bundles whose folder is missing
+    store.commit_state(state)
+    _, reopened, _ = DeviceStore.open(tmp_path)
+    assert reopened == state
+    assert set(json.loads((tmp_path / STATE_FILE).read_bytes())) == {
+        *(f.name for f in fields(DeviceState)),
+        "format",
+    }
