@@ -77,6 +77,9 @@ class AgentConfig:
     artefact_retry_backoff_s: float = 600.0
     ca_file: str | None = None  # custom CA bundle for https (verification is always on)
     strict_release: bool = False  # require otasim's signed release document (needs public_key)
+    # the server protocol spoken: a name in agent.protocol.registry.DIALECTS (checked when the
+    # device opens: the registry imports this module)
+    dialect: str = "capgo"
 
     def __post_init__(self) -> None:
         _check_url("update_url", self.update_url, may_be_empty=True)

@@ -19,7 +19,7 @@ from agent.config import ApplyMode
 from agent.protocol.profiles import DEFAULT_PROFILE
 from agent.security.keys import load_public_key
 from simulator.commands.run import add_endpoint_options
-from simulator.scenario import Scenario, load_scenario
+from simulator.scenario import Scenario, load_scenario, with_dialect
 
 APPLY_MODES = ("atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off")
 SHAPES = ("steady", "ramp", "release-day", "diurnal")
@@ -114,6 +114,7 @@ class LoadtestSettings:
     ca_file: str | None
     session_s: float
     plugin: str = DEFAULT_PROFILE
+    dialect: str | None = None  # every device speaks it; None: the fleet mix's `dialect`
     urls: tuple[str | None, str | None, str | None] = (None, None, None)  # updates/stats/channel
 
     @classmethod
@@ -126,6 +127,8 @@ class LoadtestSettings:
         if options.public_key:
             key = load_public_key(Path(options.public_key).read_text()).pem
         fleet = load_scenario(options.fleet_mix)
+        if options.dialect:
+            fleet = with_dialect(fleet, options.dialect)
         return cls(
             app_id=options.app_id,
             public_key=key,
@@ -137,6 +140,7 @@ class LoadtestSettings:
             ca_file=options.ca_file or None,
             session_s=options.session_s,
             plugin=options.plugin,
+            dialect=options.dialect,
             urls=(options.updates_url or None, options.stats_url or None,
                   options.channel_url or None),
         )  # fmt: skip

@@ -100,8 +100,10 @@ def _pick(choice: Choice, rng: random.Random) -> str:
     return str(rng.choices(values, weights)[0])
 
 
-def draw_identity(settings: LoadtestSettings, rng: random.Random) -> tuple[DeviceIdentity, str]:
-    """A device of the fleet mix: (identity, channel it asks for)."""
+def draw_identity(
+    settings: LoadtestSettings, rng: random.Random
+) -> tuple[DeviceIdentity, str, str]:
+    """A device of the fleet mix: (identity, channel it asks for, dialect it speaks)."""
     groups = settings.fleet.groups
     group = rng.choices(groups, [g.share for g in groups])[0]
     identity = DeviceIdentity(
@@ -112,7 +114,7 @@ def draw_identity(settings: LoadtestSettings, rng: random.Random) -> tuple[Devic
         version_os=_pick(group.os, rng),
         plugin_version=get_profile(settings.plugin).plugin_version,
     )
-    return identity, _pick(group.channel, rng)
+    return identity, _pick(group.channel, rng), _pick(group.dialect, rng)
 
 
 class DeviceUserBase(User):
@@ -138,20 +140,21 @@ class DeviceUserBase(User):
         shared.live += 1
         shared.devices += 1
         self.home = shared.folder / f"{next(shared.slots):06d}"
-        self.identity, channel = draw_identity(shared.settings, self.rng)
-        self.config = self._config(shared.settings, channel)
+        self.identity, channel, dialect = draw_identity(shared.settings, self.rng)
+        self.config = self._config(shared.settings, channel, dialect)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "identity.json").write_text(json.dumps(asdict(self.identity)))
         self._open()
         self._cold_start()
 
-    def _config(self, settings: LoadtestSettings, channel: str) -> AgentConfig:
-        urls = endpoints(self.host, *settings.urls)
+    def _config(self, settings: LoadtestSettings, channel: str, dialect: str) -> AgentConfig:
+        urls = endpoints(self.host, *settings.urls, dialect=dialect)
         return AgentConfig(
             update_url=urls.updates,
             stats_url=urls.stats,
             channel_url=urls.channel,
             plugin=settings.plugin,
+            dialect=dialect,
             auto_update=settings.apply_mode,
             public_key=settings.public_key,
             default_channel=channel or None,

@@ -127,11 +127,15 @@ def read_traits(bundle: Path, platform: str) -> BundleTraits:
     return BundleTraits((bundle / "index.html").is_file(), crash_p, start_s)
 
 
+ConfigKey = tuple[str, str]
+"""(channel, dialect): the devices sharing one app config."""
+
+
 @dataclass(frozen=True)
 class DeviceContext:
     """What every device of a fleet shares."""
 
-    configs: Mapping[str, AgentConfig]  # per channel
+    configs: Mapping[ConfigKey, AgentConfig]  # per channel and dialect
     # a shaped port per device, on its own random stream and clock
     http: Callable[[DeviceOutcome, DeviceRandom, DeviceClock], AsyncHttpPort]
     time: VirtualTime  # the run's
@@ -180,7 +184,8 @@ class VirtualDevice(AgentObserver):
         self.clock = ctx.time.clock()  # this device's simulated time, exact
         self.rng = DeviceRandom(seed, 0)  # the user's and the app's decisions
         self.agent_rng = DeviceRandom(seed, 1)  # the agent's jitter
-        stats_url = ctx.configs[outcome.channel].stats_url if ctx.configs else ""
+        self.config_key = (outcome.channel, outcome.dialect)
+        stats_url = ctx.configs[self.config_key].stats_url if ctx.configs else ""
         shaped = ctx.http(outcome, DeviceRandom(seed, 2), self.clock)
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
@@ -287,7 +292,7 @@ class VirtualDevice(AgentObserver):
         """The app process starts: the agent opens (and repairs) the device's folder."""
         return await AsyncDevice.open(
             self.folder,
-            self.ctx.configs[self.outcome.channel],
+            self.ctx.configs[self.config_key],
             self.identity,
             self.http,
             clock=self.clock,

@@ -20,9 +20,10 @@ from typing import Protocol, cast
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.http import AsyncHttpPort
 from agent.protocol.profiles import get_profile
+from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.clock import DeviceClock, VirtualTime
-from simulator.device import BundlePool, DeviceContext, VirtualDevice
+from simulator.device import BundlePool, ConfigKey, DeviceContext, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.publish import PublishError, publish
@@ -45,6 +46,7 @@ class DeviceSpec:
     mitm: str  # "" when not behind the man in the middle
     seed: int
     disk_full: bool = False  # in the scenario's disk-full share
+    dialect: str = DEFAULT_DIALECT  # the server protocol the device speaks
 
 
 def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
@@ -68,12 +70,22 @@ def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
                     seed=rng.getrandbits(48),
                 )
             )
+    dialects = random.Random(f"{seed}:dialect")  # drawn apart too: a mix changes no other draw
+    for group, count, first in zip(scenario.groups, counts, _starts(counts), strict=True):
+        if group.dialect != ((DEFAULT_DIALECT, 1.0),):
+            for index in range(first, first + count):
+                specs[index] = replace(specs[index], dialect=pick(group.dialect, dialects))
     if scenario.disk_full is not None:  # drawn apart: the other draws stay as without it
         count = round(scenario.disk_full.share * devices)
         full = random.Random(f"{seed}:disk_full").sample(range(devices), count)
         for index in full:
             specs[index] = replace(specs[index], disk_full=True)
     return specs
+
+
+def _starts(counts: Sequence[int]) -> list[int]:
+    """The index of each group's first device."""
+    return [sum(counts[:i]) for i in range(len(counts))]
 
 
 def apportion(shares: Sequence[float], total: int) -> list[int]:
@@ -103,7 +115,7 @@ class Fleet:
         scenario: Scenario,
         specs: Sequence[DeviceSpec],
         *,
-        configs: Mapping[str, AgentConfig],
+        configs: Mapping[ConfigKey, AgentConfig],
         http: AsyncHttpPort,
         time: VirtualTime,
         workdir: Path,
@@ -146,7 +158,7 @@ class Fleet:
         sc = self.scenario
         outcome = DeviceOutcome(
             spec.index, spec.device_id, spec.platform, spec.os, spec.network,
-            spec.behaviour, spec.channel, spec.mitm, spec.disk_full,
+            spec.behaviour, spec.channel, spec.mitm, spec.disk_full, spec.dialect,
         )  # fmt: skip
         self.metrics.devices.append(outcome)
         identity = DeviceIdentity(
@@ -237,11 +249,13 @@ class Timeline:
         server: ServerControl,
         releases: Mapping[str, Publication],
         private_pem: bytes,
+        dialects: Sequence[str] = (DEFAULT_DIALECT,),
     ) -> None:
         self.scenario = scenario
         self.server = server
         self.releases = releases
         self.private_pem = private_pem
+        self.dialects = tuple(dialects)  # each publication carries these dialects' artefacts
         self.published_s: dict[str, float] = {}
 
     async def perform_due(self, fleet: Fleet, at_s: float) -> None:
@@ -283,6 +297,7 @@ class Timeline:
             publish(
                 client, app_id=app, version=version, channel=channel, source=rel.dist,
                 private_pem=self.private_pem, delta=rel.delta, rollout_percent=percent,
+                dialects=self.dialects,
             )  # fmt: skip
             self.published_s.setdefault(version, at_s)
         elif step.action == "rollout":

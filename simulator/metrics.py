@@ -44,6 +44,7 @@ class DeviceOutcome:
     channel: str
     mitm: str = ""
     disk_full: bool = False  # in the scenario's disk-full share
+    dialect: str = "capgo"  # the server protocol the device speaks
     running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
     download_starts: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)

@@ -22,6 +22,7 @@ from agent.errors import ProtocolError, VerificationError
 from agent.protocol.base import DeviceInfo, NoUpdate, RateLimitHint, UpdateOffer
 from agent.protocol.capgo import CapgoDialect
 from agent.protocol.profiles import get_profile
+from agent.protocol.registry import DEFAULT_DIALECT, dialect_spec
 from agent.security.keys import load_public_key
 from agent.security.session import is_session_key, recover_session_key
 
@@ -51,23 +52,29 @@ def endpoints(
     updates_url: str | None = None,
     stats_url: str | None = None,
     channel_url: str | None = None,
+    dialect: str = DEFAULT_DIALECT,
 ) -> Endpoints:
-    """The three URLs: each given one, else `<server>/updates`, `/stats`, `/channel_self`.
+    """The three URLs: each given one, else derived from `server` as `dialect` places them
+    (Capgo: `<server>/updates`, `/stats`, `/channel_self`; see `agent.protocol.registry`).
 
     Raises:
-        ValueError: a URL is missing (no --server to derive it from) or not http(s).
+        ValueError: a URL is missing (no --server to derive it from) or not http(s), or an
+            unknown dialect.
     """
-    base = server.rstrip("/") if server else None
+    spec = dialect_spec(dialect)
+    derived = spec.urls(server) if server else (None, None, None)
     chosen = {}
-    for name, given, path in (
-        ("updates", updates_url, "updates"),
-        ("stats", stats_url, "stats"),
-        ("channel", channel_url, "channel_self"),
+    for name, given, default, path in zip(
+        ("updates", "stats", "channel"),
+        (updates_url, stats_url, channel_url),
+        derived,
+        spec.paths,
+        strict=True,
     ):
-        url = given or (f"{base}/{path}" if base else None)
-        if url is None:
+        url = given if given else default
+        if url is None and path:
             raise ValueError(f"no {name} URL: give --server or --{name}-url")
-        chosen[name] = url
+        chosen[name] = url or ""
     result = Endpoints(**chosen)
     AgentConfig(update_url=result.updates, stats_url=result.stats, channel_url=result.channel)
     return result

@@ -1,13 +1,22 @@
 """Publish a release to the reference server: zip, optionally encrypt and build the delta
 manifest (with `simulator.release`, Capgo CLI compatible), upload, then point a channel at
-it, or start a staged rollout. The private key never leaves this process."""
+it, or start a staged rollout. The private key never leaves this process.
+
+Every bundle carries Capgo's artefacts; `dialects` adds other dialects' (a signature, a file
+list ...): each dialect's publish step in `DIALECT_STEPS` makes them from the plain zip and
+dist folder, uploads the files they need, and returns the data stored with the bundle
+(`Bundle.dialects[name]`, checked by that dialect's `simulator.server.dialects` entry)."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
 
 from simulator import release
 from simulator.server.client import AdminClient, AdminError
@@ -15,6 +24,22 @@ from simulator.server.client import AdminClient, AdminError
 
 class PublishError(Exception):
     """The release cannot be published as asked (bad source, delta from a zip, ...)."""
+
+
+@dataclass(frozen=True)
+class DialectSource:
+    """What a dialect's publish step works from (in a temporary folder it may write to)."""
+
+    zip_path: Path  # the plain (unencrypted) zip
+    dist: Path | None  # the dist folder, None when publishing a ready zip
+    private_pem: bytes | None  # the signing key, when the publisher gave one
+    work: Path
+    upload: Callable[[Path], str]  # uploads one file, returns its file id
+
+
+DialectStep = Callable[[DialectSource], dict[str, Any]]
+DIALECT_STEPS: dict[str, DialectStep] = {}
+"""Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
 
 
 def _ensure_app(client: AdminClient, app_id: str) -> dict[str, Any]:
@@ -53,6 +78,7 @@ def publish(
     strict: bool = False,
     counter: int | None = None,
     expires_days: float = 7.0,
+    dialects: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Upload `source` (a dist folder, or a zip) as bundle `version` and publish it on
     `channel` (created if missing; public when the app has no public channel yet).
@@ -60,6 +86,8 @@ def publish(
     With `private_pem` the zip is encrypted and its checksum signed (Capgo v2); with `delta`
     a per-file manifest is uploaded too (needs a dist folder). With `rollout_percent` the
     channel keeps its version and rolls `version` out to that share of devices.
+
+    `dialects`: the bundle also carries these dialects' artefacts (`DIALECT_STEPS`).
 
     Returns {"bundle": ..., "channel": ...} as the server answered.
 
@@ -74,6 +102,9 @@ def publish(
         raise PublishError("--delta needs the dist folder, not a zip")
     if strict and private_pem is None:
         raise PublishError("--strict signs the release document with --key: give one")
+    unknown = [d for d in dialects if d not in DIALECTS]
+    if unknown:
+        raise PublishError(f"unknown dialect {unknown[0]!r} (known: {', '.join(DIALECTS)})")
     app = _ensure_app(client, app_id)
     with tempfile.TemporaryDirectory(prefix="otasim-publish-") as tmp:
         work = Path(tmp)
@@ -82,10 +113,19 @@ def publish(
             zip_path = work / "bundle.zip"
             release.zip_dist(source, zip_path)
         fields: dict[str, Any] = {"checksum": release.file_sha256(zip_path)}
+        source_of = DialectSource(
+            zip_path, source if source.is_dir() else None, private_pem, work,
+            lambda path: client.upload_file(app_id, path),
+        )  # fmt: skip
+        fields["dialects"] = {
+            name: DIALECT_STEPS[name](source_of)
+            for name in dict.fromkeys(dialects)
+            if name != DEFAULT_DIALECT and name in DIALECT_STEPS
+        }
         if private_pem is not None:
             sealed = release.encrypt_bundle(zip_path, private_pem, work / "bundle.encrypted.zip")
             zip_path = sealed.path
-            fields = {
+            fields |= {
                 "checksum": sealed.checksum,
                 "session_key": sealed.session_key,
                 "key_id": sealed.key_id,

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,18 @@ class RunInfo:
     server_received: int | None  # stats events the server recorded (None: not our server)
     notes: tuple[str, ...] = ()
     plugin: str = "plugin-8"  # the plugin profile the devices reproduced
+    dialects: dict[str, int] = field(default_factory=dict)  # dialect spoken -> devices
     expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
     server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
     wall: dict[str, object] | None = None  # where the wall time went (fleet, server CPU)
+
+
+def _dialects_line(run: dict[str, Any]) -> str:
+    """What the devices spoke: the Capgo plugin generation, or each dialect and its share."""
+    dialects = run.get("dialects") or {"capgo": run["devices"]}
+    if set(dialects) == {"capgo"}:
+        return str(run["plugin"])
+    return " + ".join(f"{n} {name}" for name, n in dialects.items())
 
 
 def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
@@ -136,6 +145,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "speedup": round(sc.duration_s / info.wall_s, 1) if info.wall_s else None,
             "wall": info.wall or {},
             "plugin": info.plugin,
+            "dialects": dict(sorted(info.dialects.items())),
             "expected_releases": list(info.expected_versions),
             "notes": list(info.notes),
         },
@@ -228,6 +238,7 @@ def _device_row(d: Any) -> dict[str, object]:
         "behaviour": d.behaviour,
         "channel": d.channel,
         "mitm": d.mitm,
+        "dialect": d.dialect,
         "disk_full": int(d.disk_full),
         "final_version": d.version,
         "versions_run": " ".join(v for _, v in d.running),
@@ -307,7 +318,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <header><h1>{esc(sc["name"])} <span class="verdict {verdict.lower()}">{verdict}</span></h1>
 <p>{esc(sc["description"])}</p>
 <p class="meta">{run["devices"]:,} devices · {sc["duration_h"]:g} h simulated in {run["wall_s"]} s
-· seed {run["seed"]} · {esc(run["plugin"])} devices · server {esc(run["server"])}
+· seed {run["seed"]} · {esc(_dialects_line(run))} devices · server {esc(run["server"])}
 · {esc(run["started_at"])}
 · {esc(_wall_line(run))}</p>{_notes_html(run["notes"])}</header>
 <section class="cards">{"".join(f"<div><b>{v}</b><span>{esc(k)}</span></div>" for k, v in cards)}

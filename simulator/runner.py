@@ -15,6 +15,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from agent.bundles.unzip import safe_unzip
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.protocol.profiles import DEFAULT_PROFILE
+from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.clock import WINDOW_S
-from simulator.device import file_digests, make_dist
+from simulator.device import ConfigKey, file_digests, make_dist
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
 from simulator.metrics import Metrics
@@ -42,7 +44,7 @@ from simulator.preflight import (
 )
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
-from simulator.scenario import Scenario, load_scenario
+from simulator.scenario import Scenario, load_scenario, with_dialect
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import RunningServer, run_server
 from simulator.shards import FleetRun, Shard, run_fleet
@@ -63,6 +65,7 @@ class RunOptions:
     stats_url: str | None = None  # derived from server_url
     channel_url: str | None = None
     plugin: str = DEFAULT_PROFILE  # the plugin generation the devices reproduce
+    dialect: str | None = None  # every device speaks this dialect; None: the scenario's mix
     expect_releases: Mapping[str, Path] = dataclasses.field(default_factory=dict)  # version ->
     # the release as published (dist folder or zip): makes tamper/byte-exact checks measurable
     artefact_retries: int | None = None  # None: AgentConfig's default (agent/core/retry.py)
@@ -128,32 +131,35 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     scenario = load_scenario(options.scenario)
     if options.app_id:
         scenario = dataclasses.replace(scenario, app_id=options.app_id)
+    if options.dialect:
+        scenario = with_dialect(scenario, options.dialect)
     devices = options.devices or scenario.devices
     cap = options.time_scale or scenario.time_scale
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    external = _external(options)
+    specs = plan_fleet(scenario, devices, options.seed)
+    dialects = sorted({s.dialect for s in specs})
+    external = _external(options, dialects)
     check_writable([options.report_dir, *([options.workdir] if options.workdir else [])])
     public_pem = _read_key(options.public_key_file) if external else ""
-    preflight = (
-        probe_updates(external, scenario.app_id, options.plugin, public_pem) if external else None
-    )
-    flags = probe_channel_flags(external, scenario.app_id, options.plugin) if external else None
+    capgo = external.get(DEFAULT_DIALECT) if external else None  # the probes speak Capgo
+    preflight = probe_updates(capgo, scenario.app_id, options.plugin, public_pem) if capgo else None
+    flags = probe_channel_flags(capgo, scenario.app_id, options.plugin) if capgo else None
     with ExitStack() as stack:
         workdir = stack.enter_context(_workdir(options.workdir))
-        specs = plan_fleet(scenario, devices, options.seed)
-        channels = sorted({s.channel for s in specs})
+        keys = sorted({(s.channel, s.dialect) for s in specs})
+        channels = sorted({channel for channel, _ in keys})
         server, setup = None, _Setup({}, {}, b"", "")
         if external is None:
             server = EmbeddedServer(workdir / "server")
             stack.callback(server.down)
             server.up()
             setup = _prepare(scenario, server.client(), channels, workdir, options.seed)
-            urls = endpoints(server.url)
+            urls = {d: endpoints(server.url, dialect=d) for d in dialects}
         else:
             urls = external
             expected = _expected(options.expect_releases, workdir / "expected")
             setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
-        configs = {ch: _config(urls, setup.public_pem, ch, options) for ch in channels}
+        configs = {(ch, d): _config(urls[d], setup.public_pem, ch, d, options) for ch, d in keys}
         server_cpu = server.cpu() if server else None
         began = time.monotonic()
         done, published_s = asyncio.run(
@@ -166,9 +172,10 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             devices=devices,
             seed=options.seed,
             time_scale=cap,
-            server_url=urls.describe(),
+            server_url=urls[dialects[0]].describe(),
             embedded=server is not None,
             plugin=options.plugin,
+            dialects=dict(Counter(s.dialect for s in specs)),
             expected_versions=tuple(sorted(options.expect_releases)),
             started_at=started_at,
             wall_s=wall_s,
@@ -243,17 +250,21 @@ def _read_key(path: Path | None) -> str:
         raise RunError(f"{path}: cannot read the public key: {exc.strerror}") from None
 
 
-def _external(options: RunOptions) -> Endpoints | None:
-    """The external server's URLs, or None for the embedded server.
+def _external(options: RunOptions, dialects: list[str]) -> dict[str, Endpoints] | None:
+    """The external server's URLs for each dialect of the fleet, or None for the embedded
+    server.
 
     Raises:
-        RunError: URLs missing (a stats or channel URL alone) or not http(s).
+        RunError: URLs missing (a stats or channel URL alone) or not http(s), or explicit
+            URLs for a fleet that mixes dialects (they would fit only one).
     """
     given = (options.server_url, options.updates_url, options.stats_url, options.channel_url)
     if not any(given):
         return None
+    if len(dialects) > 1 and any(given[1:]):
+        raise RunError("a fleet mixing dialects takes --server only, not explicit URLs")
     try:
-        return endpoints(*given)
+        return {d: endpoints(*given, dialect=d) for d in dialects}
     except ValueError as exc:
         raise RunError(str(exc)) from None
 
@@ -278,7 +289,9 @@ def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, s
     return digests
 
 
-def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions) -> AgentConfig:
+def _config(
+    urls: Endpoints, public_pem: str, channel: str, dialect: str, options: RunOptions
+) -> AgentConfig:
     """The app's updater options."""
     retry = {
         name: value
@@ -293,6 +306,7 @@ def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions)
             public_key=public_pem or None,
             default_channel=None if channel == PRODUCTION else channel,
             plugin=options.plugin,
+            dialect=dialect,
             # the rate check counts real time, which a device's virtual waits would fill
             # (a step or a barrier held up): modelled trickles are not cut, as the deadline
             stall_window_s=0,
@@ -305,7 +319,7 @@ def _config(urls: Endpoints, public_pem: str, channel: str, options: RunOptions)
 async def _run(
     scenario: Scenario,
     specs: list[DeviceSpec],
-    configs: Mapping[str, AgentConfig],
+    configs: Mapping[ConfigKey, AgentConfig],
     options: RunOptions,
     cap: float | None,
     workdir: Path,
@@ -320,7 +334,10 @@ async def _run(
               options.http_backend, options.flush_wait_s, cap, options.window_s)
         for i in range(n)
     ]  # fmt: skip
-    timeline = Timeline(scenario, server, setup.releases, setup.private_pem) if server else None
+    dialects = tuple(sorted({d for _, d in configs}))
+    timeline = (
+        Timeline(scenario, server, setup.releases, setup.private_pem, dialects) if server else None
+    )
     done = await run_fleet(shards, timeline, options.progress)
     return done, dict(timeline.published_s) if timeline else {}
 

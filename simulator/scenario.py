@@ -5,7 +5,7 @@ files in `simulator/scenarios/`) or any TOML file, validates every key and retur
 `Scenario`. Errors name the file, the key and what is wrong (`ScenarioError`).
 
 Times in files are hours of simulated fleet life (`at_h`, `duration_h`); values that pick
-per device (platform, os, channel, network, behaviour, native_version) are a string, a list
+per device (platform, os, channel, network, behaviour, native_version, dialect) are a string, a list
 (uniform choice) or a table of weights (`{ "4g" = 3, "wifi" = 1 }`). The full format is in
 docs/simulator.md.
 """
@@ -13,9 +13,11 @@ docs/simulator.md.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
 
 from simulator.metrics import METRICS
 from simulator.network import PROFILES
@@ -59,6 +61,7 @@ class Group:
     network: Choice
     behaviour: Choice
     mitm: bool
+    dialect: Choice = (("capgo", 1.0),)  # the server protocol (agent.protocol.registry)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,12 @@ class Scenario:
     disk_full: DiskFull | None = None
 
 
+def with_dialect(scenario: Scenario, dialect: str) -> Scenario:
+    """`scenario` with every fleet group speaking `dialect` (`otasim run --dialect`)."""
+    groups = tuple(replace(g, dialect=((dialect, 1.0),)) for g in scenario.groups)
+    return replace(scenario, groups=groups)
+
+
 def bundled_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
@@ -156,7 +165,7 @@ BUILTIN_BEHAVIOURS = {
 }
 _TOP = {
     "name", "description", "duration_h", "devices", "time_scale", "app_id", "native_version",
-    "fleet", "behaviours", "releases", "timeline", "mitm", "expect", "disk_full",
+    "fleet", "behaviours", "releases", "timeline", "mitm", "expect", "disk_full", "dialect",
 }  # fmt: skip
 
 
@@ -240,8 +249,10 @@ class _Reader:
         )
         duration_s = self.number(raw, "duration_h", "", 24, lo=0.01) * 3600
         versions = {r.version for r in releases}
+        dialect = self.choice(raw, "dialect", "", DEFAULT_DIALECT, set(DIALECTS))
         groups = tuple(
-            self.group(g, f"fleet[{i}]", behaviours) for i, g in enumerate(self.items(raw, "fleet"))
+            self.group(g, f"fleet[{i}]", behaviours, dialect)
+            for i, g in enumerate(self.items(raw, "fleet"))
         )
         if not groups:
             raise self.fail("fleet", "at least one [[fleet]] group is required")
@@ -316,8 +327,11 @@ class _Reader:
             start_s=self.number(t, "start_s", where, 0.0),
         )
 
-    def group(self, raw: object, where: str, behaviours: dict[str, Behaviour]) -> Group:
+    def group(
+        self, raw: object, where: str, behaviours: dict[str, Behaviour], dialect: Choice
+    ) -> Group:
         keys = {
+            "dialect",
             "share",
             "platform",
             "os",
@@ -340,6 +354,11 @@ class _Reader:
             network=self.choice(t, "network", where, "4g", set(PROFILES)),
             behaviour=self.choice(t, "behaviour", where, "daily", set(behaviours)),
             mitm=mitm,
+            dialect=(
+                self.choice(t, "dialect", where, DEFAULT_DIALECT, set(DIALECTS))
+                if "dialect" in t
+                else dialect
+            ),
         )
 
     def step(self, raw: object, where: str, versions: set[str], duration_s: float) -> Step:

@@ -29,6 +29,7 @@ from agent.drivers.backends import make_async_port
 from agent.drivers.http import AsyncHttpPort
 
 from simulator.clock import WINDOW_S, VirtualTime
+from simulator.device import ConfigKey
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, Fleet, Timeline
 from simulator.metrics import Metrics
@@ -90,7 +91,7 @@ class Shard:
 
     scenario: Scenario
     specs: list[DeviceSpec]
-    configs: Mapping[str, AgentConfig]
+    configs: Mapping[ConfigKey, AgentConfig]
     workdir: Path
     published: Mapping[str, Mapping[str, str]]
     http_backend: str

@@ -79,8 +79,8 @@ class AsyncDevice:
 
         `durable=False` skips fsync on commits: still safe against kills, not power loss
         (for simulated fleets, see `agent.store.atomic_write`). `dialect`: the server protocol
-        (default `CapgoDialect`). `free_space`: the disk's free-space answer (a simulated
-        full disk; see `agent.store.DeviceStore`).
+        (default: the one `config.dialect` names). `free_space`: the disk's free-space answer
+        (a simulated full disk; see `agent.store.DeviceStore`).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.

@@ -56,8 +56,8 @@ from agent.protocol.base import (
     ReleaseDocument,
     UpdateOffer,
 )
-from agent.protocol.capgo import CapgoDialect, retry_hint
-from agent.protocol.profiles import get_profile
+from agent.protocol.capgo import retry_hint
+from agent.protocol.registry import dialect_for
 from agent.security.checksum import signed_content_id
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
@@ -144,7 +144,7 @@ class DeviceRuntime:
             state,
             stats,
             rng=self.rng,
-            dialect=dialect or CapgoDialect(get_profile(config.plugin)),
+            dialect=dialect or dialect_for(config),
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
                 functools.partial(signed_content_id, public_key=self.public_key)

@@ -71,7 +71,7 @@ class SyncDevice:
 
         `durable=False` skips fsync on commits: still safe against kills, not power loss
         (for simulated fleets, see `agent.store.atomic_write`). `dialect`: the server protocol
-        (default `CapgoDialect`).
+        (default: the one `config.dialect` names).
 
         Raises:
             LocalError: the folder cannot be created or its state is corrupt.

@@ -144,6 +144,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 def run_init(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig, DeviceIdentity
     from agent.protocol.profiles import get_profile
+    from agent.protocol.registry import DEFAULT_DIALECT
     from agent.security.keys import load_public_key
     from agent.store import atomic_write
 
@@ -151,8 +152,11 @@ def run_init(args: argparse.Namespace) -> int:
 
     if (args.dir / DEVICE_FILE).exists():
         raise CommandError(f"{args.dir} is already a device folder")
+    dialect = args.dialect or DEFAULT_DIALECT
     try:
-        urls = endpoints(args.server, args.updates_url, args.stats_url, args.channel_url)
+        urls = endpoints(
+            args.server, args.updates_url, args.stats_url, args.channel_url, dialect=dialect
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     profile = get_profile(args.plugin)
@@ -161,6 +165,7 @@ def run_init(args: argparse.Namespace) -> int:
         "statsUrl": urls.stats,
         "channelUrl": urls.channel,
         "plugin": profile.name,
+        "dialect": dialect,
         **_parse_options(args.config),
     }
     if args.channel:
@@ -187,9 +192,15 @@ def run_init(args: argparse.Namespace) -> int:
     atomic_write(args.dir / DEVICE_FILE, json.dumps(record, indent=2).encode())
     print(
         f"device {identity.device_id} ({identity.app_id} {identity.platform} "
-        f"{identity.version_build}, {profile.name} {profile.plugin_version}) in {args.dir}"
+        f"{identity.version_build}, {_speaks(dialect, profile.name, profile.plugin_version)}) "
+        f"in {args.dir}"
     )
     return EXIT_OK
+
+
+def _speaks(dialect: str, plugin: str, plugin_version: str) -> str:
+    """How `device init` names what the device speaks: the Capgo plugin, or the dialect."""
+    return f"{plugin} {plugin_version}" if dialect == "capgo" else f"dialect {dialect}"
 
 
 def _checked_ca_file(path: str) -> str:

@@ -92,6 +92,8 @@ def locustfile() -> Path:
 
 def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[str, Path]:
     """Start the reference server with a published release: (URL, public key file)."""
+    from agent.protocol.registry import DIALECTS
+
     from simulator.device import make_dist
     from simulator.publish import publish
     from simulator.release import create_keys
@@ -106,7 +108,7 @@ def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[s
     dist = make_dist(Release(args.release, size_kb=64), work / "dist", seed=1)
     with AdminClient(server.url, server.admin_key) as client:
         publish(client, app_id=args.app_id, version=args.release, channel="production",
-                source=dist, private_pem=private_pem)  # fmt: skip
+                source=dist, private_pem=private_pem, dialects=tuple(DIALECTS))  # fmt: skip
     print(f"otasim: embedded server {server.url}, release {args.release} published", flush=True)
     return server.url, key_file
 
@@ -122,6 +124,8 @@ def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -
     if key_file is not None:
         command += ["--public-key", str(key_file)]
     command += ["--plugin", args.plugin]
+    if args.dialect:
+        command += ["--dialect", args.dialect]
     for name in ("updates", "stats", "channel"):
         url = getattr(args, f"{name}_url")
         if url:
@@ -170,15 +174,20 @@ def _preflight(args: argparse.Namespace) -> None:
     Raises:
         CommandError: exit 2 with one line naming the problem.
     """
+    from agent.protocol.registry import DEFAULT_DIALECT
+
     from simulator.preflight import PreflightError, check_writable, endpoints, probe_updates
 
     try:
         external = bool(args.host or args.updates_url)
         if external:  # a malformed URL is refused before the report folder is made
-            urls = endpoints(args.host, args.updates_url, args.stats_url, args.channel_url)
+            urls = endpoints(
+                args.host, args.updates_url, args.stats_url, args.channel_url,
+                dialect=args.dialect or DEFAULT_DIALECT,
+            )  # fmt: skip
         check_writable([args.out])
-        if not external:
-            return
+        if not external or (args.dialect or DEFAULT_DIALECT) != DEFAULT_DIALECT:
+            return  # the probe speaks Capgo
         pem = args.public_key.read_text() if args.public_key else None
         probe_updates(urls, args.app_id, args.plugin, pem)
     except (PreflightError, ValueError, OSError) as exc:

@@ -12,6 +12,8 @@ from simulator.errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from agent.protocol.registry import DIALECTS
+
     p = sub.add_parser(
         "publish",
         help="zip, (encrypt,) upload a bundle and publish it on a channel",
@@ -45,6 +47,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
     p.add_argument("--key", type=Path, help="RSA private key PEM (encrypt and sign)")
     p.add_argument("--delta", action="store_true", help="also upload a per-file manifest")
+    p.add_argument(
+        "--dialect", action="append", default=[], choices=list(DIALECTS), metavar="NAME",
+        help="also make and upload this dialect's artefacts (repeatable; Capgo's are always "
+             f"there): {', '.join(DIALECTS)}; see docs/dialects.md",
+    )  # fmt: skip
     p.add_argument(
         "--strict",
         action="store_true",
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 strict=args.strict,
                 counter=args.counter,
                 expires_days=args.expires_days,
+                dialects=args.dialect,
             )
         except (PublishError, ReleaseError, AdminError) as exc:
             raise CommandError(str(exc)) from exc

@@ -110,8 +110,16 @@ def register(sub: Any) -> None:
 
 
 def add_endpoint_options(parser: Any) -> None:
-    """--plugin and the three URLs of a plugin's config (run, loadtest and device init)."""
+    """--dialect, --plugin and the three URLs of a plugin's config (run, loadtest and device
+    init)."""
     from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
+    from agent.protocol.registry import DIALECTS
+
+    parser.add_argument(
+        "--dialect", choices=list(DIALECTS), default=None,
+        help="the server protocol the devices speak (default: capgo, or a scenario's "
+             "`dialect`); see docs/dialects.md",
+    )  # fmt: skip
 
     parser.add_argument(
         "--plugin", choices=list(PLUGIN_PROFILES), default=DEFAULT_PROFILE,
@@ -169,6 +177,7 @@ def run_command(args: argparse.Namespace) -> int:
             stats_url=args.stats_url,
             channel_url=args.channel_url,
             plugin=args.plugin,
+            dialect=args.dialect,
             expect_releases=expected,
             artefact_retries=args.artefact_retries,
             artefact_retry_window_s=(

@@ -20,6 +20,7 @@ from simulator.server import channel_store as channels
 from simulator.server import rollout, semver
 from simulator.server.auth import ROLES, ApiKey, authenticate, create_key
 from simulator.server.db import transaction
+from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.model import BUILTIN, DISABLE_AUTO_UPDATE
 from simulator.server.state import ServerState
 from simulator.server.stats_query import app_stats
@@ -155,8 +156,27 @@ def _release(body: dict[str, Any]) -> str | None:
     return json.dumps({k: text(release, k, max_len=1 << 20) for k in ("signed", "signature")})
 
 
+def _dialects(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Other dialects' artefacts, checked by each dialect: ({name: data}, blob ids named)."""
+    given = body.get("dialects") or {}
+    if not isinstance(given, dict):
+        raise bad("dialects must be an object {dialect: artefacts}")
+    kept, files = {}, []
+    for name, data in given.items():
+        dialect = SERVER_DIALECTS.get(name)
+        if dialect is None or dialect.artefacts is None:
+            raise bad(f"dialects: {name!r} takes no artefacts here")
+        try:
+            kept[name], named = dialect.artefacts(data)
+        except ValueError as exc:
+            raise bad(f"dialects.{name}: {exc}") from None
+        files += named
+    return kept, files
+
+
 async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> Any:
     body = await body_of(request)
+    dialects, dialect_files = _dialects(body)
     spec = {
         "version": version_field(body, allow_builtin=False),
         "file_id": text(body, "file_id", None, 64),
@@ -168,6 +188,8 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
         "link": text(body, "link", None, 2048),
         "comment": text(body, "comment", None, 2048),
         "release": _release(body),
+        "dialects": dialects,
+        "dialect_files": dialect_files,
     }
     if spec["file_id"] is None and not spec["manifest"]:
         raise bad("A bundle needs file_id (the zip) and/or a manifest")

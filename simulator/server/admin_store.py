@@ -122,12 +122,15 @@ def create_bundle(
     manifest = spec["manifest"]
     with transaction(state.conn) as conn:
         _require_blobs(
-            conn, [f["file_id"] for f in manifest] + [spec["file_id"]] * bool(spec["file_id"])
+            conn,
+            [f["file_id"] for f in manifest]
+            + [spec["file_id"]] * bool(spec["file_id"])
+            + spec["dialect_files"],
         )
         cur = conn.execute(
             "INSERT INTO bundles (app_id, name, checksum, session_key, key_id, file_id, "
-            "min_update_version, link, comment, created_at, release_doc) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "min_update_version, link, comment, created_at, release_doc, dialects) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 app_id,
                 version,
@@ -140,6 +143,7 @@ def create_bundle(
                 spec["comment"],
                 time.time(),
                 spec["release"],
+                json.dumps(spec["dialects"]) if spec["dialects"] else None,
             ),
         )
         conn.executemany(
@@ -155,6 +159,7 @@ def create_bundle(
             file_id=spec["file_id"],
             manifest_files=len(manifest),
             encrypted=bool(spec["session_key"]),
+            dialects=sorted(spec["dialects"]),
         )
     state.changed()
     return {
@@ -168,7 +173,7 @@ def create_bundle(
 def list_bundles(state: ServerState, app_id: str) -> list[dict[str, Any]]:
     require_app(state, app_id)
     rows = state.conn.execute(
-        "SELECT name, checksum, session_key, key_id, file_id, created_at, "
+        "SELECT name, checksum, session_key, key_id, file_id, created_at, dialects, "
         "(SELECT COUNT(*) FROM manifest_files m WHERE m.bundle_id = b.id) AS manifest_files "
         "FROM bundles b WHERE app_id = ? ORDER BY id",
         (app_id,),
@@ -181,6 +186,7 @@ def list_bundles(state: ServerState, app_id: str) -> list[dict[str, Any]]:
             "key_id": r["key_id"],
             "file_id": r["file_id"],
             "manifest_files": r["manifest_files"],
+            "dialects": sorted(json.loads(r["dialects"])) if r["dialects"] else [],
             "created_at": r["created_at"],
         }
         for r in rows

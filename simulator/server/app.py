@@ -1,4 +1,4 @@
-"""The Starlette application: device endpoints, bundle files, the admin API."""
+"""The Starlette application: every dialect's device endpoints, bundle files, the admin API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.server import admin_api, channel_self, device_api
+from simulator.server import admin_api, device_api
 from simulator.server.blobs import serve_file
+from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.state import ServerConfig, ServerState
 from simulator.server.web import ApiError
 
@@ -61,15 +62,8 @@ def create_app(config: ServerConfig) -> Starlette:
             state.close()
 
     routes = [
-        Route("/updates", device_api.updates, methods=["POST"]),
-        Route("/updates", device_api.health, methods=["GET"]),
-        Route("/stats", device_api.stats, methods=["POST"]),
-        Route("/stats", device_api.health, methods=["GET"]),
+        *(route for dialect in SERVER_DIALECTS.values() for route in dialect.routes()),
         Route("/ok", device_api.health, methods=["GET"]),
-        Route("/channel_self", channel_self.post, methods=["POST"]),
-        Route("/channel_self", channel_self.put, methods=["PUT"]),
-        Route("/channel_self", channel_self.delete, methods=["DELETE"]),
-        Route("/channel_self", channel_self.list_channels, methods=["GET"]),
         Route("/files/{file_id}", serve_file, methods=["GET", "HEAD"]),
         *admin_api.routes(),
     ]

@@ -97,6 +97,7 @@ class Catalog:
             link=row["link"],
             comment=row["comment"],
             release=json.loads(row["release_doc"]) if row["release_doc"] else None,
+            dialects=json.loads(row["dialects"]) if row["dialects"] else {},
         )
 
     def override(self, app_id: str, device_id: str) -> Channel | None:

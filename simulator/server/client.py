@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -101,12 +102,14 @@ class AdminClient:
         session_key: str = "",
         key_id: str | None = None,
         release: dict[str, str] | None = None,
+        dialects: Mapping[str, Mapping[str, Any]] | None = None,
         **extra: str,
     ) -> dict[str, Any]:
         """Upload the zip and/or delta files, then register the bundle.
 
         `checksum`, `session_key` and `key_id` come from the publisher (encrypted or not);
-        `extra` may set min_update_version, link, comment.
+        `dialects` carries other dialects' artefacts (their files uploaded first, see
+        `simulator.publish`); `extra` may set min_update_version, link, comment.
         """
         body: dict[str, Any] = {"version": version, "checksum": checksum, **extra}
         if session_key:
@@ -115,6 +118,8 @@ class AdminClient:
             body["key_id"] = key_id
         if release:
             body["release"] = release
+        if dialects:
+            body["dialects"] = {name: dict(data) for name, data in dialects.items()}
         if zip_path is not None:
             body["file_id"] = self.upload_file(app_id, zip_path)
         if manifest is not None:

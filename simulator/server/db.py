@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS bundles (
     comment TEXT,
     created_at REAL NOT NULL,
     release_doc TEXT,                    -- signed release document (JSON), strict mode
+    dialects TEXT,                       -- other dialects' artefacts (JSON {name: {...}})
     UNIQUE (app_id, name)
 );
 CREATE TABLE IF NOT EXISTS manifest_files (
@@ -137,6 +138,8 @@ def connect(data_dir: Path) -> sqlite3.Connection:
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(bundles)")}
     if "release_doc" not in columns:  # a database from before strict mode
         conn.execute("ALTER TABLE bundles ADD COLUMN release_doc TEXT")
+    if "dialects" not in columns:  # a database from before the other dialects
+        conn.execute("ALTER TABLE bundles ADD COLUMN dialects TEXT")
     return conn
 
 

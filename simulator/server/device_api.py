@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from simulator.server import channel_store, rollout, semver
 from simulator.server.decide import decide
-from simulator.server.model import BUILTIN, Bundle
+from simulator.server.model import BUILTIN, Answer, Bundle
 from simulator.server.state import ServerState
 from simulator.server.validation import (
     APP_ID,
@@ -99,6 +99,20 @@ async def updates(request: Request) -> Response:
         info = parse_update_request(await read_json(request))
     except BadRequest as exc:
         return bad_request(exc)
+    decision = check(request, state, info)
+    if isinstance(decision, Response):
+        return decision
+    answer, _ = decision
+    return JSONResponse(answer.body, answer.status)
+
+
+def check(
+    request: Request, state: ServerState, info: DeviceInfo
+) -> Response | tuple[Answer, Bundle | None]:
+    """One update check, whatever dialect asked: the app, the guard, channel resolution, the
+    rollout draw and the Capgo decision (§3.3), recorded. Returns the refusal to send as it
+    is (unknown app, rate limit), else the decision and the bundle it is about (for a dialect
+    route to answer in its own shape)."""
     app = state.catalog.app(info.app_id)
     if app is None:
         return unknown_app(request, state)
@@ -115,7 +129,7 @@ async def updates(request: Request) -> Response:
     state.recorder.device_seen(info, info.version_name, app.allow_device_custom_id)
     if answer.stat is not None:
         state.recorder.count(info.app_id, answer.stat_version or info.version_name, answer.stat)
-    return JSONResponse(answer.body, answer.status)
+    return answer, bundle
 
 
 def _stats_app_id(events: list[Any]) -> str:

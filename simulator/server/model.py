@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 BUILTIN = "builtin"
 DISABLE_AUTO_UPDATE = ("none", "major", "minor", "patch", "version_number")
@@ -71,6 +73,8 @@ class Bundle:
     link: str | None = None
     comment: str | None = None
     release: dict[str, str] | None = None  # signed release document (strict mode), as served
+    # other dialects' artefacts, by dialect name (simulator.server.dialects checks them)
+    dialects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,6 @@ def test_fleet_devices_run_without_the_real_time_rate_check() -> None:
     while a device's own default keeps it on."""
     base = "http://127.0.0.1:1"
     urls = Endpoints(f"{base}/updates", f"{base}/stats", f"{base}/channel_self")
-    config = _config(urls, "", "production", RunOptions())
+    config = _config(urls, "", "production", "capgo", RunOptions())
     assert config.stall_window_s == 0
     assert AgentConfig(update_url=urls.updates).stall_window_s > 0
