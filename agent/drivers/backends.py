@@ -14,7 +14,7 @@ from agent.drivers.http import AsyncHttpPort, SyncHttpPort, ssl_context_for
 AsyncBackend = Literal["streams", "aiohttp", "httpx"]
 SyncBackend = Literal["httpx", "geventhttpclient"]
 
-DEFAULT_ASYNC_BACKEND: Final[AsyncBackend] = "streams"  # measured: docs/http.md
+DEFAULT_ASYNC_BACKEND: Final[AsyncBackend] = "aiohttp"  # measured: docs/http.md
 
 
 def gevent_patched() -> bool:

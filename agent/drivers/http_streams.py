@@ -1,7 +1,8 @@
 """The asyncio-streams backend of the asyncio HTTP port: HTTP/1.1 on `asyncio` streams, each
 response parsed by `httptools` (llhttp, the parser uvicorn uses), keep-alive connections
-pooled per origin. The fleet's default: per request it costs the fleet process a fraction of
-aiohttp's client machinery (measured: docs/http.md, `tests/benchmarks/bench_http_cpu.py`).
+pooled per origin. The simulator's fleets use it (`otasim run --http`, default): per request
+it costs the fleet process a fraction of aiohttp's client machinery (measured: docs/http.md,
+`tests/benchmarks/bench_http_cpu.py`). `aiohttp` stays the port's general default.
 
 Redirects, body decoding and deadlines are the port's own (`afollow_redirects`,
 `CappedDecoder`, `HttpRequest.remaining`), as for every backend. Each wait (connecting, each
