@@ -89,17 +89,21 @@ async def aiohttp_fresh_connections(url: str, port: int) -> tuple[Send, Close]:
     return await aiohttp_session(url, port, keep_alive=False)
 
 
-async def agent_port(url: str, port: int) -> tuple[Send, Close]:
+async def agent_port(url: str, port: int, backend: str = "aiohttp") -> tuple[Send, Close]:
     from agent.drivers.backends import make_async_port
     from agent.drivers.http import HttpRequest
 
-    http = make_async_port()
+    http = make_async_port(backend)  # type: ignore[arg-type]
     request = HttpRequest("POST", url, HEADERS, BODY, timeout_s=10)
 
     async def send() -> None:
         await http.send(request)
 
     return send, http.aclose
+
+
+async def agent_port_streams(url: str, port: int) -> tuple[Send, Close]:
+    return await agent_port(url, port, "streams")
 
 
 async def httpx_async(url: str, port: int) -> tuple[Send, Close]:
@@ -182,7 +186,8 @@ CANDIDATES = {
     "raw asyncio streams + httptools parser": raw_streams_httptools,
     "aiohttp ClientSession, keep-alive pool": aiohttp_session,
     "aiohttp ClientSession, a connection per request": aiohttp_fresh_connections,
-    "agent HTTP port, aiohttp backend (the fleet's)": agent_port,
+    "agent HTTP port, aiohttp backend": agent_port,
+    "agent HTTP port, streams backend (the fleet's)": agent_port_streams,
     "httpx.AsyncClient, keep-alive pool": httpx_async,
 }
 
