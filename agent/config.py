@@ -75,7 +75,9 @@ class AgentConfig:
     artefact_retries: int = 3
     artefact_retry_window_s: float = 86_400.0
     artefact_retry_backoff_s: float = 600.0
-    ca_file: str | None = None  # custom CA bundle for https (verification is always on)
+    # custom CA bundle for https (verification is always on): read by whoever makes the
+    # device's HTTP port (`otasim device`, the Locust users); a driver uses the port it is given
+    ca_file: str | None = None
     strict_release: bool = False  # require otasim's signed release document (needs public_key)
     # the server protocol spoken: a name in agent.protocol.registry.DIALECTS (checked when the
     # device opens: the registry imports this module)

@@ -48,6 +48,12 @@ class RateLimited(TransportError):
         self.retry_after_s = retry_after_s
 
 
+class DownloadStopped(TransportError):
+    """The download cannot go on now (deadline, stall, refused URL); not retried in this
+    attempt run. The partial download stays and resumes at the next offer of the artefact.
+    """
+
+
 class ProtocolError(AgentError):
     """The server's answer is malformed or unknown for this dialect."""
 

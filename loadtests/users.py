@@ -3,11 +3,13 @@ holds the device; `DeviceUser` adds the shipped behaviour).
 
 Each user owns a `SyncDevice` (the blocking driver; gevent makes it cooperative) in its own
 folder, `<device root>/<worker>/<slot>/device`, with an identity drawn from the fleet mix and
-written beside it (`identity.json`). Its tasks are what a phone's user does: open the app
-(a foreground: check, download, verify, install), use it, leave it (the default apply mode
-installs then), and now and then kill and relaunch it (a cold start). The app's side is
-modelled as the simulator does: a booted bundle confirms `notifyAppReady` unless it has no
-`index.html` or its behaviour file makes it crash on this platform.
+written beside it (`identity.json`). The phone's user and app are the simulator's app model,
+`simulator.app` (the same fleet draw, sessions, boot outcomes and slow starts; no asyncio
+driver is imported here): the user opens the app (a cold start when its process is not
+running: check, download, verify, install), uses it, leaves it (killing it with the group's
+`kill_share`, else backgrounding it: the default apply mode installs then). A booted bundle
+confirms `notifyAppReady` `start_s` after its boot, unless it has no `index.html` or its
+behaviour file makes it crash on this platform (the process dies).
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
-from locust import User, between, task
+from locust import User, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
@@ -33,9 +34,11 @@ from agent.drivers.sync import SyncDevice
 from agent.protocol.profiles import get_profile
 from loadtests.observer import LocustObserver
 from loadtests.settings import LoadtestSettings
-from simulator.device import read_traits
+from simulator.app import BUILTIN_TRAITS, AppUser, draw_device, pick, read_traits
 from simulator.preflight import endpoints
-from simulator.scenario import Choice
+from simulator.scenario import Behaviour
+
+BETWEEN_SESSIONS_S = (1.0, 5.0)  # the load test's pace: far shorter than a phone's day
 
 
 @dataclass
@@ -95,43 +98,42 @@ def write_worker_summary(environment: Environment, **_: Any) -> None:
     (shared.folder / "summary.json").write_text(json.dumps(summary))
 
 
-def _pick(choice: Choice, rng: random.Random) -> str:
-    values, weights = zip(*choice, strict=True)
-    return str(rng.choices(values, weights)[0])
-
-
 def draw_identity(
     settings: LoadtestSettings, rng: random.Random
-) -> tuple[DeviceIdentity, str, str]:
-    """A device of the fleet mix: (identity, channel it asks for, dialect it speaks)."""
+) -> tuple[DeviceIdentity, str, str, Behaviour]:
+    """A device of the fleet mix: (identity, channel it asks for, dialect it speaks, its
+    user's behaviour)."""
     groups = settings.fleet.groups
     group = rng.choices(groups, [g.share for g in groups])[0]
+    drawn = draw_device(group, rng)
     identity = DeviceIdentity(
-        device_id=str(UUID(int=rng.getrandbits(128), version=4)),
+        device_id=drawn.device_id,
         app_id=settings.app_id,
-        platform=_pick(group.platform, rng),  # type: ignore[arg-type]
-        version_build=_pick(group.native_version, rng),
-        version_os=_pick(group.os, rng),
+        platform=drawn.platform,  # type: ignore[arg-type]
+        version_build=drawn.native_version,
+        version_os=drawn.os,
         plugin_version=get_profile(settings.plugin).plugin_version,
     )
-    return identity, _pick(group.channel, rng), _pick(group.dialect, rng)
+    dialect, behaviour = pick(group.dialect, rng), pick(group.behaviour, rng)
+    return identity, drawn.channel, dialect, settings.fleet.behaviours[behaviour]
 
 
 class DeviceUserBase(User):
-    """A Locust user that is one device: its folder, identity, agent and app-side model.
+    """A Locust user that is one device: its folder, identity, agent and app model.
 
     Subclass it to script other behaviours (tasks calling `self.device_now.foreground()`,
-    `.check_for_update()`, ... then `self.settle()`); `DeviceUser` is the shipped one.
+    `.check_for_update()`, ... then `self.settle()`, and `self.live_for(s)` to let time pass
+    while the app lives); `DeviceUser` is the shipped one.
     """
 
     abstract = True
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.device: SyncDevice | None = None
+        self.device: SyncDevice | None = None  # None while the app process is not running
         self.observer: LocustObserver | None = None
         self.rng = random.Random()
-        self._reloads: list[tuple[int, str]] = []
+        self._started = False
 
     def on_start(self) -> None:
         shared = process_state(self.environment)
@@ -139,12 +141,20 @@ class DeviceUserBase(User):
             raise StopUser()
         shared.live += 1
         shared.devices += 1
+        self._started = True
         self.home = shared.folder / f"{next(shared.slots):06d}"
-        self.identity, channel, dialect = draw_identity(shared.settings, self.rng)
+        self.identity, channel, dialect, behaviour = draw_identity(shared.settings, self.rng)
+        # the user's habits, compressed so that a session lasts --session-s on average
+        mean_session_s = behaviour.session_min * 60
+        scale = shared.settings.session_s / mean_session_s if mean_session_s > 0 else 1.0
+        self.app = AppUser(behaviour, self.rng, scale)
+        self.next_open = 0.0  # a crashed app is opened again from then on
+        # at --session-s 0 the user's time shrinks to nothing: no reboots (one at every instant
+        # would kill every session), an immediate relaunch after a crash
+        self.next_reboot = self.app.next_reboot(time.time()) if scale > 0 else float("inf")
         self.config = self._config(shared.settings, channel, dialect)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "identity.json").write_text(json.dumps(asdict(self.identity)))
-        self._open()
         self._cold_start()
 
     def _config(self, settings: LoadtestSettings, channel: str, dialect: str) -> AgentConfig:
@@ -177,11 +187,11 @@ class DeviceUserBase(User):
         )
 
     def _note_reload(self, boot_id: int, bundle_id: str) -> None:
-        self._reloads.append((boot_id, bundle_id))
+        self.app.reloaded(boot_id, bundle_id, time.time())
 
     @property
     def device_now(self) -> SyncDevice:
-        """The open device (RuntimeError before `on_start` or after `on_stop`)."""
+        """The running device (RuntimeError while the app process is not running)."""
         if self.device is None:
             raise RuntimeError("device not open")
         return self.device
@@ -189,56 +199,109 @@ class DeviceUserBase(User):
     def on_stop(self) -> None:
         """Close the device; unsent stats stay queued on its disk, as on a killed phone
         (and a distributed run's master waits only 0.5 s for the workers' last report)."""
-        if self.device is None:
+        if not self._started:
             return
+        self._started = False
+        process_state(self.environment).live -= 1
         if self.observer is not None:
             self.observer.flush()
-        self.device.close()
-        self.device = None
-        process_state(self.environment).live -= 1
+        if self.device is not None:
+            self.device.close()
+            self.device = None
 
     @property
     def _settings(self) -> LoadtestSettings:
         return process_state(self.environment).settings
 
     def _cold_start(self) -> None:
+        """The app process starts: the agent opens its folder and launches."""
+        self._open()
         self.device_now.launch()
         self.settle()
 
-    def settle(self) -> None:
-        """The app's side after each step: confirm the boots it survives; fire due timers."""
-        while self._reloads:
-            boot_id, bundle_id = self._reloads.pop(0)
-            if self._boots(bundle_id):
-                self.device_now.notify_app_ready(boot_id)
-        self.device_now.run_timers()
+    def die(self) -> None:
+        """The app process ends (killed, crashed, phone rebooted)."""
+        if self.device is not None:
+            self.device.kill()
+        self.device = None
+        self.app.died()
 
-    def _boots(self, bundle_id: str) -> bool:
-        status = self.device_now.status()
-        path = next((b.path for b in status.bundles if b.id == bundle_id), None)
-        if path is None:  # builtin, or gone
-            return True
-        traits = read_traits(path, self.identity.platform)
-        return traits.loads and self.rng.random() >= traits.crash_p
+    def settle(self) -> None:
+        """The app's side after each step: how it boots what the agent reloaded (the app
+        model's decision); then the agent's due timers and a due notifyAppReady."""
+        self._settle_boots()
+        self._due(time.time())
+
+    def live_for(self, seconds: float) -> None:
+        """Let `seconds` pass as the app lives: the agent's timers and a slow-starting app's
+        notifyAppReady() happen at their times, the timers first."""
+        end = time.time() + seconds
+        while True:
+            now = time.time()
+            deadline = self.device.next_deadline() if self.device is not None else None
+            wake = min(end, self.app.ready_at(), float("inf") if deadline is None else deadline)
+            if wake > now:
+                time.sleep(min(wake - now, 60.0))
+                now = time.time()
+            self._due(now)
+            if now >= end:
+                return
+
+    def _due(self, now: float) -> None:
+        if self.device is None:
+            return
+        pending = self.app.ready
+        deadline = self.device.next_deadline()
+        if deadline is not None and deadline <= now:
+            self.device.run_timers()
+            self._settle_boots()
+        if self.device is not None and self.app.take_ready(pending, now):
+            assert pending is not None
+            self.device.notify_app_ready(pending.boot_id)
+
+    def _settle_boots(self) -> None:
+        if not self.app.reloads or self.device is None:
+            return
+        status = self.device.status()
+        settle = self.app.boot_to_settle(status.boot_id, status.current.id)
+        if settle is None:
+            return
+        boot_id, booted_at = settle
+        path = status.current.path
+        traits = BUILTIN_TRAITS if path is None else read_traits(path, self.identity.platform)
+        boot = self.app.boot(traits, boot_id, status.current.version, booted_at, time.time())
+        if boot.kind == "ready":
+            self.device.notify_app_ready(boot_id)
+        elif boot.kind == "crashed":
+            self.die()
+            self.next_open = boot.at
 
 
 class DeviceUser(DeviceUserBase):
-    """One phone with the app: sessions (open, use, leave) and now and then a relaunch."""
+    """One phone with the app: sessions (open, use, leave), at the load test's pace."""
 
-    wait_time = between(1.0, 5.0)  # between two sessions
+    wait_time = constant(0)  # the pause between sessions is the app's too: `live_for` below
 
-    @task(4)
+    @task
     def session(self) -> None:
-        """Open the app (check, maybe download), use it a while, leave it (maybe install)."""
-        self.device_now.foreground()
-        self.settle()
-        time.sleep(min(self.rng.expovariate(1.0), 3.0) * self._settings.session_s)
-        self.device_now.background()
-        self.settle()
-
-    @task(1)
-    def relaunch(self) -> None:
-        """The app is killed, then opened again: a cold start."""
-        self.device_now.kill()
-        self._open()
-        self._cold_start()
+        """Open the app (a cold start when it is not running, else a foreground: check,
+        maybe download), use it, leave it (killed, or backgrounded: maybe install)."""
+        now = time.time()
+        if now >= self.next_reboot:  # the phone rebooted meanwhile: the process is gone
+            self.die()
+            self.next_reboot = self.app.next_reboot(now)
+        self.live_for(max(self.next_open - now, 0.0))
+        if self.device is None:
+            self._cold_start()
+        else:
+            self.device_now.foreground()
+            self.settle()
+        now = time.time()
+        self.live_for(self.app.session_end(now) - now)
+        if self.device is not None:
+            if self.app.leave_kills():
+                self.die()
+            else:
+                self.device_now.background()
+                self.settle()
+        self.live_for(self.rng.uniform(*BETWEEN_SESSIONS_S))

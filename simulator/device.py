@@ -1,13 +1,8 @@
 """A virtual device: a real `AsyncDevice` in its own folder, driven by a simulated app user.
 
 The agent does all the real work (check, download, verify, decrypt, unzip, swap, roll back).
-This module only models *behaviour*: when the user opens, leaves or kills the app, when the
-phone reboots, and how a bundle behaves when the web view boots it. That outcome comes from
-the unpacked bundle itself, as a real app's would:
-
-- no `index.html` -> the page never loads, `notifyAppReady()` never comes;
-- `otasim-behaviour.json` (written by `make_dist`) -> `crash_on_boot` probability per platform;
-- otherwise the app starts and calls `notifyAppReady()` for the boot it was started as.
+This module drives the app model of `simulator.app` (the user's sessions, the boot of each
+bundle, slow starts: the decisions the Locust users share) on the run's virtual time.
 
 After each boot the files of the booted bundle are compared with what was published for that
 version (when the fleet published it): a mismatch counts as a tampered activation. Identical
@@ -20,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,39 +29,11 @@ from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
 from agent.store import disk_free
 
+from simulator.app import BUILTIN_TRAITS, AppUser, BundleTraits, read_traits
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
-from simulator.scenario import Behaviour, DiskFull, Release
+from simulator.scenario import Behaviour, DiskFull
 from simulator.streams import DeviceRandom
-
-BEHAVIOUR_FILE = "otasim-behaviour.json"
-DAY_S = 86_400.0
-RELAUNCH_AFTER_CRASH_S = (60.0, 900.0)  # the user tries again a little later
-
-
-def make_dist(release: Release, out: Path, seed: int) -> Path:
-    """Write the web assets of `release` into `out` (a dist folder ready to publish).
-
-    The bundle holds `size_kb` of incompressible bytes (so downloads weigh what they say),
-    and its behaviour file; without `boots` it has no index.html.
-
-    Raises:
-        OSError: `out` cannot be written.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    if release.boots:
-        (out / "index.html").write_text(
-            f'<!doctype html><title>{release.version}</title><script src="app.js"></script>\n'
-        )
-    payload = random.Random(f"{seed}:{release.version}").randbytes(release.size_kb * 1024)
-    (out / "app.js").write_bytes(payload)
-    behaviour = {
-        "version": release.version,
-        "crash_on_boot": dict(release.crash_on_boot),
-        "start_s": release.start_s,
-    }
-    (out / BEHAVIOUR_FILE).write_text(json.dumps(behaviour, sort_keys=True))
-    return out
 
 
 def file_digests(folder: Path) -> dict[str, str]:
@@ -107,24 +72,6 @@ class BundlePool:
                 self.linked += 1
             except FileNotFoundError:
                 return  # the agent deleted the bundle meanwhile: nothing to share
-
-
-@dataclass(frozen=True, slots=True)
-class BundleTraits:
-    loads: bool  # has an index.html
-    crash_p: float  # chance the app crashes when it boots this bundle
-    start_s: float = 0.0  # time from boot to notifyAppReady()
-
-
-def read_traits(bundle: Path, platform: str) -> BundleTraits:
-    """What the simulated app finds in an unpacked bundle (no behaviour file: boots fine)."""
-    try:
-        spec = json.loads((bundle / BEHAVIOUR_FILE).read_text())
-        crash_p = float(spec.get("crash_on_boot", {}).get(platform, 0.0))
-        start_s = float(spec.get("start_s", 0.0))
-    except (OSError, ValueError, AttributeError, TypeError):
-        crash_p = start_s = 0.0
-    return BundleTraits((bundle / "index.html").is_file(), crash_p, start_s)
 
 
 ConfigKey = tuple[str, str]
@@ -178,11 +125,11 @@ class VirtualDevice(AgentObserver):
         *,
         disk_full: DiskFull | None = None,
     ) -> None:
-        self.ctx, self.identity, self.behaviour, self.outcome = ctx, identity, behaviour, outcome
+        self.ctx, self.identity, self.outcome = ctx, identity, outcome
         self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
-        self.rng = DeviceRandom(seed, 0)  # the user's and the app's decisions
+        self.app = AppUser(behaviour, DeviceRandom(seed, 0))  # the user's and the app's decisions
         self.agent_rng = DeviceRandom(seed, 1)  # the agent's jitter
         self.config_key = (outcome.channel, outcome.dialect)
         stats_url = ctx.configs[self.config_key].stats_url if ctx.configs else ""
@@ -190,9 +137,6 @@ class VirtualDevice(AgentObserver):
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False
-        self.boots: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to evaluate
-        # (boot id, version, when the app is up, when it booted) for a slow-starting app
-        self.ready: tuple[int, str, float, float] | None = None
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
 
@@ -214,7 +158,7 @@ class VirtualDevice(AgentObserver):
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "appReloaded":
-            self.boots.append((payload["boot_id"], payload["bundle"], self.sim_now()))
+            self.app.reloaded(payload["boot_id"], payload["bundle"], self.sim_now())
         elif name == "updateCheckResult":
             self.ctx.metrics.check_result(self.outcome, self.ctx.profile, dict(payload))
 
@@ -232,48 +176,34 @@ class VirtualDevice(AgentObserver):
         Every deadline (the user's, the agent's timers, the app's notifyAppReady) is met at
         its exact simulated time, in order; nothing happens before the run's time zero."""
         await self.clock.sleep(0)  # time zero: after the timeline's first steps
-        b, rng = self.behaviour, self.rng
-        self.next_open = self.sim_now() + rng.random() * self._gap()
-        next_reboot = self.sim_now() + self._exp(
-            DAY_S / b.reboots_per_day if b.reboots_per_day else 0
-        )
-        session_end = (
-            self.sim_now() + self._exp(b.session_min * 60) if self.foreground else float("inf")
-        )
+        app = self.app
+        self.next_open = app.first_open(self.sim_now())
+        next_reboot = app.next_reboot(self.sim_now())
+        session_end = app.session_end(self.sim_now()) if self.foreground else float("inf")
         while True:
             now = self.sim_now()
             timers = self._timer_due()
-            ready_at = self.ready[2] if self.ready else float("inf")
-            wake = min(self.next_open, next_reboot, session_end, timers, ready_at, end_s)
+            wake = min(self.next_open, next_reboot, session_end, timers, app.ready_at(), end_s)
             if wake > now:
                 await self.clock.sleep_until(wake)
                 now = wake
             if now >= end_s:
                 return
-            pending = self.ready
+            pending = app.ready
             if self.device is not None and timers <= now:
                 await self._call(self.device.run_timers)  # a timeout due now comes first
-            if pending is not None and self.ready == pending and ready_at <= now:
-                await self._app_ready(*pending[:3])
+            if pending is not None and app.take_ready(pending, now):
+                await self._app_ready(pending.boot_id, pending.version, pending.at)
             if now >= next_reboot:
                 self._die()
-                next_reboot = now + self._exp(DAY_S / b.reboots_per_day)
+                next_reboot = app.next_reboot(now)
             if now >= session_end:
                 await self._leave()
                 session_end = float("inf")
             if now >= self.next_open:
                 await self.open_app()
-                session_end = self.sim_now() + self._exp(b.session_min * 60)
-                self.next_open = session_end + self._gap()
-
-    def _gap(self) -> float:
-        """Time between two sessions: sessions_per_day on average, minus the session itself."""
-        b = self.behaviour
-        mean = max(DAY_S / b.sessions_per_day - b.session_min * 60, 60.0)
-        return self._exp(mean)
-
-    def _exp(self, mean_s: float) -> float:
-        return self.rng.expovariate(1 / mean_s) if mean_s > 0 else float("inf")
+                session_end = app.session_end(self.sim_now())
+                self.next_open = session_end + app.gap()
 
     def _timer_due(self) -> float:
         deadline = self.device.next_deadline() if self.device is not None else None
@@ -315,7 +245,7 @@ class VirtualDevice(AgentObserver):
         if self.device is None:
             return
         self.foreground = False
-        if self.rng.random() < self.behaviour.kill_share:
+        if self.app.leave_kills():
             self._die()
         else:
             await self._call(self.device.background)
@@ -324,45 +254,42 @@ class VirtualDevice(AgentObserver):
         """The app process ends (killed, crashed, phone rebooted)."""
         if self.device is not None:
             self.device.kill()
-        self.device, self.foreground, self.ready = None, False, None
-        self.boots.clear()
+        self.device, self.foreground = None, False
+        self.app.died()
 
     async def _call(self, action: Callable[[], Any]) -> None:
         try:
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
+            self.ctx.metrics.local_failure(self.outcome, _action(exc))
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
 
     async def _settle_boots(self) -> None:
-        if not self.boots or self.device is None:
+        if not self.app.reloads or self.device is None:
             return
-        boot_id, bundle_id, booted_at = self.boots[-1]
-        self.boots.clear()
         status = self.device.status()
-        if status.boot_id != boot_id or status.current.id != bundle_id:
+        bundle_id = status.current.id
+        settle = self.app.boot_to_settle(status.boot_id, bundle_id)
+        if settle is None:
             return
+        boot_id, booted_at = settle
         version = BUILTIN if bundle_id == BUILTIN else status.current.version
         traits = self._traits(bundle_id, version, status.current.path)
-        metrics, now = self.ctx.metrics, self.sim_now()
-        if traits.crash_p and self.rng.random() < traits.crash_p:
-            metrics.ran(self.outcome, version, now, confirmed=False)
-            self.outcome.crashes += 1
-            self._die()
-            self.next_open = now + self.rng.uniform(*RELAUNCH_AFTER_CRASH_S)
-        elif not traits.loads:
-            metrics.ran(self.outcome, version, now, confirmed=False)  # blank page, no ready
-        elif traits.start_s > 0:
-            metrics.ran(self.outcome, version, now, confirmed=False)
-            self.ready = (boot_id, version, booted_at + traits.start_s, booted_at)
-        else:
+        now = self.sim_now()
+        boot = self.app.boot(traits, boot_id, version, booted_at, now)
+        if boot.kind == "ready":
             await self._app_ready(boot_id, version, now)
+            return
+        self.ctx.metrics.ran(self.outcome, version, now, confirmed=False)
+        if boot.kind == "crashed":
+            self.ctx.metrics.crashed(self.outcome)
+            self._die()
+            self.next_open = boot.at
 
     async def _app_ready(self, boot_id: int, version: str, at: float) -> None:
         """The web app calls notifyAppReady() for the boot it was started as."""
-        self.ready = None
         if self.device is None:
             return
         await self.device.notify_app_ready(boot_id)
@@ -376,14 +303,13 @@ class VirtualDevice(AgentObserver):
         if traits is not None:
             return traits
         if path is None:
-            traits = BundleTraits(loads=True, crash_p=0.0)
+            traits = BUILTIN_TRAITS
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
-            if expected is None:
-                self.outcome.unchecked.add(version)
-            elif digests != expected:  # a file changed, added or missing: not what was published
-                self.outcome.tampered += 1
+            # a file changed, added or missing: not what was published
+            matched = None if expected is None else digests == expected
+            self.ctx.metrics.files_checked(self.outcome, version, matched)
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)
         self.traits[bundle_id] = traits
@@ -399,19 +325,24 @@ class VirtualDevice(AgentObserver):
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
-            self.outcome.failures[getattr(exc, "action", type(exc).__name__)] += 1
-            self.outcome.unbootable = True
+            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.finished(self.outcome, unbootable=True, stats_pending=0)
             return
         finally:
             if self.device is not None:
                 await self.device.aclose()
                 self.device = None
-        self.outcome.stats_pending = status.pending_stats
         # Unbootable: neither the bundle the next cold start boots nor its fallback can load.
-        self.outcome.unbootable = not (
-            _loads(status.next or status.current) or _loads(status.fallback)
+        unbootable = not (_loads(status.next or status.current) or _loads(status.fallback))
+        self.ctx.metrics.finished(
+            self.outcome, unbootable=unbootable, stats_pending=status.pending_stats
         )
 
 
 def _loads(bundle: BundleView) -> bool:
     return bundle.path is None or (bundle.path / "index.html").is_file()
+
+
+def _action(error: AgentError) -> str:
+    """The Capgo action a local failure reports (its class name when it has none)."""
+    return str(getattr(error, "action", type(error).__name__))

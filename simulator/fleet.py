@@ -2,34 +2,32 @@
 
 `plan_fleet` turns a scenario and a seed into the same devices every time (identity, network,
 behaviour, per-device random seeds). `Fleet.run()` drives the devices and the run's
-synchronisation points (the timeline's steps, the man in the middle's shared knowledge) on a
-`simulator.clock.VirtualTime` and returns the `Metrics`; `simulator.shards` runs it in one or
-several processes and `simulator.runner` wraps it with the server and the report.
+synchronisation points (the steps of `simulator.timeline`, the man in the middle's shared
+knowledge) on a `simulator.clock.VirtualTime` and returns the `Metrics`; `simulator.shards`
+runs it in one or several processes and `simulator.runner` wraps it with the server and the
+report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, cast
+from typing import cast
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.http import AsyncHttpPort
 from agent.protocol.profiles import get_profile
 from agent.protocol.registry import DEFAULT_DIALECT
 
+from simulator.app import draw_device, pick
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.device import BundlePool, ConfigKey, DeviceContext, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
-from simulator.publish import PublishError, publish
-from simulator.release import ReleaseError
-from simulator.scenario import Choice, Scenario, Step
-from simulator.server.client import AdminClient, AdminError
+from simulator.scenario import Scenario
 from simulator.streams import DeviceRandom
 
 
@@ -56,14 +54,15 @@ def plan_fleet(scenario: Scenario, devices: int, seed: int) -> list[DeviceSpec]:
     counts = apportion([g.share for g in scenario.groups], devices)
     for group, count in zip(scenario.groups, counts, strict=True):
         for _ in range(count):
+            drawn = draw_device(group, rng)
             specs.append(
                 DeviceSpec(
                     index=len(specs),
-                    device_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    platform=pick(group.platform, rng),
-                    os=pick(group.os, rng),
-                    native_version=pick(group.native_version, rng),
-                    channel=pick(group.channel, rng),
+                    device_id=drawn.device_id,
+                    platform=drawn.platform,
+                    os=drawn.os,
+                    native_version=drawn.native_version,
+                    channel=drawn.channel,
                     network=pick(group.network, rng),
                     behaviour=pick(group.behaviour, rng),
                     mitm=pick(scenario.mitm_modes, rng) if group.mitm else "",
@@ -97,11 +96,6 @@ def apportion(shares: Sequence[float], total: int) -> list[int]:
     for i in by_remainder[: total - sum(counts)]:
         counts[i] += 1
     return counts
-
-
-def pick(choice: Choice, rng: random.Random) -> str:
-    values, weights = zip(*choice, strict=True)
-    return str(rng.choices(values, weights)[0])
 
 
 SYNCS_PER_RUN = 96  # with a man in the middle: what it learned is shared this often
@@ -156,11 +150,10 @@ class Fleet:
 
     def _device(self, ctx: DeviceContext, spec: DeviceSpec, workdir: Path) -> VirtualDevice:
         sc = self.scenario
-        outcome = DeviceOutcome(
+        outcome = self.metrics.add_device(DeviceOutcome(
             spec.index, spec.device_id, spec.platform, spec.os, spec.network,
             spec.behaviour, spec.channel, spec.mitm, spec.disk_full, spec.dialect,
-        )  # fmt: skip
-        self.metrics.devices.append(outcome)
+        ))  # fmt: skip
         identity = DeviceIdentity(
             device_id=spec.device_id,
             app_id=sc.app_id,
@@ -222,88 +215,3 @@ class Fleet:
         for mitm in self.mitms.values():
             self.metrics.mitm.update(mitm.tampered)
         return self.metrics
-
-
-class ServerControl(Protocol):
-    """The server the timeline acts on (the embedded one; None for an external server)."""
-
-    def client(self) -> AdminClient: ...
-
-    def down(self) -> None: ...
-
-    def up(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Publication:
-    dist: Path
-    delta: bool
-
-
-class Timeline:
-    """Performs the scenario's steps at their simulated times through the admin API."""
-
-    def __init__(
-        self,
-        scenario: Scenario,
-        server: ServerControl,
-        releases: Mapping[str, Publication],
-        private_pem: bytes,
-        dialects: Sequence[str] = (DEFAULT_DIALECT,),
-    ) -> None:
-        self.scenario = scenario
-        self.server = server
-        self.releases = releases
-        self.private_pem = private_pem
-        self.dialects = tuple(dialects)  # each publication carries these dialects' artefacts
-        self.published_s: dict[str, float] = {}
-
-    async def perform_due(self, fleet: Fleet, at_s: float) -> None:
-        """Perform the steps due at simulated time `at_s` (a sync point), in order."""
-        end = self.scenario.duration_s
-        for step in self.scenario.timeline:
-            if max(0.0, step.at_s) == at_s and step.at_s <= end:
-                fleet.metrics.steps.append(await asyncio.to_thread(self.perform, step, at_s))
-
-    def perform(self, step: Step, at_s: float) -> dict[str, object]:
-        """Do one step now (blocking); returns what the report shows of it."""
-        label = " ".join(x for x in (step.action, step.version or "") if x)
-        if (
-            step.action in ("publish", "rollout")
-            and step.percent is not None
-            and step.percent < 100
-        ):
-            label += f" {step.percent:g}%"
-        record: dict[str, object] = {
-            "at_h": round(at_s / 3600, 3), "action": step.action, "version": step.version,
-            "channel": step.channel, "percent": step.percent, "label": label, "error": None,
-        }  # fmt: skip
-        try:
-            self._act(step, at_s)
-        except (AdminError, PublishError, ReleaseError, OSError) as exc:
-            record["error"] = str(exc)
-        return record
-
-    def _act(self, step: Step, at_s: float) -> None:
-        app, channel, version = self.scenario.app_id, step.channel, step.version or ""
-        if step.action == "server_down":
-            return self.server.down()
-        if step.action == "server_up":
-            return self.server.up()
-        client = self.server.client()
-        if step.action == "publish":
-            rel = self.releases[version]
-            percent = step.percent if step.percent is not None and step.percent < 100 else None
-            publish(
-                client, app_id=app, version=version, channel=channel, source=rel.dist,
-                private_pem=self.private_pem, delta=rel.delta, rollout_percent=percent,
-                dialects=self.dialects,
-            )  # fmt: skip
-            self.published_s.setdefault(version, at_s)
-        elif step.action == "rollout":
-            client.set_rollout(app, channel, version, step.percent or 0.0)
-        elif step.action == "rollback":
-            client.rollback(app, channel, version)
-        else:
-            getattr(client, f"{step.action}_rollout")(app, channel)
-        return None

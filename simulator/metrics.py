@@ -33,7 +33,11 @@ def is_failure(action: str) -> bool:
 
 @dataclass(slots=True)
 class DeviceOutcome:
-    """What happened to one device (one row of devices.csv)."""
+    """What happened to one device (one row of devices.csv).
+
+    Made by the fleet with the device's identity (`Metrics.add_device`); written after that
+    only by `Metrics`' methods, which the virtual device calls as things happen.
+    """
 
     index: int
     device_id: str
@@ -101,6 +105,11 @@ class Metrics:
         self.findings: Counter[str] = Counter()  # about the server: text -> device reports
         self.stats_unconfirmed = 0  # events sent in batches answered without `results`
         self.first_offered: dict[str, float] = {}  # version -> first download start seen
+
+    def add_device(self, device: DeviceOutcome) -> DeviceOutcome:
+        """A device of the fleet (in index order), to be measured from now on."""
+        self.devices.append(device)
+        return device
 
     def request(
         self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
@@ -171,6 +180,26 @@ class Metrics:
             device.booted.add(version)
             if confirmed:
                 device.confirmed.add(version)
+
+    def crashed(self, device: DeviceOutcome) -> None:
+        """The device's app crashed as it booted (its `ran` was recorded just before)."""
+        device.crashes += 1
+
+    def local_failure(self, device: DeviceOutcome, action: str) -> None:
+        """A local failure the device's agent could not absorb (its disk failed...)."""
+        device.failures[action] += 1
+
+    def files_checked(self, device: DeviceOutcome, version: str, matched: bool | None) -> None:
+        """The files of a booted `version` compared with what was published: `matched` False
+        is a tampered activation; None: nothing published to compare with."""
+        if matched is None:
+            device.unchecked.add(version)
+        elif not matched:
+            device.tampered += 1
+
+    def finished(self, device: DeviceOutcome, *, unbootable: bool, stats_pending: int) -> None:
+        """The device's state at the end of the run."""
+        device.unbootable, device.stats_pending = unbootable, stats_pending
 
     def adoption(self, version: str, t: float) -> float:
         """Share of devices running `version` at simulated time t."""

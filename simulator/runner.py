@@ -30,10 +30,11 @@ from agent.errors import AgentError
 from agent.protocol.profiles import DEFAULT_PROFILE
 from agent.protocol.registry import DEFAULT_DIALECT
 
+from simulator.app import make_dist
 from simulator.clock import WINDOW_S
-from simulator.device import ConfigKey, file_digests, make_dist
+from simulator.device import ConfigKey, file_digests
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Publication, Timeline, plan_fleet
+from simulator.fleet import DeviceSpec, plan_fleet
 from simulator.metrics import Metrics
 from simulator.preflight import (
     Endpoints,
@@ -48,6 +49,7 @@ from simulator.scenario import Scenario, load_scenario, with_dialect
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import RunningServer, run_server
 from simulator.shards import FleetRun, Shard, run_fleet
+from simulator.timeline import Publication, Timeline
 
 PRODUCTION = "production"
 

@@ -31,10 +31,11 @@ from agent.drivers.http import AsyncHttpPort
 from simulator.clock import WINDOW_S, VirtualTime
 from simulator.device import ConfigKey
 from simulator.errors import RunError
-from simulator.fleet import DeviceSpec, Fleet, Timeline
+from simulator.fleet import DeviceSpec, Fleet
 from simulator.metrics import Metrics
 from simulator.network import Learned
 from simulator.scenario import Scenario
+from simulator.timeline import Timeline
 
 
 @dataclass
@@ -59,7 +60,7 @@ async def run_fleet(shards: list[Shard], timeline: Timeline | None, progress: bo
             async def sync(at_s: float) -> None:
                 others = await workers.reached() if workers else []
                 if timeline:
-                    await timeline.perform_due(fleet, at_s)
+                    await timeline.perform_due(fleet.metrics, at_s)
                 learned = [fleet.learned(), *others]
                 fleet.commit(learned)
                 if workers:

@@ -1,4 +1,18 @@
-"""A full-zip bundle file on disk: verify (decrypt + hash) it, then unpack it atomically."""
+"""The one verify-and-unpack pipeline of a full-zip bundle, wherever its bytes come from.
+
+A device downloading a bundle (`agent.drivers.fetch.BundleFetch`), `otasim bundle verify`,
+the server checker, the property tests and the Capgo interop test all run these pieces:
+
+1. `ZipPipeline`: raw bundle bytes in (as they arrive from the network, or read from a
+   file), decrypted (Capgo v2 session key) and hashed by a `StreamingVerifier`; the plain
+   zip out to a sink. `finish` checks the digest (and signature) against the plan.
+2. `unpack_zip`: the verified plain zip unzipped safely (`safe_unzip`: no traversal, no
+   links, size caps) into a staging folder that is then moved into place by one rename --
+   by `DeviceStore.install` on a device, by `unpack_file` here.
+
+`verify_file` and `unpack_file` run the pipeline over a file on disk (the writes of the plain
+zip in a helper thread, `BackgroundWriter`, so they overlap decryption and hashing).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +20,7 @@ import os
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from agent.bundles.unzip import DEFAULT_LIMITS, UnzipLimits, safe_unzip
 from agent.bundles.writer import BackgroundWriter
@@ -14,7 +28,59 @@ from agent.errors import LocalError
 from agent.security.stream import StreamingVerifier
 from agent.security.verify import BundleVerification
 
-VERIFY_CHUNK_BYTES: Final = 256 * 1024  # measured: tests/benchmarks/bench_verify.py
+VERIFY_CHUNK_BYTES: Final = 256 * 1024  # measured: tests/benchmarks/test_bench_verify.py
+
+
+class PlainSink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class ZipPipeline:
+    """Raw bundle bytes in, the plain zip out to `sink` (None: hash only), verified at the end.
+
+    `feed` and `finish` raise `VerificationError` (`decrypt_fail`, `checksum_fail`) and
+    whatever the sink raises (`OSError`: the caller names the disk failure).
+    """
+
+    def __init__(self, verification: BundleVerification, sink: PlainSink | None) -> None:
+        self._plan = verification
+        self._sink = sink
+        self.verifier = verification.verifier()
+
+    @property
+    def bytes_in(self) -> int:
+        """Raw bytes fed so far."""
+        return self.verifier.bytes_in
+
+    def feed(self, raw: bytes) -> None:
+        plain = self.verifier.update(raw)
+        if self._sink is not None and plain:
+            self._sink.write(plain)
+
+    def finish(self) -> StreamingVerifier:
+        """Flush the last plain bytes, then check the digest. Returns the verifier.
+
+        Raises:
+            VerificationError: `decrypt_fail` or `checksum_fail`.
+        """
+        plain = self.verifier.finish()
+        if self._sink is not None and plain:
+            self._sink.write(plain)
+        self._plan.check(self.verifier)
+        return self.verifier
+
+
+def unpack_zip(plain_zip: Path, staging: Path, limits: UnzipLimits = DEFAULT_LIMITS) -> None:
+    """Unzip a verified plain zip safely into `staging` (a fresh folder).
+
+    Raises:
+        VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`).
+        LocalError: the disk failed (`insufficient_disk_space`, `unzip_fail`).
+    """
+    try:
+        safe_unzip(plain_zip, staging, limits)
+    except OSError as exc:
+        raise LocalError.from_os_error(exc, "unzip_fail", "unpack the bundle") from exc
 
 
 def verify_file(
@@ -23,10 +89,7 @@ def verify_file(
     verification: BundleVerification,
     chunk_bytes: int = VERIFY_CHUNK_BYTES,
 ) -> StreamingVerifier:
-    """Stream `src` through the verifier, writing the plain zip to `plain_out` (if given).
-
-    The writes run in a helper thread (`BackgroundWriter`) so they overlap decryption and
-    hashing.
+    """Stream `src` through a `ZipPipeline`, writing the plain zip to `plain_out` (if given).
 
     On failure `plain_out` is removed. Returns the finished verifier (digests, byte counts).
 
@@ -34,25 +97,19 @@ def verify_file(
         VerificationError: `decrypt_fail` or `checksum_fail`.
         LocalError: `download_fail` when `src` cannot be read or `plain_out` written.
     """
-    verifier = verification.verifier()
     try:
         sink = BackgroundWriter(plain_out) if plain_out is not None else nullcontext(None)
         with src.open("rb") as reader, sink as writer:
+            pipeline = ZipPipeline(verification, writer)
             while chunk := reader.read(chunk_bytes):
-                plain = verifier.update(chunk)
-                if writer is not None:
-                    writer.write(plain)
-            plain = verifier.finish()
-            if writer is not None:
-                writer.write(plain)
-        verification.check(verifier)
+                pipeline.feed(chunk)
+            return pipeline.finish()
     except OSError as exc:
         _remove(plain_out)
         raise LocalError("download_fail", f"cannot read or write the bundle: {exc}") from None
     except BaseException:
         _remove(plain_out)
         raise
-    return verifier
 
 
 def unpack_file(
@@ -75,7 +132,7 @@ def unpack_file(
         plain = Path(work) / "bundle.zip"
         verifier = verify_file(src, plain, verification)
         staging = Path(work) / "files"
-        safe_unzip(plain, staging, limits)
+        unpack_zip(plain, staging, limits)
         os.replace(staging, dest)
     return verifier
 

@@ -33,8 +33,23 @@ failure leaves the partial download to resume.
 Stats actions are queued at the moments of the Capgo plugin (reference §4) and flushed in
 batches, at most once a second. A 429 hint silences every request until it expires (24 h max).
 
-The core never reads a clock: `now` comes with each event and `next_deadline()` tells the
-driver when to send `TimerFired`. Effects come out in the order they must be performed.
+The core never reads a clock: `now` comes with each event, is passed to each handler, and
+`next_deadline()` tells the driver when to send `TimerFired`. Effects come out in the order
+they must be performed.
+
+The machine
+-----------
+`Agent` is one explicit machine made of parts it owns (composition, no inheritance): a
+`Ledger` (`agent.core.base`: the persisted `DeviceState`, the stats queue, the effects of the
+step in progress), `Updates` (`agent.core.updates`: checks, offers, downloads, stats flushes)
+and the lifecycle handlers here. Two tables say what may follow what, both in
+`agent.core.lifecycle`: `BUNDLE_TRANSITIONS` for each bundle's persisted status, and
+`ACTIVITY_TRANSITIONS` for the device's running state (`Activity`: idle, launched, checking,
+launch-checking, downloading). The download itself -- which range to fetch, resume, restart
+after a 416 or a torn partial, the size cap, the deadline and the stall window -- is the
+sans-I/O `agent.core.download.Download` machine with its own table (`DOWNLOAD_TRANSITIONS`),
+which the drivers' fetchers feed with each attempt, each answer's head, each chunk's arrival
+and the body's end.
 """
 
 from __future__ import annotations
@@ -46,14 +61,30 @@ from typing import Any
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core import events as ev
 from agent.core.backoff import RandomSource
-from agent.core.effects import CommitStats, Effect
-from agent.core.lifecycle import BUILTIN, DeviceState, confirm_boot, fail_current, reset_to_builtin
+from agent.core.base import Ledger
+from agent.core.effects import Effect
+from agent.core.lifecycle import (
+    BUILTIN,
+    Activity,
+    DeviceState,
+    Move,
+    confirm_boot,
+    fail_current,
+    reset_to_builtin,
+)
 from agent.core.rollback import plain_content_id
-from agent.core.updates import UpdateFlow
-from agent.protocol.base import Dialect, NoUpdate, ReleaseDocument, StatEvent, UpdateOffer
+from agent.core.updates import Updates
+from agent.protocol.base import (
+    DeviceInfo,
+    Dialect,
+    NoUpdate,
+    ReleaseDocument,
+    StatEvent,
+    UpdateOffer,
+)
 
 
-class Agent(UpdateFlow):
+class Agent:
     """One device's update logic. Feed it events; perform the effects it returns, in order."""
 
     def __init__(
@@ -73,141 +104,175 @@ class Agent(UpdateFlow):
         lower-cased; the drivers pass the digest the app's public key recovers from it).
         `open_release` verifies an answer's signed release document (strict mode; raises
         `VerificationError`)."""
-        super().__init__(
-            config,
-            identity,
-            state,
-            stats,
+        self.config = config
+        self.identity = identity
+        self._ledger = Ledger(config, identity, state, stats, rng=rng, key_id=key_id)
+        self._updates = Updates(
+            self._ledger,
             rng=rng,
             dialect=dialect,
-            key_id=key_id,
             content_id=content_id or plain_content_id,
             open_release=open_release,
         )
-        self._handlers: Mapping[type, Callable[[Any], None]] = {
+        self._foreground = False
+        self._next_periodic: float | None = None
+        updates = self._updates
+        self._handlers: Mapping[type, Callable[[Any, float], None]] = {
             ev.AppStarted: self._on_started,
             ev.MovedToForeground: self._on_foreground,
             ev.MovedToBackground: self._on_background,
             ev.AppReady: self._on_ready,
             ev.TimerFired: self._on_timer,
-            ev.CheckRequested: lambda _: self._start_check(),
-            ev.ResponseReceived: self._on_response,
-            ev.TransportFailed: self._on_transport_failed,
-            ev.DownloadProgressed: self._on_progress,
-            ev.DownloadFinished: self._on_downloaded,
-            ev.DownloadFailed: self._on_download_failed,
+            ev.CheckRequested: lambda _, now: updates.start_check(now),
+            ev.ResponseReceived: updates.on_response,
+            ev.TransportFailed: updates.on_transport_failed,
+            ev.DownloadProgressed: updates.on_progress,
+            ev.DownloadFinished: updates.on_downloaded,
+            ev.DownloadFailed: updates.on_download_failed,
             ev.ChannelStored: self._on_channel,
         }
 
     def handle(self, event: ev.Event, now: float) -> list[Effect]:
         """Take one event at time `now` (seconds) and return the effects to perform, in order."""
-        self._out, self._now = [], now
-        self._handlers[type(event)](event)
-        self._flush_stats()
-        if self._deletes or (self.state is not self._committed and self.state != self._committed):
-            self._commit()
-        if self._stats_changed:
-            self._stats_changed = False
-            self._out.append(CommitStats(tuple(self._stats.events)))
-        return self._out
+        self._ledger.begin()
+        self._handlers[type(event)](event, now)
+        self._updates.flush_stats(now)
+        return self._ledger.finish()
 
     def next_deadline(self) -> float | None:
         """When the driver must send `TimerFired` next, or None when nothing is scheduled."""
         deadlines = [
-            self._ready_deadline(),
+            self._ledger.ready_deadline(),
             self._next_periodic if self._foreground else None,
             self.stats_deadline(),
         ]
         return min((d for d in deadlines if d is not None), default=None)
 
-    def _on_started(self, _: ev.AppStarted) -> None:
-        self._check_native_version()
-        boot = self.state.boot
+    # -- what drivers and observers read -------------------------------------------------
+
+    @property
+    def state(self) -> DeviceState:
+        return self._ledger.state
+
+    @property
+    def activity(self) -> Activity:
+        return self._updates.activity
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._updates.dialect
+
+    @property
+    def pending_stats(self) -> Sequence[StatEvent]:
+        return tuple(self._ledger.stats.events)
+
+    def stats_deadline(self) -> float | None:
+        """When the next stats batch may be sent (None: nothing to send, or stats are off)."""
+        return self._ledger.stats_deadline()
+
+    def device_info(self) -> DeviceInfo:
+        return self._ledger.device_info()
+
+    def commit_failed(self) -> None:
+        """The driver could not write the last commit (disk full): the state and the stats
+        queue are written again at the end of the next step, whatever it changes."""
+        self._ledger.commit_failed()
+
+    # -- the lifecycle ---------------------------------------------------------------------
+
+    def _on_started(self, _: ev.AppStarted, now: float) -> None:
+        self._check_native_version(now)
+        boot = self._ledger.state.boot
         if (
             boot is not None
-            and boot.bundle_id == self.state.current
-            and self._ready_deadline() is not None
+            and boot.bundle_id == self._ledger.state.current
+            and self._ledger.ready_deadline() is not None
         ):
-            self._roll_back()  # the previous run never confirmed its boot
-        if self.state.next is not None and self.config.auto_update != "onlyDownload":
-            self._switch_to(self.state.next)
+            self._roll_back(now)  # the previous run never confirmed its boot
+        if self._ledger.state.next is not None and self.config.auto_update != "onlyDownload":
+            self._ledger.switch_to(self._ledger.state.next, now)
         else:
-            self._start_boot()
-        self._stat("app_launch_start")
-        self._launch_check = True
-        self._on_foreground(ev.MovedToForeground())
+            self._ledger.start_boot(now)
+        self._ledger.stat(now, "app_launch_start")
+        self._updates.move(Move.STARTED)
+        self._on_foreground(ev.MovedToForeground(), now)
 
-    def _check_native_version(self) -> None:
-        st, ident = self.state, self.identity
+    def _check_native_version(self, now: float) -> None:
+        st, ident = self._ledger.state, self.identity
         if st.native_build is not None and (st.native_build, st.native_code) != (
             ident.version_build,
             ident.version_code,
         ):
-            self._stat("native_app_version_changed", ident.version_build)
-            self.state = replace(self.state, install_check_pending=True)
+            self._ledger.stat(now, "native_app_version_changed", ident.version_build)
+            self._ledger.state = replace(self._ledger.state, install_check_pending=True)
             if self.config.reset_when_update:
-                self.state = reset_to_builtin(self.state)
-                for bundle_id in list(self.state.bundles):
-                    self._forget(bundle_id)
+                self._ledger.state = reset_to_builtin(self._ledger.state)
+                for bundle_id in list(self._ledger.state.bundles):
+                    self._ledger.forget(bundle_id, now)
         if st.os_version is not None and st.os_version != ident.version_os:
-            self._stat("os_version_changed")
-        self.state = replace(
-            self.state,
+            self._ledger.stat(now, "os_version_changed")
+        self._ledger.state = replace(
+            self._ledger.state,
             native_build=ident.version_build,
             native_code=ident.version_code,
             os_version=ident.version_os,
         )
 
-    def _roll_back(self) -> None:
-        failed = self.state.bundles[self.state.current]
-        self._emit("updateFailed", bundle=self._bundle_payload(failed.id))
-        self._stat("app_launch_timeout", failed.version)
-        self._stat("update_fail", failed.version)
-        self.state, _ = fail_current(self.state)
+    def _roll_back(self, now: float) -> None:
+        failed = self._ledger.state.bundles[self._ledger.state.current]
+        self._ledger.emit("updateFailed", bundle=self._ledger.bundle_payload(failed.id))
+        self._ledger.stat(now, "app_launch_timeout", failed.version)
+        self._ledger.stat(now, "update_fail", failed.version)
+        self._ledger.state, _ = fail_current(self._ledger.state)
         if self.config.auto_delete_failed:
-            self._forget(failed.id)
+            self._ledger.forget(failed.id, now)
 
-    def _on_foreground(self, _: ev.MovedToForeground) -> None:
+    def _on_foreground(self, _: ev.MovedToForeground, now: float) -> None:
         self._foreground = True
-        self._stat("app_moved_to_foreground")
+        self._ledger.stat(now, "app_moved_to_foreground")
         if self.config.period_check_delay_s:
-            self._next_periodic = self._now + self.config.period_check_delay_s
+            self._next_periodic = now + self.config.period_check_delay_s
         if self.config.auto_update != "off":
-            self._start_check()
+            self._updates.start_check(now)
 
-    def _on_background(self, _: ev.MovedToBackground) -> None:
+    def _on_background(self, _: ev.MovedToBackground, now: float) -> None:
         self._foreground = False
-        self._stat("app_moved_to_background")
-        if self.state.next is not None and self.state.bootable(self.state.next):
-            self._switch_to(self.state.next)
+        self._ledger.stat(now, "app_moved_to_background")
+        if self._ledger.state.next is not None and self._ledger.state.bootable(
+            self._ledger.state.next
+        ):
+            self._ledger.switch_to(self._ledger.state.next, now)
 
-    def _on_ready(self, event: ev.AppReady) -> None:
-        boot = self.state.boot
+    def _on_ready(self, event: ev.AppReady, now: float) -> None:
+        boot = self._ledger.state.boot
         if boot is None or boot.confirmed or event.boot_id not in (None, boot.id):
             return  # a stale signal never confirms another boot (Capgo #907)
-        previous = self.state.fallback
-        self.state = confirm_boot(self.state)
-        duration_ms = str(int((self._now - boot.started_at) * 1000))
-        self._stat("app_launch_ready", duration_ms=duration_ms)
-        self._emit("appReady", bundle=self._bundle_payload(boot.bundle_id), status="success")
+        previous = self._ledger.state.fallback
+        self._ledger.state = confirm_boot(self._ledger.state)
+        duration_ms = str(int((now - boot.started_at) * 1000))
+        self._ledger.stat(now, "app_launch_ready", duration_ms=duration_ms)
+        self._ledger.emit(
+            "appReady", bundle=self._ledger.bundle_payload(boot.bundle_id), status="success"
+        )
         if self.config.auto_delete_previous and previous not in (
             BUILTIN,
-            self.state.current,
-            self.state.next,
+            self._ledger.state.current,
+            self._ledger.state.next,
         ):
-            self._forget(previous)
-        self._drop_outdated_next()  # after: the queued bundle may be the previous fallback
-        self._commit()
+            self._ledger.forget(previous, now)
+        # after: the queued bundle may be the previous fallback
+        self._updates.drop_outdated_next(now)
+        self._ledger.commit()
 
-    def _on_timer(self, _: ev.TimerFired) -> None:
-        ready_at = self._ready_deadline()
-        if ready_at is not None and ready_at <= self._now:
-            self._roll_back()
-            self._start_boot()
-        if self._foreground and self._next_periodic and self._next_periodic <= self._now:
-            self._next_periodic = self._now + self.config.period_check_delay_s
-            self._start_check()
+    def _on_timer(self, _: ev.TimerFired, now: float) -> None:
+        ready_at = self._ledger.ready_deadline()
+        if ready_at is not None and ready_at <= now:
+            self._roll_back(now)
+            self._ledger.start_boot(now)
+        if self._foreground and self._next_periodic and self._next_periodic <= now:
+            self._next_periodic = now + self.config.period_check_delay_s
+            self._updates.start_check(now)
 
-    def _on_channel(self, event: ev.ChannelStored) -> None:
-        self.state = replace(self.state, channel=event.channel)
-        self._commit()
+    def _on_channel(self, event: ev.ChannelStored, now: float) -> None:
+        self._ledger.state = replace(self._ledger.state, channel=event.channel)
+        self._ledger.commit()

@@ -8,12 +8,21 @@ is the bundle shipped in the binary; it is always present and always bootable.
 Every change to this state is made by a function here that returns a new `DeviceState`; the
 agent commits the result atomically. `BUNDLE_TRANSITIONS` lists which status may follow which;
 asking for any other change raises `RuntimeError` (a bug, never a server's fault).
+
+Beside it, the device's *running* state, which is not persisted (a new process starts idle):
+`Activity` and `ACTIVITY_TRANSITIONS`, in the manner of h11's connection states. It says what
+the agent is doing between two events (idle, checking, downloading) and whether the check in
+flight is the first one after a cold start (what `onLaunch` applies at once). `advance` is the
+only way to change it; a move the table does not list raises `RuntimeError`. The download's
+own steps (fetching a range, receiving, checking the digest) are `agent.core.download`'s
+table, `DOWNLOAD_TRANSITIONS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, Literal, get_args
 
 from agent.core.retry import ArtefactFailures
@@ -33,6 +42,52 @@ BUNDLE_TRANSITIONS: Mapping[BundleStatus, frozenset[BundleStatus]] = {
 """Allowed status changes. Deleting is allowed from every status (the entry is removed)."""
 
 BOOTABLE: frozenset[BundleStatus] = frozenset({"pending", "success"})
+
+
+class Activity(Enum):
+    """What the agent is doing between two events (not persisted)."""
+
+    IDLE = "idle"  # nothing in flight
+    LAUNCHED = "launched"  # cold start: the first check after it has not been answered yet
+    CHECKING = "checking"  # an update check is in flight
+    LAUNCH_CHECKING = "launch_checking"  # the first check after a cold start is in flight
+    DOWNLOADING = "downloading"  # a bundle is being fetched, verified and unpacked
+
+
+class Move(Enum):
+    """What changes the activity."""
+
+    STARTED = "started"  # the app cold-started
+    CHECK_SENT = "check_sent"  # an update check went out
+    ANSWERED = "answered"  # the check's result asks for no download
+    DOWNLOAD_STARTED = "download_started"  # the check's offer is being downloaded
+    DOWNLOAD_ENDED = "download_ended"  # installed, or failed
+
+
+ACTIVITY_TRANSITIONS: Mapping[Activity, Mapping[Move, Activity]] = {
+    Activity.IDLE: {Move.STARTED: Activity.LAUNCHED, Move.CHECK_SENT: Activity.CHECKING},
+    Activity.LAUNCHED: {
+        Move.STARTED: Activity.LAUNCHED,
+        Move.CHECK_SENT: Activity.LAUNCH_CHECKING,
+    },
+    Activity.CHECKING: {Move.ANSWERED: Activity.IDLE, Move.DOWNLOAD_STARTED: Activity.DOWNLOADING},
+    Activity.LAUNCH_CHECKING: {
+        Move.ANSWERED: Activity.IDLE,
+        Move.DOWNLOAD_STARTED: Activity.DOWNLOADING,
+    },
+    Activity.DOWNLOADING: {Move.DOWNLOAD_ENDED: Activity.IDLE},
+}
+"""activity -> move -> next activity. One check or one download at a time: a check is sent
+only from IDLE or LAUNCHED; a cold start never lands in the middle of one (drivers run each
+event to completion, and a killed process starts a new agent)."""
+
+
+def advance(activity: Activity, move: Move) -> Activity:
+    """The activity after `move`. Raises RuntimeError for a move the table does not list."""
+    try:
+        return ACTIVITY_TRANSITIONS[activity][move]
+    except KeyError:
+        raise RuntimeError(f"{move.value} is not allowed while {activity.value}") from None
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,20 @@
 """The asyncio driver: one `AsyncDevice` per virtual device, thousands per event loop.
 
-All decisions are the core's and all disk work is `DeviceRuntime`'s; this module only moves
-bytes through an `AsyncHttpPort` (with tenacity retries), sleeps on the injected `Clock`, and
-unpacks bundles in a worker thread so the loop never blocks on a large zip.
+All decisions are the core's and all disk work is `DeviceRuntime`'s; retries, observation and
+downloads are `DriverLoop`'s (shared with the blocking driver). This module only performs the
+loop's operations: it moves bytes through an `AsyncHttpPort`, sleeps on the injected `Clock`,
+and runs the heavy work (replaying a partial download, hashing bundles, unpacking) in a
+worker thread so the event loop never blocks on a large bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-
-from tenacity import AsyncRetrying
+from typing import Any, TypeVar
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.backoff import RandomSource
-from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -24,17 +23,16 @@ from agent.core.events import (
     Event,
     MovedToBackground,
     MovedToForeground,
-    ResponseReceived,
     TimerFired,
-    TransportFailed,
 )
 from agent.drivers.api import AgentObserver, Clock, DeviceStatus, SystemClock
-from agent.drivers.fetch import Transfer
 from agent.drivers.http import AsyncHttpPort, HttpResponse
-from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
-from agent.errors import AgentError, TransportError
+from agent.drivers.loop import Done, DriverLoop, Op, Ops, Send, Sleep, Stream, step
+from agent.drivers.runtime import DeviceRuntime
 from agent.protocol.base import ChannelAnswer, ChannelListing, Dialect, OutgoingRequest
 from agent.store import FreeSpace, disk_free
+
+T = TypeVar("T")
 
 
 class AsyncDevice:
@@ -53,12 +51,8 @@ class AsyncDevice:
         self._rt = runtime
         self._http = http
         self._clock = clock
+        self._loop = DriverLoop(runtime)  # its retry state is per call: used under `_lock`
         self._lock = asyncio.Lock()
-        self._closed = False
-        # One policy object per device, reused by every exchange and transfer (building one
-        # per request cost more than the agent's decisions). Its per-call state lives on the
-        # object, so it is only used under `_lock`.
-        self._retrying = AsyncRetrying(sleep=clock.sleep, **runtime.retry_policy())
 
     @classmethod
     async def open(
@@ -179,10 +173,10 @@ class AsyncDevice:
         A call interrupted by anything but an `AgentError` (a cancellation, a bug) closes the
         device the same way.
         """
-        self._closed = True
+        self._loop.closed = True
 
     async def aclose(self) -> None:
-        self._closed = True
+        self._loop.closed = True
 
     # -- channel_self ----------------------------------------------------------------------
 
@@ -223,82 +217,37 @@ class AsyncDevice:
     # -- I/O -------------------------------------------------------------------------------
 
     async def _run(self, event: Event) -> None:
-        if self._closed:
-            raise RuntimeError("this device was killed or closed; open it again")
         async with self._lock:
-            flow = self._rt.flow(event)
-            try:
-                effect = next(flow)
-                while True:
-                    effect = flow.send(await self._perform(effect))
-            except StopIteration:
-                pass
-            except AgentError:
-                raise  # a local failure: the next commit writes the whole state again
-            except BaseException:
-                self._closed = True  # killed, cancelled or a bug: reopen the folder
-                raise
-
-    async def _perform(self, effect: IoEffect) -> list[Event]:
-        if isinstance(effect, SendRequest):
-            name = effect.request.name
-            try:
-                response = await self._exchange(effect.request)
-            except TransportError as exc:
-                return [TransportFailed(name, exc)]
-            return [ResponseReceived(name, response.status, response.headers, response.body)]
-        return await self._download(effect)
+            await self._drive(self._loop.run(event))
 
     async def _serialised_exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
         """An exchange outside a lifecycle call (channel_self): waits for the one running."""
         async with self._lock:
-            return await self._exchange(outgoing)
+            return await self._drive(self._loop.exchange(outgoing))
 
-    async def _exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
-        request = self._rt.http_request(outgoing)
+    async def _drive(self, ops: Ops[T]) -> T:
+        """Perform the loop's operations until it returns (see `agent.drivers.loop`)."""
+        reply, error = None, None
         try:
-            async for attempt in self._retrying:
-                with attempt:
-                    started = time.perf_counter()
-                    try:
-                        response = await self._http.send(request)
-                    except TransportError as exc:
-                        self._rt.observe(outgoing.name, request, None, started, 0, exc)
-                        raise
-                    self._rt.observe(
-                        outgoing.name, request, response.status, started, len(response.body), None
-                    )
-                    return self._rt.check_answer(response)
-        except ServerBusy as busy:
-            return busy.response
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    async def _download(self, effect: DownloadBundle) -> list[Event]:
-        fetch = self._rt.fetch(effect)
-        try:
-            for transfer in fetch.transfers():
-                await self._transfer(transfer)
-            await asyncio.to_thread(fetch.install)
-        except AgentError as exc:
-            return self._rt.download_failed(fetch, exc)
-        finally:
-            fetch.close()
-        return self._rt.installed(effect.bundle_id)
-
-    async def _transfer(self, transfer: Transfer) -> None:
-        async for attempt in self._retrying:
-            with attempt:
-                request = transfer.request()
-                started, size, status = time.perf_counter(), 0, None
+            while not isinstance(op := step(ops, reply, error), Done):
+                reply, error = None, None
                 try:
-                    async with self._http.stream(request) as response:
-                        status = response.status
-                        transfer.open(response.status, response.headers)
-                        async for chunk in response.aiter_bytes():
-                            size += len(chunk)
-                            transfer.feed(chunk)
-                    transfer.complete()
-                except AgentError as exc:
-                    self._rt.observe(transfer.name, request, status, started, size, exc)
-                    raise
-                self._rt.observe(transfer.name, request, status, started, size, None)
+                    reply = await self._perform(op)
+                except Exception as exc:  # handed back to the loop, where it was raised
+                    error = exc
+            return op.value
+        finally:
+            ops.close()
+
+    async def _perform(self, op: Op) -> Any:
+        if isinstance(op, Send):
+            return await self._http.send(op.request)
+        if isinstance(op, Stream):
+            async with self._http.stream(op.request) as response:
+                op.sink.open(response.status, response.headers)
+                async for chunk in response.aiter_bytes():
+                    op.sink.feed(chunk)
+            return None
+        if isinstance(op, Sleep):
+            return await self._clock.sleep(op.seconds)
+        return await asyncio.to_thread(op.work)

@@ -1,92 +1,59 @@
-"""One full-zip bundle download, shared by both drivers: they only move the bytes.
+"""One full-zip bundle download, shared by both drivers: the I/O of `agent.core.download`.
 
-`BundleFetch` keeps the raw bytes received so far in `downloads/<id>.part`. Each attempt
-replays that file through a fresh `StreamingVerifier` (so hashing and decryption restart from
-byte 0 without holding anything in memory), then asks the server for the rest with
-`Range: bytes=<n>-`. A server that ignores the range (200) restarts the file. Free space is
-checked against what the download really writes (the raw `.part` and the plain `.zip`, from
-the announced length) and, before unpacking, the unpacked size; the `.part` is dropped once the
-digest verified. A write that fails (disk full: `insufficient_disk_space`) is a `LocalError`:
-the core then forgets the bundle and its files. Size is capped
-by `AgentConfig.max_bundle_bytes` and time by `download_timeout_s`, a network timeout measured
-on the real monotonic clock (`DownloadDeadline`), never on the device's injected clock (which
-the simulator speeds up). When the last byte is in,
-the digest is checked, the zip unpacked into staging and moved into `bundles/<id>` by one rename.
+`BundleFetch` moves and stores the bytes; the core's `Download` machine decides (which range
+to ask for, resume or restart, the size cap, the deadline and the stall window, a torn
+partial); verifying and unpacking is the one pipeline of `agent.bundles.zipbundle`
+(`ZipPipeline`, `unpack_zip`), the same that `otasim bundle verify` runs. It keeps the raw
+bytes received so far in `downloads/<id>.part`. Each attempt replays that file through a
+fresh `ZipPipeline` (so hashing and decryption restart from byte 0 without holding anything
+in memory; the asyncio driver runs the replay in a worker thread), then reports how many
+bytes it holds and performs the machine's `FetchRange`. Every body chunk is written to the
+`.part` and, through the pipeline, to the plain `.zip`, and reported as `ChunkReceived`; the
+machine's effects are performed in order, its `StopAttempt` raised. The
+time it passes is `time.monotonic()`: the download deadline is a network timeout, never on the
+device's injected clock (which the simulator speeds up). A write that fails (disk full:
+`insufficient_disk_space`) is a `LocalError`: the core then forgets the bundle and its files.
+When the body verified, the `.part` is dropped; `install` unpacks the zip into staging and
+moves it into `bundles/<id>` by one rename.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO, Protocol
 
-from agent.bundles.unzip import safe_unzip
+from agent.bundles.zipbundle import ZipPipeline, unpack_zip
 from agent.config import AgentConfig
+from agent.core.download import (
+    AttemptStarted,
+    BodyEnded,
+    CheckDigest,
+    ChunkReceived,
+    DigestChecked,
+    Download,
+    DownloadEffect,
+    DownloadEvent,
+    EnsureFreeSpace,
+    FetchRange,
+    HeadReceived,
+    KeepVerified,
+    Pace,
+    ReportProgress,
+    RestartFromZero,
+    StopAttempt,
+)
 from agent.drivers.http import HttpRequest
-from agent.errors import LocalError, RateLimited, TransportError, VerificationError
+from agent.errors import LocalError, VerificationError
 from agent.protocol.base import UpdateOffer
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey
-from agent.security.stream import StreamingVerifier
 from agent.security.verify import BundleVerification, plan_bundle_verification
 from agent.store import DeviceStore
 
 REPLAY_CHUNK = 256 * 1024
-ZIP_ESTIMATE = 50 * 1024 * 1024  # the plugin's size estimate before a download
-TRANSFER_PERCENT = 70  # as the plugin: 0..70 while transferring, 90 when unpacked
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-class DownloadStopped(TransportError):
-    """The download cannot go on now (deadline, refused URL); not retried in this attempt run.
-
-    The partial download stays and resumes at the next offer of the same artefact.
-    """
-
-
-class DownloadDeadline:
-    """The overall deadline of one download, started when the download starts.
-
-    It is a network timeout, so it runs on `time.monotonic()`: a device clock that the
-    simulator scales (or a test freezes) must not shorten or stretch it.
-    """
-
-    def __init__(self, config: AgentConfig, what: str) -> None:
-        self.at = time.monotonic() + config.download_timeout_s  # also each request's `deadline`
-        self._what = what
-        self._min_rate = config.min_download_bytes_per_s
-        self._window_s = config.stall_window_s
-        self._window_start = time.monotonic()
-        self._window_bytes = 0
-
-    def check(self) -> None:
-        """Raises:
-        DownloadStopped: the deadline has passed.
-        """
-        if time.monotonic() > self.at:
-            raise DownloadStopped(f"{self._what}: download deadline passed")
-
-    def received(self, size: int) -> None:
-        """Count `size` bytes just received: a body trickling in slower than
-        `min_download_bytes_per_s` over `stall_window_s` stops long before the deadline (a
-        slow-retrieval attack, or a dead network).
-
-        Raises:
-            DownloadStopped: the deadline has passed, or the transfer is stalled.
-        """
-        self.check()
-        self._window_bytes += size
-        elapsed = time.monotonic() - self._window_start
-        if not self._window_s or elapsed < self._window_s:
-            return
-        if self._window_bytes < self._min_rate * elapsed:
-            raise DownloadStopped(
-                f"{self._what}: stalled ({self._window_bytes} bytes in {elapsed:.0f} s)"
-            )
-        self._window_start, self._window_bytes = time.monotonic(), 0
 
 
 def check_free_space(store: DeviceStore, needed: int) -> None:
@@ -121,29 +88,20 @@ def close_quietly(handle: BinaryIO | None) -> None:
             handle.close()
 
 
-def check_status(status: int, headers: Mapping[str, str], now: float) -> None:
-    """Accept a 200 answer; raise what any other status of a file download means.
-
-    Raises:
-        RateLimited: 429 (with the server's hint). TransportError: 408 or 5xx (retry).
-        DownloadStopped: any other status (the URL is refused; retried at the next check).
-    """
-    if status == 200:
-        return
-    if status == 429:
-        raise RateLimited("download rate-limited", retry_hint(headers, None, now))
-    if status == 408 or status >= 500:
-        raise TransportError(f"download answered HTTP {status}")
-    raise DownloadStopped(f"download answered HTTP {status}")
+def head_received(status: int, headers: Mapping[str, str], now: float) -> HeadReceived:
+    """The core's event for an answer's head (the server's 429 hint read here)."""
+    hint = retry_hint(headers, None, now) if status == 429 else None
+    return HeadReceived(status, headers, time.monotonic(), hint)
 
 
 class Transfer(Protocol):
-    """One file to move over HTTP. Drivers run, per attempt: `request`, `open`, `feed`* and
-    `complete`; `name` labels the request for observers."""
+    """One file to move over HTTP. Drivers run, per attempt: `start` (off the event loop when
+    `heavy_start`), `open`, `feed`* and `complete`; `name` labels the request for observers."""
 
     name: str
+    heavy_start: bool
 
-    def request(self) -> HttpRequest: ...
+    def start(self) -> HttpRequest: ...
 
     def open(self, status: int, headers: Mapping[str, str]) -> None: ...
 
@@ -152,10 +110,93 @@ class Transfer(Protocol):
     def complete(self) -> None: ...
 
 
-class BundleFetch:
+class Fetch(Protocol):
+    """One bundle download: `prepare` (heavy: off the event loop), its `transfers`, `install`
+    (heavy), `close`."""
+
+    bundle_id: str
+
+    def prepare(self) -> None: ...
+
+    def transfers(self) -> Iterator[Transfer]: ...
+
+    def install(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MachineTransfer:
+    """A transfer decided by the core's `Download` machine: what both fetchers share. It feeds
+    the machine the attempt, the head, each chunk and the body's end, and performs the effects:
+    `StopAttempt` raises, `CheckDigest` asks `_finish` (the fetcher's verifier), the rest goes
+    to `_perform`."""
+
+    name: str
+    heavy_start: bool
+
+    def __init__(self, machine: Download, now: Callable[[], float]) -> None:
+        self._machine = machine
+        self._now = now
+
+    def open(self, status: int, headers: Mapping[str, str]) -> None:
+        """Check the response head of an attempt (raises what the core's `StopAttempt` says:
+        TransportError to retry, DownloadStopped, VerificationError over the cap)."""
+        self._step(head_received(status, headers, self._now()))
+
+    def complete(self) -> None:
+        """The body ended: the core checks its length, then its digest (raises
+        TransportError for a short body or a torn partial, VerificationError else)."""
+        try:
+            self._step(BodyEnded(time.monotonic()))
+        finally:
+            self.close()
+
+    def _attempt(self, partial_bytes: int) -> FetchRange:
+        fetch = self._step(AttemptStarted(partial_bytes, time.monotonic()))
+        assert fetch is not None  # else the machine stopped the attempt (raised)
+        return fetch
+
+    def _received(self, size: int) -> None:
+        self._step(ChunkReceived(size, time.monotonic()))
+
+    def _step(self, event: DownloadEvent) -> FetchRange | None:
+        """Feed the core one event and perform its effects, in order."""
+        fetch = None
+        for effect in self._machine.handle(event):
+            if isinstance(effect, FetchRange):
+                fetch = effect
+            elif isinstance(effect, StopAttempt):
+                raise effect.error
+            elif isinstance(effect, CheckDigest):
+                self._step(DigestChecked(self._digest_error()))
+            else:
+                self._perform(effect)
+        return fetch
+
+    def _digest_error(self) -> VerificationError | None:
+        try:
+            self._finish()
+        except VerificationError as exc:
+            return exc
+        return None
+
+    def _finish(self) -> None:
+        """Finish the verifier and flush the files. Raises VerificationError, LocalError."""
+        raise NotImplementedError
+
+    def _perform(self, effect: DownloadEffect) -> None:
+        """Space, progress, restart and keep (what this fetcher has to do with them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class BundleFetch(MachineTransfer):
     """Download, verify and install one full-zip bundle: its only transfer is itself."""
 
     name = "bundle"
+    heavy_start = True  # replays the partial download through AES and SHA-256
 
     def __init__(
         self,
@@ -173,137 +214,79 @@ class BundleFetch:
         self.offer = offer
         self.config = config
         self._public_key = public_key
-        self._now = now
         self._progress = progress
-        self._deadline = DownloadDeadline(config, f"bundle {offer.version}")
+        super().__init__(Download(Pace.of(config), f"bundle {offer.version}"), now)
         self._plan: BundleVerification | None = None
-        self._verifier: StreamingVerifier | None = None
+        self._pipeline: ZipPipeline | None = None
         self._part: BinaryIO | None = None
         self._plain: BinaryIO | None = None
-        self._offset = 0
-        self._total: int | None = None
-        self._resumed = False
-        self._last_percent = 0
+
+    def prepare(self) -> None:
+        """Raises:
+        VerificationError: the offer can never verify (`checksum_required`, `decrypt_fail`).
+        """
+        self._plan = plan_bundle_verification(
+            self.offer.checksum, self.offer.session_key, self._public_key
+        )
 
     def transfers(self) -> Iterator[Transfer]:
         yield self
 
-    def request(self) -> HttpRequest:
-        """Start an attempt: replay the partial download, then ask for the remaining bytes.
+    def start(self) -> HttpRequest:
+        """Start an attempt: replay the partial download, then ask for what the core says.
 
         Raises:
-            VerificationError: the offer can never verify (`checksum_required`, `decrypt_fail`).
             DownloadStopped: the download deadline has passed.
+            LocalError: the disk is full or failed.
         """
-        self._deadline.check()
-        if self._plan is None:
-            check_free_space(self.store, 2 * ZIP_ESTIMATE)
-            self._plan = plan_bundle_verification(
-                self.offer.checksum, self.offer.session_key, self._public_key
-            )
+        assert self._plan is not None
         self.close()
         part_path = self.store.part_path(self.bundle_id)
-        self._verifier = self._plan.verifier()
         with disk_writes("replaying the partial download"):
             self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
             self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
+            self._pipeline = ZipPipeline(self._plan, self._plain)
             with open(part_path, "rb") as replay:
                 while chunk := replay.read(REPLAY_CHUNK):
-                    self._plain.write(self._verifier.update(chunk))
-        self._offset = self._verifier.bytes_in
-        self._resumed = self._resumed or self._offset > 0
-        headers = {"range": f"bytes={self._offset}-"} if self._offset else {}
+                    self._pipeline.feed(chunk)
+        fetch = self._attempt(self._pipeline.bytes_in)
+        headers = {"range": f"bytes={fetch.offset}-"} if fetch.offset else {}
         return HttpRequest(
             "GET",
             self.offer.url,
             headers,
             timeout_s=self.config.response_timeout_s,
-            deadline=self._deadline.at,
+            deadline=fetch.deadline,
         )
 
-    def open(self, status: int, headers: Mapping[str, str]) -> None:
-        """Check the response head of an attempt.
-
-        Raises:
-            TransportError: a status worth retrying (408, 429, 5xx, a bad or refused range).
-            DownloadStopped: any other status (the URL is refused; retried at the next check).
-            VerificationError: the announced size exceeds the cap (`download_fail`).
-        """
-        if status == 206:
-            match = _CONTENT_RANGE.fullmatch(headers.get("content-range", ""))
-            if not match or int(match.group(1)) != self._offset:
-                self._restart()
-                raise TransportError("server answered a range we did not ask for")
-        elif status == 416:
-            self._restart()
-            raise TransportError("range not satisfiable: restarting the download")
-        elif status == 200 and self._offset:
-            self._restart()
-        else:
-            check_status(status, headers, self._now())
-        length = headers.get("content-length")
-        self._total = self._offset + int(length) if length and length.isdigit() else None
-        if self._total is not None and self._total > self.config.max_bundle_bytes:
-            raise VerificationError("download_fail", f"bundle is {self._total} bytes, over the cap")
-        if self._total is not None:  # what is still to come, written twice: .part and .zip
-            check_free_space(self.store, 2 * (self._total - self._offset))
-
-    def _restart(self) -> None:
-        assert self._part is not None and self._plain is not None and self._plan is not None
-        self._part.truncate(0)
-        self._plain.seek(0)
-        self._plain.truncate(0)
-        self._verifier = self._plan.verifier()
-        self._offset = 0
-        self._resumed = False
-
     def feed(self, chunk: bytes) -> None:
-        """Take the next bytes of the body.
-
-        Raises:
-            VerificationError: the body grew past the size cap (`download_fail`).
-            DownloadStopped: the download deadline passed, or the transfer is stalled.
-        """
-        assert self._part is not None and self._plain is not None and self._verifier is not None
-        self._deadline.received(len(chunk))
-        if self._verifier.bytes_in + len(chunk) > self.config.max_bundle_bytes:
-            raise VerificationError("download_fail", "bundle body is larger than the cap")
+        """Take the next bytes of the body (raises the core's `StopAttempt`)."""
+        assert self._part is not None and self._pipeline is not None
         with disk_writes("writing the download"):
             self._part.write(chunk)
-            self._plain.write(self._verifier.update(chunk))
-        if self._total:
-            percent = TRANSFER_PERCENT * self._verifier.bytes_in // self._total
-            if percent // 10 > self._last_percent // 10:
-                self._last_percent = percent
-                self._progress(percent)
+            self._pipeline.feed(chunk)
+        self._received(len(chunk))
 
-    def complete(self) -> None:
-        """The body ended: check its length and digest.
+    def _perform(self, effect: DownloadEffect) -> None:
+        if isinstance(effect, ReportProgress):
+            self._progress(effect.percent)
+        elif isinstance(effect, EnsureFreeSpace):
+            check_free_space(self.store, effect.bytes)
+        elif isinstance(effect, RestartFromZero):
+            assert self._part is not None and self._plain is not None and self._plan is not None
+            self._part.truncate(0)
+            self._plain.seek(0)
+            self._plain.truncate(0)
+            self._pipeline = ZipPipeline(self._plan, self._plain)
+        elif isinstance(effect, KeepVerified):
+            self.store.part_path(self.bundle_id).unlink(missing_ok=True)  # not resumed
 
-        Raises:
-            TransportError: the body is shorter than announced, or a resumed download did not
-                verify (the partial is dropped and the next attempt starts from zero).
-            VerificationError: `checksum_fail` / `decrypt_fail` for a download from byte 0.
-        """
-        assert self._plain is not None and self._verifier is not None and self._plan is not None
-        received = self._verifier.bytes_in
-        if self._total is not None and received != self._total:
-            raise TransportError(f"body ended after {received} of {self._total} bytes")
-        try:
-            with disk_writes("writing the download"):
-                self._plain.write(self._verifier.finish())
-                self._plain.flush()
-                assert self._part is not None
-                self._part.flush()
-            self._plan.check(self._verifier)
-        except VerificationError:
-            if not self._resumed:
-                raise
-            self._restart()  # the partial from an earlier run may be torn: start over once
-            raise TransportError("resumed download did not verify; restarting from zero") from None
-        finally:
-            self.close()
-        self.store.part_path(self.bundle_id).unlink(missing_ok=True)  # verified: not resumed
+    def _finish(self) -> None:
+        assert self._plain is not None and self._part is not None and self._pipeline is not None
+        with disk_writes("writing the download"):
+            self._pipeline.finish()
+            self._plain.flush()
+            self._part.flush()
 
     def install(self) -> None:
         """Unpack the verified zip into staging and move it into place.
@@ -313,10 +296,7 @@ class BundleFetch:
             LocalError: the disk failed.
         """
         staged = self.store.fresh_staging(self.bundle_id)
-        try:
-            safe_unzip(self.store.zip_path(self.bundle_id), staged)
-        except OSError as exc:
-            raise LocalError.from_os_error(exc, "unzip_fail", "unpack the bundle") from exc
+        unpack_zip(self.store.zip_path(self.bundle_id), staged)
         self.store.install(self.bundle_id, staged)
 
     def close(self) -> None:

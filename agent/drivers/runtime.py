@@ -38,7 +38,7 @@ from agent.core.events import DownloadFailed, DownloadFinished, DownloadProgress
 from agent.core.lifecycle import BUILTIN
 from agent.drivers.api import AgentObserver, BundleView, DeviceStatus
 from agent.drivers.delta import ManifestFetch
-from agent.drivers.fetch import BundleFetch, DownloadStopped
+from agent.drivers.fetch import BundleFetch, Fetch
 from agent.drivers.http import (
     DeadlinePassed,
     HttpRequest,
@@ -47,7 +47,7 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
 )
-from agent.errors import AgentError, LocalError, TransportError
+from agent.errors import AgentError, DownloadStopped, LocalError, TransportError
 from agent.protocol.base import (
     ChannelAnswer,
     Dialect,
@@ -225,7 +225,7 @@ class DeviceRuntime:
         for effect in self.agent.handle(DownloadProgressed(bundle_id, percent), self.now()):
             self._perform(effect)
 
-    def fetch(self, effect: DownloadBundle) -> BundleFetch | ManifestFetch:
+    def fetch(self, effect: DownloadBundle) -> Fetch:
         """A download for `effect` (delta when the offer has a manifest); progress reaches the
         core as it happens."""
 
@@ -243,7 +243,7 @@ class DeviceRuntime:
         ]
         return ManifestFetch(*args, now=self.now, progress=progress, reuse_from=installed)
 
-    def download_failed(self, fetch: BundleFetch | ManifestFetch, error: AgentError) -> list[Event]:
+    def download_failed(self, fetch: Fetch, error: AgentError) -> list[Event]:
         """The events of a failed download. A disk failure frees the download's files at once:
         the state commit that forgets the bundle needs room on that disk too."""
         if isinstance(error, LocalError):

@@ -1,20 +1,19 @@
 """The blocking driver: `SyncDevice`, for Locust users and scripts; cooperative under gevent.
 
 It is the asyncio driver's twin: the same `DeviceRuntime` makes every decision and touches the
-disk; this module only moves bytes through a `SyncHttpPort` (with tenacity retries) and sleeps
-on the injected clock. Under gevent's monkey-patching, sockets and `time.sleep` yield.
+disk, the same `DriverLoop` retries, observes and downloads; this module only performs the
+loop's operations (send, stream, sleep, offload) with a `SyncHttpPort` and the injected clock.
+Under gevent's monkey-patching, sockets, `time.sleep` and the device lock yield.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
-
-from tenacity import Retrying
+from typing import Any, TypeVar
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.backoff import RandomSource
-from agent.core.effects import DownloadBundle, SendRequest
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -23,16 +22,15 @@ from agent.core.events import (
     Event,
     MovedToBackground,
     MovedToForeground,
-    ResponseReceived,
     TimerFired,
-    TransportFailed,
 )
 from agent.drivers.api import AgentObserver, DeviceStatus, SyncClock, SystemSyncClock
-from agent.drivers.fetch import Transfer
 from agent.drivers.http import HttpResponse, SyncHttpPort
-from agent.drivers.runtime import DeviceRuntime, IoEffect, ServerBusy
-from agent.errors import AgentError, TransportError
+from agent.drivers.loop import Done, DriverLoop, Op, Ops, Send, Sleep, Stream, step
+from agent.drivers.runtime import DeviceRuntime
 from agent.protocol.base import ChannelAnswer, ChannelListing, Dialect, OutgoingRequest
+
+T = TypeVar("T")
 
 
 class SyncDevice:
@@ -50,8 +48,8 @@ class SyncDevice:
         self._rt = runtime
         self._http = http
         self._clock = clock
-        self._closed = False
-        self._retrying = Retrying(sleep=clock.sleep, **runtime.retry_policy())  # one per device
+        self._loop = DriverLoop(runtime)  # its retry state is per call: used under `_lock`
+        self._lock = threading.Lock()
 
     @classmethod
     def open(
@@ -169,10 +167,10 @@ class SyncDevice:
         A call interrupted by anything but an `AgentError` (a cancellation, a bug) closes the
         device the same way.
         """
-        self._closed = True
+        self._loop.closed = True
 
     def close(self) -> None:
-        self._closed = True
+        self._loop.closed = True
 
     # -- channel_self ----------------------------------------------------------------------
 
@@ -183,7 +181,7 @@ class SyncDevice:
             TransportError: the server could not be reached. ProtocolError: bad answer.
         """
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = self._exchange(dialect.channel_set_request(info, channel))
+        response = self._serialised_exchange(dialect.channel_set_request(info, channel))
         answer = self._rt.channel_set_answer(response, channel)
         if answer.allowed and dialect.stores_channel_locally:  # else the server keeps it
             self._run(ChannelStored(channel))
@@ -195,94 +193,55 @@ class SyncDevice:
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
         request = dialect.channel_unset_request(info)
         if request is not None:
-            self._exchange(request)
+            self._serialised_exchange(request)
         self._run(ChannelStored(None))
 
     def get_channel(self) -> ChannelAnswer:
         """PUT channel_self. Raises TransportError / ProtocolError."""
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = self._exchange(dialect.channel_get_request(info))
+        response = self._serialised_exchange(dialect.channel_get_request(info))
         return dialect.parse_channel(response.status, response.body)
 
     def list_channels(self) -> list[ChannelListing]:
         """GET channel_self. Raises TransportError / ProtocolError."""
         dialect, info = self._rt.agent.dialect, self._rt.agent.device_info()
-        response = self._exchange(dialect.channel_list_request(info))
+        response = self._serialised_exchange(dialect.channel_list_request(info))
         return dialect.parse_channel_list(response.status, response.body)
 
     # -- I/O -------------------------------------------------------------------------------
 
     def _run(self, event: Event) -> None:
-        if self._closed:
-            raise RuntimeError("this device was killed or closed; open it again")
-        flow = self._rt.flow(event)
+        with self._lock:
+            self._drive(self._loop.run(event))
+
+    def _serialised_exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
+        """An exchange outside a lifecycle call (channel_self): waits for the one running."""
+        with self._lock:
+            return self._drive(self._loop.exchange(outgoing))
+
+    def _drive(self, ops: Ops[T]) -> T:
+        """Perform the loop's operations until it returns (see `agent.drivers.loop`)."""
+        reply, error = None, None
         try:
-            effect = next(flow)
-            while True:
-                effect = flow.send(self._perform(effect))
-        except StopIteration:
-            pass
-        except AgentError:
-            raise  # a local failure: the next commit writes the whole state again
-        except BaseException:
-            self._closed = True  # killed, cancelled or a bug: reopen the folder
-            raise
-
-    def _perform(self, effect: IoEffect) -> list[Event]:
-        if isinstance(effect, SendRequest):
-            name = effect.request.name
-            try:
-                response = self._exchange(effect.request)
-            except TransportError as exc:
-                return [TransportFailed(name, exc)]
-            return [ResponseReceived(name, response.status, response.headers, response.body)]
-        return self._download(effect)
-
-    def _exchange(self, outgoing: OutgoingRequest) -> HttpResponse:
-        request = self._rt.http_request(outgoing)
-        try:
-            for attempt in self._retrying:
-                with attempt:
-                    started = time.perf_counter()
-                    try:
-                        response = self._http.send(request)
-                    except TransportError as exc:
-                        self._rt.observe(outgoing.name, request, None, started, 0, exc)
-                        raise
-                    self._rt.observe(
-                        outgoing.name, request, response.status, started, len(response.body), None
-                    )
-                    return self._rt.check_answer(response)
-        except ServerBusy as busy:
-            return busy.response
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    def _download(self, effect: DownloadBundle) -> list[Event]:
-        fetch = self._rt.fetch(effect)
-        try:
-            for transfer in fetch.transfers():
-                self._transfer(transfer)
-            fetch.install()
-        except AgentError as exc:
-            return self._rt.download_failed(fetch, exc)
-        finally:
-            fetch.close()
-        return self._rt.installed(effect.bundle_id)
-
-    def _transfer(self, transfer: Transfer) -> None:
-        for attempt in self._retrying:
-            with attempt:
-                request = transfer.request()
-                started, size, status = time.perf_counter(), 0, None
+            while not isinstance(op := step(ops, reply, error), Done):
+                reply, error = None, None
                 try:
-                    with self._http.stream(request) as response:
-                        status = response.status
-                        transfer.open(response.status, response.headers)
-                        for chunk in response.iter_bytes():
-                            size += len(chunk)
-                            transfer.feed(chunk)
-                    transfer.complete()
-                except AgentError as exc:
-                    self._rt.observe(transfer.name, request, status, started, size, exc)
-                    raise
-                self._rt.observe(transfer.name, request, status, started, size, None)
+                    reply = self._perform(op)
+                except Exception as exc:  # handed back to the loop, where it was raised
+                    error = exc
+            return op.value
+        finally:
+            ops.close()
+
+    def _perform(self, op: Op) -> Any:
+        if isinstance(op, Send):
+            return self._http.send(op.request)
+        if isinstance(op, Stream):
+            with self._http.stream(op.request) as response:
+                op.sink.open(response.status, response.headers)
+                for chunk in response.iter_bytes():
+                    op.sink.feed(chunk)
+            return None
+        if isinstance(op, Sleep):
+            return self._clock.sleep(op.seconds)
+        return op.work()

@@ -94,7 +94,7 @@ def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[s
     """Start the reference server with a published release: (URL, public key file)."""
     from agent.protocol.registry import DIALECTS
 
-    from simulator.device import make_dist
+    from simulator.app import make_dist
     from simulator.publish import publish
     from simulator.release import create_keys
     from simulator.scenario import Release

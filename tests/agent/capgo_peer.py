@@ -67,6 +67,7 @@ class CapgoPeer:
     slow_bundle_s: float = 0.0  # pause between 16 KiB chunks
     ignore_range: bool = False
     chunked: bool = False  # serve bundles without Content-Length
+    chunk_bytes: int = 16384  # bundles are sent in chunks of this size
 
     def reset(self) -> None:
         """Forget everything a previous test set up or recorded."""
@@ -84,6 +85,7 @@ class CapgoPeer:
         self.slow_bundle_s = 0.0
         self.ignore_range = False
         self.chunked = False
+        self.chunk_bytes = 16384
 
     def publish(self, version: str, payload: bytes | None = None, **extra: str) -> Release:
         data = payload if payload is not None else make_zip(version)
@@ -173,10 +175,10 @@ class CapgoPeer:
         return Response(status_code=404) if data is None else Response(data)
 
     async def _chunks(self, data: bytes) -> AsyncIterator[bytes]:
-        for offset in range(0, len(data), 16384):
+        for offset in range(0, len(data), self.chunk_bytes):
             if self.slow_bundle_s:
                 await asyncio.sleep(self.slow_bundle_s)
-            yield data[offset : offset + 16384]
+            yield data[offset : offset + self.chunk_bytes]
 
     def app(self) -> Starlette:
         return Starlette(

@@ -19,7 +19,7 @@ from device_harness import NoWaitClock
 
 from agent import store as store_module
 from agent.config import AgentConfig, DeviceIdentity
-from agent.core.base import AgentBase
+from agent.core.base import Ledger
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.store import DeviceStore, atomic_write, fsync_dir
@@ -136,7 +136,7 @@ def test_disk_full_proof_finds_a_commit_the_core_believes_written(
 ) -> None:
     """Without `commit_failed` a confirm whose commit met a full disk is never written again:
     the device reopens unconfirmed, rolls the good release back and never retries it."""
-    monkeypatch.setattr(AgentBase, "commit_failed", lambda self: None)
+    monkeypatch.setattr(Ledger, "commit_failed", lambda self: None)
     figures = prove_disk_full()
     assert any("did not install once space returned" in p for p in figures.problems)
 

@@ -27,7 +27,7 @@ from agent.core.events import (
     MovedToBackground,
     MovedToForeground,
 )
-from agent.core.lifecycle import BUILTIN, DeviceState, reconcile
+from agent.core.lifecycle import BUILTIN, Activity, DeviceState, reconcile
 from agent.errors import LocalError, TransportError, VerificationError
 
 VERSIONS = ["1.0.1", "1.0.2", "1.0.3"]
@@ -173,6 +173,11 @@ class DeviceLife(RuleBasedStateMachine):
         assert state.current == BUILTIN or state.current in self.h.disk_bundles
         on_disk = reconcile(self.h.disk_state, self.h.disk_bundles)
         assert on_disk.bootable(on_disk.current)
+
+    @invariant()
+    def nothing_in_flight_between_events(self) -> None:
+        """Every event runs to completion: no check or download is left in flight."""
+        assert self.h.agent.activity in (Activity.IDLE, Activity.LAUNCHED)
 
     @invariant()
     def no_orphan_bundles(self) -> None:

@@ -1,8 +1,10 @@
 """Byte compatibility with the real Capgo CLI (`@capgo/cli`, pinned in package.json).
 
-The fixtures were made by that CLI (make-fixtures.sh, README.md); the last test runs the CLI
-itself on otasim's output when Node is installed (it is on developer machines and in CI, where
-`make test` installs the pinned package).
+The fixtures were made by that CLI (make-fixtures.sh, README.md). They go through the one
+verify-and-unpack pipeline twice: from the file (`unpack_file`, as `otasim bundle verify`) and
+as a device receives them (a `SyncDevice` downloading them over loopback HTTP, killed midway
+and resumed). The last test runs the CLI itself on otasim's output when Node is installed (it
+is on developer machines and in CI, where `make test` installs the pinned package).
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from agent.bundles.zipbundle import unpack_file
+from agent.config import AgentConfig, DeviceIdentity
+from agent.drivers.api import AgentObserver
+from agent.drivers.backends import make_sync_port
+from agent.drivers.sync import SyncDevice
 from agent.errors import VerificationError
 from agent.security.keys import key_id, load_public_key
 from agent.security.verify import plan_bundle_verification
@@ -28,6 +36,9 @@ from simulator.release import (
 )
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "agent"))  # the loopback Capgo peer of the agent tests
+from capgo_peer import serve_peer  # noqa: E402
+
 FIXTURES = HERE / "fixtures"
 CAPGO = HERE / "node_modules" / ".bin" / "capgo"
 
@@ -64,6 +75,61 @@ def test_cli_encrypted_bundles_verify_and_unpack(tmp_path, public_key, made):
     verifier = unpack_file(encrypted, tmp_path / "out", plan)
     assert verifier.sha256_hex == fixture_json("zip.json")["checksum"]
     assert tree(tmp_path / "out") == tree(FIXTURES / "www")
+
+
+class _Killed(BaseException):
+    pass
+
+
+class _KillAt(AgentObserver):
+    """Kills the device once its download passes `percent` (a process dying mid-download)."""
+
+    def __init__(self, percent: int) -> None:
+        self.percent = percent
+
+    def on_event(self, name, payload):
+        if name == "download" and int(payload["percent"]) >= self.percent:
+            self.percent = 101
+            raise _Killed
+
+
+@pytest.mark.parametrize("made", ["encrypt.json", "legacy.json"])
+def test_a_device_downloads_and_installs_the_clis_encrypted_bundles(tmp_path, made):
+    """The shipped path: streamed over HTTP, killed at 30 %, resumed with a Range request,
+    replayed, decrypted, hashed, signature-checked, unpacked and moved into place."""
+    info = fixture_json(made)
+    encrypted = FIXTURES / ("legacy_encrypted.zip" if made == "legacy.json" else info["filename"])
+    payload = encrypted.read_bytes()
+    config_json = json.loads((FIXTURES / "capacitor.config.json").read_text())
+    public_pem = config_json["plugins"]["CapacitorUpdater"]["publicKey"]
+    identity = DeviceIdentity(str(uuid.uuid4()), "com.example.app", "android", "1.0.0")
+    with serve_peer() as peer:
+        peer.publish("2.0.0", payload, checksum=info["checksum"], session_key=info["ivSessionKey"])
+        peer.chunk_bytes, peer.slow_bundle_s = 128, 0.02  # chunks arrive apart: killed mid-body
+        config = AgentConfig(
+            update_url=f"{peer.url}/updates",
+            stats_url="",
+            channel_url=f"{peer.url}/channel_self",
+            public_key=public_pem,
+            auto_update="always",
+        )
+        port = make_sync_port()
+        try:
+            killer = _KillAt(30)
+            device = SyncDevice.open(tmp_path / "device", config, identity, port, observer=killer)
+            with pytest.raises(_Killed):
+                device.launch()
+            device = SyncDevice.open(tmp_path / "device", config, identity, port)
+            device.launch()
+        finally:
+            port.close()
+        ranges = [h.get("range") for h in peer.bundle_requests()]
+    status = device.status()
+    assert status.current.version == "2.0.0", ranges
+    assert status.current.path is not None
+    assert tree(status.current.path) == tree(FIXTURES / "www")
+    assert len(ranges) == 2 and ranges[0] is None
+    assert 0 < int(ranges[1].removeprefix("bytes=").rstrip("-")) < len(payload)
 
 
 def test_cli_bundle_with_another_key_is_refused():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from locust_run import APP_ID, BROKEN_APP_ID, TAMPERED_APP_ID, VERSION, Target
 
-from simulator.device import make_dist
+from simulator.app import make_dist
 from simulator.publish import publish
 from simulator.release import create_keys, zip_dist
 from simulator.scenario import Release

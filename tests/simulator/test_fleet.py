@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from simulator.device import BundlePool, file_digests, make_dist, read_traits
+from simulator.app import make_dist, read_traits
+from simulator.device import BundlePool, file_digests
 from simulator.fleet import apportion, plan_fleet
 from simulator.scenario import Release, load_scenario
 

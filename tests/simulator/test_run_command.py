@@ -78,7 +78,7 @@ def test_a_used_workdir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_an_external_server_is_used_as_it_is(tmp_path: Path) -> None:
-    from simulator.device import make_dist
+    from simulator.app import make_dist
     from simulator.publish import publish
     from simulator.release import create_keys
     from simulator.runner import RunOptions, simulate

@@ -158,14 +158,15 @@ def test_a_failing_first_process_stops_the_workers_at_their_next_sync_point(
 ) -> None:
     """Workers wait for the first process at every synchronisation point: when it fails, they
     are told to end instead of waiting forever (the run raises, it does not hang)."""
-    from simulator.fleet import Timeline
+    from simulator.metrics import Metrics
+    from simulator.timeline import Timeline
 
     perform = Timeline.perform_due
 
-    async def failing(self: Timeline, fleet: Any, at_s: float) -> None:
+    async def failing(self: Timeline, metrics: Metrics, at_s: float) -> None:
         if at_s > 0:
             raise RuntimeError("injected timeline failure")
-        await perform(self, fleet, at_s)
+        await perform(self, metrics, at_s)
 
     monkeypatch.setattr(Timeline, "perform_due", failing)
     with pytest.raises(RuntimeError, match="injected"):

@@ -114,7 +114,7 @@ def test_separate_paths_need_their_urls(tmp_path: Path, capsys: pytest.CaptureFi
 def test_an_unknown_app_and_a_wrong_key_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from simulator.device import make_dist
+    from simulator.app import make_dist
     from simulator.publish import publish
     from simulator.release import create_keys
     from simulator.scenario import Release
