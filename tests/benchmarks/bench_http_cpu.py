@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
-BODY = json.dumps(
-    {
-        "platform": "android",
-        "device_id": "00000000-0000-4000-8000-000000000001",
-        "app_id": "com.example.app",
-        "version_build": "1.0.0",
-        "version_name": "builtin",
-        "plugin_version": "8.51.14",
-        "is_emulator": False,
-        "is_prod": True,
-    }
-).encode()
+from bench_http_gen import BODY  # the same canned update check
+
 HEADERS = {"content-type": "application/json"}
 IN_FLIGHT = 50
 
