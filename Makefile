@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test run bench bench-check bench-system
+.PHONY: install mitm lint test run bench bench-check bench-system
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,test]'
 	touch $@
 
-install: $(STAMP)
+# mitmproxy, the man in the middle of `otasim prove` and tests/security/test_mitm.py, in a venv
+# of its own: it pins older cryptography, h11 and Brotli than otasim's (simulator/prove/mitm.py
+# finds .venv-mitm/bin/mitmdump, or --mitmdump / OTASIM_MITMDUMP).
+MITM_VENV := .venv-mitm
+MITM := $(MITM_VENV)/bin/mitmdump
+
+$(MITM):
+	python3 -m venv $(MITM_VENV)
+	$(MITM_VENV)/bin/python -m pip install -q 'mitmproxy==11.0.2'
+
+mitm: $(MITM)
+
+install: $(STAMP) $(MITM)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -82,6 +82,9 @@ class AgentConfig:
     # the server protocol spoken: a name in agent.protocol.registry.DIALECTS (checked when the
     # device opens: the registry imports this module)
     dialect: str = "capgo"
+    # Expo: the PEM of the app's code-signing certificate; CodePush: of its public key
+    code_signing_pem: str | None = None
+    deployment_key: str | None = None  # CodePush: the deployment key (else appId/platform)
 
     def __post_init__(self) -> None:
         _check_url("update_url", self.update_url, may_be_empty=True)

@@ -1,7 +1,7 @@
 """otasim's Locust entry point: real device agents as users.
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8787 [--headless -u 100 -r 10 -t 60s]
-    locust -f loadtests/locustfile.py --help          # the otasim options are listed at the end
+    python -m loadtests -f loadtests/locustfile.py --help  # Locust's help and otasim's options
 
 See docs/loadtests.md: options, load shapes, thresholds, distributed runs.
 """

@@ -10,6 +10,7 @@ import argparse
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ HTTP_BACKENDS = ("geventhttpclient", "httpx")
 
 
 def add_options(parser: Any) -> None:
-    """Register the options on Locust's parser (`events.init_command_line_parser`)."""
+    """Register the options on Locust's parser (`events.init_command_line_parser`), once:
+    `python -m loadtests` registers them before the locustfile does."""
+    if any("--app-id" in action.option_strings for action in parser._actions):
+        return
     device = parser.add_argument_group("otasim devices")
     device.add_argument("--app-id", default="com.example.otasim", help="app id the devices send")
     device.add_argument(
@@ -89,10 +93,30 @@ def _memory_tmp() -> str | None:
 
 
 def _process_device_root() -> str:
-    """A folder for this process's devices (no --device-root), removed when the process exits."""
-    root = tempfile.mkdtemp(prefix="otasim-locust-", dir=_memory_tmp())
+    """A folder for this process's devices (no --device-root), removed when the process exits
+    and named after it: `otasim-locust-PID-*`. A process killed outright (SIGKILL, OOM) cannot
+    remove its own, so the folders of processes that no longer exist are removed here; the
+    folder is named on stderr, once per process."""
+    where = _memory_tmp() or tempfile.gettempdir()
+    for old in Path(where).glob("otasim-locust-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    root = tempfile.mkdtemp(prefix=f"otasim-locust-{os.getpid()}-", dir=where)
     atexit.register(shutil.rmtree, root, ignore_errors=True)
+    print(f"otasim: this process's devices are in {root} (removed when it exits; "
+          "--device-root to keep them)", file=sys.stderr, flush=True)  # fmt: skip
     return root
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: alive
+    return True
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from agent.drivers.backends import make_sync_port
 from agent.drivers.http import SyncHttpPort
 from agent.drivers.sync import SyncDevice
 from agent.protocol.profiles import get_profile
+from agent.protocol.registry import DEFAULT_DIALECT
 from loadtests.observer import LocustObserver
 from loadtests.settings import LoadtestSettings
 from simulator.app import BUILTIN_TRAITS, AppUser, draw_device, pick, read_traits
@@ -166,7 +167,9 @@ class DeviceUserBase(User):
             plugin=settings.plugin,
             dialect=dialect,
             auto_update=settings.apply_mode,
-            public_key=settings.public_key,
+            # Capgo's key; other dialects run without code signing here (their hashes are
+            # still verified): the load test carries no per-dialect trust material yet
+            public_key=settings.public_key if dialect == DEFAULT_DIALECT else None,
             default_channel=channel or None,
             ca_file=settings.ca_file,
         )

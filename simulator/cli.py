@@ -13,13 +13,18 @@ line for a usage error), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from types import FrameType
 from typing import NoReturn
 
 from simulator.commands import HelpFormatter, exit_codes
@@ -28,11 +33,13 @@ from simulator.errors import CommandError
 COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "publish",
+    "resign",
     "admin",
     "device",
     "keys",
     "bundle",
     "run",
+    "compare",
     "loadtest",
     "check",
     "prove",
@@ -45,6 +52,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sim": (*_SERVER, "aiohttp", "matplotlib", "rich"),
     "loadtest": (*_SERVER, "locust", "gevent", "geventhttpclient"),
     "check": (*_SERVER, "aiohttp", "matplotlib", "rich", "hypothesis"),
+    "prove": (*_SERVER, "hypothesis"),
 }
 
 
@@ -88,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=exit_codes(
             (2, "usage error, for every command (`otasim COMMAND --help` lists its other codes)"),
-            (130, "interrupted (Ctrl-C)"),
+            (3, "the server unreachable or refusing the call, for every command that talks to one"),
+            (130, "interrupted (Ctrl-C, SIGINT)"),
+            (143, "terminated (SIGTERM)"),
         ),
         formatter_class=HelpFormatter,
     )
@@ -100,9 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED = threading.Event()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds the command as Ctrl-C does, so that every `with` and `finally` on the
+    way out runs (a run's temporary folder and embedded server go with them): outside an
+    event loop it raises KeyboardInterrupt where the program is; inside one it cancels the
+    loop's tasks, which unwind in turn (an exception raised in a task would escape it)."""
+    _TERMINATED.set()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise KeyboardInterrupt from None
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds it like Ctrl-C (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _TERMINATED.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = _run(argv)
+        with _sigterm_unwinds():
+            code = _run(argv)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader of our output went away (`otasim admin ... | head`): as CPython's docs on
@@ -122,10 +164,22 @@ def _run(argv: Sequence[str] | None) -> int:
     except CommandError as exc:
         print(f"otasim: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except asyncio.CancelledError:  # a run's event loop, cancelled by SIGTERM
+        if not _TERMINATED.is_set():
+            raise
+        return _stopped()
     except KeyboardInterrupt:
-        print("otasim: interrupted", file=sys.stderr)
-        return 130
+        return _stopped()
     return code
+
+
+def _stopped() -> int:
+    """Exit code and line of a command stopped by SIGTERM (143) or Ctrl-C (130)."""
+    if _TERMINATED.is_set():
+        print("otasim: terminated (SIGTERM); what it started is cleaned up", file=sys.stderr)
+        return 143
+    print("otasim: interrupted; what it started is cleaned up", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

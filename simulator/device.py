@@ -27,6 +27,7 @@ from agent.drivers.api import AgentObserver, BundleView
 from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
 from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
+from agent.security import codepush
 from agent.store import disk_free
 
 from simulator.app import BUILTIN_TRAITS, AppUser, BundleTraits, read_traits
@@ -153,6 +154,8 @@ class VirtualDevice(AgentObserver):
         error: AgentError | None,
     ) -> None:
         self.ctx.metrics.request(name, status, elapsed_s, response_bytes, error is not None)
+        self.outcome.requests += 1
+        self.outcome.unanswered += status is None
         if isinstance(error, TransportTimeout):
             self.ctx.metrics.timeouts += 1
 
@@ -261,7 +264,7 @@ class VirtualDevice(AgentObserver):
         try:
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
-            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
@@ -284,7 +287,7 @@ class VirtualDevice(AgentObserver):
             return
         self.ctx.metrics.ran(self.outcome, version, now, confirmed=False)
         if boot.kind == "crashed":
-            self.ctx.metrics.crashed(self.outcome)
+            self.ctx.metrics.crashed(self.outcome, now)
             self._die()
             self.next_open = boot.at
 
@@ -307,8 +310,14 @@ class VirtualDevice(AgentObserver):
         else:
             digests = file_digests(path)
             expected = self.ctx.published.get(version)
+            # the app's files: a CodePush package also holds its verified signature file
+            app_files = {
+                name: digest
+                for name, digest in digests.items()
+                if self.outcome.dialect != "codepush" or not codepush.ignored(name)
+            }
             # a file changed, added or missing: not what was published
-            matched = None if expected is None else digests == expected
+            matched = None if expected is None else app_files == expected
             self.ctx.metrics.files_checked(self.outcome, version, matched)
             traits = read_traits(path, self.identity.platform)
             self.ctx.pool.share(path, digests)
@@ -325,7 +334,7 @@ class VirtualDevice(AgentObserver):
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:
-            self.ctx.metrics.local_failure(self.outcome, _action(exc))
+            self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
             self.ctx.metrics.finished(self.outcome, unbootable=True, stats_pending=0)
             return
         finally:

@@ -118,6 +118,7 @@ class Fleet:
         self.scenario = scenario
         self.time = time
         self.metrics = Metrics()
+        self.finished = 0  # devices done with the run's end (stats delivered, state read)
         self.mitms = {
             mode: Mitm(cast(MitmMode, mode), scenario.mitm_rate) for mode, _ in scenario.mitm_modes
         }
@@ -209,6 +210,7 @@ class Fleet:
             await d.live(end)
             async with limit:
                 await d.finish(flush_wait_s)
+            self.finished += 1
 
         work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]
         await asyncio.gather(vt.run(), *work)

@@ -20,8 +20,10 @@ from typing import Protocol
 from agent.core import versions
 from agent.protocol.answers import finding
 from agent.protocol.profiles import PluginProfile
+from agent.protocol.registry import dialect_spec
 
 BUILTIN = "builtin"
+CRASHED = "crashed"  # in DeviceOutcome.running: the app crashed on boot, not started again yet
 DOWNLOAD_STARTS = frozenset({"download_0", "download_zip_start", "download_manifest_start"})
 FAILURE_EXTRA = frozenset({"insufficient_disk_space", "checksum_required", "app_launch_timeout"})
 
@@ -48,14 +50,15 @@ class DeviceOutcome:
     channel: str
     mitm: str = ""
     disk_full: bool = False  # in the scenario's disk-full share
+    # (since, version): what the app runs (CRASHED from a crash on boot to the next start)
     dialect: str = "capgo"  # the server protocol the device speaks
     running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
     download_starts: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
+    failure_log: list[tuple[float, str, str]] = field(default_factory=list)  # (t, action, ver)
+    rollbacks: list[tuple[float, str]] = field(default_factory=list)  # (t, version rolled back)
     booted: set[str] = field(default_factory=set)
     confirmed: set[str] = field(default_factory=set)
-    rolled_back: set[str] = field(default_factory=set)
     redownloaded: set[str] = field(default_factory=set)
     crashes: int = 0
     tampered: int = 0
@@ -64,17 +67,36 @@ class DeviceOutcome:
     stats_pending: int = 0
     phantom: int = 0  # download_fail reports still to come for answers that were no failure
     unchecked: set[str] = field(default_factory=set)  # booted with no published files to compare
+    requests: int = 0  # HTTP exchanges the device made
+    unanswered: int = 0  # of which got no answer (offline, lost, reset, timeout)
 
     @property
     def version(self) -> str:
         return self.running[-1][1]
+
+    def fail(self, action: str, version: str, t: float) -> None:
+        """A failure the device reported (a Capgo stats action) or met (an agent error)."""
+        self.failure_log.append((t, action, version))
+
+    def failures(self, until: float = float("inf")) -> Counter[str]:
+        """Failures by action, up to simulated time `until`."""
+        return Counter(action for t, action, _ in self.failure_log if t <= until)
+
+    def rolled_back_by(self, until: float = float("inf")) -> set[str]:
+        """Versions the agent rolled back from, up to simulated time `until`."""
+        return {v for t, v in self.rollbacks if t <= until}
+
+    def last_booted(self, until: float = float("inf")) -> str:
+        """The version the device booted last (before `until`), crashed or not."""
+        booted = [v for t, v in self.running if v != CRASHED and t <= until]
+        return booted[-1] if booted else BUILTIN
 
     def downgraded(self) -> bool:
         """Booted a version older than one it had already confirmed (a replay, a rollback
         of the channel): the agent's own rollbacks to the fallback do not count."""
         floor: str | None = None
         for _, version in self.running:
-            if version == BUILTIN:
+            if version in (BUILTIN, CRASHED):
                 continue
             if floor is not None and versions.less_than(version, floor):
                 return True
@@ -96,8 +118,6 @@ class Metrics:
         self.statuses: dict[str, Counter[str]] = {}
         self.bytes: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
-        self.failure_times: list[tuple[float, str]] = []
-        self.rollback_times: list[float] = []
         self.faults: Counter[str] = Counter()
         self.mitm: Counter[str] = Counter()
         self.steps: list[dict[str, object]] = []
@@ -153,24 +173,24 @@ class Metrics:
         """A stats action the device's agent queued."""
         version = version.split(":", 1)[0]
         self.actions[action] += 1
-        device.stats_queued += 1
+        reports = dialect_spec(device.dialect).reports
+        if reports is None or action in reports:  # queued to be sent (else not reported)
+            device.stats_queued += 1
         if action == "download_fail" and device.phantom:
             device.phantom -= 1  # reported, as the plugin does; not a failure of the update
             return
         if action in DOWNLOAD_STARTS:
             if version not in self.first_offered or t < self.first_offered[version]:
                 self.first_offered[version] = t
-            if version in device.rolled_back:
+            if any(v == version for _, v in device.rollbacks):
                 device.redownloaded.add(version)
             device.download_starts[version] += 1
         elif action == "download_complete":
             device.downloads[version] += 1
         elif action == "update_fail":
-            device.rolled_back.add(version)
-            self.rollback_times.append(t)
+            device.rollbacks.append((t, version))
         if is_failure(action):
-            device.failures[action] += 1
-            self.failure_times.append((t, action))
+            device.fail(action, version, t)
 
     def ran(self, device: DeviceOutcome, version: str, t: float, *, confirmed: bool) -> None:
         """The device's app started on `version` (confirmed: it reached appReady)."""
@@ -181,13 +201,15 @@ class Metrics:
             if confirmed:
                 device.confirmed.add(version)
 
-    def crashed(self, device: DeviceOutcome) -> None:
-        """The device's app crashed as it booted (its `ran` was recorded just before)."""
+    def crashed(self, device: DeviceOutcome, t: float) -> None:
+        """The app crashed as it booted (its `ran` was recorded just before): it runs nothing
+        until the user starts it again."""
         device.crashes += 1
+        device.running.append((t, CRASHED))
 
-    def local_failure(self, device: DeviceOutcome, action: str) -> None:
+    def local_failure(self, device: DeviceOutcome, action: str, t: float) -> None:
         """A local failure the device's agent could not absorb (its disk failed...)."""
-        device.failures[action] += 1
+        device.fail(action, "", t)
 
     def files_checked(self, device: DeviceOutcome, version: str, matched: bool | None) -> None:
         """The files of a booted `version` compared with what was published: `matched` False
@@ -208,14 +230,17 @@ class Metrics:
         return sum(d.version_at(t) == version for d in self.devices) / len(self.devices)
 
     def versions(self) -> list[str]:
+        """Every state a device ran in: versions in order, then builtin and crashed."""
         seen = {v for d in self.devices for _, v in d.running}
-        return sorted(seen - {BUILTIN}, key=versions.sort_key) + [BUILTIN] * (BUILTIN in seen)
+        ordered = sorted(seen - {BUILTIN, CRASHED}, key=versions.sort_key)
+        return ordered + [v for v in (BUILTIN, CRASHED) if v in seen]
 
     def curve(self, duration_s: float, points: int = 97) -> list[dict[str, float]]:
-        """Adoption per version (plus cumulative failures and rollbacks) at regular times."""
+        """Adoption per version (plus cumulative failures and rollbacks) at regular times up
+        to the run's end (what happens after it, in the final stats delivery, is not counted)."""
         versions = self.versions()
-        failures = sorted(t for t, _ in self.failure_times)
-        rollbacks = sorted(self.rollback_times)
+        failures = sorted(t for d in self.devices for t, _, _ in d.failure_log)
+        rollbacks = sorted(t for d in self.devices for t, _ in d.rollbacks)
         rows = []
         for k in range(points):
             t = duration_s * k / (points - 1)
@@ -265,15 +290,14 @@ class Metrics:
         self.stats_unconfirmed += other.stats_unconfirmed
         for version, t in other.first_offered.items():
             self.first_offered[version] = min(t, self.first_offered.get(version, t))
-        self.failure_times += other.failure_times
-        self.rollback_times += other.rollback_times
         self.timeouts += other.timeouts
 
-    def failures(self) -> Counter[str]:
-        """Failure reports by Capgo action, without those that were no failure (findings)."""
+    def failures(self, until: float = float("inf")) -> Counter[str]:
+        """Failures by action (Capgo stats action, or the agent error a device met), without
+        the reports that were no failure (findings), up to simulated time `until`."""
         total: Counter[str] = Counter()
         for d in self.devices:
-            total.update(d.failures)
+            total.update(d.failures(until))
         return total
 
     def unchecked_versions(self) -> list[str]:
@@ -298,7 +322,7 @@ class Metrics:
         if metric is None or (metric.needs_version and not version):
             raise ValueError(f"unknown metric {expectation.metric!r} or no version given")
         at = end_s if expectation.at_s is None else expectation.at_s
-        return metric.measure(self, version, at, stats_lost)
+        return metric.measure(self, version or expectation.about or "", at, stats_lost)
 
     def success(self) -> tuple[int, int, float]:
         """(updates attempted, updates confirmed, rate): per device and version."""
@@ -316,29 +340,56 @@ class Asked(Protocol):
     def version(self) -> str | None: ...
     @property
     def at_s(self) -> float | None: ...
+    @property
+    def about(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class Metric:
-    """An expectation metric: whether it needs a `version`, and how it is measured from a run
-    (`measure(metrics, version, at_s, stats_lost)`)."""
+    """An expectation metric: whether it needs a `version`, how it is measured from a run
+    (`measure(metrics, version or about, at_s, stats_lost)`), its unit (a `share` is 0 to 1,
+    a `count` a whole number, `ms` real milliseconds), and `about`: the optional [[expect]]
+    key that narrows it (`endpoint`, `cause`; absent: all)."""
 
     needs_version: bool
     measure: Callable[[Metrics, str, float, int | None], float]
+    unit: str = "count"
+    about: str | None = None
+
+
+def _latency(q: str) -> Callable[[Metrics, str, float, int | None], float]:
+    def measure(m: Metrics, endpoint: str, at: float, lost: int | None) -> float:
+        names = [endpoint] if endpoint else list(m.latency)
+        ms = sorted(v * 1000 for n in names for v in m.latency.get(n, ()))
+        return _percentiles(ms, digits=1)[q] if ms else float("nan")
+
+    return measure
+
+
+def _failures(m: Metrics, cause: str, at: float, lost: int | None) -> float:
+    counts = m.failures(at)
+    return counts[cause] if cause else sum(counts.values())
 
 
 def _rolled_back(m: Metrics, v: str, at: float, lost: int | None) -> float:
-    booted = [d for d in m.devices if v in d.booted and v not in d.confirmed]
-    return round(sum(v in d.rolled_back for d in booted) / len(booted), 4) if booted else 1.0
+    """Of the devices that booted `v` and never confirmed it, the share rolled back by `at`;
+    a device whose app crashed on `v` and was not started again is left out (the agent rolls
+    back at the next start: see `simulator.results`, state `crashed, awaiting relaunch`)."""
+    booted = [
+        d for d in m.devices
+        if v in d.booted and v not in d.confirmed
+        and not (d.version_at(at) == CRASHED and d.last_booted(at) == v)
+    ]  # fmt: skip
+    return round(sum(v in d.rolled_back_by(at) for d in booted) / len(booted), 4) if booted else 1.0
 
 
 # The metrics a scenario's [[expect]] may name (the one list: `simulator.scenario` checks
 # scenarios against it).
 METRICS: dict[str, Metric] = {
     # share of devices running `version` at `at_h`
-    "adoption": Metric(True, lambda m, v, at, lost: round(m.adoption(v, at), 4)),
+    "adoption": Metric(True, lambda m, v, at, lost: round(m.adoption(v, at), 4), "share"),
     # share of devices that booted `version` and were rolled back from it
-    "rolled_back": Metric(True, _rolled_back),
+    "rolled_back": Metric(True, _rolled_back, "share"),
     # devices that downloaded `version` again after it failed for them
     "redownloaded": Metric(
         True, lambda m, v, at, lost: sum(v in d.redownloaded for d in m.devices)
@@ -356,9 +407,18 @@ METRICS: dict[str, Metric] = {
     # stats events devices sent minus those the server recorded (unknown: NaN)
     "stats_lost": Metric(False, lambda m, v, at, lost: float("nan") if lost is None else lost),
     # installs that reached appReady / installs attempted
-    "success_rate": Metric(False, lambda m, v, at, lost: m.success()[2]),
+    "success_rate": Metric(False, lambda m, v, at, lost: m.success()[2], "share"),
     # devices that booted a version older than one they had confirmed
     "downgraded": Metric(False, lambda m, v, at, lost: sum(d.downgraded() for d in m.devices)),
+    # failures by `at_h` (of one `cause`: a Capgo stats action such as checksum_fail, or an
+    # agent error; without: all)
+    "failures": Metric(False, _failures, about="cause"),
+    # request latency percentiles in real ms (of one `endpoint` such as /updates or bundle,
+    # as in report.json's requests; without: all requests; unknown when none was answered)
+    **{
+        f"latency_{q}": Metric(False, _latency(q), "ms", about="endpoint")
+        for q in ("p50", "p90", "p99")
+    },
 }
 
 

@@ -30,7 +30,12 @@ PREFLIGHT_TIMEOUT_S = 5.0
 
 
 class PreflightError(Exception):
-    """The run would be wasted: the message names the problem in one line."""
+    """The run would be wasted: the message names the problem in one line. `server`: the
+    problem is the server's answer (or its absence), not a local folder."""
+
+    def __init__(self, message: str, *, server: bool = True) -> None:
+        super().__init__(message)
+        self.server = server
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,9 @@ def check_writable(folders: Iterable[Path]) -> None:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".otasim-probe-"):
                 pass
         except OSError as exc:
-            raise PreflightError(f"{folder}: not writable ({exc.strerror or exc})") from None
+            raise PreflightError(
+                f"{folder}: not writable ({exc.strerror or exc})", server=False
+            ) from None
 
 
 def probe_updates(

@@ -12,13 +12,17 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.bundles.unzip import safe_unzip
+from agent.errors import AgentError, VerificationError
 from agent.protocol.registry import DEFAULT_DIALECT, DIALECTS
+from agent.security.keys import load_public_key
+from agent.security.release import open_release, sign_release
 
-from simulator import release
+from simulator import codepush_release, expo_release, release
 from simulator.server.client import AdminClient, AdminError
 
 
@@ -35,11 +39,56 @@ class DialectSource:
     private_pem: bytes | None  # the signing key, when the publisher gave one
     work: Path
     upload: Callable[[Path], str]  # uploads one file, returns its file id
+    version: str  # the bundle's version (a dialect's label)
+    file_url: str  # where the server serves an uploaded file: `.format(file_id=...)`
 
 
 DialectStep = Callable[[DialectSource], dict[str, Any]]
-DIALECT_STEPS: dict[str, DialectStep] = {}
+
+
+def _dist_of(source: DialectSource) -> Path:
+    """The dist folder of the release (the plain zip unpacked, when a zip was published)."""
+    if source.dist is not None:
+        return source.dist
+    unpacked = source.work / "dist"
+    try:
+        safe_unzip(source.zip_path, unpacked)
+    except (OSError, AgentError) as exc:
+        raise PublishError(f"cannot unpack {source.zip_path}: {exc}") from None
+    return unpacked
+
+
+def _expo_step(source: DialectSource) -> dict[str, Any]:
+    """The Expo manifest of the release, its assets uploaded, signed with the key if given."""
+    assets = expo_release.dist_assets(_dist_of(source), source.file_url)
+    for asset in assets:
+        source.upload(asset.path)
+    body = expo_release.build_manifest(
+        assets, version=source.version, runtime_version=expo_release.RUNTIME_VERSION
+    )
+    signature = None
+    if source.private_pem is not None:
+        signature = expo_release.sign_manifest(body, source.private_pem)
+    return {"manifest": body.decode(), "signature": signature}
+
+
+def _codepush_step(source: DialectSource) -> dict[str, Any]:
+    """The CodePush package of the release (signed with the key if given), uploaded."""
+    package = codepush_release.make_package(
+        _dist_of(source), source.work / "codepush.zip", source.private_pem
+    )
+    return {"file_id": source.upload(package.zip_path), "package_hash": package.package_hash}
+
+
+DIALECT_STEPS: dict[str, DialectStep] = {"expo": _expo_step, "codepush": _codepush_step}
 """Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
+
+DIALECT_TRUST: dict[str, Callable[[bytes], str]] = {
+    "expo": expo_release.certificate_for,
+    "codepush": codepush_release.public_pem_for,
+}
+"""What an app of each dialect beyond Capgo embeds to verify releases signed with a private
+key: Expo a code-signing certificate, CodePush the public key."""
 
 
 def _ensure_app(client: AdminClient, app_id: str) -> dict[str, Any]:
@@ -115,7 +164,8 @@ def publish(
         fields: dict[str, Any] = {"checksum": release.file_sha256(zip_path)}
         source_of = DialectSource(
             zip_path, source if source.is_dir() else None, private_pem, work,
-            lambda path: client.upload_file(app_id, path),
+            lambda path: client.upload_file(app_id, path), version,
+            client.url + "/files/{file_id}",
         )  # fmt: skip
         fields["dialects"] = {
             name: DIALECT_STEPS[name](source_of)
@@ -155,3 +205,36 @@ def publish(
         "bundle": bundle,
         "channel": _point_channel(client, app, channel, version, rollout_percent),
     }
+
+
+def refresh(
+    client: AdminClient, *, app_id: str, version: str, private_pem: bytes, expires_days: float
+) -> dict[str, Any]:
+    """Re-sign the strict release document of a published `version` with a new expiry (now +
+    `expires_days`), everything else kept (its counter too: a refresh is not a new release),
+    and hand it to the server. Strict devices that hold the old one take the fresher one
+    from their next "no new version" answer and stop reporting a freeze.
+
+    Returns the server's answer ({"app_id", "version", "expires"}).
+
+    Raises:
+        PublishError: the server's document does not verify with this key, or is for another
+            app or version.
+        release.ReleaseError: bad private key.
+        AdminError: no such bundle, no document (published without --strict), unreachable.
+    """
+    private = release.load_private_key(private_pem)
+    public = load_public_key(release.public_pem_of(private).decode())
+    try:
+        document = open_release(client.release(app_id, version), public)
+    except VerificationError as exc:
+        raise PublishError(
+            f"{app_id} {version}: the server's release document does not verify with this key "
+            f"({exc.reason})"
+        ) from None
+    if (document.app_id, document.version) != (app_id, version):
+        raise PublishError(
+            f"{app_id} {version}: the server's document is for {document.app_id} {document.version}"
+        )
+    fresh = replace(document, expires=int(time.time() + expires_days * 86400))
+    return client.replace_release(app_id, version, sign_release(fresh, private))

@@ -9,6 +9,7 @@ import html
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
-from simulator.metrics import BUILTIN, Metrics, is_failure
+from simulator.metrics import BUILTIN, CRASHED, METRICS, Metrics
+from simulator.results import MILESTONES_H, DeviceRecord, breakdowns, records, target_version
 from simulator.scenario import Scenario
 
 SCHEMA = "otasim.report/1"
@@ -107,25 +109,42 @@ def findings(metrics: Metrics, info: RunInfo) -> list[dict[str, Any]]:
     return out
 
 
+def device_records(metrics: Metrics, info: RunInfo) -> list[DeviceRecord]:
+    """Every device's end record (`simulator.results`): what report.json, devices.csv,
+    timeline.csv and report.html are all derived from."""
+    target = target_version([*info.published_s, *metrics.first_offered])
+    return records(metrics.devices, info.scenario.duration_s, target)
+
+
+STUCK_ROWS = 200  # the stuck devices listed (and logged) in the HTML; all are in devices.csv
+
+
 def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     """The report.json document (see docs/simulator.md for every field)."""
-    sc, devices = info.scenario, metrics.devices
-    queued = sum(d.stats_queued for d in devices)
-    pending = sum(d.stats_pending for d in devices)
+    sc, rows = info.scenario, device_records(metrics, info)
+    queued = sum(r.device.stats_queued for r in rows)
+    pending = sum(r.device.stats_pending for r in rows)
     lost = None if info.server_received is None else queued - pending - info.server_received
     unknown = unknowns(metrics, info)
     results = []
     for e in sc.expectations:
         value = metrics.evaluate(e, sc.duration_s, lost)
-        result: dict[str, Any] = {"expect": e.describe(), "value": _num(value)}
+        result: dict[str, Any] = {
+            "expect": e.describe(), "value": _num(value), "unit": METRICS[e.metric].unit,
+        }  # fmt: skip
         if math.isnan(value):  # not measurable in this run: unknown, with the reason
             result.update(ok=None, reason=unknown.get(e.metric, "not measurable in this run"))
         else:
             result["ok"] = value >= e.min if e.min is not None else value <= (e.max or 0.0)
         results.append(result)
     attempted, succeeded, rate = metrics.success()
-    final = metrics.curve(sc.duration_s, points=2)[-1]
-    tampered = sum(d.tampered > 0 for d in devices)
+    finals = Counter(r.final_version for r in rows)
+    failures: Counter[str] = Counter()
+    for r in rows:
+        failures.update(r.failures)
+    target = target_version([*info.published_s, *metrics.first_offered])
+    stuck = [r for r in rows if r.stuck]
+    tampered = sum(r.device.tampered > 0 for r in rows)
     return {
         "schema": SCHEMA,
         "scenario": {
@@ -154,23 +173,44 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
         "passed": all(r["ok"] is not False for r in results),
         "expectations": results,
         "adoption": {
-            "final": {v: round(final.get(v, 0.0), 4) for v in metrics.versions()},
+            "final": {
+                v: round(finals[v] / len(rows), 4) if rows else 0.0 for v in metrics.versions()
+            },
+            "target": target,
+            "milestones": _milestones(metrics, info.published_s, sc.duration_s),
             "time_to_adoption_h": _time_to_adoption(metrics, info.published_s),
         },
+        "states": dict(sorted(Counter(r.state for r in rows).items(), key=_by_count)),
         "updates": {
             "attempted": attempted,
             "succeeded": succeeded,
             "success_rate": rate,
-            "rollbacks": len(metrics.rollback_times),
-            "devices_rolled_back": sum(bool(d.rolled_back) for d in devices),
+            "rollbacks": sum(r.rollbacks for r in rows),
+            "devices_rolled_back": sum(bool(r.rollbacks) for r in rows),
             "tampered_activated": None if "tampered_activated" in unknown else tampered,
-            "unbootable": sum(d.unbootable for d in devices),
-            "crashes": sum(d.crashes for d in devices),
-            "downgraded": sum(d.downgraded() for d in devices),
+            "unbootable": sum(r.device.unbootable for r in rows),
+            "crashes": sum(r.crashes for r in rows),
+            "awaiting_relaunch": finals[CRASHED],
+            "downgraded": sum(d.downgraded() for d in metrics.devices),
         },
-        "failures": dict(
-            sorted(((a, n) for a, n in metrics.failures().items() if is_failure(a)), key=_by_count)
-        ),
+        "failures": dict(sorted(failures.items(), key=_by_count)),
+        "stuck": {
+            "target": target,
+            "devices": len(stuck),
+            "why": dict(sorted(Counter(_why_kind(r.stuck) for r in stuck).items(), key=_by_count)),
+            "listed": [
+                {
+                    "index": r.device.index,
+                    "device_id": r.device.device_id,
+                    "last_version": r.last_booted,
+                    "state": r.state,
+                    "why": r.stuck,
+                    "log": f"devices/{r.device.index:06d}.log",
+                }
+                for r in stuck[:STUCK_ROWS]
+            ],
+        },
+        "breakdowns": breakdowns(rows, target),
         "stats": {
             "queued": queued,
             "pending": pending,
@@ -180,12 +220,47 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
             "unconfirmed": metrics.stats_unconfirmed,
             "by_action": dict(sorted(metrics.actions.items(), key=_by_count)),
         },
-        "bytes": {**dict(sorted(metrics.bytes.items())), "total": sum(metrics.bytes.values())},
+        "bytes": {
+            "full": metrics.bytes["full"],
+            "delta": metrics.bytes["delta"],
+            "total": sum(metrics.bytes.values()),
+        },
         "requests": metrics.latency_summary(),
         "faults": _faults(metrics),
         "mitm": dict(sorted(metrics.mitm.items())),
         "timeline": metrics.steps,
     }
+
+
+def _why_kind(why: str) -> str:
+    """A stuck reason without its particulars (`failed verification (...)` -> `failed
+    verification`), to count them."""
+    return why.split(" (")[0].split(":")[0].split(" of ")[0].split(" from ")[0]
+
+
+def _milestones(
+    metrics: Metrics, published_s: Mapping[str, float], end_s: float
+) -> dict[str, dict[str, Any]]:
+    """Per version published by this run: the share of the fleet running it 1 h, 6 h and
+    24 h after its publication (null past the run's end), and the hours until half and 90 %
+    of the fleet had started it once."""
+    out = {}
+    n = len(metrics.devices)
+    for version, t0 in sorted(published_s.items()):
+        row: dict[str, Any] = {}
+        for h in MILESTONES_H:
+            at = t0 + h * 3600
+            row[f"{h}h"] = round(metrics.adoption(version, at), 4) if at <= end_s else None
+        firsts = sorted(
+            next(t for t, v in d.running if v == version)
+            for d in metrics.devices
+            if any(v == version for _, v in d.running)
+        )
+        for name, share in (("half_fleet_h", 0.5), ("most_fleet_h", 0.9)):
+            k = math.ceil(share * n)
+            row[name] = round((firsts[k - 1] - t0) / 3600, 3) if n and len(firsts) >= k else None
+        out[version] = row
+    return out
 
 
 def _faults(metrics: Metrics) -> dict[str, int]:
@@ -212,46 +287,81 @@ def _time_to_adoption(
     return out
 
 
-def write_report(report: dict[str, Any], metrics: Metrics, out: Path) -> Path:
-    """Write report.json, devices.csv, timeline.csv and report.html into `out`; return the html.
+def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: Path) -> Path:
+    """Write report.json, devices.csv, timeline.csv, report.html and the stuck devices' logs
+    (devices/NNNNNN.log) into `out`, all from the same device records; return the html.
 
     Raises:
         OSError: `out` cannot be created or written.
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    curve = metrics.curve(report["scenario"]["duration_h"] * 3600)
+    curve = metrics.curve(info.scenario.duration_s)
     _write_csv(out / "timeline.csv", curve)
-    _write_csv(out / "devices.csv", [_device_row(d) for d in metrics.devices])
+    _write_csv(out / "devices.csv", [r.csv_row() for r in device_records(metrics, info)])
+    listed = {row["index"] for row in report["stuck"]["listed"]}
+    if listed:
+        (out / "devices").mkdir(exist_ok=True)
+    for d in metrics.devices:
+        if d.index in listed:
+            (out / "devices" / f"{d.index:06d}.log").write_text(_device_log(d), encoding="utf-8")
     page = out / "report.html"
     page.write_text(render_html(report, curve), encoding="utf-8")
     return page
 
 
-def _device_row(d: Any) -> dict[str, object]:
-    return {
-        "index": d.index,
-        "device_id": d.device_id,
-        "platform": d.platform,
-        "os": d.os,
-        "network": d.network,
-        "behaviour": d.behaviour,
-        "channel": d.channel,
-        "mitm": d.mitm,
-        "dialect": d.dialect,
-        "disk_full": int(d.disk_full),
-        "final_version": d.version,
-        "versions_run": " ".join(v for _, v in d.running),
-        "downloads": sum(d.downloads.values()),
-        "failures": " ".join(f"{a}={n}" for a, n in sorted(d.failures.items())),
-        "rolled_back": " ".join(sorted(d.rolled_back)),
-        "redownloaded": " ".join(sorted(d.redownloaded)),
-        "crashes": d.crashes,
-        "tampered_activated": d.tampered,
-        "unbootable": int(d.unbootable),
-        "stats_queued": d.stats_queued,
-        "stats_pending": d.stats_pending,
-    }
+def write_junit(report: dict[str, Any], path: Path) -> None:
+    """The expectations as a JUnit XML file for CI: one test case each, a `failure` for a
+    missed one, `skipped` for one this run could not measure (unknown: neither pass nor miss).
+
+    Raises:
+        OSError: `path` cannot be written.
+    """
+    import xml.etree.ElementTree as ET
+
+    name = f"otasim.{report['scenario']['name']}"
+    results = report["expectations"]
+    suite = ET.Element(
+        "testsuite", name=name, tests=str(len(results)),
+        failures=str(sum(r["ok"] is False for r in results)),
+        skipped=str(sum(r["ok"] is None for r in results)), errors="0",
+        time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
+    )  # fmt: skip
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=name, name=r["expect"], time="0")
+        measured = f"measured {_shown(r['value'])} ({r['unit']})"
+        if r["ok"] is False:
+            ET.SubElement(
+                case, "failure", message=measured, type="expectation"
+            ).text = f"{r['expect']}: {measured}"
+        elif r["ok"] is None:
+            ET.SubElement(case, "skipped", message=f"unknown: {r['reason']}")
+        else:
+            ET.SubElement(case, "system-out").text = measured
+    tree = ET.ElementTree(ET.Element("testsuites"))
+    tree.getroot().append(suite)
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _device_log(d: Any) -> str:
+    """One device's life as the run saw it, in simulated time order."""
+    events = [(t, f"runs {v}" if v != CRASHED else "the app crashed on boot") for t, v in d.running]
+    events += [(t, f"failure {a}" + (f" ({v})" if v else "")) for t, a, v in d.failure_log]
+    events += [(t, f"rolled back from {v}") for t, v in d.rollbacks]
+    lines = [
+        f"device {d.index} {d.device_id}: {d.platform} {d.os}, network {d.network}, "
+        f"behaviour {d.behaviour}, channel {d.channel}"
+        + (f", behind a man in the middle ({d.mitm})" if d.mitm else "")
+        + (", disk full for a while" if d.disk_full else ""),
+        f"requests {d.requests:,} ({d.unanswered:,} unanswered), downloads started "
+        + (", ".join(f"{v}: {n}" for v, n in sorted(d.download_starts.items())) or "none")
+        + ", completed "
+        + (", ".join(f"{v}: {n}" for v, n in sorted(d.downloads.items())) or "none"),
+        "",
+        *(f"{t / 3600:9.3f} h  {what}" for t, what in sorted(events)),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _write_csv(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
@@ -282,6 +392,10 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
         ("update success (device × version)", f"{upd['success_rate']:.1%}"),
         ("rollbacks", f"{upd['rollbacks']:,}"),
         ("unbootable", f"{upd['unbootable']:,}"),
+        ("crashed, awaiting relaunch", f"{upd['awaiting_relaunch']:,}"),
+        (f"stuck (not on {report['stuck']['target']})", f"{report['stuck']['devices']:,}")
+        if report["stuck"]["target"]
+        else ("stuck", "n/a"),
         ("tampered activated", _shown(upd["tampered_activated"])),
         ("stats lost", _shown(st["lost"])),
         ("downloaded", _size(report["bytes"]["total"])),
@@ -289,7 +403,7 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
     ]
     expectations = "".join(
         f"<tr class={_VERDICT[r['ok']][0]}><td>{_VERDICT[r['ok']][1]}</td>"
-        f"<td>{esc(r['expect'])}</td><td>{_shown(r['value'])}"
+        f"<td>{esc(r['expect'])}</td><td>{_shown(r['value'])} {esc(_UNIT[r['unit']])}"
         + (f" — {esc(r['reason'])}" if r.get("reason") else "")
         + "</td></tr>"
         for r in report["expectations"]
@@ -336,9 +450,15 @@ def render_html(report: dict[str, Any], curve: list[dict[str, float]]) -> str:
 <section><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>measured</th></tr>
 {expectations or "<tr><td></td><td>none</td><td></td></tr>"}</table></section>
 <section><h2>Adoption</h2>{adoption_chart(curve, report["timeline"])}
-<p class="meta">{esc(_adoption_note(report))}</p></section>
+<p class="meta">{esc(_adoption_note(report))}</p>{_milestones_html(report)}</section>
+{_comparison_html(report.get("comparison"))}
+{_stuck_html(report)}
+<section><h2>By platform, OS, network, channel, dialect and fault group</h2>
+{breakdown_chart(report["breakdowns"], report["adoption"]["target"])}
+{_breakdowns_html(report["breakdowns"], report["adoption"]["target"])}</section>
 <section class="pair"><div><h2>Failures</h2>{failures_chart(report["failures"], curve)}</div>
 <div><h2>Request latency</h2>{latency_chart(report["requests"])}</div></section>
+{_faults_html(report)}
 <section><h2>Requests</h2><table><tr><th>endpoint</th><th>count</th><th>errors</th>
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>statuses</th></tr>{requests}</table>
 <p class="meta">errors: requests with no answer (network loss, reset, timeout, offline) or a 5xx;
@@ -349,6 +469,123 @@ time, not here).</p>
 timeline.csv (adoption per version over time).</p></section>
 </body></html>
 """
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[object]], cls: str = "") -> str:
+    """An HTML table; cells are escaped unless given as `Markup`."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, Markup):
+            return str(v)
+        return html.escape("—" if v is None else f"{v:,}" if isinstance(v, int) else str(v))
+
+    top = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{top}</tr>{body}</table>'
+
+
+class Markup(str):
+    """HTML already escaped (a link)."""
+
+
+def _pct(share: float | None) -> str | None:
+    return None if share is None else f"{share:.1%}"
+
+
+def _milestones_html(report: dict[str, Any]) -> str:
+    """Adoption milestones and time-to-adoption percentiles per version."""
+    ad = report["adoption"]
+    rows = []
+    for version, m in ad["milestones"].items():
+        tta = ad["time_to_adoption_h"].get(version, {})
+        rows.append(
+            [version, *(_pct(m[f"{h}h"]) for h in MILESTONES_H),
+             m["half_fleet_h"], m["most_fleet_h"],
+             *(tta.get(q) for q in ("p50", "p90", "p99")), tta.get("devices")]
+        )  # fmt: skip
+    if not rows:
+        return ""
+    head = ["version", *(f"running it {h} h after publication" for h in MILESTONES_H),
+            "h until 50 % had started it", "h until 90 %",
+            "time to adoption p50 h", "p90 h", "p99 h", "devices adopted"]  # fmt: skip
+    return (
+        "<h3>Milestones</h3>"
+        + _table(head, rows)
+        + (
+            '<p class="meta">Hours from publication; — : not reached, or past the end of the run. '
+            "Time to adoption: over the devices that ran the version at all.</p>"
+        )
+    )
+
+
+def _comparison_html(comparison: dict[str, Any] | None) -> str:
+    """The run against its baseline (`--baseline`): regressions first."""
+    if comparison is None:
+        return ""
+    first = {"REGRESSED": 0, "ok": 1, "unknown": 2}
+    rows = sorted(comparison["rows"], key=lambda r: first[r["verdict"]])
+    n = len(comparison["regressions"])
+    head = f"{n} regression(s)" if n else "no regression"
+    table = _table(
+        ["", "figure", "baseline", "this run", "regression when"],
+        [[r["verdict"], r["figure"], r["baseline"], r["run"], r["limit"]] for r in rows],
+    )
+    return (
+        f"<section><h2>Compared with the baseline: {head}</h2>"
+        f'<p class="meta">baseline: {html.escape(comparison["baseline"])}</p>{table}</section>'
+    )
+
+
+def _stuck_html(report: dict[str, Any]) -> str:
+    """Who is stuck (not running the newest release at the end) and why, with their logs."""
+    stuck = report["stuck"]
+    if not stuck["target"]:
+        return ""
+    states = ", ".join(f"{s}: {n:,}" for s, n in report["states"].items())
+    if not stuck["devices"]:
+        return (
+            f"<section><h2>Stuck devices</h2><p>None: every device runs "
+            f"{html.escape(stuck['target'])} ({html.escape(states)}).</p></section>"
+        )
+    why = _table(["why", "devices"], list(stuck["why"].items()))
+    rows = [
+        [r["index"], r["device_id"], r["last_version"], r["state"], r["why"],
+         Markup(f'<a href="{html.escape(r["log"])}">log</a>')]
+        for r in stuck["listed"]
+    ]  # fmt: skip
+    more = stuck["devices"] - len(rows)
+    return (
+        f"<section><h2>Stuck devices: {stuck['devices']:,} not running "
+        f"{html.escape(stuck['target'])} at the end</h2>"
+        f'<p class="meta">End states: {html.escape(states)}.</p>{why}'
+        + _table(["#", "device", "last version booted", "state", "why", "event log"], rows)
+        + (f'<p class="meta">and {more:,} more: devices.csv has every device.</p>' if more else "")
+        + "</section>"
+    )
+
+
+def _breakdowns_html(breakdowns: dict[str, list[dict[str, Any]]], target: str | None) -> str:
+    head = ["", "value", "devices", f"on {target or 'the newest release'}",
+            "rolled back", "failed", "crashed", "stuck"]  # fmt: skip
+    rows = [
+        [dim.replace("_", " "), r["value"], r["devices"], _pct(r["on_target"]),
+         r["rolled_back"], r["failed"], r["crashed"], r["stuck"]]
+        for dim, values in breakdowns.items()
+        for r in values
+    ]  # fmt: skip
+    return _table(head, rows) + (
+        '<p class="meta">Devices per value; rolled back, failed, crashed and stuck count '
+        "devices (a device that failed twice counts once).</p>"
+    )
+
+
+def _faults_html(report: dict[str, Any]) -> str:
+    """The faults the scenario injected and what the man in the middle did."""
+    rows = [[f"network / disk: {k}", n] for k, n in report["faults"].items()]
+    rows += [[f"man in the middle: {k}", n] for k, n in report["mitm"].items()]
+    if not rows:
+        return ""
+    return "<section><h2>Faults injected</h2>" + _table(["fault", "count"], rows) + "</section>"
 
 
 def _wall_line(run: dict[str, Any]) -> str:
@@ -383,6 +620,7 @@ def _adoption_note(report: dict[str, Any]) -> str:
 
 
 _STATUS = {"error": "no answer"}
+_UNIT = {"share": "(share of devices, 0 to 1)", "count": "", "ms": "ms"}
 
 
 def _shown(value: int | float | None) -> str:
@@ -458,7 +696,8 @@ def adoption_chart(curve: list[dict[str, float]], steps: list[dict[str, Any]]) -
         return _empty("No adoption data: the run recorded no device.")
     with _figure(10, 3.6) as fig:
         ax = fig.subplots()
-        colors = [("#cbd5e1" if v == BUILTIN else PALETTE[i % 6]) for i, v in enumerate(versions)]
+        special = {BUILTIN: "#cbd5e1", CRASHED: "#ef4444"}
+        colors = [special.get(v, PALETTE[i % 6]) for i, v in enumerate(versions)]
         ax.stackplot(
             hours,
             *[[100 * row[v] for row in curve] for v in versions],
@@ -521,6 +760,24 @@ def latency_chart(requests: dict[str, dict[str, Any]]) -> str:
             ax.barh(ys, [requests[n]["latency_ms"][q] for n in names], height, label=q, color=color)
         ax.set_yticks(range(len(names)), names)
         ax.invert_yaxis()
-        ax.set_xlabel("milliseconds (real time)")
+        ax.set_xscale("log")  # one slow p99 must not flatten every other bar
+        ax.set_xlabel("milliseconds (real time, log scale)")
         ax.legend(frameon=False, fontsize=8)
+        return _svg(fig)
+
+
+def breakdown_chart(breakdowns: dict[str, list[dict[str, Any]]], target: str | None) -> str:
+    """Small multiples: per dimension, the share of each value's devices on the target."""
+    dims = [d for d, values in breakdowns.items() if values]
+    if not target or not dims:
+        return _empty("No release was published or offered: nothing to break down.")
+    with _figure(10, 2.4) as fig:
+        axes = fig.subplots(1, len(dims), squeeze=False)[0]
+        for ax, dim in zip(axes, dims, strict=True):
+            values = breakdowns[dim][:8]
+            ax.barh([str(v["value"]) for v in values],
+                    [100 * v["on_target"] for v in values], color=PALETTE[0])  # fmt: skip
+            ax.set(xlim=(0, 100), title=dim.replace("_", " "))
+            ax.invert_yaxis()
+        axes[0].set_xlabel(f"% on {target}")
         return _svg(fig)

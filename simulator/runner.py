@@ -32,6 +32,7 @@ from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.app import make_dist
 from simulator.clock import WINDOW_S
+from simulator.compare import comparison
 from simulator.device import ConfigKey, file_digests
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, plan_fleet
@@ -43,6 +44,7 @@ from simulator.preflight import (
     probe_channel_flags,
     probe_updates,
 )
+from simulator.publish import DIALECT_TRUST
 from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario, with_dialect
@@ -79,6 +81,7 @@ class RunOptions:
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
     window_s: float = WINDOW_S  # a clock step's lookahead (concurrency, not resolution)
+    baseline: Mapping[str, Any] | None = None  # an earlier run's report.json to compare with
 
 
 class EmbeddedServer:
@@ -130,6 +133,11 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
         ScenarioError: the scenario is invalid. RunError: bad options.
         RuntimeError / OSError: the embedded server could not start.
     """
+    with _removed_if_left_empty(options.report_dir):
+        return _simulate(options)
+
+
+def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
     scenario = load_scenario(options.scenario)
     if options.app_id:
         scenario = dataclasses.replace(scenario, app_id=options.app_id)
@@ -161,7 +169,7 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             urls = external
             expected = _expected(options.expect_releases, workdir / "expected")
             setup = dataclasses.replace(setup, published=expected, public_pem=public_pem)
-        configs = {(ch, d): _config(urls[d], setup.public_pem, ch, d, options) for ch, d in keys}
+        configs = {(ch, d): _config(urls[d], _trust(d, setup), ch, d, options) for ch, d in keys}
         server_cpu = server.cpu() if server else None
         began = time.monotonic()
         done, published_s = asyncio.run(
@@ -198,7 +206,9 @@ def simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             server_findings=(flags,) if flags else (),
         )
         report = build_report(done.fleet.metrics, info)
-        page = write_report(report, done.fleet.metrics, options.report_dir)
+        if options.baseline is not None:
+            report["comparison"] = comparison(options.baseline, report)
+        page = write_report(report, done.fleet.metrics, info, options.report_dir)
     return report, page
 
 
@@ -211,13 +221,29 @@ class _Setup:
 
 
 @contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Whatever ends the run (a failed pre-flight, an error, Ctrl-C, SIGTERM), the report
+    folder and the parents this run created for it do not stay behind empty."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                path.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def _workdir(given: Path | None) -> Iterator[Path]:
     if given is None:
         # Memory-backed when the host has it: thousands of devices each fsync every commit,
-        # and the host's disk is not the phone's; the atomic renames are the same.
+        # and the host's disk is not the phone's; the atomic renames are the same. Named
+        # after the process, so that a leftover says whose it was.
         shm = Path("/dev/shm")
         where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-        with tempfile.TemporaryDirectory(prefix="otasim-run-", dir=where) as tmp:
+        prefix = f"otasim-run-{os.getpid()}-"
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as tmp:
             yield Path(tmp)
         return
     if (given / "devices").exists() and any((given / "devices").iterdir()):
@@ -291,8 +317,23 @@ def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, s
     return digests
 
 
+def _trust(dialect: str, setup: _Setup) -> dict[str, str | None]:
+    """What the app embeds to verify releases: Capgo's public key, or for another dialect its
+    own form of the publisher's key (derived from the embedded run's key; for your own server,
+    the --public-key file holds it: an Expo certificate, a CodePush public key)."""
+    if dialect == DEFAULT_DIALECT:
+        return {"public_key": setup.public_pem or None}
+    if setup.private_pem:
+        return {"code_signing_pem": DIALECT_TRUST[dialect](setup.private_pem)}
+    return {"code_signing_pem": setup.public_pem or None}
+
+
 def _config(
-    urls: Endpoints, public_pem: str, channel: str, dialect: str, options: RunOptions
+    urls: Endpoints,
+    trust: Mapping[str, str | None],
+    channel: str,
+    dialect: str,
+    options: RunOptions,
 ) -> AgentConfig:
     """The app's updater options."""
     retry = {
@@ -305,7 +346,7 @@ def _config(
             update_url=urls.updates,
             stats_url=urls.stats,
             channel_url=urls.channel,
-            public_key=public_pem or None,
+            **trust,
             default_channel=None if channel == PRODUCTION else channel,
             plugin=options.plugin,
             dialect=dialect,

@@ -92,9 +92,11 @@ class Expectation:
     at_s: float | None = None
     min: float | None = None
     max: float | None = None
+    about: str | None = None  # the endpoint or cause the metric is narrowed to
 
     def describe(self) -> str:
-        what = self.metric + (f"({self.version})" if self.version else "")
+        of = self.version or self.about
+        what = self.metric + (f"({of})" if of else "")
         when = f" at {self.at_s / 3600:g} h" if self.at_s is not None else ""
         bound = f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
         return f"{what}{when} {bound}"
@@ -390,20 +392,27 @@ class _Reader:
     def expectation(
         self, raw: object, where: str, versions: set[str], duration_s: float
     ) -> Expectation:
-        t = self.table(raw, where, {"metric", "version", "at_h", "min", "max"})
+        keys = {"metric", "version", "at_h", "min", "max", "endpoint", "cause"}
+        t = self.table(raw, where, keys)
         metric = self.string(t, "metric", where)
         if metric not in METRICS:
             raise self.fail(
                 f"{where}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})"
             )
+        spec = METRICS[metric]
         version = t.get("version")
-        if METRICS[metric].needs_version and version not in versions:
+        if spec.needs_version and version not in versions:
             raise self.fail(
                 f"{where}.version",
                 f"metric {metric!r} needs the version of one of the [[releases]]",
             )
+        for key in ("endpoint", "cause", *(() if spec.needs_version else ("version",))):
+            if key in t and key != spec.about:
+                raise self.fail(_join(where, key), f"metric {metric!r} takes no {key}")
+        about = self.string(t, spec.about, where) if spec.about and spec.about in t else None
         if ("min" in t) == ("max" in t):
             raise self.fail(where, "give exactly one of min or max")
+        bound = "min" if "min" in t else "max"
         at_h = t.get("at_h")
         return Expectation(
             metric=metric,
@@ -411,6 +420,18 @@ class _Reader:
             at_s=None
             if at_h is None
             else self.number(t, "at_h", where, hi=duration_s / 3600) * 3600,
-            min=self.number(t, "min", where, lo=-1e18) if "min" in t else None,
-            max=self.number(t, "max", where, lo=-1e18) if "max" in t else None,
+            about=about,
+            **{bound: self.bound(t, bound, where, spec.unit)},
         )
+
+    def bound(self, t: dict[str, Any], key: str, where: str, unit: str) -> float:
+        """An expectation's min or max, in its metric's range: a share is 0 to 1 (95 for a
+        share is refused, naming 0.95), a count or a latency is not negative."""
+        value = t[key]
+        if unit == "share" and isinstance(value, int | float) and 1 < value <= 100:
+            raise self.fail(
+                _join(where, key),
+                f"{value!r} is out of range [0, 1]: this metric is a share of devices "
+                f"(did you mean {value / 100:g}?)",
+            )
+        return self.number(t, key, where, hi=1.0 if unit == "share" else float("inf"))

@@ -126,7 +126,7 @@ def _worker(shard: Shard, reached: Any, go: Any, live: Any) -> tuple[Metrics, tu
                 raise RunError("the run was stopped by its first process")
             fleet.commit(learned)
 
-        tally = asyncio.create_task(_send_tallies(fleet.metrics, live)) if live else None
+        tally = asyncio.create_task(_send_tallies(fleet, live)) if live else None
         try:
             return await fleet.run(sync, shard.flush_wait_s)
         finally:
@@ -139,9 +139,9 @@ def _worker(shard: Shard, reached: Any, go: Any, live: Any) -> tuple[Metrics, tu
     return metrics, (cpu.user, cpu.system)
 
 
-async def _send_tallies(metrics: Metrics, live: Any) -> None:
+async def _send_tallies(fleet: Fleet, live: Any) -> None:
     while True:
-        await asyncio.to_thread(live.put, (os.getpid(), _Tally.of(metrics)))
+        await asyncio.to_thread(live.put, (os.getpid(), _Tally.of(fleet)))
         await asyncio.sleep(0.5)
 
 
@@ -214,7 +214,8 @@ async def _progress(fleet: Fleet, workers: _Workers | None) -> None:
             if workers:
                 await asyncio.to_thread(workers.receive_tallies)
             others = list(workers.tallies.values()) if workers else []
-            info = _Tally.total([_Tally.of(fleet.metrics), *others]).line()
+            tally = _Tally.total([_Tally.of(fleet), *others])
+            info = tally.line() if now_h < total_h else tally.ending()
             bar.update(task, completed=now_h, description=f"{now_h:5.1f}/{total_h:g} h",
                        info=info)  # fmt: skip
             await asyncio.sleep(0.25)
@@ -226,16 +227,20 @@ class _Tally:
 
     running: dict[str, int]  # version -> devices running it
     requests: int
-    failed: int
-    rolled_back: int
+    failed: int  # devices that met a failure
+    rolled_back: int  # devices rolled back
+    finished: int = 0  # devices done with the run's end
 
     @classmethod
-    def of(cls, metrics: Metrics) -> _Tally:
+    def of(cls, fleet: Fleet) -> _Tally:
+        metrics = fleet.metrics
         running: dict[str, int] = {}
         for d in metrics.devices:
             running[d.version] = running.get(d.version, 0) + 1
         requests = sum(sum(c.values()) for c in metrics.statuses.values())
-        return cls(running, requests, len(metrics.failure_times), len(metrics.rollback_times))
+        failed = sum(bool(d.failure_log) for d in metrics.devices)
+        rolled_back = sum(bool(d.rollbacks) for d in metrics.devices)
+        return cls(running, requests, failed, rolled_back, fleet.finished)
 
     @classmethod
     def total(cls, tallies: list[_Tally]) -> _Tally:
@@ -244,10 +249,17 @@ class _Tally:
             for version, n in t.running.items():
                 running[version] = running.get(version, 0) + n
         return cls(running, sum(t.requests for t in tallies), sum(t.failed for t in tallies),
-                   sum(t.rolled_back for t in tallies))  # fmt: skip
+                   sum(t.rolled_back for t in tallies),
+                   sum(t.finished for t in tallies))  # fmt: skip
+
+    def ending(self) -> str:
+        """The line while the run's end waits for in-flight work."""
+        n = sum(self.running.values())
+        return (f"end of the scenario: waiting for {n - self.finished:,} of {n:,} devices "
+                "(downloads in flight, last stats being delivered)")  # fmt: skip
 
     def line(self) -> str:
         n = max(sum(self.running.values()), 1)
         shares = " ".join(f"{v} {c / n:.0%}" for v, c in sorted(self.running.items()))
-        return (f"{shares} · {self.requests:,} req · {self.failed:,} failed · "
+        return (f"{shares} · {self.requests:,} req · devices: {self.failed:,} failed, "
                 f"{self.rolled_back:,} rolled back")  # fmt: skip

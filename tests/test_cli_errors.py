@@ -32,13 +32,15 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["run", "--scenario", "no-such-scenario"],
     ["run", "--expect-release", "1.0.1", "--server", REFUSED],
     ["run", "--http", "curl"],
+    ["run", "--junit", "/proc/otasim/junit.xml"],
+    ["run", "--baseline", "no-such-run"],
     ["run", "--server", REFUSED, "--public-key", "{aside}/garbage.pem", "--report", "{aside}/r"],
     ["loadtest", "-t", "forever"],
     ["loadtest", "-u", "0"],
     ["loadtest", "-r", "fast"],
     ["loadtest", "--processes", "0"],
     ["loadtest", "--release", "banana"],
-    ["loadtest", "--host", "127.0.0.1:9"],
+    ["loadtest", "--server", "127.0.0.1:9"],
     ["serve", "--port", "99999"],
     ["serve", "--port", "abc"],
     [
@@ -63,6 +65,9 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["check", "--devices", "abc"],
     ["check", "--expect-rollout", "150", "--server", REFUSED, "--app-id", "com.example.app"],
     ["check", "--server", "127.0.0.1:9", "--app-id", "com.example.app"],
+    ["compare", "absent"],
+    ["compare", "absent", "also-absent"],
+    ["compare", "absent", "also-absent", "--max-adoption-drop", "-1"],
     ["prove", "--cases", "0"],
     ["prove", "--seed", "x"],
 ]
@@ -89,6 +94,30 @@ def test_bad_arguments_exit_2_with_one_error_line_and_start_nothing(
     assert "invalid _" not in last, last  # argparse naming a private function
     assert done.stdout == ""
     assert list(tmp_path.iterdir()) == [], "created before failing"
+
+
+# Every command that talks to a server, pointed at a closed port: exit 3, one line.
+UNREACHABLE: list[list[str]] = [
+    ["publish", "{aside}", "--server", REFUSED, "--api-key", "k", "--app-id", "com.example.app",
+     "--version", "1.0.1", "--channel", "production"],
+    ["admin", "--server", REFUSED, "--api-key", "k", "apps"],
+    ["check", "--server", REFUSED, "--app-id", "com.example.app"],
+    ["run", "--server", REFUSED, "--report", "{aside}/r", "--no-progress"],
+    ["loadtest", "--server", REFUSED, "--report", "{aside}/o"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", UNREACHABLE, ids=lambda a: a[0])
+def test_an_unreachable_server_exits_3_for_every_command(
+    args: list[str], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    aside = tmp_path_factory.mktemp("aside")
+    (aside / "index.html").write_text("<!doctype html>")
+    done = otasim([arg.format(aside=aside) for arg in args], tmp_path)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert done.returncode == 3, done.stderr
+    (last,) = done.stderr.splitlines()
+    assert last.startswith("otasim: error: "), done.stderr
 
 
 def test_version_is_the_installed_package_version(tmp_path: Path) -> None:
@@ -127,4 +156,23 @@ def test_every_help_lists_its_exit_codes_with_2_for_a_usage_error(
     block = text[text.index("\nexit codes:\n") :].splitlines()[2:]
     codes = {int(line.split()[0]): line.split(None, 1)[1] for line in block if line[2:3].isdigit()}
     assert codes[2].startswith("usage error"), text
+    # one code for a server unreachable or refusing, in every command that talks to one
+    talks = parser.prog.split()[1:2] in (["publish"], ["admin"], ["check"], ["run"],
+                                         ["loadtest"], ["device"])  # fmt: skip
+    if talks:
+        assert "server unreachable" in codes[3], text
+    assert all("server unreachable" not in t for c, t in codes.items() if c != 3), text
     assert "exit status" not in text  # one wording across commands
+
+
+def test_one_option_name_per_concept_across_commands() -> None:
+    """The OTA server's base URL is --server and a report folder --report in every command
+    (serve's --host is the address it binds, another concept; Locust's own --host stays)."""
+    options = {
+        p.prog: {s for a in p._actions for s in a.option_strings} for p in _parsers(build_parser())
+    }
+    for prog in ("run", "loadtest", "check", "publish", "admin", "device init"):
+        assert "--server" in options[f"otasim {prog}"], prog
+    assert all("--host" not in opts for prog, opts in options.items() if prog != "otasim serve")
+    assert "--report" in options["otasim run"] and "--report" in options["otasim loadtest"]
+    assert all("--out" not in options[f"otasim {p}"] for p in ("run", "loadtest", "check"))

@@ -24,6 +24,11 @@ OWN = {"agent", "simulator", "loadtests"}
 # The agent modules allowed to import an extra's package: the HTTP backends, imported only
 # when asked for (agent.drivers.backends).
 AGENT_BACKENDS = {"agent.drivers.http_aiohttp", "agent.drivers.http_gevent"}
+# Scripts run by another program's Python, never imported by otasim: mitmdump loads the
+# attacker's addon in mitmproxy's own venv (`make mitm`).
+FOREIGN = {"simulator.prove.mitm_addon"}
+DISTRIBUTION = {"jwt": "pyjwt"}
+"""Import names that differ from the distribution that provides them."""
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -50,13 +55,19 @@ def third_party_imports() -> dict[str, set[str]]:
     for package in sorted(OWN):
         for path in (ROOT / package).rglob("*.py"):
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            if module in FOREIGN:
+                continue
             names: set[str] = set()
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-            found[module] = {n for n in names if n not in sys.stdlib_module_names and n not in OWN}
+            found[module] = {
+                DISTRIBUTION.get(n, n)
+                for n in names
+                if n not in sys.stdlib_module_names and n not in OWN
+            }
     return found
 
 

@@ -50,7 +50,7 @@ def parse_manifest(raw: object) -> list[ManifestEntry]:
         problem = url_problem(str(fields[2]))
         if problem:
             raise ProtocolError(f"manifest[{index}] download_url: {problem}")
-        entries.append(ManifestEntry(*(str(f) for f in fields)))
+        entries.append(ManifestEntry(str(fields[0]), str(fields[1]), str(fields[2])))
     return entries
 
 

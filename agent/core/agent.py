@@ -106,7 +106,15 @@ class Agent:
         `VerificationError`)."""
         self.config = config
         self.identity = identity
-        self._ledger = Ledger(config, identity, state, stats, rng=rng, key_id=key_id)
+        self._ledger = Ledger(
+            config,
+            identity,
+            state,
+            stats,
+            rng=rng,
+            key_id=key_id,
+            reported=getattr(dialect, "reported_actions", None),
+        )
         self._updates = Updates(
             self._ledger,
             rng=rng,

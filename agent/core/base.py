@@ -41,12 +41,14 @@ class Ledger:
         *,
         rng: RandomSource,
         key_id: str | None = None,
+        reported: frozenset[str] | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.state = state
         self.stats = StatsQueue(stats, rng)
         self.key_id = key_id
+        self.reported = reported  # the stats actions the dialect reports (None: all, as Capgo)
         self.out: list[Effect] = []
         self.stats_changed = False
         self._deletes: list[str] = []
@@ -73,12 +75,14 @@ class Ledger:
         return max(deadline, self.state.blocked_until or deadline)
 
     def device_info(self) -> DeviceInfo:
+        running = self.state.bundle(self.state.current)
         return DeviceInfo(
             self.identity,
             self.config,
             self.version(self.state.current),
             self.state.channel or self.config.default_channel,
             self.key_id,
+            running.content if running is not None else None,
         )
 
     def version(self, bundle_id: str) -> str:
@@ -101,8 +105,9 @@ class Ledger:
         **meta: str,
     ) -> None:
         version = version or self.version(self.state.current)
-        self.stats.add(action, version, now, old, meta)
-        self.stats_changed = True
+        if self.reported is None or action in self.reported:  # else the dialect has no report
+            self.stats.add(action, version, now, old, meta)
+            self.stats_changed = True
         self.out.append(ReportStat(action, version))
 
     def commit_failed(self) -> None:

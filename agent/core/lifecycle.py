@@ -130,6 +130,8 @@ class DeviceState:
     highest_confirmed: str | None = None  # highest label confirmed here (agent.core.rollback)
     confirmed_content: Mapping[str, str] = field(default_factory=dict)  # content -> its label
     failed_content: Mapping[str, str] = field(default_factory=dict)  # failed to boot: -> label
+    # labels that failed to boot with no content identity (no checksum): refused by label alone
+    failed_unidentified: frozenset[str] = frozenset()
     # content identity -> its verification failures, whatever label it came under
     rejected_content: Mapping[str, ArtefactFailures] = field(default_factory=dict)
     release_counter: int = 0  # strict mode: highest signed release counter accepted here
@@ -215,6 +217,9 @@ def fail_current(state: DeviceState) -> tuple[DeviceState, str]:
         failed_content={**state.failed_content, failed.content: failed.version}
         if failed.content
         else state.failed_content,
+        failed_unidentified=state.failed_unidentified
+        if failed.content
+        else state.failed_unidentified | {failed.version},
     ), target
 
 
@@ -245,6 +250,7 @@ def to_json(state: DeviceState) -> dict[str, Any]:
     data["bundles"] = [dict(vars(b)) for b in state.bundles.values()]
     data["boot"] = dict(vars(state.boot)) if state.boot else None
     data["failed_versions"] = sorted(state.failed_versions)
+    data["failed_unidentified"] = sorted(state.failed_unidentified)
     data["rejected_artefacts"] = {
         k: dict(vars(v)) for k, v in sorted(state.rejected_artefacts.items())
     }
@@ -264,12 +270,21 @@ def from_json(data: Any) -> DeviceState:
         if any(b.status not in get_args(BundleStatus) for b in bundles.values()):
             raise ValueError("unknown bundle status")
         boot = data.pop("boot")
+        failed_versions = frozenset(data.pop("failed_versions"))
+        failed_content = dict(data.pop("failed_content", {}))
+        # a state written before this field: a failed label with no content recorded under it
+        unidentified = data.pop("failed_unidentified", None)
         return DeviceState(
             bundles=bundles,
             boot=Boot(**boot) if boot else None,
-            failed_versions=frozenset(data.pop("failed_versions")),
+            failed_versions=failed_versions,
             rejected_artefacts=_rejected(data.pop("rejected_artefacts")),
-            failed_content=dict(data.pop("failed_content", {})),
+            failed_content=failed_content,
+            failed_unidentified=frozenset(
+                failed_versions - set(failed_content.values())
+                if unidentified is None
+                else unidentified
+            ),
             rejected_content=_rejected(data.pop("rejected_content", {})),
             **data,
         )

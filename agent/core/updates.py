@@ -68,7 +68,8 @@ class Updates:
         self._rng = rng
         self.dialect = dialect
         self._content_id = content_id  # offer checksum -> content identity (pure)
-        self._open_release = open_release  # strict mode: verify an answer's release document
+        # strict mode, or a dialect that verifies signed answers itself (Expo): the release
+        self._open_release = open_release
         self.activity = Activity.IDLE
         self.job: DownloadJob | None = None  # set exactly while DOWNLOADING
         self._downgrades_reported: set[str] = set()  # "version:checksum" refused this run
@@ -165,7 +166,7 @@ class Updates:
         )
 
     def _on_no_update(self, now: float, result: NoUpdate) -> None:
-        if self._ledger.config.strict_release:
+        if self._open_release is not None:
             self._check_freshness(now, result if result.kind != "failed" else None)
         self._ledger.emit(
             "updateCheckResult",
@@ -204,9 +205,10 @@ class Updates:
             failed = self._ledger.state.failed_content
             if content is not None and content in failed:
                 return True  # the content failed, whatever label it comes under now
-            # a label alone refuses only when no content was recorded for it (no checksum, or
-            # a state written before content was): a relabel cannot poison a genuine label
-            return offer.version in self._ledger.state.failed_versions - set(failed.values())
+            # a label alone refuses only when its failure had no content identity (no
+            # checksum): a relabel cannot poison a genuine label, even when the same content
+            # later fails again under another label
+            return offer.version in self._ledger.state.failed_unidentified
         return any(
             b.version == offer.version and b.status == "error"
             for b in self._ledger.state.bundles.values()
@@ -222,21 +224,19 @@ class Updates:
         if offer.breaking:
             self._ledger.emit("breakingAvailable", version=offer.version)
             self._ledger.emit("majorAvailable", version=offer.version)
-        content = self._content_id(offer.checksum)
+        content = offer.package_hash or self._content_id(offer.checksum)
         if self._runs(self._ledger.state.current, offer.version, content) or self._refuses(
             now, offer, content
         ):
-            if self._ledger.config.strict_release:
+            if self._open_release is not None:
                 self._check_freshness(now, offer)
             self._ledger.emit(
                 "noNeedUpdate", bundle=self._ledger.bundle_payload(self._ledger.state.current)
             )
             return
-        refused = (
-            self._release_refusal(now, offer, content)
-            if self._ledger.config.strict_release
-            else None
-        )
+        refused = self._insecure_refusal(offer)
+        if refused is None and self._open_release is not None:
+            refused = self._release_refusal(now, offer, content)
         if refused is None and not self._ledger.config.allow_downgrade:
             state = self._ledger.state
             refused = refusal(
@@ -244,7 +244,7 @@ class Updates:
                 content,
                 state.confirmed_content,
                 state.highest_confirmed,
-                authenticated=self._ledger.config.strict_release,
+                authenticated=self._open_release is not None,
             )
         if refused is not None:
             self._refuse_rollback(now, offer, refused)
@@ -256,6 +256,18 @@ class Updates:
                 self._apply(now, info.id, immediate=immediate)
                 return
         self._start_download(now, offer, immediate, content)
+
+    def _insecure_refusal(self, offer: UpdateOffer) -> Refusal | None:
+        """An answer fetched over https must not send the download over plain http (a man in
+        the middle's downgrade, as a redirect from https to http is refused)."""
+        if not self._ledger.config.update_url.lower().startswith("https:"):
+            return None
+        urls = [offer.url, *(entry.download_url for entry in offer.manifest or ())]
+        plain = next((u for u in urls if u and not u.lower().startswith("https:")), None)
+        if plain is None:
+            return None
+        message = f"refused a download over plain http from an https update URL: {plain[:200]}"
+        return Refusal("insecure_url", message, {"reason": "insecure_url"})
 
     def _release_refusal(
         self, now: float, offer: UpdateOffer, content: str | None

@@ -94,6 +94,7 @@ class FileTransfer(MachineTransfer):
         return HttpRequest(
             "GET",
             self._entry.download_url,
+            dict(self._entry.headers),
             timeout_s=self._config.response_timeout_s,
             deadline=fetch.deadline,
         )

@@ -23,6 +23,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agent.bundles.zipbundle import ZipPipeline, unpack_zip
@@ -208,6 +209,7 @@ class BundleFetch(MachineTransfer):
         *,
         now: Callable[[], float],
         progress: Callable[[int], None],
+        check_unpacked: Callable[[Path], None] | None = None,
     ) -> None:
         self.store = store
         self.bundle_id = bundle_id
@@ -215,6 +217,7 @@ class BundleFetch(MachineTransfer):
         self.config = config
         self._public_key = public_key
         self._progress = progress
+        self._check_unpacked = check_unpacked  # a dialect's check of the unzipped files
         super().__init__(Download(Pace.of(config), f"bundle {offer.version}"), now)
         self._plan: BundleVerification | None = None
         self._pipeline: ZipPipeline | None = None
@@ -292,11 +295,14 @@ class BundleFetch(MachineTransfer):
         """Unpack the verified zip into staging and move it into place.
 
         Raises:
-            VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`).
+            VerificationError: the zip is unsafe or broken (`unzip_fail`, `*_path_fail`), or
+                the unzipped files fail the dialect's check (CodePush's package hash).
             LocalError: the disk failed.
         """
         staged = self.store.fresh_staging(self.bundle_id)
         unpack_zip(self.store.zip_path(self.bundle_id), staged)
+        if self._check_unpacked is not None:
+            self._check_unpacked(staged)
         self.store.install(self.bundle_id, staged)
 
     def close(self) -> None:

@@ -180,10 +180,15 @@ def shared_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
     every client of a process shares one per `cafile`. Under gevent, call it after
     monkey-patching (Locust does so on import) so that it is gevent's cooperative kind.
 
+    TLS below 1.2 is refused (Python's default since 3.10, set here so that no OpenSSL
+    configuration lowers it).
+
     Raises:
         FileNotFoundError / ssl.SSLError: `cafile` is missing or not a PEM CA bundle.
     """
-    return ssl.create_default_context(cafile=cafile)
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @functools.cache

@@ -40,7 +40,7 @@ _CHUNK_BYTES: Final = 64 * 1024
 def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     where = f"{request.method} {request.url}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TlsVerifyFailed(f"{where}: {exc.certificate_error}")
+        return TlsVerifyFailed(f"{where}: TLS certificate refused ({exc.certificate_error})")
     if isinstance(exc, TimeoutError):
         return timeout_error(request)
     if isinstance(exc, aiohttp.ClientConnectorError):

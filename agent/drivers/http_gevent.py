@@ -44,7 +44,7 @@ _T = TypeVar("_T")
 def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     where = f"{request.method} {request.url}"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return TlsVerifyFailed(f"{where}: {exc.verify_message}")
+        return TlsVerifyFailed(f"{where}: TLS certificate refused ({exc.verify_message})")
     if isinstance(exc, TimeoutError | gevent.Timeout):
         return timeout_error(request)
     if isinstance(exc, ConnectionRefusedError | socket.gaierror | ssl.SSLError):

@@ -53,7 +53,7 @@ def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
     if isinstance(exc, httpx.ConnectError):
         cause = _certificate_error(exc)
         if cause is not None:
-            return TlsVerifyFailed(f"{where}: {cause.verify_message}")
+            return TlsVerifyFailed(f"{where}: TLS certificate refused ({cause.verify_message})")
         return ConnectFailed(f"{where}: {exc}")
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return InvalidUrl(f"{where}: {exc}")

@@ -14,6 +14,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,13 @@ from agent.drivers.http import (
     InvalidUrl,
     TlsVerifyFailed,
 )
-from agent.errors import AgentError, DownloadStopped, LocalError, TransportError
+from agent.errors import (
+    AgentError,
+    DownloadStopped,
+    LocalError,
+    TransportError,
+    VerificationError,
+)
 from agent.protocol.base import (
     ChannelAnswer,
     Dialect,
@@ -138,25 +145,41 @@ class DeviceRuntime:
             load_public_key(config.public_key) if config.public_key else None
         )
         self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
+        spoken = dialect or dialect_for(config)
         self.agent = Agent(
             config,
             identity,
             state,
             stats,
             rng=self.rng,
-            dialect=dialect or dialect_for(config),
+            dialect=spoken,
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
                 functools.partial(signed_content_id, public_key=self.public_key)
                 if self.public_key
                 else None
             ),
-            open_release=self._open_release if config.strict_release else None,
+            open_release=(
+                self._open_release
+                # a dialect that verifies signed releases itself says so (Expo, signed)
+                if config.strict_release or getattr(spoken, "verifies_releases", False)
+                else None
+            ),
         )
         self._deferred: list[IoEffect] = []
 
     def _open_release(self, answer: UpdateOffer | NoUpdate) -> ReleaseDocument:
-        assert self.public_key is not None  # strict_release needs a public key (AgentConfig)
+        """The verified release document of an answer. A dialect that verified the answer's
+        signature itself (Expo) hands over a `ReleaseDocument` (no answer's JSON can be one),
+        bound here to this app: its certificate is the app's own.
+
+        Raises:
+            VerificationError: no valid release document.
+        """
+        if isinstance(answer.release, ReleaseDocument):
+            return replace(answer.release, app_id=self.agent.identity.app_id)
+        if self.public_key is None:
+            raise VerificationError("signature_required", "the answer carries no signed release")
         manifest = answer.manifest if isinstance(answer, UpdateOffer) else None
         return verified_release(answer.release, manifest, self.public_key)
 
@@ -234,7 +257,13 @@ class DeviceRuntime:
 
         args = (self.store, effect.bundle_id, effect.offer, self.config, self.public_key)
         if not effect.offer.manifest:
-            return BundleFetch(*args, now=self.now, progress=progress)
+            check = getattr(self.agent.dialect, "check_unpacked", None)
+            return BundleFetch(
+                *args,
+                now=self.now,
+                progress=progress,
+                check_unpacked=functools.partial(check, effect.offer) if check else None,
+            )
         state = self.agent.state
         installed = [
             self.store.bundle_dir(b)

@@ -67,6 +67,7 @@ class DeviceInfo:
     version_name: str  # the bundle running now (version_build on builtin)
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
+    current_content: str | None = None  # the running bundle's content identity (Expo: its id)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ManifestEntry:
     file_name: str
     file_hash: str
     download_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with it (Expo extensions)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class UpdateOffer:
     link: str | None = None
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
+    package_hash: str | None = None  # CodePush: checked over the unzipped files, not the zip
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,20 @@ def retry_hint(headers: Mapping[str, str], data: Any, now: float) -> float | Non
     return min(seconds, MAX_RATE_LIMIT_S)
 
 
+def stats_outcome(
+    status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> tuple[StatsOutcome, float | None]:
+    """What a report's answer means for the batch: sent (2xx), put back (429 with its hint,
+    408, 5xx) or dropped (any other 4xx: the server will never take it)."""
+    if 200 <= status < 300:
+        return StatsOutcome.SENT, None
+    if status == 429:
+        return StatsOutcome.REQUEUE, retry_hint(headers, _load_lenient(body), now)
+    if status == 408 or status >= 500:
+        return StatsOutcome.REQUEUE, None
+    return StatsOutcome.DROP, None
+
+
 class CapgoDialect:
     """Builders and parsers for the Capgo plugin protocol. Pure; see `Dialect`."""
 
@@ -213,13 +227,7 @@ class CapgoDialect:
     def parse_stats(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> tuple[StatsOutcome, float | None]:
-        if 200 <= status < 300:
-            return StatsOutcome.SENT, None
-        if status == 429:
-            return StatsOutcome.REQUEUE, retry_hint(headers, _load_lenient(body), now)
-        if status == 408 or status >= 500:
-            return StatsOutcome.REQUEUE, None
-        return StatsOutcome.DROP, None
+        return stats_outcome(status, headers, body, now)
 
     def channel_set_request(self, info: DeviceInfo, channel: str) -> OutgoingRequest:
         body = info_object(info) | {"channel": channel}

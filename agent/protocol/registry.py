@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.protocol.capgo import CapgoDialect
+from agent.protocol.codepush import CodePushDialect
+from agent.protocol.expo import ExpoDialect
 from agent.protocol.profiles import get_profile
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ class DialectSpec:
     family: str  # what users call the server family
     make: Callable[[AgentConfig], Dialect]
     paths: tuple[str, str, str]
+    reports: frozenset[str] | None = None  # the stats actions its devices send (None: all)
 
     def urls(self, base: str) -> tuple[str, str, str]:
         """The update, stats and channel URLs of a server at `base`."""
@@ -49,7 +52,23 @@ def _capgo(config: AgentConfig) -> Dialect:
     return CapgoDialect(get_profile(config.plugin))
 
 
-_SPECS = (DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),)
+_SPECS = (
+    DialectSpec("capgo", "Capgo", _capgo, ("updates", "stats", "channel_self")),
+    DialectSpec(
+        "expo",
+        "Expo Updates (protocol v1)",
+        ExpoDialect.from_config,
+        ("expo", "", ""),
+        ExpoDialect.reported_actions,
+    ),
+    DialectSpec(
+        "codepush",
+        "CodePush (react-native-code-push)",
+        CodePushDialect.from_config,
+        ("v0.1/public/codepush/update_check", "v0.1/public/codepush/report_status", ""),
+        CodePushDialect.reported_actions,
+    ),
+)
 DIALECTS: dict[str, DialectSpec] = {spec.name: spec for spec in _SPECS}
 
 

@@ -21,9 +21,19 @@ class HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+# The exit codes every command shares: 2 a usage error, 3 a server unreachable or refusing
+# (1 is an expectation, check or target missed, where a command has one).
+EXIT_USAGE, EXIT_SERVER = 2, 3
+SERVER_ROW = (
+    EXIT_SERVER,
+    "the server unreachable, or refusing the call (e.g. 404, 409); the message says which",
+)
+
+
 def exit_codes(*rows: tuple[int, str]) -> str:
     """The `exit codes:` block every command's --help ends with (2 is always a usage error,
-    1 an expectation, check or target missed): one row per code, its text wrapped under it."""
+    3 a server unreachable or refusing, 1 an expectation, check or target missed): one row
+    per code, its text wrapped under it."""
     lines = ["exit codes:"]
     for code, text in rows:
         first, *rest = textwrap.wrap(text, 80)

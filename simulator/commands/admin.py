@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from simulator.commands import HelpFormatter, exit_codes, percent
+from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes, percent
 from simulator.errors import CommandError
 
 ROLE_HELP = "read (query) < upload (publish) < write (channels, rollouts, devices) < all (keys)"
@@ -35,7 +35,8 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
 
 EXIT_CODES = exit_codes(
     (0, "the call succeeded: prints the server's JSON answer"),
-    (2, "usage error, or the server unreachable or refusing the call (e.g. 404, 409)"),
+    (2, "usage error"),
+    SERVER_ROW,
 )
 
 
@@ -185,6 +186,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = args.action(client, args)
         except AdminError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(str(exc), EXIT_SERVER) from exc
     print(json.dumps(result, indent=2))
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
 
-from simulator.commands import exit_codes, percent, positive_int
+from simulator.commands import EXIT_SERVER, SERVER_ROW, exit_codes, percent, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -33,7 +33,8 @@ written to the server except what update checks record (synthetic device ids, li
 """ + exit_codes(
     (0, "no check of severity error failed"),
     (1, "a check of severity error failed"),
-    (2, "usage error, or the server unreachable"),
+    (2, "usage error"),
+    SERVER_ROW,
 )
 
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             ctx.baseline  # noqa: B018 - the first update check tells whether anyone answers
         except (TransportError, ValueError) as exc:
-            raise CommandError(f"cannot reach {options.updates_url}: {exc}") from None
+            raise CommandError(f"cannot reach {options.updates_url}: {exc}", EXIT_SERVER) from None
         results = run_checks(ctx, checks)
     summary = output.RunSummary(
         server=options.server, app_id=options.app_id, profile=options.profile.name,

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulator.commands import exit_codes, version
+from simulator.commands import EXIT_SERVER, exit_codes, version
 from simulator.commands.run import add_endpoint_options
 from simulator.errors import CommandError
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from agent.protocol.profiles import PluginProfile
 
 DEVICE_FILE = "device.json"
-EXIT_OK, EXIT_USAGE, EXIT_UPDATE_FAILED, EXIT_DISK = 0, 2, 3, 4
+EXIT_OK, EXIT_UPDATE_FAILED, EXIT_DISK = 0, EXIT_SERVER, 4
 EXIT_CODES = exit_codes(
     (
         0,
@@ -32,8 +32,9 @@ EXIT_CODES = exit_codes(
     (2, "usage error, or DIR is not a device folder (or already is one, for init)"),
     (
         3,
-        "an update check or download failed (server unreachable, refused, bad answer, "
-        "verification failure); the device still boots its previous bundle",
+        "an update check or download failed (the server unreachable or refusing, as for "
+        "every command; or a bad answer, a verification failure); the device still boots "
+        "its previous bundle",
     ),
     (
         4,
@@ -85,6 +86,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--version-code", default="1", help="native build number (default 1)")
     init.add_argument("--os-version", default="17.0", help="OS version (default 17.0)")
     init.add_argument("--public-key", type=Path, help="PEM public key or capacitor.config.json")
+    init.add_argument(
+        "--strict",
+        action="store_true",
+        help="strict mode: accept only releases with a valid signed release document "
+        "(`otasim publish --strict`), refuse replays and mixed files, report a freeze; "
+        "needs --public-key",
+    )
     init.add_argument("--channel", help="defaultChannel to ask for")
     init.add_argument("--device-id", help="device UUID (default: a new random one)")
     init.add_argument(
@@ -144,7 +152,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 def run_init(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig, DeviceIdentity
     from agent.protocol.profiles import get_profile
-    from agent.protocol.registry import DEFAULT_DIALECT
+    from agent.protocol.registry import DEFAULT_DIALECT, dialect_for
     from agent.security.keys import load_public_key
     from agent.store import atomic_write
 
@@ -170,12 +178,17 @@ def run_init(args: argparse.Namespace) -> int:
     }
     if args.channel:
         options["defaultChannel"] = args.channel
+    if args.strict:
+        options["strict_release"] = True
     try:
-        if args.public_key:
+        if args.public_key and dialect == DEFAULT_DIALECT:
             options["publicKey"] = load_public_key(args.public_key.read_text()).pem
+        elif args.public_key:  # what an app of that dialect embeds (certificate, public key)
+            options["code_signing_pem"] = args.public_key.read_text()
         if options.get("ca_file") is not None:
             options["ca_file"] = _checked_ca_file(str(options["ca_file"]))
         config = AgentConfig.from_capgo(options)
+        dialect_for(config)  # the dialect accepts that trust material
         identity = DeviceIdentity(
             device_id=args.device_id or str(uuid.uuid4()),
             app_id=args.app_id,
@@ -233,6 +246,7 @@ class _Printer:
         self.disk_full = False
         self.verbose = verbose
         self.profile: PluginProfile | None = None  # set when the device is opened
+        self.platform = ""  # the device's, set when it is opened
         self._phantom = False
 
     def on_request(
@@ -299,6 +313,7 @@ def _opened(folder: Path, observer: Any = None, *, network: bool = True) -> Iter
         from agent.protocol.profiles import get_profile
 
         observer.profile = get_profile(config.plugin)
+        observer.platform = identity.platform
     try:
         port = make_sync_port(verify=(config.ca_file or True) if network else True)
     except (OSError, ssl.SSLError) as exc:
@@ -330,13 +345,44 @@ def run_lifecycle(args: argparse.Namespace) -> int:
     with _opened(args.dir, printer) as device:
         getattr(device, args.action)()
         status = device.status()
-        if not args.crash and status.boot_id is not None and not status.boot_confirmed:
-            device.notify_app_ready(status.boot_id)
+        if status.boot_id is not None and not status.boot_confirmed:
+            why = (
+                "--crash"
+                if args.crash
+                else _app_fails(status.current.path, printer.platform, status.boot_id,
+                                status.current.version)
+            )  # fmt: skip
+            if why is None:
+                device.notify_app_ready(status.boot_id)
+            else:
+                print(f"app   {status.current.version}: {why}; no notifyAppReady, the next "
+                      "launch rolls back", flush=True)  # fmt: skip
         if not device.flush_stats():
             print("stats: some events stay queued for the next run", file=sys.stderr)
     if printer.disk_full:
         return EXIT_DISK
     return EXIT_UPDATE_FAILED if printer.failed else EXIT_OK
+
+
+def _app_fails(bundle: Path | None, platform: str, boot_id: int, version: str) -> str | None:
+    """Why the app does not reach notifyAppReady on the bundle it booted, decided by the app
+    model the fleet and the Locust users share (`simulator.app.AppUser.boot`, from the
+    bundle's `index.html` and otasim-behaviour.json `crash_on_boot` for this platform); None
+    when it starts (the builtin bundle always does)."""
+    import random
+
+    from simulator.app import BEHAVIOUR_FILE, AppUser, read_traits
+    from simulator.scenario import Behaviour
+
+    if bundle is None:
+        return None
+    traits = read_traits(bundle, platform)
+    boot = AppUser(Behaviour(), random.Random()).boot(traits, boot_id, version, 0.0, 0.0)
+    if boot.kind == "crashed":
+        return f"crashed on boot ({BEHAVIOUR_FILE}: crash_on_boot {platform} = {traits.crash_p:g})"
+    if boot.kind == "blank":
+        return "no index.html, the page never loads"
+    return None  # ready now, or after its start time: a command by hand waits for it
 
 
 def run_status(args: argparse.Namespace) -> int:

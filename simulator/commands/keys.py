@@ -41,6 +41,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    create.add_argument(
+        "--dialect",
+        choices=("capgo", "expo", "codepush"),
+        default="capgo",
+        help="capgo: the pair above; expo: DIR/private.pem (PKCS#8, signs manifests at publish) "
+        "and DIR/certificate.pem (self-signed code-signing certificate for the app, as "
+        "`npx expo-updates codesigning:generate` makes); codepush: DIR/private.pem (PKCS#8, "
+        "signs the .codepushrelease JWT) and DIR/public.pem (SPKI, the app's CodePushPublicKey)",
+    )
     create.add_argument("--force", action="store_true", help="overwrite existing key files")
     create.add_argument("--json", action="store_true", help="print a JSON object")
     create.set_defaults(func=run_create)
@@ -49,33 +58,44 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_create(args: argparse.Namespace) -> int:
     from agent.security.keys import key_id
 
+    from simulator.codepush_release import public_pem_for
+    from simulator.expo_release import create_signing_pair
     from simulator.release import create_keys
 
     out: Path = args.out
-    private_path, public_path = out / "private.pem", out / "public.pem"
-    existing = [p for p in (private_path, public_path) if p.exists()]
+    private_path = out / "private.pem"
+    if args.dialect == "expo":
+        pair = create_signing_pair()
+        private_pem, other = pair.private_pem, ("certificate", pair.certificate_pem)
+        uses = ("your Expo manifests", "embed it in the app: updates.codeSigningCertificate")
+    else:
+        private_pem, public_pem = create_keys()
+        if args.dialect == "codepush":  # SPKI, as the SDK reads CodePushPublicKey
+            public_pem = public_pem_for(private_pem).encode()
+            uses = ("your CodePush releases", "embed it in the app: CodePushPublicKey")
+        else:
+            uses = ("your bundles", "put it in capacitor.config: CapacitorUpdater.publicKey")
+        other = ("public_key", public_pem)
+    other_path = out / ("certificate.pem" if other[0] == "certificate" else "public.pem")
+    existing = [p for p in (private_path, other_path) if p.exists()]
     if existing and not args.force:
         raise CommandError(f"{existing[0]} exists (use --force to replace the key pair)")
-    private_pem, public_pem = create_keys()
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write(private_path, private_pem, 0o600)
-        _write(public_path, public_pem, 0o644)
+        _write(other_path, other[1], 0o644)
     except OSError as exc:
         raise CommandError(f"cannot write keys in {out}: {exc.strerror or exc}") from None
-    kid = key_id(public_pem.decode())
+    made = {"private_key": str(private_path), other[0]: str(other_path)}
+    if args.dialect == "capgo":
+        made["key_id"] = key_id(other[1].decode())
     if args.json:
-        print(
-            json.dumps(
-                {"private_key": str(private_path), "public_key": str(public_path), "key_id": kid}
-            )
-        )
-    else:
-        print(f"private key: {private_path}  (keep it secret: it signs your bundles)")
-        print(
-            f"public key:  {public_path}  (put it in capacitor.config: CapacitorUpdater.publicKey)"
-        )
-        print(f"key_id:      {kid}")
+        print(json.dumps(made))
+        return 0
+    print(f"private key: {private_path}  (keep it secret: it signs {uses[0]})")
+    print(f"{other[0].replace('_', ' ') + ':':<12} {other_path}  ({uses[1]})")
+    if "key_id" in made:
+        print(f"key_id:      {made['key_id']}")
     return 0
 
 

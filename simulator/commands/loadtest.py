@@ -1,6 +1,6 @@
 """`otasim loadtest`: a short headless Locust run of device users, in a subprocess.
 
-With no `--host`, it starts the embedded reference server, publishes a signed and encrypted
+With no `--server`, it starts the embedded reference server, publishes a signed and encrypted
 release on `production`, and points Locust at it. Locust (gevent) always runs in its own
 process: this one never imports locust or gevent.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from simulator.commands import (
+    EXIT_SERVER,
     HelpFormatter,
     exit_codes,
     positive_float,
@@ -36,9 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run a short headless Locust load test of real device agents",
         description=(
             "Run Locust headless with otasim's DeviceUser (each user a real device agent). "
-            "Without --host: start the embedded reference server, publish a signed, encrypted "
+            "Without --server: start the embedded reference server, publish a signed, encrypted "
             "release on channel production, and load it. Prints Locust's summary and writes "
-            "its CSV files and HTML report into --out. Arguments after -- go to Locust as "
+            "its CSV files and HTML report into --report. Arguments after -- go to Locust as "
             "they are, e.g. -- --max-error-ratio 0.01 --load-shape release-day."
         ),
         epilog=exit_codes(
@@ -48,15 +49,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 "Locust failed the run (a request failed, or a threshold given after -- "
                 "such as --max-error-ratio was crossed)",
             ),
+            (2, "usage error, or the report folder not writable (pre-flight)"),
             (
-                2,
-                "usage error, or the pre-flight failed (report folder not writable, server "
-                "unreachable or not answering like a Capgo server for this app)",
+                3,
+                "the server unreachable, refusing, or not answering like a Capgo server for "
+                "this app (pre-flight)",
             ),
         ),
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--host", help="your OTA server's base URL (default: the embedded server)")
+    p.add_argument(
+        "--server", metavar="URL",
+        help="your OTA server's base URL, as in run and check (default: the embedded server; "
+             "Locust's --host)",
+    )  # fmt: skip
     add_endpoint_options(p)
     p.add_argument("-u", "--users", type=positive_int, default=50, help="device users (default 50)")
     p.add_argument(
@@ -69,11 +75,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--processes", type=_workers, default=1, help="Locust worker processes (-1: one per core)"
     )
     p.add_argument("--app-id", default=DEFAULT_APP_ID)
-    p.add_argument("--public-key", type=Path, help="the app's public key (with --host)")
+    p.add_argument("--public-key", type=Path, help="the app's public key (with --server)")
     p.add_argument(
         "--release", type=version, default="1.0.1", help="version to publish (embedded server)"
     )
-    p.add_argument("--out", type=Path, default=Path("otasim-loadtest"), help="report folder")
+    p.add_argument(
+        "--report", type=Path, default=Path("otasim-loadtest"), metavar="DIR",
+        help="where to write the report, as in run (default: ./otasim-loadtest)",
+    )  # fmt: skip
     p.add_argument("locust_args", nargs=argparse.REMAINDER, help="-- then Locust options")
     p.set_defaults(func=run, extra="loadtest")
 
@@ -118,8 +127,8 @@ def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -
     command = [
         sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless",
         "--host", host, "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time,
-        "--only-summary", "--app-id", args.app_id, "--device-root", str(args.out / "devices"),
-        "--csv", str(args.out / "locust"), "--html", str(args.out / "report.html"),
+        "--only-summary", "--app-id", args.app_id, "--device-root", str(args.report / "devices"),
+        "--csv", str(args.report / "locust"), "--html", str(args.report / "report.html"),
     ]  # fmt: skip
     if key_file is not None:
         command += ["--public-key", str(key_file)]
@@ -140,22 +149,22 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"no such file: {args.public_key}")
     _preflight(args)
     with ExitStack() as stack:
-        if args.host or args.updates_url:
-            host, key_file = args.host or _origin(args.updates_url), args.public_key
+        if args.server or args.updates_url:
+            host, key_file = args.server or _origin(args.updates_url), args.public_key
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otasim-lt-")))
             host, key_file = _embedded(stack, args, work)
-        _clear_report(args.out)
+        _clear_report(args.report)
         done = subprocess.run(locust_command(args, host, key_file), check=False)
-    if (args.out / "report.html").is_file():
-        print(f"otasim: report in {args.out}/ (report.html, locust_stats.csv)")
+    if (args.report / "report.html").is_file():
+        print(f"otasim: report in {args.report}/ (report.html, locust_stats.csv)")
     else:
         print(f"otasim: Locust stopped with exit code {done.returncode}, no report written")
     return done.returncode
 
 
 def _clear_report(out: Path) -> None:
-    """Remove the files Locust writes into --out, so that a run that writes none can never
+    """Remove the files Locust writes into --report, so that a run that writes none can never
     be read from an older run's."""
     for old in (out / "report.html", *out.glob("locust_*.csv")):
         old.unlink(missing_ok=True)
@@ -172,23 +181,25 @@ def _preflight(args: argparse.Namespace) -> None:
     your server, /updates answers like a Capgo server for this app with a key that fits.
 
     Raises:
-        CommandError: exit 2 with one line naming the problem.
+        CommandError: exit 2 (or 3: the server) with one line naming the problem.
     """
     from agent.protocol.registry import DEFAULT_DIALECT
 
     from simulator.preflight import PreflightError, check_writable, endpoints, probe_updates
 
     try:
-        external = bool(args.host or args.updates_url)
+        external = bool(args.server or args.updates_url)
         if external:  # a malformed URL is refused before the report folder is made
             urls = endpoints(
-                args.host, args.updates_url, args.stats_url, args.channel_url,
+                args.server, args.updates_url, args.stats_url, args.channel_url,
                 dialect=args.dialect or DEFAULT_DIALECT,
             )  # fmt: skip
-        check_writable([args.out])
+        check_writable([args.report])
         if not external or (args.dialect or DEFAULT_DIALECT) != DEFAULT_DIALECT:
             return  # the probe speaks Capgo
         pem = args.public_key.read_text() if args.public_key else None
         probe_updates(urls, args.app_id, args.plugin, pem)
-    except (PreflightError, ValueError, OSError) as exc:
+    except PreflightError as exc:
+        raise CommandError(f"pre-flight: {exc}", EXIT_SERVER if exc.server else 2) from None
+    except (ValueError, OSError) as exc:
         raise CommandError(f"pre-flight: {exc}") from None

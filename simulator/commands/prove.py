@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from simulator.commands import HelpFormatter, exit_codes, positive_int
@@ -55,34 +58,82 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-power-cut", action="store_true", help="skip the power-cut and disk-full proofs"
     )
     p.add_argument("--no-server", action="store_true", help="skip the reference server's proof")
+    p.add_argument(
+        "--no-mitm", action="store_true", help="skip the man in the middle (mitmproxy) proof"
+    )
+    p.add_argument(
+        "--mitmdump",
+        metavar="PATH",
+        help="mitmproxy's mitmdump, installed in a venv of its own (default: $OTASIM_MITMDUMP, "
+        "the source tree's .venv-mitm from `make mitm`, or PATH)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=run, extra="server")
+    p.set_defaults(func=run, extra="prove")
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM is handled as Ctrl-C while proving: every scratch folder is removed and every
+    mitmdump the proof started is stopped on the way out (exit 130)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@_terminate_as_interrupt()
 def run(args: argparse.Namespace) -> int:
-    from simulator.prove.attacks import ATTACKS, proving_ground, run_attack
+    from simulator.prove.attacks import ATTACKS, Figures, proving_ground, run_attack
+    from simulator.prove.mitm import (
+        MITM_ATTACKS,
+        MitmUnavailable,
+        find_mitmdump,
+        mitm_ground,
+        run_mitm_attack,
+    )
     from simulator.prove.powercut import prove_disk_full, prove_power_cuts, recording_folder
     from simulator.prove.server import prove_server
 
-    chosen = [
-        a
-        for a in ATTACKS
-        if not args.attack or any(t.lower() in a.name.lower() for t in args.attack)
-    ]
-    if not chosen and args.no_power_cut and args.no_server:
+    def matches(name: str) -> bool:
+        return not args.attack or any(t.lower() in name.lower() for t in args.attack)
+
+    chosen = [a for a in ATTACKS if matches(a.name)]
+    mitm = () if args.no_mitm else tuple(a for a in MITM_ATTACKS if matches(a.name))
+    if not chosen and not mitm and args.no_power_cut and args.no_server:
         raise CommandError("nothing to prove: no attack matches --attack")
-    out: dict[str, Any] = {"seed": args.seed, "attacks": []}
-    failed = False
     try:
-        if chosen:
+        mitmdump = find_mitmdump(args.mitmdump) if mitm else ""
+    except MitmUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    out: dict[str, Any] = {"seed": args.seed, "attacks": [], "mitm": []}
+    failed = False
+
+    def done(figures: Figures) -> None:
+        took = f"{figures.cases} cases, {figures.seconds:.1f} s"
+        print(f"prove: {figures.attack} ({took})", file=sys.stderr, flush=True)
+
+    try:
+        if chosen or mitm:
             with recording_folder() as scratch, proving_ground(scratch) as victim:
                 for attack in chosen:
                     cases = args.cases or attack.default_cases
                     figures = run_attack(victim, attack, cases, args.seed)
                     out["attacks"].append(figures.as_dict() | {"known_gap": attack.known_gap})
                     failed |= not attack.known_gap and not figures.held()
-                    done = f"{figures.cases} cases, {figures.seconds:.1f} s"
-                    print(f"prove: {attack.name} ({done})", file=sys.stderr, flush=True)
+                    done(figures)
+                if mitm:
+                    with mitm_ground(victim, mitmdump, mitm) as victim_for:
+                        for m in mitm:
+                            cases = args.cases or m.default_cases
+                            figures = run_mitm_attack(victim_for(m), m, cases, args.seed)
+                            out["mitm"].append(figures.as_dict())
+                            failed |= not figures.held()
+                            done(figures)
         if not args.no_server:
             server = prove_server(args.cases or 2000, args.seed)
             out["server"] = server.as_dict()
@@ -104,18 +155,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 COLUMNS = ("cases", "injected", "activations", "unbootable", "unhandled")
+MITM_COLUMNS = ("cases", "injected", "activations", "accepted", "unbootable", "unhandled")
 
 
-def _row(a: dict[str, Any]) -> str:
-    figures = "".join(f"{a[c]:>12}" for c in COLUMNS)
-    return f"{a['attack']:<44}{figures}{a['seconds']:>9.1f}"
+def _row(a: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> str:
+    figures = "".join(f"{a[c]:>12}" for c in columns)
+    return f"{a['attack']:<44}{figures}{a['seconds']:>9.1f}  {a['digest']}"
+
+
+def _header(first: str, columns: tuple[str, ...]) -> str:
+    return f"{first:<44}" + "".join(f"{c:>12}" for c in columns) + f"{'s':>9}  cases digest"
 
 
 def render(out: dict[str, Any]) -> str:
     """The figures as a text table (what the README quotes)."""
     lines = []
+    if out["attacks"] or out.get("mitm"):
+        lines.append(
+            f"seed {out['seed']}: every case is drawn by hypothesis from it; `otasim prove"
+            f" --seed {out['seed']}` draws the same cases (the same digest of their choices)"
+        )
     if out["attacks"]:
-        lines.append(f"{'attack':<44}" + "".join(f"{c:>12}" for c in COLUMNS) + f"{'s':>9}")
+        lines.append(_header("attack", COLUMNS))
         lines += [_row(a) for a in out["attacks"]]
         notes = [(a["attack"], a["note"]) for a in out["attacks"] if a["note"]]
         lines += [f"  note: {name}: {note}" for name, note in notes]
@@ -125,6 +186,15 @@ def render(out: dict[str, Any]) -> str:
             if "freeze" in a["attack"]
         ]
         for a in out["attacks"]:
+            lines += [f"  {a['attack']}: {sample}" for sample in a["samples"][:1]]
+    if out.get("mitm"):
+        lines.append(_header("man in the middle (mitmproxy)", MITM_COLUMNS))
+        lines += [_row(a, MITM_COLUMNS) for a in out["mitm"]]
+        lines.append(
+            "  accepted: cases where the device sent a request over a connection it must refuse"
+            " (plain http after https, an untrusted certificate, TLS below 1.2)"
+        )
+        for a in out["mitm"]:
             lines += [f"  {a['attack']}: {sample}" for sample in a["samples"][:1]]
     server = out.get("server")
     if server:

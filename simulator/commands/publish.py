@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from simulator.commands import HelpFormatter, exit_codes
+from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes
 from simulator.errors import CommandError
 
 
@@ -24,24 +25,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "percent of the channel's devices). The app and channel are created if missing."
         ),
         epilog=exit_codes(
-            (0, "published: prints the server's answer as JSON"),
-            (
-                2,
-                "usage error, an unreadable source or key, or the server unreachable or "
-                "refusing the upload (the message says why)",
-            ),
+            (0, "published: prints one line (with --json, the server's answer as one JSON line)"),
+            (2, "usage error, or an unreadable source or key"),
+            SERVER_ROW,
         ),
         formatter_class=HelpFormatter,
     )
     p.add_argument("source", metavar="DIST_OR_ZIP", type=Path)
-    p.add_argument(
-        "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("OTASIM_API_KEY"),
-        help="API key with role upload+write (env OTASIM_API_KEY)",
-    )
+    server_options(p, "upload+write")
     p.add_argument("--app-id", required=True, help="e.g. com.example.app")
     p.add_argument("--version", required=True, help="bundle version, X.Y.Z")
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
@@ -70,7 +61,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PERCENT",
         help="roll out to this percentage of the channel's devices",
     )
+    p.add_argument(
+        "--json", action="store_true",
+        help="print the server's answer (bundle and channel) as one line of JSON",
+    )  # fmt: skip
     p.set_defaults(func=run)
+
+
+def server_options(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument(
+        "--server", default=os.environ.get("OTASIM_SERVER"), help="server URL (env OTASIM_SERVER)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OTASIM_API_KEY"),
+        help=f"API key with role {role} (env OTASIM_API_KEY)",
+    )
+
+
+def private_pem_of(path: Path | None) -> bytes | None:
+    try:
+        return path.read_bytes() if path else None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def need_server(args: argparse.Namespace) -> None:
+    if not args.server or not args.api_key:
+        raise CommandError("--server and --api-key are required (or OTASIM_SERVER/OTASIM_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,14 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from simulator.release import ReleaseError
     from simulator.server.client import AdminClient, AdminError
 
-    if not args.server or not args.api_key:
-        raise CommandError("--server and --api-key are required (or OTASIM_SERVER/OTASIM_API_KEY)")
+    need_server(args)
     if args.rollout is not None and not 0 <= args.rollout <= 100:
         raise CommandError("--rollout is a percentage within 0..100")
-    try:
-        private_pem = args.key.read_bytes() if args.key else None
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.key}: {exc.strerror}") from exc
+    private_pem = private_pem_of(args.key)
     with AdminClient(args.server, args.api_key) as client:
         try:
             result = publish(
@@ -102,7 +116,26 @@ def run(args: argparse.Namespace) -> int:
                 expires_days=args.expires_days,
                 dialects=args.dialect,
             )
-        except (PublishError, ReleaseError, AdminError) as exc:
+        except (PublishError, ReleaseError) as exc:
             raise CommandError(str(exc)) from exc
-    print(json.dumps(result, indent=2))
+        except AdminError as exc:
+            raise CommandError(str(exc), EXIT_SERVER) from exc
+    print(json.dumps(result, separators=(",", ":")) if args.json else summary(result))
     return 0
+
+
+def summary(result: dict[str, Any]) -> str:
+    """One line: what was published where, as the server answered."""
+    bundle, channel = result["bundle"], result["channel"]
+    version, name = bundle.get("version"), channel.get("name")
+    if channel.get("rollout_version") == version and channel.get("rollout_percent") is not None:
+        where = (
+            f"rolled out to {channel['rollout_percent']:g} % of channel {name} "
+            f"(the others stay on {channel.get('version') or 'builtin'})"
+        )
+    else:
+        where = f"on channel {name}"
+    files = bundle.get("manifest_files") or 0
+    delta = f", {files} delta manifest files" if files else ""
+    file = f"file {bundle.get('file_id')}{delta}"
+    return f"published {version} of {bundle.get('app_id')} {where} ({file})"

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from simulator.commands import exit_codes, positive_float, positive_int
+from simulator.commands import EXIT_SERVER, exit_codes, positive_float, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -39,8 +39,13 @@ that opens what it offers; otherwise exit 2 with one line naming the problem.
         "every expectation of the scenario holds (an unmeasurable one is `unknown`, neither "
         "a pass nor a miss)",
     ),
-    (1, "an expectation missed"),
-    (2, "usage error, or the run cannot start (pre-flight, scenario, server set-up)"),
+    (1, "an expectation missed, or with --baseline a figure regressed"),
+    (2, "usage error, or the run cannot start (scenario, folders, embedded server set-up)"),
+    (
+        3,
+        "the server unreachable, refusing, or not answering like a Capgo server for this app "
+        "(pre-flight)",
+    ),
 )
 
 
@@ -65,6 +70,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=1, help="same seed, same fleet and decisions")
     parser.add_argument("--report", default="otasim-report", metavar="DIR",
                         help="where to write the report (default: ./otasim-report)")  # fmt: skip
+    parser.add_argument(
+        "--baseline", metavar="DIR",
+        help="an earlier run's report folder: compare with it (as otasim compare, default "
+             "thresholds) in the summary and report.html; exit 1 on a regression",
+    )  # fmt: skip
+    parser.add_argument(
+        "--junit", metavar="FILE",
+        help="also write the expectations as a JUnit XML file (one test case each) for CI",
+    )  # fmt: skip
     parser.add_argument(
         "--workdir",
         metavar="DIR",
@@ -130,7 +144,7 @@ def add_endpoint_options(parser: Any) -> None:
                          ("channel", "channelUrl")):  # fmt: skip
         parser.add_argument(
             f"--{name}-url", metavar="URL",
-            help=f"the plugin's {option} (default: derived from the base URL, --server/--host)",
+            help=f"the plugin's {option} (default: derived from the base URL, --server)",
         )  # fmt: skip
 
 
@@ -155,7 +169,8 @@ def run_command(args: argparse.Namespace) -> int:
     from agent.security.keys import PublicKeyError
 
     from simulator.errors import RunError
-    from simulator.preflight import PreflightError
+    from simulator.preflight import PreflightError, check_writable
+    from simulator.report import write_junit
     from simulator.runner import RunOptions, simulate
     from simulator.scenario import ScenarioError
     from simulator.server.client import AdminError
@@ -164,7 +179,10 @@ def run_command(args: argparse.Namespace) -> int:
     if (args.public_key or args.app_id or args.expect_release) and not external:
         raise CommandError("--public-key, --app-id and --expect-release go with --server")
     expected = parse_expected(args.expect_release)
+    baseline = _baseline(args.baseline)
     try:
+        if args.junit:
+            check_writable([Path(args.junit).parent])
         options = RunOptions(
             scenario=args.scenario,
             devices=args.devices,
@@ -188,12 +206,15 @@ def run_command(args: argparse.Namespace) -> int:
             http_backend=args.http,
             progress=not args.no_progress,
             processes=args.processes,
+            baseline=baseline,
         )
         report, page = simulate(options)
+        if args.junit:
+            write_junit(report, Path(args.junit))
     except (ScenarioError, RunError) as exc:
         raise CommandError(str(exc)) from None
     except PreflightError as exc:
-        raise CommandError(f"pre-flight: {exc}") from None
+        raise CommandError(f"pre-flight: {exc}", EXIT_SERVER if exc.server else 2) from None
     except PublicKeyError as exc:
         raise CommandError(f"--public-key {args.public_key}: {exc}") from None
     except AdminError as exc:
@@ -201,7 +222,20 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"{exc.filename or 'run'}: {exc.strerror or exc}") from None
     _summary(report, page)
-    return 0 if report["passed"] else 1
+    regressed = bool(report.get("comparison", {}).get("regressions"))
+    return 0 if report["passed"] and not regressed else 1
+
+
+def _baseline(folder: str | None) -> dict[str, Any] | None:
+    """The --baseline report, read before the run (a wrong folder fails at once)."""
+    if folder is None:
+        return None
+    from simulator.compare import CompareError, load
+
+    try:
+        return load(Path(folder))
+    except CompareError as exc:
+        raise CommandError(f"--baseline: {exc}") from None
 
 
 def _summary(report: dict[str, Any], page: Any) -> None:
@@ -223,6 +257,16 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         f"{upd['rollbacks']:,} rollbacks, {upd['unbootable']} unbootable, "
         f"{'unknown' if tampered is None else tampered} tampered activated"
     )
+    stuck = report["stuck"]
+    if stuck["target"]:
+        why = ", ".join(f"{w} {n:,}" for w, n in list(stuck["why"].items())[:3])
+        console.print(
+            f"  stuck (not on {stuck['target']} at the end): {stuck['devices']:,}"
+            + (f" — {why}" if why else "")
+            + (f"; {upd['awaiting_relaunch']:,} crashed, awaiting relaunch"
+               if upd["awaiting_relaunch"] else ""),
+            highlight=False,
+        )  # fmt: skip
     for finding in report["findings"]:
         text = escape(finding["text"])
         count = f": {finding['events']:,}" if finding["events"] else ""
@@ -231,9 +275,18 @@ def _summary(report: dict[str, Any], page: Any) -> None:
         console.print(f"  unknown: {figure.replace('_', ' ')}: {escape(reason)}", highlight=False)
     for r in report["expectations"]:
         mark = {True: "[green]✔[/]", False: "[red]✘[/]", None: "[yellow]?[/]"}[r["ok"]]
-        value = "unknown: " + r["reason"] if r["ok"] is None else f"measured {r['value']}"
+        unit = {"share": " (share of devices)", "ms": " ms"}.get(r["unit"], "")
+        value = "unknown: " + r["reason"] if r["ok"] is None else f"measured {r['value']}{unit}"
         console.print(f"  {mark} {r['expect']}  ({value})")
     for note in run["notes"]:
         console.print(f"  note: {note}")
+    comparison = report.get("comparison")
+    if comparison is not None:
+        regressions = comparison["regressions"]
+        console.print(
+            f"  against the baseline: {len(regressions)} regression(s)"
+            + (": " + "; ".join(regressions) if regressions else ""),
+            highlight=False,
+        )
     verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"
     console.print(f"{verdict} · report: {page}")

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import brotli
 from agent.bundles.manifest import expected_file_hash
@@ -45,6 +45,9 @@ from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import sign_release
 from agent.store import DeviceStore
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 
 from simulator.prove.hostile import HostileServer, Reply, hostile_server
 from simulator.prove.powercut import NoWaitClock, read_tree
@@ -63,6 +66,7 @@ BUILTIN_VERSION = "1.0.0"
 POOL_SIZE = 33  # genuine releases: 33 * 32 ordered pairs for the session-key swaps
 CURRENT = "3.0.0"  # what prepared devices run, confirmed
 BOMB_ANSWER_BYTES = 64 * MiB
+ATTACKER_KEYS = 11  # x 31 releases x 3 forged field sets: 1023 distinct wrong-key cases
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def build_kit(work: Path) -> Kit:
                 sealed.plain_checksum,
             )
         )
-    attackers = [create_keys()[0] for _ in range(3)]
+    attackers = [create_keys()[0] for _ in range(ATTACKER_KEYS)]
     return Kit(work, private_pem, public_pem, pool, attackers)
 
 
@@ -185,15 +189,18 @@ class Figures:
     unbootable: int = 0
     unhandled: int = 0
     unusable: int = 0  # then_genuine did not install afterwards
+    accepted: int = 0  # cases where the device used a connection it must refuse (MITM)
     detected: int = 0  # the device said its newest signed release document expired (freeze)
     refusals: Counter[str] = field(default_factory=Counter)  # stat actions and failed checks
     samples: list[str] = field(default_factory=list)  # the first few problems, for the report
     seconds: float = 0.0
     note: str = ""
+    digest: str = ""  # of every choice the cases made (16 hex): the same seed, the same cases
 
     def held(self) -> bool:
         """Every target met, and the attack really happened."""
         missed = self.activations + self.unbootable + self.unhandled + self.unusable
+        missed += self.accepted
         return missed == 0 and self.injected > 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -226,8 +233,17 @@ class Victim:
         self.port = make_sync_port()
         self.identity = DeviceIdentity(str(uuid.UUID(int=16)), APP_ID, "android", BUILTIN_VERSION)
 
+    @property
+    def front(self) -> str:
+        """The base URL devices talk to (and the genuine answers point at)."""
+        return self.server.url
+
+    def injected(self, case: Case) -> bool:
+        """The attacker's change really reached the device (the server served it)."""
+        return case.changed and self.server.served[case.where] > 0
+
     def config(self, **overrides: Any) -> AgentConfig:
-        url = self.server.url
+        url = self.front
         base: dict[str, Any] = {
             "update_url": f"{url}/updates",
             "stats_url": f"{url}/stats",
@@ -266,7 +282,7 @@ class Victim:
             if strict:
                 document = self.kit.document(release, label, 100 + n, expires)
                 fields[RELEASE_FIELD] = document
-            answer = self.kit.answer(release, self.server.url, label, **fields)
+            answer = self.kit.answer(release, self.front, label, **fields)
             self.server.script(
                 {"/updates": Reply.json(answer), "/bundle": Reply(body=release.payload)}
             )
@@ -296,7 +312,7 @@ class Victim:
             problem = f"unhandled {type(exc).__name__}: {str(exc)[:160]}"
             figures.unhandled += 1
         figures.cases += 1
-        figures.injected += case.changed and self.server.served[case.where] > 0
+        figures.injected += self.injected(case)
         figures.refusals.update(watch.refusals)
         figures.detected += watch.stale
         activated = self._activated(folder, allowed)
@@ -344,7 +360,7 @@ class Victim:
         label = "9.9.9"
         self.server.script(
             {
-                "/updates": Reply.json(self.kit.answer(release, self.server.url, label)),
+                "/updates": Reply.json(self.kit.answer(release, self.front, label)),
                 "/bundle": Reply(body=release.payload),
             }
         )
@@ -371,12 +387,18 @@ def flip_bits(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
+def filler(rng: random.Random, size: int) -> bytes:
+    """`size` random bytes from one 64-bit draw of `rng` (a hypothesis-driven source would
+    otherwise draw every byte, past its choice budget)."""
+    return random.Random(rng.getrandbits(64)).randbytes(size)
+
+
 def truncate(rng: random.Random, data: bytes) -> bytes:
     return data[: rng.randrange(len(data))]
 
 
 def extend(rng: random.Random, data: bytes) -> bytes:
-    return data + rng.randbytes(rng.randint(1, 4096))
+    return data + filler(rng, rng.randint(1, 4096))
 
 
 MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
@@ -452,7 +474,7 @@ def checksum_mutation(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
     release = _release(rng, kit)
     raw = bytes.fromhex(release.checksum)
     checksum = mutate(rng, raw).hex()
-    if rng.random() < 0.2:  # or a character that is not hex at all
+    if checksum and rng.random() < 0.2:  # or a character that is not hex at all (if any left)
         spot = rng.randrange(len(checksum))
         checksum = checksum[:spot] + rng.choice("gz:/ ") + checksum[spot + 1 :]
     replies = _offer_case(kit, url, release, f"5.0.{n}", release.payload, checksum=checksum)
@@ -460,14 +482,20 @@ def checksum_mutation(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
 
 
 def wrong_key(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
-    """A release encrypted and signed with the attacker's key, self-consistent in every field."""
+    """A release encrypted and signed with the attacker's key: self-consistent in every field,
+    or with the genuine signed checksum, or with the genuine session key."""
     release = _release(rng, kit)
     payload, checksum, session_key = kit.encrypt(
         release, rng.choice(kit.attacker_keys), kit.work / "attacker.enc"
     )
-    replies = _offer_case(
-        kit, url, release, f"5.0.{n}", payload, checksum=checksum, session_key=session_key
+    fields = rng.choice(
+        [
+            {"checksum": checksum, "session_key": session_key},
+            {"session_key": session_key},  # the genuine checksum
+            {"checksum": checksum},  # the genuine session key
+        ]
     )
+    replies = _offer_case(kit, url, release, f"5.0.{n}", payload, **fields)
     return Case(replies, payload != release.payload)
 
 
@@ -667,7 +695,9 @@ def fuzz_value(rng: random.Random, depth: int = 0) -> Any:
         return rng.uniform(-1e308, 1e308)
     if kind == 4:
         alphabet = "aZ0.:/-_ \u00e9\u2603\U0001f600\ud800\x00\x7f"
-        return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 8, 300, 70_000])))
+        size = rng.choice([0, 1, 8, 300, 70_000])
+        expand = random.Random(rng.getrandbits(64))
+        return "".join(expand.choice(alphabet) for _ in range(size))
     if kind == 5:
         return rng.choice(["1.0.1", "http://127.0.0.1:1/x", "http://[::1", "ftp://h/x", ""])
     if kind == 6:
@@ -682,7 +712,8 @@ _FIELDS += ["file_name", "file_hash", "download_url", "breaking", "major", "link
 def hostile_answer(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
     """Fuzzed /updates answers: JSON of every type and size, broken bytes and HTTP."""
     release = kit.pool[2]
-    genuine = kit.answer(release, url, f"5.0.{n}")
+    genuine = kit.answer(release, url, "5.0.1")  # not the case number: its bytes are mutated,
+    # and hypothesis needs a draw's bounds to follow from the draws before it alone
     kind = rng.randrange(9)
     reply: Reply
     if kind == 0:  # fuzzed JSON, over a genuine offer or from scratch
@@ -729,7 +760,7 @@ def hostile_answer(rng: random.Random, kit: Kit, url: str, n: int) -> Case:
         headers = [("Content-Type", "application/json"), ("Content-Encoding", encoding)]
         reply = Reply(200, headers, _encoding_bomb(encoding))
     else:  # garbage of random size
-        reply = Reply.json(rng.randbytes(rng.choice([0, 1, 100, 1 * MiB])))
+        reply = Reply.json(filler(rng, rng.choice([0, 1, 100, 1 * MiB])))
     replies = {"/updates": reply, "/bundle": Reply(body=release.payload)}
     return Case(replies, True, allowed=kit.trees)
 
@@ -806,12 +837,74 @@ def proving_ground(scratch: Path) -> Iterator[Victim]:
             victim.close()
 
 
+class _Recorded:
+    """A random source that feeds every draw into `digest`: numbers as they are, a choice or
+    sample as its positions, bytes as their SHA-256 (the kit's keys and ciphertexts are new
+    each run, so the digest names the attacker's choices, not the bytes they landed on)."""
+
+    def __init__(self, rng: random.Random, digest: Any) -> None:
+        self._rng, self._digest = rng, digest
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._rng, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if name == "choice":
+                drawn: Any = list(args[0]).index(result)
+            elif name == "sample":
+                population = list(args[0]) if not isinstance(args[0], range) else args[0]
+                drawn = [population.index(x) for x in result]
+            elif isinstance(result, bytes):
+                drawn = _sha256(result)
+            else:
+                drawn = result
+            self._digest.update(f"{name}={drawn!r};".encode())
+            return result
+
+        return call
+
+
+def generated(cases: int, seed: int, name: str, body: Callable[[random.Random, int], None]) -> str:
+    """Call `body(rng, n)` for up to `cases` cases drawn by hypothesis: `rng` is a
+    `st.randoms()` source, each of its calls a hypothesis choice, so no two cases make the same
+    choices (an attack with fewer distinct cases stops once it has tried them all). The same
+    `seed` and `name` draw the same cases, on any machine. Returns the digest (16 hex) of
+    every choice made."""
+    count = 0
+    digest = hashlib.sha256()
+    seed_of = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big")
+
+    @hypothesis_seed(seed_of)
+    @settings(
+        max_examples=cases,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(st.randoms(use_true_random=False))
+    def draw(rng: random.Random) -> None:
+        nonlocal count
+        case_digest = hashlib.sha256()
+        body(cast(random.Random, _Recorded(rng, case_digest)), count)
+        digest.update(case_digest.digest())  # cases cut short by hypothesis leave no trace
+        count += 1
+
+    draw()
+    return digest.hexdigest()[:16]
+
+
 def run_attack(victim: Victim, attack: Attack, cases: int, seed: int) -> Figures:
-    rng = random.Random(f"{seed}:{attack.name}")
     figures = Figures(attack.name, note=attack.note)
     started = time.monotonic()
-    for n in range(cases):
-        case = attack.make(rng, victim.kit, victim.server.url, n)
+
+    def one(rng: random.Random, n: int) -> None:
+        case = attack.make(rng, victim.kit, victim.front, n)
         victim.run(replace(case, config=attack.config | case.config), figures)
+
+    figures.digest = generated(cases, seed, attack.name, one)
     figures.seconds = time.monotonic() - started
     return figures

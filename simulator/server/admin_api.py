@@ -198,15 +198,34 @@ async def bundle_create(request: Request, state: ServerState, key: ApiKey) -> An
     return store.create_bundle(state, key, path_app(request), spec)
 
 
+def _path_name(request: Request, param: str, what: str) -> str:
+    name: str = request.path_params[param]
+    if not name or len(name) > 64:
+        raise bad(f"{what} are 1..64 characters")
+    return name
+
+
+def _version(request: Request) -> str:
+    return _path_name(request, "version", "versions")
+
+
+async def release_show(request: Request, state: ServerState, key: ApiKey) -> Any:
+    return store.release_of(state, path_app(request), _version(request))
+
+
+async def release_replace(request: Request, state: ServerState, key: ApiKey) -> Any:
+    release = _release(await body_of(request))
+    if release is None:
+        raise bad("release is required: the re-signed document")
+    return store.replace_release(state, key, path_app(request), _version(request), release)
+
+
 async def bundles_list(request: Request, state: ServerState, key: ApiKey) -> Any:
     return {"bundles": store.list_bundles(state, path_app(request))}
 
 
 def _channel_name(request: Request) -> str:
-    name: str = request.path_params["channel"]
-    if not name or len(name) > 64:
-        raise bad("channel names are 1..64 characters")
-    return name
+    return _path_name(request, "channel", "channel names")
 
 
 async def channel_set(request: Request, state: ServerState, key: ApiKey) -> Any:
@@ -330,6 +349,8 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("PUT", A + "/files", "upload", file_upload),
     ("POST", A + "/bundles", "upload", bundle_create),
     ("GET", A + "/bundles", "read", bundles_list),
+    ("GET", A + "/bundles/{version}/release", "read", release_show),
+    ("PUT", A + "/bundles/{version}/release", "upload", release_replace),
     ("PUT", C, "write", channel_set),
     ("POST", C + "/rollout", "write", rollout_set),
     ("POST", C + "/rollout/{action}", "write", rollout_do),

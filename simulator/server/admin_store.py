@@ -6,6 +6,8 @@ Arguments arrive validated in type; this module checks them against the database
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import sqlite3
 import time
@@ -168,6 +170,66 @@ def create_bundle(
         "file_id": spec["file_id"],
         "manifest_files": len(manifest),
     }
+
+
+def _release_bundle(state: ServerState, app_id: str, version: str) -> dict[str, str]:
+    """The stored release document of a bundle. Raises: ApiError 404, 409 `no_release`."""
+    require_app(state, app_id)
+    bundle = state.catalog.bundle(app_id, version)
+    if bundle is None:
+        raise ApiError(404, "bundle_not_found", f"No bundle {version} in {app_id}")
+    if bundle.release is None:
+        raise ApiError(409, "no_release", f"Bundle {version} has no release document (--strict)")
+    return bundle.release
+
+
+def release_of(state: ServerState, app_id: str, version: str) -> dict[str, Any]:
+    """Raises: ApiError 404 `app_not_found` / `bundle_not_found`, 409 `no_release`."""
+    release = _release_bundle(state, app_id, version)
+    return {"app_id": app_id, "version": version, "release": release}
+
+
+def _signed_body(release: dict[str, str]) -> dict[str, Any]:
+    """The signed fields of a release document, read without checking the signature (the
+    server holds no app key: devices check it)."""
+    try:
+        body = json.loads(base64.b64decode(release["signed"], validate=True))
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_request", "release.signed is not base64 JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("expires"), int):
+        raise ApiError(400, "bad_request", "release.signed is not a release document")
+    return body
+
+
+def replace_release(
+    state: ServerState, key: ApiKey, app_id: str, version: str, release: str
+) -> dict[str, Any]:
+    """Replace a strict release's document with a re-signed one (a later expiry): every other
+    signed field must be the stored document's, so a refresh cannot change what it vouches for.
+
+    Raises:
+        ApiError: 404 `app_not_found` / `bundle_not_found`, 409 `no_release` /
+            `release_mismatch`, 400 a document that is not one.
+    """
+    old = _signed_body(_release_bundle(state, app_id, version))
+    new = _signed_body(json.loads(release))
+    expires = new.pop("expires")
+    old.pop("expires")
+    if new != old:
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise ApiError(
+            409,
+            "release_mismatch",
+            f"A refreshed document may change only expires, not {', '.join(changed)}",
+        )
+    with transaction(state.conn) as conn:
+        conn.execute(
+            "UPDATE bundles SET release_doc = ? WHERE app_id = ? AND name = ?",
+            (release, app_id, version),
+        )
+        audit(conn, key, "bundle.release", f"{app_id}@{version}", expires=expires)
+    state.changed()
+    return {"app_id": app_id, "version": version, "expires": expires}
 
 
 def list_bundles(state: ServerState, app_id: str) -> list[dict[str, Any]]:

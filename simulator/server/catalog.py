@@ -100,6 +100,15 @@ class Catalog:
             dialects=json.loads(row["dialects"]) if row["dialects"] else {},
         )
 
+    def bundle_of_update(self, app_id: str, update_id: str) -> str | None:
+        """The name of the bundle whose Expo manifest has this id (None: not one of ours)."""
+        row = self._conn.execute(
+            "SELECT name FROM bundles WHERE app_id = ? "
+            "AND json_extract(dialects, '$.expo.update_id') = ?",
+            (app_id, update_id),
+        ).fetchone()
+        return str(row["name"]) if row is not None else None
+
     def override(self, app_id: str, device_id: str) -> Channel | None:
         """The channel a device override points this device at, if any."""
         if self._override_apps is None:

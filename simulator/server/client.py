@@ -136,6 +136,19 @@ class AdminClient:
     def bundles(self, app_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"{self._app(app_id)}/bundles")["bundles"])
 
+    def release(self, app_id: str, version: str) -> dict[str, str]:
+        """The signed release document (strict mode) the server holds for a bundle."""
+        answer = self._call("GET", self._release_path(app_id, version))
+        return dict(answer["release"])
+
+    def _release_path(self, app_id: str, version: str) -> str:
+        return f"{self._app(app_id)}/bundles/{quote(version, safe='')}/release"
+
+    def replace_release(self, app_id: str, version: str, release: dict[str, str]) -> dict[str, Any]:
+        """Replace a bundle's release document by a re-signed one (only its expiry differs)."""
+        path = self._release_path(app_id, version)
+        return dict(self._call("PUT", path, json={"release": release}))
+
     def set_channel(
         self,
         app_id: str,

@@ -8,7 +8,7 @@ import json
 import pytest
 from core_harness import Harness, answer, offer
 from core_harness import config as make_config
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import AgentConfig
@@ -155,6 +155,18 @@ def test_floor_survives_a_restart_and_old_state_files_load() -> None:
     assert old.highest_confirmed is None and old.confirmed_content == {}
 
 
+def test_old_state_files_keep_refusing_labels_that_failed_without_content() -> None:
+    """A state written before `failed_unidentified`: a failed label with no content recorded
+    under it stays refused by label; one whose content is recorded does not."""
+    h = confirmed("1.0.1")
+    data = to_json(h.agent.state)
+    data["failed_versions"] = ["1.0.2", "1.0.3"]
+    data["failed_content"] = {content("1.0.3"): "1.0.3"}
+    del data["failed_unidentified"]
+    old = from_json(data)
+    assert old.failed_unidentified == {"1.0.2"}
+
+
 def test_a_queued_bundle_is_judged_by_content_when_a_newer_one_confirms() -> None:
     h = Harness(config=make_config())
     h.updates.append(offer("1.0.2"))
@@ -292,6 +304,17 @@ STEPS = st.one_of(
 @given(
     steps=st.lists(STEPS, max_size=25),
     mode=st.sampled_from(["atBackground", "always"]),
+)
+# found by this test: 1.0.1's content fails to boot as "1.0.4", then again as "1.0.1"; the
+# label "1.0.4" must not stay refused once the content is remembered under its last label
+@example(
+    steps=[
+        ("offer", "1.0.1", NEWER),
+        ("background", None, None),
+        ("offer", "1.0.1", "1.0.1"),
+        ("relaunch", None, None),
+    ],
+    mode="atBackground",
 )
 def test_no_hostile_sequence_locks_a_device_out_of_a_genuine_newer_release(
     steps: list[tuple[str, str | None, str | None]], mode: str

@@ -350,3 +350,37 @@ def test_init_with_separate_urls(peer: CapgoPeer, tmp_path: Path) -> None:
         "--version-build", "1.0.0", "--stats-url", f"{peer.url}/stats",
     )  # fmt: skip
     assert missing.returncode == 2 and "no updates URL" in missing.stderr
+
+
+def test_a_bundle_that_crashes_on_boot_is_rolled_back_as_in_the_fleet(tmp_path: Path) -> None:
+    """The bundle's otasim-behaviour.json says it crashes on every iOS boot (as the fleet's
+    and the Locust users' apps read it): `device` never confirms it, the next launch rolls
+    back. An Android device of the same release boots it fine."""
+    from simulator.server.embedded import run_server
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html>1.0.1</html>")
+    (dist / "otasim-behaviour.json").write_text('{"crash_on_boot": {"ios": 1.0}}')
+    with run_server(tmp_path / "srv") as server:
+        published = subprocess.run(
+            [sys.executable, "-m", "simulator.cli", "publish", "--server", server.url,
+             "--api-key", server.admin_key, "--app-id", "com.example.app",
+             "--version", "1.0.1", "--channel", "production", str(dist)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        runs: dict[str, list[str]] = {}
+        for platform in ("ios", "android"):
+            folder = tmp_path / platform
+            done = otasim("init", folder, "--server", server.url, "--app-id", "com.example.app",
+                          "--platform", platform, "--version-build", "1.0.0")  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            runs[platform] = [otasim(a, folder).stdout for a in ("launch", "launch", "launch")]
+        ios, android = runs["ios"], runs["android"]
+        final = status(tmp_path / "ios")
+    crashed = "app   1.0.1: crashed on boot (otasim-behaviour.json: crash_on_boot ios = 1)"
+    assert crashed in ios[1] and "stat  update_fail 1.0.1" in ios[2]
+    assert final["current"]["id"] == "builtin" and final["failed_versions"] == ["1.0.1"]
+    assert not any("app   " in out or "update_fail" in out for out in android)
+    assert status(tmp_path / "android")["current"]["version"] == "1.0.1"

@@ -68,19 +68,28 @@ def test_5xx_burst_longer_than_the_attempts_fails_the_check(
     assert device.status().next is None and device.status().current.version == "1.0.0"
 
 
+def _reset_in_120_s() -> dict[str, object]:
+    # Made when the test runs, not when tests are collected: a long run reaches the test
+    # after a collection-time instant would already have passed.
+    return {"error": "too_many_requests", "rateLimitResetAt": (time.time() + 120) * 1000}
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
-        ({"retry-after": "120"}, {"error": "too_many_requests"}),
-        ({}, {"error": "too_many_requests", "moreInfo": {"retryAfterSeconds": 120}}),
-        ({}, {"error": "too_many_requests", "retryAfterSeconds": 120}),
-        ({}, {"error": "too_many_requests", "rateLimitResetAt": (time.time() + 120) * 1000}),
+        ({"retry-after": "120"}, lambda: {"error": "too_many_requests"}),
+        ({}, lambda: {"error": "too_many_requests", "moreInfo": {"retryAfterSeconds": 120}}),
+        ({}, lambda: {"error": "too_many_requests", "retryAfterSeconds": 120}),
+        ({}, _reset_in_120_s),
     ],
 )
 def test_429_hint_silences_the_device(
-    peer: CapgoPeer, make_device: Make, headers: dict[str, str], body: dict[str, object]
+    peer: CapgoPeer,
+    make_device: Make,
+    headers: dict[str, str],
+    body: Callable[[], dict[str, object]],
 ) -> None:
-    peer.canned.append(canned_json(body, 429, **headers))
+    peer.canned.append(canned_json(body(), 429, **headers))
     device = make_device()
     device.launch()
     blocked = device.status().blocked_until

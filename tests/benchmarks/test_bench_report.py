@@ -53,6 +53,6 @@ def test_build_report(benchmark) -> None:
 def test_write_report_with_charts(benchmark, folder: Path) -> None:
     metrics, info = fleet_day()
     report = build_report(metrics, info)
-    page = benchmark.pedantic(write_report, args=(report, metrics, folder), rounds=5)
+    page = benchmark.pedantic(write_report, args=(report, metrics, info, folder), rounds=5)
     assert "<svg" in page.read_text()
     assert json.loads((folder / "report.json").read_text())["run"]["devices"] == DEVICES

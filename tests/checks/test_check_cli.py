@@ -44,9 +44,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{_free_port()}"
-    assert main(["check", "--server", url, "--app-id", APP]) == 2
+    assert main(["check", "--server", url, "--app-id", APP]) == 3
     assert "cannot reach" in capsys.readouterr().err
 
 

@@ -102,7 +102,7 @@ def test_otasim_loadtest_fails_on_tight_thresholds_without_importing_gevent(
 ) -> None:
     out = tmp_path / "report"
     args = [
-        "loadtest", "-u", "5", "-r", "5", "-t", "8s", "--out", str(out),
+        "loadtest", "-u", "5", "-r", "5", "-t", "8s", "--report", str(out),
         "--", "--max-p95-updates-ms", "0.001", "--min-update-success-ratio", "1.5",
     ]  # fmt: skip
     done = subprocess.run(

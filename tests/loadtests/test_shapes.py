@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,35 @@ def test_the_default_device_root_is_removed_when_the_process_exits() -> None:
     root, existed = out.stdout.split()
     assert existed == "True" and Path(root).name.startswith("otasim-locust-")
     assert not Path(root).exists()
+
+
+def test_the_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """A Locust process killed outright leaves its devices' folder (named after its PID); the
+    next one removes it (its PID no longer runs), keeps a live process's, and says where its
+    own devices are."""
+    import os
+    import tempfile
+
+    where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = Path(where) / f"otasim-locust-{gone.pid}-test"
+    live = Path(where) / f"otasim-locust-{os.getpid()}-test"
+    for folder in (dead, live):
+        (folder / "device").mkdir(parents=True)
+    probe = (
+        "import sys; sys.path.insert(0, 'tests/loadtests')\n"
+        "from test_shapes import _options\n"
+        "from loadtests.settings import LoadtestSettings\n"
+        "print(LoadtestSettings.from_options(_options()).device_root)\n"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        assert not dead.exists() and live.is_dir()
+        root = out.stdout.strip()
+        assert Path(root).name.startswith("otasim-locust-") and root in out.stderr
+    finally:
+        for folder in (dead, live):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.drivers.api import AgentObserver
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.errors import VerificationError
 from agent.protocol.base import ReleaseDocument
 from agent.security.release import open_release, sign_release
+from simulator import cli
 from simulator.prove.powercut import NoWaitClock
 from simulator.publish import PublishError, publish
-from simulator.server.client import AdminClient
+from simulator.server.client import AdminClient, AdminError
 from simulator.server.embedded import run_server
 
 APP = "com.otasim.strict"
@@ -58,13 +61,14 @@ class Reference:
     url: str
     admin: AdminClient
     port: Any  # the devices' sync HTTP port
+    admin_key: str = ""
 
 
 @pytest.fixture
 def reference() -> Iterator[Reference]:
     port = make_sync_port()
     with run_server() as server, AdminClient(server.url, server.admin_key) as admin:
-        yield Reference(server.url, admin, port)
+        yield Reference(server.url, admin, port, server.admin_key)
     port.close()
 
 
@@ -75,7 +79,13 @@ def _dist(folder: Path, version: str) -> Path:
     return folder
 
 
-def _device(reference: Reference, folder: Path, keys: Any, strict: bool) -> SyncDevice:
+def _device(
+    reference: Reference,
+    folder: Path,
+    keys: Any,
+    strict: bool,
+    observer: AgentObserver | None = None,
+) -> SyncDevice:
     url = reference.url
     config = AgentConfig(
         update_url=f"{url}/updates",
@@ -85,7 +95,9 @@ def _device(reference: Reference, folder: Path, keys: Any, strict: bool) -> Sync
         strict_release=strict,
     )
     identity = DeviceIdentity(str(uuid.uuid4()), APP, "android", "1.0.0")
-    return SyncDevice.open(folder, config, identity, reference.port, clock=NoWaitClock())
+    return SyncDevice.open(
+        folder, config, identity, reference.port, clock=NoWaitClock(), observer=observer
+    )
 
 
 def _update(device: SyncDevice) -> str:
@@ -150,3 +162,101 @@ def test_strict_needs_a_key(reference: Reference, tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="public_key"):
         AgentConfig(strict_release=True)
+
+
+class _Stale(AgentObserver):
+    def __init__(self) -> None:
+        self.reported = 0
+
+    def on_event(self, name: str, payload: Any) -> None:
+        self.reported += name == "releaseStale"
+
+
+def _publish_strict(
+    reference: Reference, tmp_path: Path, keys: Any, version: str, **options: Any
+) -> None:
+    publish(
+        reference.admin,
+        app_id=APP,
+        version=version,
+        channel="production",
+        source=_dist(tmp_path / version, version),
+        private_pem=keys.private_pem,
+        **options,
+    )
+
+
+def _resign(reference: Reference, key_file: Path, *extra: str) -> int:
+    argv = ["resign", "--server", reference.url, "--api-key", reference.admin_key]
+    argv += ["--app-id", APP, "--version", "1.0.1", "--key", str(key_file), *extra]
+    return cli.main(argv)
+
+
+def test_resign_refreshes_an_expiring_document_and_the_device_stops_reporting_a_freeze(
+    reference: Reference, keys: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _publish_strict(reference, tmp_path, keys, "1.0.1", strict=True, expires_days=2 / 86400)
+    stale = _Stale()
+    device = _device(reference, tmp_path / "device", keys, strict=True, observer=stale)
+    assert _update(device) == "1.0.1"
+    counter = device._rt.agent.state.release_counter
+    time.sleep(2.5)  # the document expires: the device, told nothing newer, says so
+    device.launch()
+    assert stale.reported == 1
+    (tmp_path / "private.pem").write_bytes(keys.private_pem)
+    assert _resign(reference, tmp_path / "private.pem", "--expires-days", "1") == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["expires"] > time.time() + 86000
+    device.launch()
+    assert stale.reported == 1  # the fresher document came with "no new version"
+    state = device._rt.agent.state
+    assert state.release_expires == answer["expires"]
+    assert state.release_counter == counter  # a refresh is not a new release
+    assert device.status().current.version == "1.0.1"
+
+
+def test_resign_refuses_a_wrong_key_an_unsigned_release_and_a_changed_document(
+    reference: Reference,
+    keys: Any,
+    other_keys: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _publish_strict(reference, tmp_path, keys, "1.0.1", strict=True, counter=5)
+    _publish_strict(reference, tmp_path, keys, "1.0.2")  # Capgo v2 only
+    (tmp_path / "other.pem").write_bytes(other_keys.private_pem)
+    assert _resign(reference, tmp_path / "other.pem") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("otasim: error: ") and "does not verify with this key" in err
+    assert err.count("\n") == 1
+    with pytest.raises(AdminError) as caught:
+        reference.admin.release(APP, "1.0.2")
+    assert caught.value.error == "no_release"
+    stored = reference.admin.release(APP, "1.0.1")
+    forged = open_release(stored, keys.public)
+    for change in ({"counter": 6}, {"version": "1.0.2"}, {"bundle": "00" * 32}):
+        changed = sign_release(replace(forged, **change), keys.private)
+        with pytest.raises(AdminError) as caught:
+            reference.admin.replace_release(APP, "1.0.1", changed)
+        assert caught.value.error == "release_mismatch"
+    assert reference.admin.release(APP, "1.0.1") == stored
+    later = sign_release(replace(forged, expires=forged.expires + 60), keys.private)
+    assert reference.admin.replace_release(APP, "1.0.1", later)["expires"] == forged.expires + 60
+    assert reference.admin.release(APP, "1.0.1") == later
+
+
+def test_device_init_strict_needs_a_public_key_and_sets_strict_mode(
+    tmp_path: Path, keys: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "public.pem").write_bytes(keys.public_pem)
+    base = ["device", "init", "--server", "http://127.0.0.1:9", "--app-id", APP]
+    base += ["--platform", "android", "--version-build", "1.0.0", "--strict"]
+    assert cli.main([*base, str(tmp_path / "nokey")]) == 2
+    assert "strict_release needs public_key" in capsys.readouterr().err
+    assert not (tmp_path / "nokey").exists()
+    key = ["--public-key", str(tmp_path / "public.pem")]
+    for folder, strict in (("strict", True), ("capgo", False)):
+        argv = [*base, *key, str(tmp_path / folder)]
+        assert cli.main(argv if strict else [a for a in argv if a != "--strict"]) == 0
+        record = json.loads((tmp_path / folder / "device.json").read_text())
+        assert record["config"]["strict_release"] is strict

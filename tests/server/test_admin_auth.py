@@ -20,6 +20,7 @@ PARAMS = {
     "action": "pause",
     "device_id": str(uuid.uuid4()),
     "key_id": "999999",
+    "version": "1.0.1",
 }
 
 

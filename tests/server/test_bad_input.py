@@ -24,6 +24,7 @@ APP = "com.fuzz.app"
 FIELDS = [*device(APP), "channel", "key_id", "custom_id", "action", "metadata", "old_version_name"]
 ADMIN_FIELDS = [
     "app_id",
+    "release",
     "version",
     "percent",
     "file_id",
@@ -137,6 +138,7 @@ def test_admin_routes_never_500(data: st.DataObject, raw: httpx.Client, fuzz_app
         "action": "pause",
         "device_id": "0f673663-459a-44c0-a7f5-613f2a4af3ab",
         "key_id": "77",
+        "version": "1.0.1",
     }
     url = path.replace("{key_id:int}", "{key_id}").format(**params)
     base = {"version": "1.0.1", "percent": 10, "channel": "production", "name": "k", "role": "read"}

@@ -63,8 +63,8 @@ def test_publish_encrypted_then_rollout_pause_rollback(
         "publish", *app, "--version", "1.0.1", "--key", str(key), str(dist), env=as_admin
     )
     assert first.returncode == 0, first.stderr
-    published: dict[str, Any] = json.loads(first.stdout)
-    assert published["channel"]["version"] == "1.0.1" and published["channel"]["public"]
+    (line,) = first.stdout.splitlines()  # one line, what was published where
+    assert line.startswith("published 1.0.1 of com.cli.app on channel production (file ")
     (dist / "index.html").write_text("<html>v2</html>")
     second = otasim(
         "publish",
@@ -75,10 +75,14 @@ def test_publish_encrypted_then_rollout_pause_rollback(
         str(key),
         "--rollout",
         "10",
+        "--json",
         str(dist),
         env=as_admin,
     )
-    assert json.loads(second.stdout)["channel"]["rollout_bps"] == 1000
+    (line,) = second.stdout.splitlines()  # --json: the server's answer, on one line
+    published: dict[str, Any] = json.loads(line)
+    assert published["channel"]["rollout_bps"] == 1000 and published["channel"]["public"]
+    assert published["bundle"]["version"] == "1.0.2"
     paused = otasim("admin", "rollout-pause", "com.cli.app", "production", env=as_admin)
     assert json.loads(paused.stdout)["rollout_paused"] is True
     back = otasim("admin", "rollback", "com.cli.app", "production", "1.0.1", env=as_admin)

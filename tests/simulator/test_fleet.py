@@ -54,3 +54,12 @@ def test_traits_come_from_the_unpacked_bundle(tmp_path: Path) -> None:
     assert not read_traits(blank, "ios").loads
     (crashing / "otasim-behaviour.json").write_text("{not json")
     assert read_traits(crashing, "android").crash_p == 0.0  # unreadable file: boots fine
+
+
+def test_the_progress_line_says_what_the_end_of_a_run_waits_for() -> None:
+    from simulator.shards import _Tally
+
+    shards = [_Tally({"1.0.1": 6}, 50, 1, 1, 6), _Tally({"1.0.1": 3, "builtin": 1}, 9, 0, 0, 1)]
+    total = _Tally.total(shards)
+    assert total.line() == "1.0.1 90% builtin 10% · 59 req · devices: 1 failed, 1 rolled back"
+    assert total.ending().startswith("end of the scenario: waiting for 3 of 10 devices")

@@ -87,7 +87,7 @@ def test_unknown_server_stats_leave_loss_and_its_verdict_unknown() -> None:
 def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> None:
     metrics = synthetic_metrics()
     report = build_report(metrics, info(server_received=0))
-    page = write_report(report, metrics, tmp_path)
+    page = write_report(report, metrics, info(server_received=None), tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["schema"] == "otasim.report/1"
     rows = list(csv.DictReader((tmp_path / "devices.csv").read_text().splitlines()))
     assert len(rows) == 40 and rows[0]["final_version"] == "builtin"
@@ -95,7 +95,7 @@ def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> Non
     assert float(timeline[-1]["1.0.1"]) == metrics.adoption("1.0.1", 24 * 3600)
     text = page.read_text()
     assert (
-        text.count("<svg") == 3
+        text.count("<svg") == 4
         and "<script" not in text
         and "http" not in text.split("<svg")[0].split("server")[0]
     )
@@ -172,3 +172,86 @@ def test_phantom_failures_are_findings_not_failures() -> None:
     assert metrics.failures()["download_fail"] == before.get("download_fail", 0) + 1
     report = build_report(metrics, info(server_received=0))
     assert report["failures"]["download_fail"] == 1 and report["findings"][0]["events"] == 1
+
+
+def test_failure_count_and_latency_expectations_fire() -> None:
+    """failures per cause and latency percentiles: each missed on the synthetic fleet (4
+    checksum failures; /updates answered in 10 to 80 ms), met with room, and unknown for
+    an endpoint never called."""
+    import dataclasses
+
+    from simulator.scenario import Expectation
+
+    metrics = synthetic_metrics()
+    scenario = dataclasses.replace(
+        load_scenario("steady-rollout"),
+        expectations=(
+            Expectation("failures", about="checksum_fail", max=0),
+            Expectation("failures", about="checksum_fail", max=4),
+            Expectation("failures", max=3),
+            Expectation("latency_p99", about="/updates", max=5),
+            Expectation("latency_p50", about="/updates", max=1000),
+            Expectation("latency_p90", max=1),
+            Expectation("latency_p99", about="/channel_self", max=100),
+        ),
+    )
+    report = build_report(metrics, dataclasses.replace(info(0), scenario=scenario))
+    got = [(r["expect"], r["ok"], r["unit"]) for r in report["expectations"]]
+    assert got == [
+        ("failures(checksum_fail) <= 0", False, "count"),
+        ("failures(checksum_fail) <= 4", True, "count"),
+        ("failures <= 3", False, "count"),
+        ("latency_p99(/updates) <= 5", False, "ms"),
+        ("latency_p50(/updates) <= 1000", True, "ms"),
+        ("latency_p90 <= 1", False, "ms"),
+        ("latency_p99(/channel_self) <= 100", None, "ms"),
+    ]
+    assert report["expectations"][0]["value"] == 4 and not report["passed"]
+
+
+def test_each_stuck_device_says_why() -> None:
+    """One device per reason, recorded as the fleet records them; the one on the target is
+    not stuck."""
+    from simulator.results import record
+
+    def device(i: int, **attrs: int | bool) -> DeviceOutcome:
+        d = DeviceOutcome(i, f"id-{i}", "ios", "17", "wifi", "daily", "production")
+        for name, value in attrs.items():
+            setattr(d, name, value)
+        return d
+
+    m, end = Metrics(), 24 * 3600.0
+    on_target = device(0, requests=5)
+    m.ran(on_target, "1.0.2", 100.0, confirmed=True)
+    crashed = device(1, requests=5)
+    m.ran(crashed, "1.0.2", 100.0, confirmed=False)
+    m.crashed(crashed, 100.0)
+    rolled = device(2, requests=5)
+    m.ran(rolled, "1.0.2", 100.0, confirmed=False)
+    m.crashed(rolled, 100.0)
+    m.stat(rolled, "update_fail", "1.0.2", 400.0)
+    m.ran(rolled, "builtin", 400.0, confirmed=True)
+    tampered = device(3, requests=5)
+    m.stat(tampered, "download_0", "1.0.2", 50.0)
+    m.stat(tampered, "checksum_fail", "1.0.2", 60.0)
+    waiting = device(4, requests=5)
+    m.stat(waiting, "download_0", "1.0.2", 50.0)
+    m.stat(waiting, "download_complete", "1.0.2", 60.0)
+    late = device(5, requests=5)
+    m.stat(late, "download_0", "1.0.2", end + 60)  # after the end: not this run's
+    rows = [
+        record(d, end, "1.0.2").stuck
+        for d in (on_target, crashed, rolled, tampered, waiting, late, device(6),
+                  device(7, requests=4, unanswered=4), device(8, unbootable=True))
+    ]  # fmt: skip
+    assert rows == [
+        "",
+        "crashed on boot of 1.0.2, awaiting relaunch",
+        "rolled back from 1.0.2 (crashed on boot)",
+        "failed verification (checksum_fail=1)",
+        "downloaded 1.0.2, waits for the next app start",
+        "download of 1.0.2 started, not finished",
+        "never checked: the app was not opened",
+        "offline: none of its 4 requests answered",
+        "unbootable: neither its bundle nor the fallback can load",
+    ]

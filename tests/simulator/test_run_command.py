@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -31,25 +32,36 @@ max = 0
 metric = "adoption"
 version = "1.0.1"
 min = {min}
-"""
+{at}"""
 
 
-def scenario(tmp_path: Path, adoption_min: float) -> str:
+def scenario(tmp_path: Path, adoption_min: float, at_h: float | None = None) -> str:
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(min=adoption_min))
+    path.write_text(TINY.format(min=adoption_min, at="" if at_h is None else f"at_h = {at_h}\n"))
     return str(path)
 
 
-@pytest.mark.parametrize(("adoption_min", "status"), [(0.0, 0), (2.0, 1)])
+@pytest.mark.parametrize(("adoption_min", "status"), [(0.0, 0), (1.0, 1)])
 def test_exit_status_follows_the_expectations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], adoption_min: float, status: int
 ) -> None:
     report = tmp_path / "out"
-    argv = ["run", "--scenario", scenario(tmp_path, adoption_min), "--devices", "10"]
-    argv += ["--report", str(report), "--seed", "5"]
+    argv = ["run", "--scenario", scenario(tmp_path, adoption_min, 0), "--devices", "10"]
+    argv += ["--report", str(report), "--seed", "5", "--junit", str(tmp_path / "ci" / "j.xml")]
     assert main(argv) == status
     out = capsys.readouterr().out
     assert "tiny: 10 devices" in out and str(report / "report.html") in out
+    assert "stuck (not on 1.0.1 at the end): " in out  # who is stuck, in the summary too
+    # the JUnit file, parsed back: one test case per expectation, the missed one a failure
+    suite = ElementTree.parse(tmp_path / "ci" / "j.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "otasim.tiny"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert set(cases) == {"unbootable <= 0", f"adoption(1.0.1) at 0 h >= {adoption_min:g}"}
+    assert cases["unbootable <= 0"].find("failure") is None
+    missed = cases[f"adoption(1.0.1) at 0 h >= {adoption_min:g}"].find("failure")
+    assert (missed is not None) == (status == 1) and suite.get("failures") == str(status)
+    if missed is not None:
+        assert missed.get("message") == "measured 0.0 (share)"
     assert ("passed" if status == 0 else "FAILED") in out
     assert {p.name for p in report.iterdir()} >= {
         "report.html", "report.json", "devices.csv", "timeline.csv",
@@ -116,6 +128,6 @@ def test_fleet_devices_run_without_the_real_time_rate_check() -> None:
     while a device's own default keeps it on."""
     base = "http://127.0.0.1:1"
     urls = Endpoints(f"{base}/updates", f"{base}/stats", f"{base}/channel_self")
-    config = _config(urls, "", "production", "capgo", RunOptions())
+    config = _config(urls, {"public_key": None}, "production", "capgo", RunOptions())
     assert config.stall_window_s == 0
     assert AgentConfig(update_url=urls.updates).stall_window_s > 0

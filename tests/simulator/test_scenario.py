@@ -66,6 +66,26 @@ def test_a_file_path_loads_with_defaults(tmp_path: Path) -> None:
         ("[disk_full]\nshare = 0.1\nfrom_h = 6\nuntil_h = 2", "disk_full.until_h", "after"),
         ("[disk_full]\nshare = 0.1\nuntil_h = 30", "disk_full.until_h", "out of range"),
         ("[disk_full]\nshare = 0.1\nlevel = 1", "disk_full.level", "unknown key"),
+        # expectations in their metric's range: a share is 0 to 1, counts are not negative
+        (
+            "[[expect]]\nmetric = 'adoption'\nversion = '1.0.1'\nmin = 95",
+            "expect[0].min",
+            "out of range [0, 1]: this metric is a share of devices (did you mean 0.95?)",
+        ),
+        ("[[expect]]\nmetric = 'success_rate'\nmin = 1.5", "expect[0].min", "out of range"),
+        ("[[expect]]\nmetric = 'failures'\nmax = -1", "expect[0].max", "out of range"),
+        ("[[expect]]\nmetric = 'latency_p99'\nmax = -5", "expect[0].max", "out of range"),
+        (
+            "[[expect]]\nmetric = 'adoption'\nversion = '1.0.1'\nendpoint = '/updates'\nmin = 1",
+            "expect[0].endpoint",
+            "metric 'adoption' takes no endpoint",
+        ),
+        (
+            "[[expect]]\nmetric = 'failures'\nendpoint = '/updates'\nmax = 1",
+            "expect[0].endpoint",
+            "takes no endpoint",
+        ),
+        ("[[expect]]\nmetric = 'failures'\ncause = ''\nmax = 1", "expect[0].cause", "non-empty"),
     ],
 )
 def test_invalid_files_name_file_key_and_reason(
@@ -119,3 +139,19 @@ def test_every_metric_a_scenario_accepts_is_measured(tmp_path: Path, name: str) 
     assert isinstance(value, int | float)
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.evaluate(replace(expectation, metric=name + "_typo"), 3600.0, 0)
+
+
+def test_failure_and_latency_expectations_name_what_they_measure(tmp_path: Path) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text(
+        MINIMAL
+        + "\n[[expect]]\nmetric = 'failures'\ncause = 'checksum_fail'\nmax = 0\n"
+        + "\n[[expect]]\nmetric = 'latency_p99'\nendpoint = '/updates'\nmax = 250\n"
+        + "\n[[expect]]\nmetric = 'failures'\nat_h = 2\nmax = 3\n"
+    )
+    described = [e.describe() for e in load_scenario(str(path)).expectations]
+    assert described == [
+        "failures(checksum_fail) <= 0",
+        "latency_p99(/updates) <= 250",
+        "failures at 2 h <= 3",
+    ]

@@ -33,7 +33,7 @@ def run(
     )
     text = page.read_text()
     charts = text.count("<svg") + text.count('<p class="empty">')  # a chart, or its empty state
-    assert charts == 3 and (text.count("<svg") == 3) == bool(report["failures"])
+    assert charts == 4 and (text.count("<svg") == 4) == bool(report["failures"])
     devices = list(csv.DictReader((tmp_path / "report" / "devices.csv").read_text().splitlines()))
     assert len(devices) == DEVICES
     failed = [r for r in report["expectations"] if r["ok"] is not True]

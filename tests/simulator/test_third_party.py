@@ -75,7 +75,8 @@ def _preflight_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: 
     code = main(["run", "--scenario", _scenario(tmp_path), "--devices", "2", "--no-progress",
                  "--report", str(tmp_path / "report"), *argv])  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
+    assert code == 3 and captured.out == ""  # the server's answer, not a usage error
+    assert not (tmp_path / "report").exists()  # the report folder the pre-flight made is gone
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("otasim: error: ")
     return lines[0]
@@ -86,7 +87,6 @@ def test_a_closed_port_is_refused_before_the_run(
 ) -> None:
     line = _preflight_error(tmp_path, capsys, "--server", _closed_port())
     assert "pre-flight" in line and "no answer" in line and "refused" in line.lower()
-    assert not (tmp_path / "report" / "report.json").exists()
 
 
 def test_a_plain_web_server_answering_501_is_refused(

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.routing import Route
 
 from simulator.server import channel_self, device_api
+from simulator.server.dialects import codepush, expo
 
 Artefacts = Callable[[Any], tuple[dict[str, Any], list[str]]]
 """Validate what a publish step stored for a dialect: (the clean data, the blob ids it names).
@@ -45,5 +46,10 @@ def _capgo_routes() -> list[Route]:
 
 
 SERVER_DIALECTS: dict[str, ServerDialect] = {
-    d.name: d for d in (ServerDialect("capgo", _capgo_routes),)
+    d.name: d
+    for d in (
+        ServerDialect("capgo", _capgo_routes),
+        ServerDialect("expo", expo.routes, expo.artefacts),
+        ServerDialect("codepush", codepush.routes, codepush.artefacts),
+    )
 }
