@@ -97,6 +97,7 @@ def test_every_state_field_round_trips(tmp_path: Path) -> None:
         highest_confirmed="1.0.1",
         confirmed_content={"c1": "1.0.1"},
         failed_content={"c2": "1.0.3"},
+        failed_unidentified=frozenset({"1.0.5"}),
         rejected_content={"c3": ArtefactFailures(1, 2.0, 2.0)},
         release_counter=5,
         release_expires=7,
