@@ -12,12 +12,14 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import ApplyMode
+from agent.config import AgentConfig, ApplyMode
 from agent.protocol.profiles import DEFAULT_PROFILE
+from agent.protocol.registry import DEFAULT_DIALECT, dialect_for
 from agent.security.keys import load_public_key
 from simulator.commands.run import add_endpoint_options
 from simulator.scenario import Scenario, load_scenario, with_dialect
@@ -38,6 +40,14 @@ def add_options(parser: Any) -> None:
         "--public-key",
         default="",
         help="file with the app's RSA public key (PEM) or its capacitor.config.json",
+    )
+    device.add_argument(
+        "--code-signing",
+        default="",
+        metavar="DIALECT=FILE[,...]",
+        help="what an app of another dialect embeds to verify updates, per dialect: "
+        "expo=certificate.pem (its code-signing certificate), codepush=public.pem (its "
+        "CodePush public key); devices of a dialect not named run without code signing",
     )
     device.add_argument(
         "--fleet-mix",
@@ -84,6 +94,33 @@ def add_options(parser: Any) -> None:
          "back + verification failures) is below this"),
     ):  # fmt: skip
         parser.add_argument(name, type=float, default=None, help=what, include_in_web_ui=False)
+
+
+def code_signing(text: str) -> dict[str, str]:
+    """`--code-signing expo=cert.pem,codepush=public.pem`: {dialect: the file's PEM}, each
+    checked by its dialect.
+
+    Raises:
+        ValueError: a malformed item, Capgo or an unknown dialect, trust material the dialect
+            refuses (CertificateError, SigningKeyError).
+        OSError: an unreadable file.
+    """
+    trust: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not path or name in trust:
+            raise ValueError(f"--code-signing: {item!r} is not DIALECT=FILE (once per dialect)")
+        if name == DEFAULT_DIALECT:
+            raise ValueError("--code-signing: Capgo's key is --public-key")
+        pem = Path(path).read_text()
+        try:
+            dialect_for(
+                AgentConfig(update_url="", stats_url="", dialect=name, code_signing_pem=pem)
+            )
+        except ValueError as exc:
+            raise ValueError(f"--code-signing {name}: {exc}") from None
+        trust[name] = pem
+    return trust
 
 
 def _memory_tmp() -> str | None:
@@ -140,6 +177,7 @@ class LoadtestSettings:
     plugin: str = DEFAULT_PROFILE
     dialect: str | None = None  # every device speaks it; None: the fleet mix's `dialect`
     urls: tuple[str | None, str | None, str | None] = (None, None, None)  # updates/stats/channel
+    code_signing: Mapping[str, str] = field(default_factory=dict)  # dialect -> trust PEM
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> LoadtestSettings:
@@ -167,4 +205,5 @@ class LoadtestSettings:
             dialect=options.dialect,
             urls=(options.updates_url or None, options.stats_url or None,
                   options.channel_url or None),
+            code_signing=code_signing(options.code_signing),
         )  # fmt: skip

@@ -167,9 +167,10 @@ class DeviceUserBase(User):
             plugin=settings.plugin,
             dialect=dialect,
             auto_update=settings.apply_mode,
-            # Capgo's key; other dialects run without code signing here (their hashes are
-            # still verified): the load test carries no per-dialect trust material yet
+            # Capgo's key, or the trust material --code-signing gives this dialect (none:
+            # unsigned, their hashes are still verified)
             public_key=settings.public_key if dialect == DEFAULT_DIALECT else None,
+            code_signing_pem=settings.code_signing.get(dialect),
             default_channel=channel or None,
             ca_file=settings.ca_file,
         )

@@ -153,9 +153,9 @@ class VirtualDevice(AgentObserver):
         response_bytes: int,
         error: AgentError | None,
     ) -> None:
-        self.ctx.metrics.request(name, status, elapsed_s, response_bytes, error is not None)
-        self.outcome.requests += 1
-        self.outcome.unanswered += status is None
+        self.ctx.metrics.request(
+            self.outcome, name, status, elapsed_s, response_bytes, error is not None
+        )
         if isinstance(error, TransportTimeout):
             self.ctx.metrics.timeouts += 1
 

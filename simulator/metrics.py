@@ -132,9 +132,17 @@ class Metrics:
         return device
 
     def request(
-        self, name: str, status: int | None, elapsed_s: float, nbytes: int, failed: bool
+        self,
+        device: DeviceOutcome,
+        name: str,
+        status: int | None,
+        elapsed_s: float,
+        nbytes: int,
+        failed: bool,
     ) -> None:
-        """One HTTP exchange of any device (status None: no answer, a transport error)."""
+        """One HTTP exchange of `device` (status None: no answer, a transport error)."""
+        device.requests += 1
+        device.unanswered += status is None
         self.latency.setdefault(name, array("d")).append(elapsed_s)
         self.statuses.setdefault(name, Counter())["error" if status is None else str(status)] += 1
         if name in ("bundle", "delta file") and not failed and status is not None:

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ from simulator.release import create_keys
 from simulator.report import RunInfo, build_report, write_report
 from simulator.scenario import Scenario, load_scenario, with_dialect
 from simulator.server.client import AdminClient, AdminError
+from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.embedded import RunningServer, run_server
 from simulator.shards import FleetRun, Shard, run_fleet
 from simulator.timeline import Publication, Timeline
@@ -163,7 +164,9 @@ def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
             server = EmbeddedServer(workdir / "server")
             stack.callback(server.down)
             server.up()
-            setup = _prepare(scenario, server.client(), channels, workdir, options.seed)
+            client = server.client()
+            setup = _prepare(scenario, client, channels, workdir, options.seed)
+            _register_signing_keys(client, scenario.app_id, dialects, setup.private_pem)
             urls = {d: endpoints(server.url, dialect=d) for d in dialects}
         else:
             urls = external
@@ -267,6 +270,16 @@ def _prepare(
         public = channel == PRODUCTION
         client.set_channel(scenario.app_id, channel, public=public, allow_device_self_set=True)
     return _Setup(releases, published, private_pem, public_pem.decode())
+
+
+def _register_signing_keys(
+    client: AdminClient, app_id: str, dialects: Sequence[str], private_pem: bytes
+) -> None:
+    """Give the embedded server the run's key for the dialects whose server signs answers
+    (Expo: its rollbacks and rollBackToEmbedded directives then reach signed devices)."""
+    for name in dialects:
+        if SERVER_DIALECTS[name].signing_key is not None:
+            client.set_signing_key(app_id, name, private_pem)
 
 
 def _read_key(path: Path | None) -> str:

@@ -75,6 +75,7 @@ from agent.core.lifecycle import (
 from agent.core.rollback import plain_content_id
 from agent.core.updates import Updates
 from agent.protocol.base import (
+    UPDATE_CONFIRMED,
     DeviceInfo,
     Dialect,
     NoUpdate,
@@ -256,9 +257,14 @@ class Agent:
         if boot is None or boot.confirmed or event.boot_id not in (None, boot.id):
             return  # a stale signal never confirms another boot (Capgo #907)
         previous = self._ledger.state.fallback
+        info = self._ledger.state.bundle(boot.bundle_id)
         self._ledger.state = confirm_boot(self._ledger.state)
         duration_ms = str(int((now - boot.started_at) * 1000))
         self._ledger.stat(now, "app_launch_ready", duration_ms=duration_ms)
+        reported = self._ledger.reported
+        if info is not None and info.status != "success" and UPDATE_CONFIRMED in (reported or ()):
+            old = self._ledger.version(previous)
+            self._ledger.stat(now, UPDATE_CONFIRMED, info.version, old)
         self._ledger.emit(
             "appReady", bundle=self._ledger.bundle_payload(boot.bundle_id), status="success"
         )

@@ -134,13 +134,22 @@ class Updates:
         elif isinstance(result, NoUpdate):
             self._on_no_update(now, result)
         elif isinstance(result, RevertToBuiltin):
-            self._ledger.emit("updateCheckResult", kind="revert", version=BUILTIN)
-            if self._ledger.state.current != BUILTIN or self._ledger.state.next is not None:
-                self._revert_to_builtin(now)
+            self._on_revert(now, result)
         else:
             self._on_rate_limited(now, result)
         if self.checking:  # nothing to download
             self.move(Move.ANSWERED)
+
+    def _on_revert(self, now: float, result: RevertToBuiltin) -> None:
+        if result.counter is not None and self._open_release is not None:
+            if result.counter < self._ledger.state.release_counter:
+                message = f"revert counter {result.counter} is below a release accepted here"
+                self._on_no_update(now, NoUpdate("failed", "release_replayed", message))
+                return
+            self._ledger.state = replace(self._ledger.state, release_counter=result.counter)
+        self._ledger.emit("updateCheckResult", kind="revert", version=BUILTIN)
+        if self._ledger.state.current != BUILTIN or self._ledger.state.next is not None:
+            self._revert_to_builtin(now)
 
     def _revert_to_builtin(self, now: float) -> None:
         """The server points the device at builtin: boot it, drop what it no longer runs."""
@@ -234,7 +243,7 @@ class Updates:
                 "noNeedUpdate", bundle=self._ledger.bundle_payload(self._ledger.state.current)
             )
             return
-        refused = self._insecure_refusal(offer)
+        refused = self._insecure_refusal(offer) or self._build_refusal(offer)
         if refused is None and self._open_release is not None:
             refused = self._release_refusal(now, offer, content)
         if refused is None and not self._ledger.config.allow_downgrade:
@@ -268,6 +277,17 @@ class Updates:
             return None
         message = f"refused a download over plain http from an https update URL: {plain[:200]}"
         return Refusal("insecure_url", message, {"reason": "insecure_url"})
+
+    def _build_refusal(self, offer: UpdateOffer) -> Refusal | None:
+        """An update made for another native build (Expo's runtimeVersion) would run against
+        native code it was not built for: refused before anything is fetched."""
+        build = self._ledger.identity.version_build
+        if offer.native_build is None or offer.native_build == build:
+            return None
+        message = (
+            f"the update is for runtime version {offer.native_build[:64]!r}, this is {build!r}"
+        )
+        return Refusal("runtime_mismatch", message, {"reason": "runtime_mismatch"})
 
     def _release_refusal(
         self, now: float, offer: UpdateOffer, content: str | None
@@ -321,8 +341,9 @@ class Updates:
             self._ledger.emit("releaseStale", expired_at=expires)
 
     def _refuse_rollback(self, now: float, offer: UpdateOffer, refused: Refusal) -> None:
-        """Refuse content confirmed here offered as a rollback (a replay, relabelled or not, or
-        a channel rolled back past it): nothing is fetched; reported once per offer and run."""
+        """Refuse an offer (content confirmed here offered as a rollback, a replay, relabelled or
+        not, a channel rolled back past it, or another build's update): nothing is fetched;
+        reported once per offer and run."""
         artefact = f"{offer.version}:{offer.checksum}"
         if artefact in self._downgrades_reported:
             self._ledger.emit(

@@ -12,7 +12,7 @@ import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceIdentity
 
@@ -70,6 +70,12 @@ class DeviceInfo:
     current_content: str | None = None  # the running bundle's content identity (Expo: its id)
 
 
+UPDATE_CONFIRMED: Final = "update_confirmed"
+"""The stats action of a new bundle's first confirmed boot (version: it, old: the bundle it
+replaced). Queued only for a dialect that lists it in `reported_actions` (CodePush's
+DeploymentSucceeded); Capgo has no such action and never sees it."""
+
+
 @dataclass(frozen=True)
 class StatEvent:
     """One stats action waiting in the persisted queue."""
@@ -107,6 +113,9 @@ class UpdateOffer:
     comment: str | None = None
     release: Any = None  # the raw RELEASE_FIELD (agent.security.release; strict mode only)
     package_hash: str | None = None  # CodePush: checked over the unzipped files, not the zip
+    # the native build the update was made for (Expo's runtimeVersion): the core refuses it on
+    # another build (`runtime_mismatch`); None: the dialect does not say
+    native_build: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,13 @@ class NoUpdate:
 
 @dataclass(frozen=True)
 class RevertToBuiltin:
-    """`version: "builtin"` with no error: go back to the bundle shipped in the binary."""
+    """`version: "builtin"` with no error: go back to the bundle shipped in the binary.
+
+    `counter`: when the dialect verified a signed order for the revert (Expo's signed
+    `rollBackToEmbedded` commitTime, in ms), the core refuses it below a release counter
+    already accepted (a replayed revert) and accepts it as the newest otherwise."""
+
+    counter: int | None = None
 
 
 @dataclass(frozen=True)

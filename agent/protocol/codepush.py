@@ -10,10 +10,12 @@ back to the binary. The package is a zip checked after unzipping against `packag
 `.codepushrelease` JWT; its label is the release label.
 
 Reports (to `<statsUrl>/download` and `<statsUrl>/deploy`, the stats URL ending in
-`/v0.1/public/codepush/report_status`): `download_complete` goes to `download`; a bundle made
-current (`set`) as `DeploymentSucceeded` and a failed one (`update_fail`) as
-`DeploymentFailed` to `deploy`, each for the deployment key; other events are not even queued
-(`reported_actions`: the SDK has no such report). The deployment key is
+`/v0.1/public/codepush/report_status`): `download_complete` goes to `download`; a package's
+first confirmed boot (`update_confirmed`: the app called notifyAppReady on the start that runs
+it, when the SDK's `getNewStatusReport` reports it) as `DeploymentSucceeded`, with the package
+it replaced as the previous label, and a failed one (`update_fail`) as `DeploymentFailed` to
+`deploy`, each for the deployment key; activation alone reports nothing; other events are not
+even queued (`reported_actions`: the SDK has no such report). The deployment key is
 `AgentConfig.deployment_key`, else the reference server's convention
 `<appId>/<platform>[/<channel>]`.
 """
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from agent.config import AgentConfig
 from agent.errors import ProtocolError
 from agent.protocol.base import (
+    UPDATE_CONFIRMED,
     CheckResult,
     DeviceInfo,
     NoUpdate,
@@ -47,7 +50,7 @@ from agent.protocol.nochannel import NoChannelApi
 from agent.security.codepush import load_signing_key, verify_package
 
 _SHA256_HEX_CHARS: Final = 64
-REPORTED_ACTIONS: Final = frozenset({"download_complete", "set", "update_fail"})
+REPORTED_ACTIONS: Final = frozenset({"download_complete", UPDATE_CONFIRMED, "update_fail"})
 """The events CodePush reports; the core queues no other (the SDK has no report for them)."""
 _CAMEL: Final = {
     "download_url": "downloadURL",
@@ -159,7 +162,7 @@ class CodePushDialect(NoChannelApi):
         }
         if event.action == "download_complete":
             return _report(info, "download", base)
-        succeeded = event.action == "set"
+        succeeded = event.action == UPDATE_CONFIRMED
         body = base | {
             "app_version": info.identity.version_build,
             "status": "DeploymentSucceeded" if succeeded else "DeploymentFailed",

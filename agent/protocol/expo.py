@@ -13,11 +13,16 @@ taken, since it installs nothing. Asset hashes must be base64url SHA-256
 A manifest becomes an `UpdateOffer` whose files are its launch asset and assets, each stored
 as `<key><fileExtension>` and checked against its hash by the shared manifest download. Its
 label is `metadata.version` when the server gives one (the reference server does), else the
-update id; its content identity (`checksum`) is the update id. A signed manifest also carries
-a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the core then refuses any
-manifest older than one accepted here (a replay), as expo-updates only loads newer updates.
-Expo has no report or channel API: no stats are queued (`reported_actions` is empty) and the
-channel calls raise `ProtocolError`.
+update id; its content identity (`checksum`) is the update id. Its `runtimeVersion` (required)
+must be the app's native build (`expo-runtime-version`), else the core refuses it
+(`runtime_mismatch`): expo-updates never launches an update made for another runtime. A signed
+manifest also carries a `ReleaseDocument` whose counter is `createdAt` in milliseconds: the
+core then refuses any manifest older than one accepted here (a replay), as expo-updates only
+loads newer updates.
+A signed `rollBackToEmbedded` is ordered the same way by its `commitTime`: one older than an
+update accepted here is refused (`release_replayed`), as expo-updates applies the directive
+only when it is newer than the running update. Expo has no report or channel API: no stats are
+queued (`reported_actions` is empty) and the channel calls raise `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -183,8 +188,9 @@ class ExpoDialect(NoChannelApi):
             verify_part(signed.body, signed.signature, self.certificate, now)
         parameters = data.get("parameters")
         commit_time = parameters.get("commitTime") if isinstance(parameters, dict) else None
-        _created_at(commit_time, "rollBackToEmbedded commitTime")
-        return RevertToBuiltin()
+        committed = _created_at(commit_time, "rollBackToEmbedded commitTime")
+        # signed: the core orders it against the updates accepted here (a replayed revert)
+        return RevertToBuiltin(committed if self.certificate is not None else None)
 
     def _manifest(
         self, signed: _Signed, now: float, asked: Mapping[str, Mapping[str, str]] | None = None
@@ -194,6 +200,9 @@ class ExpoDialect(NoChannelApi):
         data = _object(signed.body, "manifest")
         update_id = _update_id(data.get("id"))
         created = _created_at(data.get("createdAt"), "manifest createdAt")
+        runtime = data.get("runtimeVersion")
+        if not isinstance(runtime, str) or not runtime or len(runtime) > 255:
+            raise ProtocolError("a manifest needs a runtimeVersion string")
         launch = data.get("launchAsset")
         assets = data.get("assets", [])
         if not isinstance(launch, dict) or not isinstance(assets, list):
@@ -214,6 +223,7 @@ class ExpoDialect(NoChannelApi):
             session_key="",
             manifest=entries,
             release=release,
+            native_build=runtime,
         )
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:

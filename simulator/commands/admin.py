@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes, percent
@@ -115,6 +116,16 @@ def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "app_id",
     )
     p.add_argument("--version")
+    cmd(
+        "signing-key",
+        "give the server an app's private key for a dialect whose answers it signs (expo: "
+        "rollBackToEmbedded directives, and manifests re-dated when served, so rollbacks reach "
+        "signed devices); the server can then sign anything the app installs",
+        _signing_key,
+        "app_id",
+        "dialect",
+        "private_pem",
+    )
     cmd("keys", "list API keys (never their secrets)", lambda c, a: c.list_keys())
     p = cmd(
         "key-create",
@@ -144,6 +155,14 @@ def _channel_set(client: Any, args: argparse.Namespace) -> Any:
     )
     policy = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     return client.set_channel(args.app_id, args.channel, version=args.version, **policy)
+
+
+def _signing_key(client: Any, args: argparse.Namespace) -> Any:
+    try:
+        pem = Path(args.private_pem).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"{args.private_pem}: {exc.strerror or exc}") from None
+    return client.set_signing_key(args.app_id, args.dialect, pem)
 
 
 def _rollout(client: Any, args: argparse.Namespace) -> Any:

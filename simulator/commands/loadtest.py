@@ -12,7 +12,9 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,7 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--processes", type=_workers, default=1, help="Locust worker processes (-1: one per core)"
     )
     p.add_argument("--app-id", default=DEFAULT_APP_ID)
-    p.add_argument("--public-key", type=Path, help="the app's public key (with --server)")
+    p.add_argument(
+        "--public-key", type=Path,
+        help="the app's public key (with --server); with --dialect expo|codepush what that app "
+             "embeds: its certificate.pem / public.pem",
+    )  # fmt: skip
     p.add_argument(
         "--release", type=version, default="1.0.1", help="version to publish (embedded server)"
     )
@@ -99,12 +105,22 @@ def locustfile() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "locustfile.py"
 
 
-def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[str, Path]:
-    """Start the reference server with a published release: (URL, public key file)."""
+@dataclass(frozen=True)
+class Trust:
+    """What the load test's apps embed: Capgo's public key file, and per other dialect its
+    trust material file (Expo certificate, CodePush public key)."""
+
+    public_key: Path | None = None
+    code_signing: Mapping[str, Path] = field(default_factory=dict)
+
+
+def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[str, Trust]:
+    """Start the reference server with a published release, signed for every dialect:
+    (URL, what the apps embed to verify it)."""
     from agent.protocol.registry import DIALECTS
 
     from simulator.app import make_dist
-    from simulator.publish import publish
+    from simulator.publish import DIALECT_TRUST, publish
     from simulator.release import create_keys
     from simulator.scenario import Release
     from simulator.server.client import AdminClient
@@ -114,15 +130,29 @@ def _embedded(stack: ExitStack, args: argparse.Namespace, work: Path) -> tuple[s
     private_pem, public_pem = create_keys()
     key_file = work / "public.pem"
     key_file.write_bytes(public_pem)
+    signing = {}
+    for name, derive in DIALECT_TRUST.items():
+        signing[name] = work / f"{name}-trust.pem"
+        signing[name].write_text(derive(private_pem))
     dist = make_dist(Release(args.release, size_kb=64), work / "dist", seed=1)
     with AdminClient(server.url, server.admin_key) as client:
         publish(client, app_id=args.app_id, version=args.release, channel="production",
                 source=dist, private_pem=private_pem, dialects=tuple(DIALECTS))  # fmt: skip
     print(f"otasim: embedded server {server.url}, release {args.release} published", flush=True)
-    return server.url, key_file
+    return server.url, Trust(key_file, signing)
 
 
-def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -> list[str]:
+def _given(args: argparse.Namespace) -> Trust:
+    """Your server: --public-key is Capgo's key, or with --dialect NAME that dialect's trust
+    material (as for `otasim run`)."""
+    from agent.protocol.registry import DEFAULT_DIALECT
+
+    if args.public_key is None or (args.dialect or DEFAULT_DIALECT) == DEFAULT_DIALECT:
+        return Trust(args.public_key)
+    return Trust(None, {args.dialect: args.public_key})
+
+
+def locust_command(args: argparse.Namespace, host: str, trust: Trust) -> list[str]:
     extra = args.locust_args[1:] if args.locust_args[:1] == ["--"] else args.locust_args
     command = [
         sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless",
@@ -130,8 +160,11 @@ def locust_command(args: argparse.Namespace, host: str, key_file: Path | None) -
         "--only-summary", "--app-id", args.app_id, "--device-root", str(args.report / "devices"),
         "--csv", str(args.report / "locust"), "--html", str(args.report / "report.html"),
     ]  # fmt: skip
-    if key_file is not None:
-        command += ["--public-key", str(key_file)]
+    if trust.public_key is not None:
+        command += ["--public-key", str(trust.public_key)]
+    if trust.code_signing:
+        items = ",".join(f"{name}={path}" for name, path in sorted(trust.code_signing.items()))
+        command += ["--code-signing", items]
     command += ["--plugin", args.plugin]
     if args.dialect:
         command += ["--dialect", args.dialect]
@@ -150,12 +183,12 @@ def run(args: argparse.Namespace) -> int:
     _preflight(args)
     with ExitStack() as stack:
         if args.server or args.updates_url:
-            host, key_file = args.server or _origin(args.updates_url), args.public_key
+            host, trust = args.server or _origin(args.updates_url), _given(args)
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otasim-lt-")))
-            host, key_file = _embedded(stack, args, work)
+            host, trust = _embedded(stack, args, work)
         _clear_report(args.report)
-        done = subprocess.run(locust_command(args, host, key_file), check=False)
+        done = subprocess.run(locust_command(args, host, trust), check=False)
     if (args.report / "report.html").is_file():
         print(f"otasim: report in {args.report}/ (report.html, locust_stats.csv)")
     else:

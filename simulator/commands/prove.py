@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from simulator.commands import HelpFormatter, exit_codes, positive_int
@@ -71,22 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run, extra="prove")
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM is handled as Ctrl-C while proving: every scratch folder is removed and every
-    mitmdump the proof started is stopped on the way out (exit 130)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@_terminate_as_interrupt()
 def run(args: argparse.Namespace) -> int:
     from simulator.prove.attacks import ATTACKS, Figures, proving_ground, run_attack
     from simulator.prove.mitm import (

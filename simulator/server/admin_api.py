@@ -124,6 +124,22 @@ async def app_show(request: Request, state: ServerState, key: ApiKey) -> Any:
     return store.app_info(state, path_app(request))
 
 
+async def signing_key_set(request: Request, state: ServerState, key: ApiKey) -> Any:
+    """The app's private key for a dialect whose reference server signs its answers (Expo:
+    directives, and manifests re-dated at answer time); never shown again."""
+    dialect = _path_name(request, "dialect", "dialect names")
+    check = SERVER_DIALECTS.get(dialect)
+    if check is None or check.signing_key is None:
+        signing = ", ".join(n for n, d in SERVER_DIALECTS.items() if d.signing_key is not None)
+        raise bad(f"only these dialects take a server signing key: {signing}")
+    pem = text(await body_of(request), "private_pem", max_len=16384)
+    try:
+        check.signing_key(pem.encode())
+    except ValueError as exc:
+        raise bad(f"private_pem: {exc}") from None
+    return store.set_signing_key(state, key, path_app(request), dialect, pem)
+
+
 async def file_upload(request: Request, state: ServerState, key: ApiKey) -> Any:
     app_id = path_app(request)
     store.require_app(state, app_id)
@@ -347,6 +363,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", "/api/apps", "write", app_create),
     ("GET", A, "read", app_show),
     ("PUT", A + "/files", "upload", file_upload),
+    ("PUT", A + "/signing-keys/{dialect}", "all", signing_key_set),
     ("POST", A + "/bundles", "upload", bundle_create),
     ("GET", A + "/bundles", "read", bundles_list),
     ("GET", A + "/bundles/{version}/release", "read", release_show),

@@ -87,6 +87,24 @@ def app_info(state: ServerState, app_id: str) -> dict[str, Any]:
     }
 
 
+def set_signing_key(
+    state: ServerState, key: ApiKey, app_id: str, dialect: str, private_pem: str
+) -> dict[str, Any]:
+    """Register (or replace) the key `dialect`'s answers of this app are signed with.
+
+    Raises: ApiError 404 `app_not_found`."""
+    require_app(state, app_id)
+    with transaction(state.conn) as conn:
+        conn.execute(
+            "INSERT INTO signing_keys (app_id, dialect, private_pem) VALUES (?, ?, ?) "
+            "ON CONFLICT (app_id, dialect) DO UPDATE SET private_pem = excluded.private_pem",
+            (app_id, dialect, private_pem),
+        )
+        audit(conn, key, "signing_key.set", app_id, dialect=dialect)
+    state.changed()
+    return {"app_id": app_id, "dialect": dialect, "signs_answers": True}
+
+
 def list_apps(state: ServerState) -> list[str]:
     return [r[0] for r in state.conn.execute("SELECT app_id FROM apps ORDER BY app_id")]
 

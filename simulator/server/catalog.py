@@ -40,6 +40,7 @@ class Catalog:
         self._channels: dict[str, list[Channel]] = {}
         self._bundles: dict[tuple[str, str], Bundle] = {}
         self._override_apps: frozenset[str] | None = None
+        self._signing_keys: dict[tuple[str, str], bytes | None] = {}
 
     def app(self, app_id: str) -> App | None:
         if self._apps is None:
@@ -108,6 +109,17 @@ class Catalog:
             (app_id, update_id),
         ).fetchone()
         return str(row["name"]) if row is not None else None
+
+    def signing_key(self, app_id: str, dialect: str) -> bytes | None:
+        """The private key (PEM) registered for `dialect`'s answers of this app, or None."""
+        if (app_id, dialect) not in self._signing_keys:
+            row = self._conn.execute(
+                "SELECT private_pem FROM signing_keys WHERE app_id = ? AND dialect = ?",
+                (app_id, dialect),
+            ).fetchone()
+            pem = str(row["private_pem"]).encode() if row is not None else None
+            self._signing_keys[(app_id, dialect)] = pem
+        return self._signing_keys[(app_id, dialect)]
 
     def override(self, app_id: str, device_id: str) -> Channel | None:
         """The channel a device override points this device at, if any."""

@@ -85,6 +85,11 @@ class AdminClient:
     def app(self, app_id: str) -> dict[str, Any]:
         return dict(self._call("GET", self._app(app_id)))
 
+    def set_signing_key(self, app_id: str, dialect: str, private_pem: bytes) -> dict[str, Any]:
+        """Give the server the app's key for `dialect` (Expo: it then signs its answers)."""
+        path = f"{self._app(app_id)}/signing-keys/{quote(dialect, safe='')}"
+        return dict(self._call("PUT", path, json={"private_pem": private_pem.decode()}))
+
     def upload_file(self, app_id: str, path: Path) -> str:
         """Upload one file (streamed); returns its file id (SHA-256 of the bytes)."""
         with path.open("rb") as stream:

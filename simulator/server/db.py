@@ -17,6 +17,12 @@ CREATE TABLE IF NOT EXISTS apps (
     allow_device_custom_id INTEGER NOT NULL DEFAULT 1,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS signing_keys (  -- a dialect's key, for servers that sign answers
+    app_id TEXT NOT NULL REFERENCES apps(app_id),
+    dialect TEXT NOT NULL,
+    private_pem TEXT NOT NULL,
+    PRIMARY KEY (app_id, dialect)
+);
 CREATE TABLE IF NOT EXISTS blobs (
     file_id TEXT PRIMARY KEY,            -- sha256 hex of the stored bytes
     size INTEGER NOT NULL,

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.errors import ProtocolError, VerificationError
-from agent.protocol.base import DeviceInfo, NoUpdate, RevertToBuiltin, StatEvent, UpdateOffer
+from agent.protocol.base import (
+    UPDATE_CONFIRMED,
+    DeviceInfo,
+    NoUpdate,
+    RevertToBuiltin,
+    StatEvent,
+    UpdateOffer,
+)
 from agent.protocol.codepush import CodePushDialect
 from agent.security.codepush import package_hash, verify_package
 
@@ -167,7 +174,7 @@ def test_reports_go_to_report_status_for_the_deployment() -> None:
     base = "http://127.0.0.1:1/v0.1/public/codepush/report_status"
     config = AgentConfig(update_url="http://127.0.0.1:1/u", stats_url=base, dialect="codepush")
     info = DeviceInfo(identity, config, "1.0.2", "beta", None, HASH)
-    deploy = DIALECT.stats_request(info, [StatEvent(1, "set", "1.0.2", 0, "1.0.1")])
+    deploy = DIALECT.stats_request(info, [StatEvent(1, UPDATE_CONFIRMED, "1.0.2", 0, "1.0.1")])
     body = json.loads(deploy.body or b"")
     assert deploy.url == base + "/deploy" and body["status"] == "DeploymentSucceeded"
     assert body["deployment_key"] == "com.example.app/ios/beta"
@@ -180,8 +187,9 @@ def test_reports_go_to_report_status_for_the_deployment() -> None:
         DIALECT.stats_request(info, [StatEvent(3, "download_complete", "1.0.2", 0)]).url
         == base + "/download"
     )
-    with pytest.raises(ValueError):
-        DIALECT.stats_request(info, [StatEvent(4, "app_moved_to_foreground", "1.0.2", 0)])
+    for action in ("app_moved_to_foreground", "set"):  # activation alone reports nothing
+        with pytest.raises(ValueError):
+            DIALECT.stats_request(info, [StatEvent(4, action, "1.0.2", 0)])
     check = DIALECT.check_request(info)
     assert f"package_hash={HASH}" in check.url and "label=1.0.2" in check.url
 

@@ -82,7 +82,10 @@ def test_crash_on_boot_rolls_back_reports_and_never_again(
     after = asyncio.run(phone.run())  # rolled back at launch; 1.0.2 offered again
     assert after.current.version == "1.0.1" and after.failed_versions == ("1.0.2",)
     assert phone.downloads() == 2
-    assert counts(server, app, "1.0.2")["fails"] == 1
+    # activated but never confirmed: no DeploymentSucceeded (the SDK reports at notifyAppReady)
+    failed = counts(server, app, "1.0.2")
+    assert (failed["installs"], failed["fails"]) == (0, 1)
+    assert counts(server, app, "1.0.1")["installs"] == 1
 
 
 def package_blob(server: RunningServer, app: str) -> Path:

@@ -93,6 +93,11 @@ def test_label_is_the_update_id_without_metadata_version() -> None:
     assert result.version == "7b8a4b3c-4b8e-4a4e-9c1c-2f4f4b8a9a10"
 
 
+def test_the_offer_names_the_runtime_version_it_was_made_for() -> None:
+    body = manifest(runtimeVersion="exposdk:50.0.0")
+    assert parse(multipart([("manifest", body, signed(body))])).native_build == "exposdk:50.0.0"
+
+
 @pytest.mark.parametrize(
     ("case", "error"),
     [
@@ -186,6 +191,9 @@ def test_roll_back_to_embedded_needs_the_signature() -> None:
         b'--b0und\r\ncontent-disposition: inline; name="manifest"\r\n\r\n{}',  # not closed
         manifest(id="not-a-uuid"),
         manifest(createdAt="yesterday"),
+        manifest(runtimeVersion=None),
+        manifest(runtimeVersion=""),
+        manifest(runtimeVersion=1),
         manifest(assets="none"),
         manifest(launchAsset={"hash": HASH, "key": "x", "url": "file:///etc/passwd"}),
         manifest(

@@ -66,11 +66,12 @@ def test_only_metrics_writes_a_device_outcome() -> None:
 
 def test_the_scan_sees_each_kind_of_write() -> None:
     source = (
-        "self.outcome.crashes += 1\noutcome.failures['x'] += 1\nself.outcome.unbootable = True\n"
-        "outcome.rolled_back.add('1')\noutcome.running.append((0, 'v'))\n"
+        "self.outcome.crashes += 1\noutcome.downloads['x'] += 1\nself.outcome.unbootable = True\n"
+        "outcome.booted.add('1')\noutcome.running.append((0, 'v'))\n"
         "a, outcome.tampered = 1, 2\n"
     )
+    assert {"crashes", "downloads", "unbootable", "booted", "running", "tampered"} <= RECORDED
     assert len(writes(source)) == 6
-    untouched = "outcome.crashes\nx = outcome.failures['a']\nm.ran(outcome, 'v', 0.0)\n"
+    untouched = "outcome.crashes\nx = outcome.downloads['a']\nm.ran(outcome, 'v', 0.0)\n"
     assert writes(untouched) == []
     assert writes("mitm.tampered['flip'] += 1\nself.running = None\n") == []

@@ -10,7 +10,7 @@ import pytest
 from locust_run import Target
 
 from simulator.cli import build_parser, main
-from simulator.commands.loadtest import locust_command, locustfile
+from simulator.commands.loadtest import Trust, _given, locust_command, locustfile
 
 
 def test_usage_errors_are_one_line_and_exit_2(
@@ -26,13 +26,26 @@ def test_locust_gets_the_target_the_report_paths_and_the_extra_arguments(tmp_pat
         ["loadtest", "--server", "http://127.0.0.1:9", "-u", "7", "--processes", "2",
          "--report", str(tmp_path), "--", "--load-shape", "ramp"]
     )  # fmt: skip
-    command = locust_command(args, args.server, Path("key.pem"))
+    command = locust_command(args, args.server, Trust(Path("key.pem")))
     assert command[1:5] == ["-m", "locust", "-f", str(locustfile())]
     assert locustfile().is_file()
     joined = " ".join(command)
     assert "--host http://127.0.0.1:9 -u 7" in joined and "--headless" in command
     assert f"--csv {tmp_path / 'locust'}" in joined and "--public-key key.pem" in joined
     assert command[-4:] == ["--processes", "2", "--load-shape", "ramp"]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "expected"),
+    [("capgo", "--public-key key.pem"), ("expo", "--code-signing expo=key.pem")],
+)
+def test_the_public_key_is_the_trust_material_of_the_dialect(dialect: str, expected: str) -> None:
+    args = build_parser().parse_args(
+        ["loadtest", "--server", "http://127.0.0.1:9", "--dialect", dialect,
+         "--public-key", "key.pem"]
+    )  # fmt: skip
+    command = " ".join(locust_command(args, args.server, _given(args)))
+    assert expected in command and command.count("key.pem") == 1
 
 
 def test_a_wrong_target_is_refused_before_locust_starts(

@@ -21,6 +21,7 @@ PARAMS = {
     "device_id": str(uuid.uuid4()),
     "key_id": "999999",
     "version": "1.0.1",
+    "dialect": "expo",
 }
 
 

@@ -38,6 +38,7 @@ ADMIN_FIELDS = [
     "auto_pause_fail_ratio",
     "disable_auto_update",
     "min_update_version",
+    "private_pem",
 ]
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -139,6 +140,7 @@ def test_admin_routes_never_500(data: st.DataObject, raw: httpx.Client, fuzz_app
         "device_id": "0f673663-459a-44c0-a7f5-613f2a4af3ab",
         "key_id": "77",
         "version": "1.0.1",
+        "dialect": "expo",
     }
     url = path.replace("{key_id:int}", "{key_id}").format(**params)
     base = {"version": "1.0.1", "percent": 10, "channel": "production", "name": "k", "role": "read"}

@@ -30,6 +30,9 @@ class ServerDialect:
     name: str
     routes: Callable[[], list[Route]]
     artefacts: Artefacts | None = None  # None: the dialect needs nothing beyond Capgo's own
+    # checks a private key (PEM) the server may sign this dialect's answers with (ValueError:
+    # unusable); None: the dialect's answers are signed at publish time only
+    signing_key: Callable[[bytes], object] | None = None
 
 
 def _capgo_routes() -> list[Route]:
@@ -49,7 +52,7 @@ SERVER_DIALECTS: dict[str, ServerDialect] = {
     d.name: d
     for d in (
         ServerDialect("capgo", _capgo_routes),
-        ServerDialect("expo", expo.routes, expo.artefacts),
+        ServerDialect("expo", expo.routes, expo.artefacts, expo.signing_key),
         ServerDialect("codepush", codepush.routes, codepush.artefacts),
     )
 }

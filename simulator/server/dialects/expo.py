@@ -5,10 +5,19 @@ The app is named by the `otasim-app-id` request header (an Expo app's configured
 as a Capgo device description (`expo-platform`, `expo-runtime-version` as the native build,
 `expo-channel-name` as the default channel, `eas-client-id` as the device id, the bundle whose
 manifest id is `expo-current-update-id` as the running version) and decided by
-`device_api.check`. An offer is answered with the bundle's stored manifest, byte for byte, and
-its `expo-signature` (signed by the publisher: this server holds no key); no update with a
-`noUpdateAvailable` directive; a channel at builtin with a `rollBackToEmbedded` directive
-(unsigned, for the same reason: a device with code signing refuses it). `multipart/mixed` is
+`device_api.check`. An update whose manifest's `runtimeVersion` is not the device's
+`expo-runtime-version` is not offered (`noUpdateAvailable`). An offer is answered with the
+bundle's stored manifest, byte for byte, and its `expo-signature` (signed by the publisher); no
+update with a `noUpdateAvailable` directive;
+a channel at builtin with a `rollBackToEmbedded` directive whose `commitTime` is the answer's
+time. Without a key the directive is unsigned (a device with code signing refuses it). When
+the app's private key is registered (`PUT /api/apps/{app}/signing-keys/expo`, as Expo custom
+servers hold it), the server signs at answer time: the directive, and each manifest re-dated
+(`createdAt` = the answer's time, same id and assets), so that a channel moved back to an
+older update or to builtin outranks what the device took before. The trade-off: the order
+devices enforce is then the server's decision order, not the publisher's (a captured answer
+replays only until the device takes a later one), and the server's key can sign anything the
+app will install. `multipart/mixed` is
 answered when the device accepts it, else a bare JSON manifest with the signature in the
 response headers (204 for a directive); 406 when it accepts neither.
 
@@ -28,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simulator.expo_release import sign_manifest
+from simulator.release import ReleaseError, load_private_key
 from simulator.server.device_api import bad_request, check
 from simulator.server.dialects.decision import offered, to_builtin
 from simulator.server.model import BUILTIN
@@ -70,6 +81,18 @@ def artefacts(data: Any) -> tuple[dict[str, Any], list[str]]:
     return {"update_id": update_id, "manifest": text, "signature": signature}, []
 
 
+def signing_key(private_pem: bytes) -> object:
+    """Check a key the server may sign answers with.
+
+    Raises:
+        ValueError: not an RSA-2048 private key PEM.
+    """
+    try:
+        return load_private_key(private_pem)
+    except ReleaseError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _device(request: Request, state: ServerState) -> dict[str, object]:
     headers = request.headers
     app_id = headers.get(APP_HEADER, "")
@@ -103,19 +126,41 @@ async def manifest(request: Request) -> Response:
     if isinstance(decision, Response):
         return decision
     answer, bundle = decision
+    key = state.catalog.signing_key(info.app_id, "expo")
+    moment = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    now = moment.replace("+00:00", "Z")
     stored = offered(answer, bundle, "expo")
+    runtime = request.headers.get("expo-runtime-version", "")
+    if stored is not None and _runtime(stored) != runtime:
+        stored = None  # made for another runtime: as Expo servers, offer nothing
     if stored is not None:
-        return _manifest_answer(stored, multipart)
+        return _manifest_answer(_signed_manifest(stored, key, now), multipart)
     if to_builtin(answer):
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         directive = {"type": "rollBackToEmbedded", "parameters": {"commitTime": now}}
-        return _directive_answer(directive, multipart)
-    return _directive_answer({"type": "noUpdateAvailable"}, multipart)
+        return _directive_answer(directive, key, multipart)
+    return _directive_answer({"type": "noUpdateAvailable"}, None, multipart)
 
 
-def _manifest_answer(stored: Mapping[str, Any], multipart: bool) -> Response:
-    body = str(stored["manifest"]).encode()
-    signature = {"expo-signature": str(stored["signature"])} if stored.get("signature") else {}
+def _runtime(stored: Mapping[str, Any]) -> object:
+    return json.loads(stored["manifest"]).get("runtimeVersion")
+
+
+def _signed_manifest(
+    stored: Mapping[str, Any], key: bytes | None, now: str
+) -> tuple[bytes, str | None]:
+    """The manifest bytes and signature to serve: as published, or with a server key
+    re-dated to `now` and signed (module docstring)."""
+    if key is None:
+        return str(stored["manifest"]).encode(), stored.get("signature")
+    manifest = json.loads(stored["manifest"])
+    manifest["createdAt"] = now
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    return body, sign_manifest(body, key)
+
+
+def _manifest_answer(signed: tuple[bytes, str | None], multipart: bool) -> Response:
+    body, value = signed
+    signature = {"expo-signature": value} if value else {}
     if not multipart:
         headers = PROTOCOL_HEADERS | signature
         return Response(body, 200, headers=headers, media_type="application/json")
@@ -123,11 +168,12 @@ def _manifest_answer(stored: Mapping[str, Any], multipart: bool) -> Response:
     return _multipart(parts)
 
 
-def _directive_answer(directive: dict[str, object], multipart: bool) -> Response:
+def _directive_answer(directive: dict[str, object], key: bytes | None, multipart: bool) -> Response:
     body = json.dumps(directive, separators=(",", ":")).encode()
     if not multipart:  # a protocol v1 directive needs multipart: say "nothing" instead
         return Response(status_code=204, headers=PROTOCOL_HEADERS)
-    return _multipart([("directive", body, {})])
+    signature = {"expo-signature": sign_manifest(body, key)} if key is not None else {}
+    return _multipart([("directive", body, signature)])
 
 
 def _multipart(parts: list[tuple[str, bytes, dict[str, str]]]) -> Response:
