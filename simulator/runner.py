@@ -77,7 +77,7 @@ class RunOptions:
     artefact_retry_window_s: float | None = None
     public_key_file: Path | None = None
     app_id: str | None = None
-    http_backend: str = "aiohttp"
+    http_backend: str = "streams"
     progress: bool = True
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats

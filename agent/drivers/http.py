@@ -4,8 +4,9 @@ Drivers talk to the network only through these two protocols, so the backend is
 swappable; `agent.drivers.backends` makes a port of the backend chosen. Backends, chosen by
 measurement (docs/http.md):
 
-- asyncio: `aiohttp` (the default for fleets: httpx's async pool collapses under
-  concurrency here) and `httpx` (plain, kept available);
+- asyncio: `aiohttp` (the default: httpx's async pool collapses under concurrency here),
+  `streams` (asyncio streams + httptools: the simulator's fleets, the cheapest per request)
+  and `httpx` (plain, kept available);
 - blocking: `httpx`, and `geventhttpclient` for Locust (gevent-patched processes only).
 
 Every backend translates its library's exceptions into `agent.errors.TransportError`

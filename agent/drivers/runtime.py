@@ -23,7 +23,7 @@ from tenacity.wait import wait_base
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
-from agent.core.backoff import jittered_delay
+from agent.core.backoff import RandomSource, jittered_delay
 from agent.core.effects import (
     CommitState,
     CommitStats,
@@ -88,7 +88,7 @@ class _JitteredWait(wait_base):
     """Exponential backoff with jitter (0.5 s, 1 s, 2 s ... each in [d/2, d]), honouring a
     server hint (`retry_after_s` of the error) when it is longer."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
 
     def __call__(self, retry_state: Any) -> float:
@@ -131,7 +131,7 @@ class DeviceRuntime:
         identity: DeviceIdentity,
         *,
         now: Callable[[], float],
-        rng: random.Random | None,
+        rng: RandomSource | None,
         observer: AgentObserver | None,
         durable: bool = True,
         dialect: Dialect | None = None,
@@ -202,25 +202,35 @@ class DeviceRuntime:
     def flow(self, event: Event) -> Generator[IoEffect, list[Event], None]:
         """Handle `event` and everything it leads to; yields the effects needing the network."""
         queue: deque[Event] = deque([event])
-        while queue:
-            for effect in self.agent.handle(queue.popleft(), self.now()):
-                if isinstance(effect, SendRequest | DownloadBundle):
-                    queue.extend((yield effect))
-                    while self._deferred:
-                        queue.extend((yield self._deferred.pop(0)))
-                else:
-                    self._perform(effect)
+        try:
+            while queue:
+                for effect in self.agent.handle(queue.popleft(), self.now()):
+                    if isinstance(effect, SendRequest | DownloadBundle):
+                        queue.extend((yield effect))
+                        while self._deferred:
+                            queue.extend((yield self._deferred.pop(0)))
+                    else:
+                        self._perform(effect)
+        finally:
+            self._commit(None)
+
+    def _commit(self, effect: CommitState | CommitStats | None) -> None:
+        """Perform a commit (None: flush what a store that is not durable holds); the core
+        learns of a failed one."""
+        try:
+            if isinstance(effect, CommitState):
+                self.store.commit_state(effect.state)
+            elif isinstance(effect, CommitStats):
+                self.store.commit_stats(effect.events)
+            else:
+                self.store.flush()
+        except LocalError:
+            self.agent.commit_failed()
+            raise
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, CommitState | CommitStats):
-            try:
-                if isinstance(effect, CommitState):
-                    self.store.commit_state(effect.state)
-                else:
-                    self.store.commit_stats(effect.events)
-            except LocalError:
-                self.agent.commit_failed()
-                raise
+            self._commit(effect)
         elif isinstance(effect, DeleteBundle):
             self.store.delete_bundle(effect.bundle_id)
         elif isinstance(effect, ReportStat):
