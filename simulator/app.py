@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.scenario import Behaviour, Choice, Group, Release
+from simulator.streams import DeviceRandom
 
 BEHAVIOUR_FILE = "otasim-behaviour.json"
 DAY_S = 86_400.0
@@ -144,7 +145,9 @@ class AppUser:
     agent's `appReadyTimeout` is measured against.
     """
 
-    def __init__(self, behaviour: Behaviour, rng: random.Random, scale: float = 1.0) -> None:
+    def __init__(
+        self, behaviour: Behaviour, rng: random.Random | DeviceRandom, scale: float = 1.0
+    ) -> None:
         self.behaviour, self.rng, self.scale = behaviour, rng, scale
         self.reloads: list[tuple[int, str, float]] = []  # (boot id, bundle id, when) to settle
         self.ready: PendingReady | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from simulator.app import BUILTIN_TRAITS, AppUser, BundleTraits, read_traits
 from simulator.clock import DeviceClock, VirtualTime
 from simulator.metrics import BUILTIN, DeviceOutcome, Metrics
 from simulator.scenario import Behaviour, DiskFull
+from simulator.streams import DeviceRandom
 
 
 def file_digests(folder: Path) -> dict[str, str]:
@@ -85,7 +85,7 @@ class DeviceContext:
 
     configs: Mapping[ConfigKey, AgentConfig]  # per channel and dialect
     # a shaped port per device, on its own random stream and clock
-    http: Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]
+    http: Callable[[DeviceOutcome, DeviceRandom, DeviceClock], AsyncHttpPort]
     time: VirtualTime  # the run's
     metrics: Metrics
     pool: BundlePool
@@ -130,11 +130,11 @@ class VirtualDevice(AgentObserver):
         self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
-        self.app = AppUser(behaviour, random.Random(seed))  # the user's and the app's decisions
-        self.agent_rng = random.Random(seed + 1)  # the agent's jitter
+        self.app = AppUser(behaviour, DeviceRandom(seed, 0))  # the user's and the app's decisions
+        self.agent_rng = DeviceRandom(seed, 1)  # the agent's jitter
         self.config_key = (outcome.channel, outcome.dialect)
         stats_url = ctx.configs[self.config_key].stats_url if ctx.configs else ""
-        shaped = ctx.http(outcome, random.Random(seed + 2), self.clock)
+        shaped = ctx.http(outcome, DeviceRandom(seed, 2), self.clock)
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
         self.foreground = False

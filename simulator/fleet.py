@@ -28,6 +28,7 @@ from simulator.device import BundlePool, ConfigKey, DeviceContext, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.scenario import Scenario
+from simulator.streams import DeviceRandom
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +135,8 @@ class Fleet:
 
     def _port_factory(
         self, inner: AsyncHttpPort
-    ) -> Callable[[DeviceOutcome, random.Random, DeviceClock], AsyncHttpPort]:
-        def make(outcome: DeviceOutcome, rng: random.Random, clock: DeviceClock) -> AsyncHttpPort:
+    ) -> Callable[[DeviceOutcome, DeviceRandom, DeviceClock], AsyncHttpPort]:
+        def make(outcome: DeviceOutcome, rng: DeviceRandom, clock: DeviceClock) -> AsyncHttpPort:
             return ShapedPort(
                 inner,
                 profile(outcome.network),

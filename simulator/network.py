@@ -15,7 +15,8 @@ It really delays, throttles, cuts and corrupts bytes on their way to the agent:
 - an optional man in the middle (`Mitm`): flips bytes of bundle bodies, swaps a bundle for
   another version's bytes, or replays an older signed release in place of the current offer.
 
-Randomness comes from the `random.Random` passed in, so a seeded fleet faults identically.
+Randomness comes from the device's stream passed in (`simulator.streams`), so a seeded fleet
+faults identically.
 What a man in the middle learns from one device's traffic reaches the others only at the run's
 synchronisation points (`Mitm.take_learned` / `Mitm.commit`), in an order that does not depend
 on which device's bytes arrived first, nor on how the fleet is split into processes.
@@ -24,7 +25,6 @@ on which device's bytes arrived first, nor on how the fleet is split into proces
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -40,6 +40,8 @@ from agent.drivers.http import (
     HttpResponse,
     TransportTimeout,
 )
+
+from simulator.streams import DeviceRandom
 
 PIECE_BYTES = 16 * 1024  # bodies are re-chunked to this size so throttling is smooth
 
@@ -133,7 +135,7 @@ class OfflineSchedule:
 
     __slots__ = ("_mean_off", "_mean_on", "_offline", "_rng", "_until")
 
-    def __init__(self, fraction: float, mean_off_s: float, rng: random.Random, start: float):
+    def __init__(self, fraction: float, mean_off_s: float, rng: DeviceRandom, start: float):
         self._rng = rng
         self._mean_off = mean_off_s
         self._mean_on = mean_off_s * (1 - fraction) / fraction
@@ -207,7 +209,7 @@ class Mitm:
             known: dict[str, object] = getattr(self, what)
             known.setdefault(key, value)
 
-    def rewrite_offer(self, request: bytes, body: bytes, rng: random.Random, stamp: Stamp) -> bytes:
+    def rewrite_offer(self, request: bytes, body: bytes, rng: DeviceRandom, stamp: Stamp) -> bytes:
         """Record an /updates offer; in replay mode, maybe answer the oldest known offer
         instead (of an offer or of "up to date") to a device not running that version."""
         answer = _json_object(body)
@@ -314,7 +316,7 @@ class ShapedPort:
         inner: AsyncHttpPort,
         profile: NetworkProfile,
         *,
-        rng: random.Random,
+        rng: DeviceRandom,
         clock: SimClock,
         index: int = 0,
         mitm: Mitm | None = None,
@@ -352,7 +354,7 @@ class ShapedPort:
             )
             if body is not response.body:
                 headers = {**response.headers, "content-length": str(len(body))}
-                response = HttpResponse(response.status, headers, body)
+                response = HttpResponse(response.status, headers, body, response.url)
         return response
 
     @asynccontextmanager

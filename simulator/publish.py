@@ -9,6 +9,7 @@ dist folder, uploads the files they need, and returns the data stored with the b
 
 from __future__ import annotations
 
+import base64
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,29 @@ class DialectSource:
 DialectStep = Callable[[DialectSource], dict[str, Any]]
 
 
+def _capawesome(source: DialectSource) -> dict[str, Any]:
+    """The plain zip, its SHA-256 and, with a key, the SHA256withRSA signature over it."""
+    checksum = release.file_sha256(source.zip_path)
+    data = {"file_id": source.upload(source.zip_path), "checksum": checksum}
+    if source.private_pem is not None:
+        data["signature"] = release.sign_file_digest(source.private_pem, checksum)
+    return data
+
+
+def _appflow(source: DialectSource) -> dict[str, Any]:
+    """Every file of the dist folder (unpacked from the zip when given a zip), uploaded, with
+    its size and SRI sha256 hash: the snapshot's `pro-manifest.json`."""
+    dist = _dist_of(source)
+    files = []
+    for path in release.dist_files(dist):
+        digest = base64.b64encode(bytes.fromhex(release.file_sha256(path))).decode()
+        files.append({
+            "href": path.relative_to(dist).as_posix(), "size": path.stat().st_size,
+            "integrity": f"sha256-{digest}", "file_id": source.upload(path),
+        })  # fmt: skip
+    return {"files": files}
+
+
 def _dist_of(source: DialectSource) -> Path:
     """The dist folder of the release (the plain zip unpacked, when a zip was published)."""
     if source.dist is not None:
@@ -80,7 +104,12 @@ def _codepush_step(source: DialectSource) -> dict[str, Any]:
     return {"file_id": source.upload(package.zip_path), "package_hash": package.package_hash}
 
 
-DIALECT_STEPS: dict[str, DialectStep] = {"expo": _expo_step, "codepush": _codepush_step}
+DIALECT_STEPS: dict[str, DialectStep] = {
+    "expo": _expo_step,
+    "codepush": _codepush_step,
+    "capawesome": _capawesome,
+    "appflow": _appflow,
+}
 """Each dialect beyond Capgo whose bundles need artefacts of their own, by dialect name."""
 
 DIALECT_TRUST: dict[str, Callable[[bytes], str]] = {

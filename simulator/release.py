@@ -37,7 +37,7 @@ from agent.security.session import (
     SessionKey,
     recover_session_key,
 )
-from cryptography.hazmat.primitives import padding, serialization
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric import rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -107,6 +107,19 @@ def sign_checksum(private: rsa.RSAPrivateKey, sha256_hex: str, fmt: ChecksumForm
     if fmt == "v3":
         return private_encrypt(private, bytes.fromhex(sha256_hex)).hex()
     return base64.b64encode(private_encrypt(private, base64.b64decode(sha256_hex))).decode()
+
+
+def sign_file_digest(private_pem: bytes, sha256_hex: str) -> str:
+    """SHA256withRSA (PKCS#1 v1.5) over the file whose SHA-256 is `sha256_hex`, base64: the
+    detached signature of the "file" integrity scheme (Capawesome).
+
+    Raises:
+        ReleaseError: the key is unusable.
+    """
+    signature = load_private_key(private_pem).sign(
+        bytes.fromhex(sha256_hex), rsa_padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
+    )
+    return base64.b64encode(signature).decode()
 
 
 def new_session_key() -> SessionKey:

@@ -77,7 +77,7 @@ class RunOptions:
     artefact_retry_window_s: float | None = None
     public_key_file: Path | None = None
     app_id: str | None = None
-    http_backend: str = "aiohttp"
+    http_backend: str = "streams"
     progress: bool = True
     processes: int = 1  # fleet shards, one event loop each
     flush_wait_s: float = 600.0  # simulated seconds each device may spend delivering stats
@@ -333,8 +333,9 @@ def _expected(releases: Mapping[str, Path], into: Path) -> dict[str, dict[str, s
 def _trust(dialect: str, setup: _Setup) -> dict[str, str | None]:
     """What the app embeds to verify releases: Capgo's public key, or for another dialect its
     own form of the publisher's key (derived from the embedded run's key; for your own server,
-    the --public-key file holds it: an Expo certificate, a CodePush public key)."""
-    if dialect == DEFAULT_DIALECT:
+    the --public-key file holds it: an Expo certificate, a CodePush public key). Capawesome
+    reads Capgo's key (a dialect without keys, Appflow, ignores it)."""
+    if dialect not in DIALECT_TRUST:
         return {"public_key": setup.public_pem or None}
     if setup.private_pem:
         return {"code_signing_pem": DIALECT_TRUST[dialect](setup.private_pem)}

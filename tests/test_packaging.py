@@ -23,7 +23,11 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OWN = {"agent", "simulator", "loadtests"}
 # The agent modules allowed to import an extra's package: the HTTP backends, imported only
 # when asked for (agent.drivers.backends).
-AGENT_BACKENDS = {"agent.drivers.http_aiohttp", "agent.drivers.http_gevent"}
+AGENT_BACKENDS = {
+    "agent.drivers.http_aiohttp",
+    "agent.drivers.http_gevent",
+    "agent.drivers.http_streams",
+}
 # Scripts run by another program's Python, never imported by otasim: mitmdump loads the
 # attacker's addon in mitmproxy's own venv (`make mitm`).
 FOREIGN = {"simulator.prove.mitm_addon"}

@@ -47,6 +47,11 @@ class ZipPipeline:
         self._sink = sink
         self.verifier = verification.verifier()
 
+    def check_against(self, verification: BundleVerification) -> None:
+        """Check the end against `verification` (the same decryption; a digest, checksum or
+        signature learned since, from the download's response head)."""
+        self._plan = verification
+
     @property
     def bytes_in(self) -> int:
         """Raw bytes fed so far."""

@@ -98,11 +98,12 @@ class Agent:
         rng: RandomSource,
         dialect: Dialect,
         key_id: str | None = None,
-        content_id: Callable[[str | None], str | None] | None = None,
+        content_id: Callable[[UpdateOffer], str | None] | None = None,
         open_release: Callable[[UpdateOffer | NoUpdate], ReleaseDocument] | None = None,
     ) -> None:
-        """`content_id` maps an offer's checksum to its content identity (default: the checksum
-        lower-cased; the drivers pass the digest the app's public key recovers from it).
+        """`content_id` maps an offer to its content identity (default: the checksum
+        lower-cased; the drivers pass `agent.security.verify.offer_content_id`: the digest the
+        app's public key recovers from a signed checksum, or a file signature's identity).
         `open_release` verifies an answer's signed release document (strict mode; raises
         `VerificationError`)."""
         self.config = config

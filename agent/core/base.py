@@ -83,6 +83,7 @@ class Ledger:
             self.state.channel or self.config.default_channel,
             self.key_id,
             running.content if running is not None else None,
+            self.state.current == BUILTIN,
         )
 
     def version(self, bundle_id: str) -> str:

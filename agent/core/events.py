@@ -51,6 +51,7 @@ class ResponseReceived:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    url: str = ""  # the URL that answered, after redirects ("" when not known)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ published after an attack always gets in once the network is clean.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.core.versions import is_downgrade
+from agent.protocol.base import UpdateOffer
 
 MAX_CONFIRMED_CONTENT = 64
 """Content identities remembered (newest kept): a replay of older content than the 64th last
@@ -44,9 +46,18 @@ class Refusal:
     metadata: Mapping[str, str]
 
 
-def plain_content_id(checksum: str | None) -> str | None:
-    """The content identity of a checksum when no key recovers a digest: the hex, lower-cased."""
-    return checksum.strip().lower() or None if checksum else None
+def plain_content_id(offer: UpdateOffer) -> str | None:
+    """The content identity of an offer when no key is configured: its checksum's hex,
+    lower-cased (a signature names nothing a device without the key can check); for an offer
+    that is only a file list (Appflow), `files:` and the SHA-256 of its sorted `name:hash`
+    lines, so the same files under any URLs are the same content."""
+    checksum = offer.checksum
+    if checksum:
+        return checksum.strip().lower() or None
+    if offer.manifest:
+        lines = sorted(f"{e.file_name}:{e.file_hash.lower()}" for e in offer.manifest)
+        return "files:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return None
 
 
 def remember(confirmed: Mapping[str, str], content: str, version: str) -> dict[str, str]:

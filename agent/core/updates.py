@@ -61,19 +61,20 @@ class Updates:
         *,
         rng: RandomSource,
         dialect: Dialect,
-        content_id: Callable[[str | None], str | None],
+        content_id: Callable[[UpdateOffer], str | None],
         open_release: Callable[[UpdateOffer | NoUpdate], ReleaseDocument] | None,
     ) -> None:
         self._ledger = ledger
         self._rng = rng
         self.dialect = dialect
-        self._content_id = content_id  # offer checksum -> content identity (pure)
+        self._content_id = content_id  # offer -> content identity (pure)
         # strict mode, or a dialect that verifies signed answers itself (Expo): the release
         self._open_release = open_release
         self.activity = Activity.IDLE
         self.job: DownloadJob | None = None  # set exactly while DOWNLOADING
         self._downgrades_reported: set[str] = set()  # "version:checksum" refused this run
         self._last_check: tuple[DeviceInfo, OutgoingRequest] | None = None  # (info, request)
+        self._listing_for: UpdateOffer | None = None  # an offer whose file list is on its way
 
     def move(self, move: Move) -> None:
         self.activity = advance(self.activity, move)
@@ -107,10 +108,23 @@ class Updates:
             if event.status == 429:
                 self._ledger.block(hint, now)
         elif event.name == "/updates" and self.checking:
+            listed, self._listing_for = self._listing_for, None
             try:
-                result = self.dialect.parse_check(event.status, event.headers, event.body, now)
+                if listed is None:
+                    result = self.dialect.parse_check(event.status, event.headers, event.body, now)
+                else:  # relative hrefs resolve against where the list came from
+                    listed = replace(listed, listing_url=event.url or listed.listing_url)
+                    result = self.dialect.parse_listing(
+                        listed, event.status, event.headers, event.body
+                    )
             except ProtocolError as exc:
                 result = NoUpdate("failed", "malformed_answer", str(exc), status=event.status)
+            if isinstance(result, UpdateOffer) and result.listing_url and result.manifest is None:
+                # the offer's file list is a second exchange of the same check (Appflow)
+                self._listing_for = result
+                info = self._ledger.device_info()
+                self._ledger.out.append(SendRequest(self.dialect.listing_request(info, result)))
+                return
             self._on_check_result(now, result)
 
     def on_transport_failed(self, event: ev.TransportFailed, now: float) -> None:
@@ -118,6 +132,7 @@ class Updates:
             hint = event.error.retry_after_s if isinstance(event.error, RateLimited) else None
             self._ledger.stats.settle(StatsOutcome.REQUEUE, hint, now)
         elif event.name == "/updates" and self.checking:
+            self._listing_for = None
             self._on_check_result(
                 now, NoUpdate("failed", "transport_error", str(event.error), status=0)
             )
@@ -233,7 +248,7 @@ class Updates:
         if offer.breaking:
             self._ledger.emit("breakingAvailable", version=offer.version)
             self._ledger.emit("majorAvailable", version=offer.version)
-        content = offer.package_hash or self._content_id(offer.checksum)
+        content = offer.package_hash or self._content_id(offer)
         if self._runs(self._ledger.state.current, offer.version, content) or self._refuses(
             now, offer, content
         ):

@@ -10,11 +10,11 @@ worker thread so the event loop never blocks on a large bundle.
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.core.backoff import RandomSource
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -63,7 +63,7 @@ class AsyncDevice:
         http: AsyncHttpPort,
         *,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
+        rng: RandomSource | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
         dialect: Dialect | None = None,

@@ -11,7 +11,7 @@ from typing import Final, Literal
 
 from agent.drivers.http import AsyncHttpPort, SyncHttpPort, ssl_context_for
 
-AsyncBackend = Literal["aiohttp", "httpx"]
+AsyncBackend = Literal["streams", "aiohttp", "httpx"]
 SyncBackend = Literal["httpx", "geventhttpclient"]
 
 DEFAULT_ASYNC_BACKEND: Final[AsyncBackend] = "aiohttp"  # measured: docs/http.md
@@ -37,6 +37,10 @@ def make_async_port(
     if max_connections < 1:
         raise ValueError("max_connections must be >= 1")
     context = ssl_context_for(verify)
+    if backend == "streams":
+        from agent.drivers.http_streams import StreamsPort
+
+        return StreamsPort(context, max_connections=max_connections)
     if backend == "aiohttp":
         from agent.drivers.http_aiohttp import AiohttpPort
 
@@ -45,7 +49,7 @@ def make_async_port(
         from agent.drivers.http_httpx import HttpxAsyncPort
 
         return HttpxAsyncPort(context, max_connections=max_connections)
-    raise ValueError(f"unknown async HTTP backend {backend!r} (aiohttp, httpx)")
+    raise ValueError(f"unknown async HTTP backend {backend!r} (streams, aiohttp, httpx)")
 
 
 def make_sync_port(

@@ -51,7 +51,7 @@ from agent.errors import LocalError, VerificationError
 from agent.protocol.base import UpdateOffer
 from agent.protocol.capgo import retry_hint
 from agent.security.keys import PublicKey
-from agent.security.verify import BundleVerification, plan_bundle_verification
+from agent.security.verify import BundleVerification, plan_offer_verification
 from agent.store import DeviceStore
 
 REPLAY_CHUNK = 256 * 1024
@@ -228,9 +228,7 @@ class BundleFetch(MachineTransfer):
         """Raises:
         VerificationError: the offer can never verify (`checksum_required`, `decrypt_fail`).
         """
-        self._plan = plan_bundle_verification(
-            self.offer.checksum, self.offer.session_key, self._public_key
-        )
+        self._plan = plan_offer_verification(self.offer, self._public_key)
 
     def transfers(self) -> Iterator[Transfer]:
         yield self
@@ -261,6 +259,14 @@ class BundleFetch(MachineTransfer):
             timeout_s=self.config.response_timeout_s,
             deadline=fetch.deadline,
         )
+
+    def open(self, status: int, headers: Mapping[str, str]) -> None:
+        """Check the response head (see `MachineTransfer.open`); the "file" integrity scheme
+        may take its checksum from it (`X-Checksum`, `agent.security.file_integrity`)."""
+        super().open(status, headers)
+        assert self._plan is not None and self._pipeline is not None
+        self._plan = self._plan.with_headers(headers)
+        self._pipeline.check_against(self._plan)
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body (raises the core's `StopAttempt`)."""

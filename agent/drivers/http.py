@@ -4,8 +4,9 @@ Drivers talk to the network only through these two protocols, so the backend is
 swappable; `agent.drivers.backends` makes a port of the backend chosen. Backends, chosen by
 measurement (docs/http.md):
 
-- asyncio: `aiohttp` (the default for fleets: httpx's async pool collapses under
-  concurrency here) and `httpx` (plain, kept available);
+- asyncio: `aiohttp` (the default: httpx's async pool collapses under concurrency here),
+  `streams` (asyncio streams + httptools: the simulator's fleets, the cheapest per request)
+  and `httpx` (plain, kept available);
 - blocking: `httpx`, and `geventhttpclient` for Locust (gevent-patched processes only).
 
 Every backend translates its library's exceptions into `agent.errors.TransportError`
@@ -90,6 +91,7 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]  # keys lower-cased
     body: bytes
+    url: str = ""  # the URL that answered, after redirects ("" when not known)
 
 
 class StreamedResponse(Protocol):
@@ -290,10 +292,12 @@ def follow_redirects(
     open_once: Callable[[HttpRequest], _R],
     head: Callable[[_R], tuple[int, str | None]],
     release: Callable[[_R], None],
+    visited: list[str] | None = None,
 ) -> _R:
     """Open `request`, following redirects (see `redirected`); returns the final response.
 
-    `head` gives a response's status and Location; `release` frees a redirect's response.
+    `head` gives a response's status and Location; `release` frees a redirect's response;
+    `visited`, when given, gets each URL opened (the last one answered).
 
     Raises:
         TransportError: from `open_once`; InsecureRedirect, InvalidUrl; ConnectionLost after
@@ -301,6 +305,8 @@ def follow_redirects(
     """
     for _ in range(MAX_REDIRECTS + 1):
         response = open_once(checked(request))
+        if visited is not None:
+            visited.append(request.url)
         status, location = head(response)
         if status not in REDIRECTS or not location:
             return response
@@ -314,10 +320,13 @@ async def afollow_redirects(
     open_once: Callable[[HttpRequest], Awaitable[_R]],
     head: Callable[[_R], tuple[int, str | None]],
     release: Callable[[_R], Awaitable[None]],
+    visited: list[str] | None = None,
 ) -> _R:
     """`follow_redirects` for asyncio backends."""
     for _ in range(MAX_REDIRECTS + 1):
         response = await open_once(checked(request))
+        if visited is not None:
+            visited.append(request.url)
         status, location = head(response)
         if status not in REDIRECTS or not location:
             return response

@@ -86,7 +86,9 @@ class AiohttpPort:
             )
         return self._session
 
-    async def _open(self, request: HttpRequest, raw: bool) -> aiohttp.ClientResponse:
+    async def _open(
+        self, request: HttpRequest, raw: bool, visited: list[str] | None = None
+    ) -> aiohttp.ClientResponse:
         async def open_once(hop: HttpRequest) -> aiohttp.ClientResponse:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=hop.timeout_s, sock_read=hop.timeout_s
@@ -110,7 +112,7 @@ class AiohttpPort:
         def head(response: aiohttp.ClientResponse) -> tuple[int, str | None]:
             return response.status, response.headers.get("location")
 
-        return await afollow_redirects(request, open_once, head, release)
+        return await afollow_redirects(request, open_once, head, release, visited)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -121,14 +123,16 @@ class AiohttpPort:
         request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
-                response = await self._open(request, raw=False)
+                visited: list[str] = []
+                response = await self._open(request, raw=False, visited=visited)
                 try:
                     body = await self._read_capped(response, request)
                 finally:
                     response.release()
         except _ERRORS as exc:
             raise _translate(exc, request) from exc
-        return HttpResponse(response.status, lower_headers(response.headers.items()), body)
+        headers = lower_headers(response.headers.items())
+        return HttpResponse(response.status, headers, body, visited[-1])
 
     @staticmethod
     async def _read_capped(response: aiohttp.ClientResponse, request: HttpRequest) -> bytes:

@@ -110,7 +110,9 @@ class GeventPort:
 
         return _bounded(request, request_once)
 
-    def _open(self, request: HttpRequest, raw: bool) -> HTTPSocketPoolResponse:
+    def _open(
+        self, request: HttpRequest, raw: bool, visited: list[str] | None = None
+    ) -> HTTPSocketPoolResponse:
         def open_once(hop: HttpRequest) -> HTTPSocketPoolResponse:
             return self._open_once(hop, stream_headers(hop) if raw else send_headers(hop))
 
@@ -122,7 +124,7 @@ class GeventPort:
             _bounded(request, response.read)
             response.release()
 
-        return follow_redirects(request, open_once, head, release)
+        return follow_redirects(request, open_once, head, release, visited)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -131,7 +133,8 @@ class GeventPort:
             TransportError: a `agent.drivers.http` subclass saying what failed.
         """
         request = begin(request)
-        response = self._open(request, raw=False)
+        visited: list[str] = []
+        response = self._open(request, raw=False, visited=visited)
         try:
             length = response.content_length
             if length is not None and length > request.max_body_bytes:
@@ -147,7 +150,9 @@ class GeventPort:
             body = decoder.finish()
         finally:
             response.release()
-        return HttpResponse(response.status_code, lower_headers(response.items()), body)
+        return HttpResponse(
+            response.status_code, lower_headers(response.items()), body, visited[-1]
+        )
 
     @contextmanager
     def stream(self, request: HttpRequest) -> Iterator[_Streamed]:

@@ -148,8 +148,9 @@ def _decoder(response: httpx.Response, request: HttpRequest) -> CappedDecoder:
     return CappedDecoder(request, response.headers.get("content-encoding"))
 
 
-def _result(response: httpx.Response, body: bytes) -> HttpResponse:
-    return HttpResponse(response.status_code, lower_headers(response.headers.multi_items()), body)
+def _result(response: httpx.Response, body: bytes, url: str) -> HttpResponse:
+    headers = lower_headers(response.headers.multi_items())
+    return HttpResponse(response.status_code, headers, body, url)
 
 
 @dataclass
@@ -189,7 +190,9 @@ class HttpxAsyncPort:
             verify=ssl_context, limits=_limits(max_connections), trust_env=False
         )
 
-    async def _open(self, request: HttpRequest, raw: bool) -> httpx.Response:
+    async def _open(
+        self, request: HttpRequest, raw: bool, visited: list[str] | None = None
+    ) -> httpx.Response:
         async def open_once(hop: HttpRequest) -> httpx.Response:
             try:
                 return await self._client.send(_build(self._client, hop, raw), stream=True)
@@ -199,7 +202,7 @@ class HttpxAsyncPort:
         async def release(response: httpx.Response) -> None:
             await response.aclose()
 
-        return await afollow_redirects(request, open_once, _head, release)
+        return await afollow_redirects(request, open_once, _head, release, visited)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -210,12 +213,13 @@ class HttpxAsyncPort:
         request = begin(request)
         try:
             async with asyncio.timeout(request.left()):
-                response = await self._open(request, raw=False)
+                visited: list[str] = []
+                response = await self._open(request, raw=False, visited=visited)
                 try:
                     decoder = _decoder(response, request)
                     async for chunk in response.aiter_raw():
                         decoder.feed(chunk)
-                    return _result(response, decoder.finish())
+                    return _result(response, decoder.finish(), visited[-1])
                 finally:
                     await response.aclose()
         except _ERRORS as exc:
@@ -262,14 +266,16 @@ class HttpxSyncPort:
         )
         self._client = httpx.Client(transport=transport, trust_env=False)
 
-    def _open(self, request: HttpRequest, raw: bool) -> httpx.Response:
+    def _open(
+        self, request: HttpRequest, raw: bool, visited: list[str] | None = None
+    ) -> httpx.Response:
         def open_once(hop: HttpRequest) -> httpx.Response:
             try:
                 return self._client.send(_build(self._client, hop, raw), stream=True)
             except _ERRORS as exc:
                 raise _translate(exc, hop) from exc
 
-        return follow_redirects(request, open_once, _head, httpx.Response.close)
+        return follow_redirects(request, open_once, _head, httpx.Response.close, visited)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send and read the whole (small) body.
@@ -280,12 +286,13 @@ class HttpxSyncPort:
         request = begin(request)
         token = _DEADLINE.set(request.deadline)
         try:
-            response = self._open(request, raw=False)
+            visited: list[str] = []
+            response = self._open(request, raw=False, visited=visited)
             try:
                 decoder = _decoder(response, request)
                 for chunk in response.iter_raw():
                     decoder.feed(chunk)
-                return _result(response, decoder.finish())
+                return _result(response, decoder.finish(), visited[-1])
             except _ERRORS as exc:
                 raise _translate(exc, request) from exc
             finally:

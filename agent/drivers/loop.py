@@ -136,7 +136,11 @@ class DriverLoop:
                 response = yield from self.exchange(effect.request)
             except TransportError as exc:
                 return [TransportFailed(name, exc)]
-            return [ResponseReceived(name, response.status, response.headers, response.body)]
+            return [
+                ResponseReceived(
+                    name, response.status, response.headers, response.body, response.url
+                )
+            ]
         return (yield from self._download(effect))
 
     def exchange(self, outgoing: OutgoingRequest) -> Ops[HttpResponse]:

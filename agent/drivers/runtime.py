@@ -23,7 +23,7 @@ from tenacity.wait import wait_base
 
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
-from agent.core.backoff import jittered_delay
+from agent.core.backoff import RandomSource, jittered_delay
 from agent.core.effects import (
     CommitState,
     CommitStats,
@@ -64,10 +64,10 @@ from agent.protocol.base import (
     UpdateOffer,
 )
 from agent.protocol.capgo import retry_hint
-from agent.protocol.registry import dialect_for
-from agent.security.checksum import signed_content_id
+from agent.protocol.registry import dialect_for, dialect_spec
 from agent.security.keys import PublicKey, load_public_key
 from agent.security.release import verified_release
+from agent.security.verify import offer_content_id
 from agent.store import DeviceStore, FreeSpace, disk_free
 
 IoEffect = SendRequest | DownloadBundle
@@ -88,7 +88,7 @@ class _JitteredWait(wait_base):
     """Exponential backoff with jitter (0.5 s, 1 s, 2 s ... each in [d/2, d]), honouring a
     server hint (`retry_after_s` of the error) when it is longer."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
 
     def __call__(self, retry_state: Any) -> float:
@@ -131,7 +131,7 @@ class DeviceRuntime:
         identity: DeviceIdentity,
         *,
         now: Callable[[], float],
-        rng: random.Random | None,
+        rng: RandomSource | None,
         observer: AgentObserver | None,
         durable: bool = True,
         dialect: Dialect | None = None,
@@ -141,9 +141,8 @@ class DeviceRuntime:
         self.now = now
         self.rng = rng or random.Random()
         self.observer = _complete(observer)
-        self.public_key: PublicKey | None = (
-            load_public_key(config.public_key) if config.public_key else None
-        )
+        key_text = config.public_key if dialect_spec(config.dialect).uses_key else None
+        self.public_key: PublicKey | None = load_public_key(key_text) if key_text else None
         self.store, state, stats = DeviceStore.open(folder, durable=durable, free_space=free_space)
         spoken = dialect or dialect_for(config)
         self.agent = Agent(
@@ -155,7 +154,7 @@ class DeviceRuntime:
             dialect=spoken,
             key_id=self.public_key.key_id if self.public_key else None,
             content_id=(
-                functools.partial(signed_content_id, public_key=self.public_key)
+                functools.partial(offer_content_id, public_key=self.public_key)
                 if self.public_key
                 else None
             ),
@@ -203,25 +202,35 @@ class DeviceRuntime:
     def flow(self, event: Event) -> Generator[IoEffect, list[Event], None]:
         """Handle `event` and everything it leads to; yields the effects needing the network."""
         queue: deque[Event] = deque([event])
-        while queue:
-            for effect in self.agent.handle(queue.popleft(), self.now()):
-                if isinstance(effect, SendRequest | DownloadBundle):
-                    queue.extend((yield effect))
-                    while self._deferred:
-                        queue.extend((yield self._deferred.pop(0)))
-                else:
-                    self._perform(effect)
+        try:
+            while queue:
+                for effect in self.agent.handle(queue.popleft(), self.now()):
+                    if isinstance(effect, SendRequest | DownloadBundle):
+                        queue.extend((yield effect))
+                        while self._deferred:
+                            queue.extend((yield self._deferred.pop(0)))
+                    else:
+                        self._perform(effect)
+        finally:
+            self._commit(None)
+
+    def _commit(self, effect: CommitState | CommitStats | None) -> None:
+        """Perform a commit (None: flush what a store that is not durable holds); the core
+        learns of a failed one."""
+        try:
+            if isinstance(effect, CommitState):
+                self.store.commit_state(effect.state)
+            elif isinstance(effect, CommitStats):
+                self.store.commit_stats(effect.events)
+            else:
+                self.store.flush()
+        except LocalError:
+            self.agent.commit_failed()
+            raise
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, CommitState | CommitStats):
-            try:
-                if isinstance(effect, CommitState):
-                    self.store.commit_state(effect.state)
-                else:
-                    self.store.commit_stats(effect.events)
-            except LocalError:
-                self.agent.commit_failed()
-                raise
+            self._commit(effect)
         elif isinstance(effect, DeleteBundle):
             self.store.delete_bundle(effect.bundle_id)
         elif isinstance(effect, ReportStat):

@@ -8,12 +8,12 @@ Under gevent's monkey-patching, sockets, `time.sleep` and the device lock yield.
 
 from __future__ import annotations
 
-import random
 import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.core.backoff import RandomSource
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -60,7 +60,7 @@ class SyncDevice:
         http: SyncHttpPort,
         *,
         clock: SyncClock | None = None,
-        rng: random.Random | None = None,
+        rng: RandomSource | None = None,
         observer: AgentObserver | None = None,
         durable: bool = True,
         dialect: Dialect | None = None,

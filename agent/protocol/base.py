@@ -1,9 +1,10 @@
 """What every server dialect speaks: typed requests out, typed answers in.
 
-A dialect (Capgo today; Expo, CodePush, ... later) is a set of pure functions: it builds the
-bytes of a request from a `DeviceInfo` and parses a status/headers/body into one of the typed
-results below. The core only sees these types, so a new dialect plugs in without touching it.
-Parsers never raise anything but `agent.errors.ProtocolError` on bad input.
+A dialect (Capgo, Capawesome, Appflow, ...: `agent.protocol.registry` lists them) is a set of
+pure functions: it builds the bytes of a request from a `DeviceInfo` and parses a
+status/headers/body into one of the typed results below. The core only sees these types, so a
+new dialect plugs in without touching it. Parsers never raise anything but
+`agent.errors.ProtocolError` on bad input.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceIdentity
+from agent.errors import ProtocolError
 
 CheckKind = Literal["up_to_date", "blocked", "failed"]
+IntegrityScheme = Literal["capgo", "file"]
+"""How an offer proves its bundle: Capgo's checksum forms (signed and encrypted with a key),
+or "file": a SHA-256 hex checksum of the downloaded file and/or an RSA PKCS#1 v1.5 SHA-256
+signature over it (`agent.security.file_integrity`)."""
 MAX_RATE_LIMIT_S = 24 * 3600.0
 RELEASE_FIELD = "otasim_release"
 """The answer field holding otasim's signed release document (`agent.security.release`)."""
@@ -68,6 +74,7 @@ class DeviceInfo:
     channel: str | None  # locally stored channel, else config.default_channel
     key_id: str | None  # of config.public_key, sent only when a key is configured
     current_content: str | None = None  # the running bundle's content identity (Expo: its id)
+    on_builtin: bool = False  # the bundle running now is the one shipped in the binary
 
 
 UPDATE_CONFIRMED: Final = "update_confirmed"
@@ -116,6 +123,9 @@ class UpdateOffer:
     # the native build the update was made for (Expo's runtimeVersion): the core refuses it on
     # another build (`runtime_mismatch`); None: the dialect does not say
     native_build: str | None = None
+    integrity: IntegrityScheme = "capgo"
+    signature: str | None = None  # the "file" scheme's signature (base64)
+    listing_url: str | None = None  # the file list is fetched from here first (Appflow)
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,36 @@ class ChannelListing:
     allow_self_set: bool
 
 
+class WithoutListing:
+    """For dialects whose offers carry everything (no `listing_url`): the core never asks
+    them for a file list."""
+
+    def listing_request(self, info: DeviceInfo, offer: UpdateOffer) -> OutgoingRequest:
+        raise ProtocolError(f"offer {offer.version}: this dialect has no file list to fetch")
+
+    def parse_listing(
+        self, offer: UpdateOffer, status: int, headers: Mapping[str, str], body: bytes
+    ) -> CheckResult:
+        raise ProtocolError(f"offer {offer.version}: this dialect has no file list to parse")
+
+
+class WithoutReports:
+    """For dialects with no open report API: devices queue no stats (no action is reported,
+    and their stats URL is empty). Their channel calls: `agent.protocol.nochannel`."""
+
+    stats_batch_size = 1
+    stores_channel_locally = True
+    reported_actions: frozenset[str] = frozenset()
+
+    def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest:
+        raise ProtocolError("this dialect has no report API")
+
+    def parse_stats(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> tuple[StatsOutcome, float | None]:
+        return StatsOutcome.DROP, None
+
+
 class Dialect(Protocol):
     """A server dialect: request builders and answer parsers, all pure."""
 
@@ -190,6 +230,17 @@ class Dialect(Protocol):
     def parse_check(
         self, status: int, headers: Mapping[str, str], body: bytes, now: float
     ) -> CheckResult: ...
+
+    def listing_request(self, info: DeviceInfo, offer: UpdateOffer) -> OutgoingRequest:
+        """The request for an offer's file list (only for offers with a `listing_url`; named
+        "/updates": it is the second exchange of the check)."""
+        ...
+
+    def parse_listing(
+        self, offer: UpdateOffer, status: int, headers: Mapping[str, str], body: bytes
+    ) -> CheckResult:
+        """`offer` with its `manifest` from the file list (or why there is no update)."""
+        ...
 
     def stats_request(self, info: DeviceInfo, events: Sequence[StatEvent]) -> OutgoingRequest: ...
 

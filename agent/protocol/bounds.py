@@ -11,6 +11,7 @@ stores and prints (versions) and URLs it will fetch are checked by `check_label`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -118,6 +119,7 @@ def check_label(value: str, field: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # a fleet asks about the same few URLs per request
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be fetched (None when it can): never raises.
 

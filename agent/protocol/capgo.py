@@ -37,6 +37,7 @@ from agent.protocol.base import (
     StatEvent,
     StatsOutcome,
     UpdateOffer,
+    WithoutListing,
 )
 from agent.protocol.bounds import (
     check_label,
@@ -148,6 +149,22 @@ def retry_hint(headers: Mapping[str, str], data: Any, now: float) -> float | Non
     return min(seconds, MAX_RATE_LIMIT_S)
 
 
+def failed_check(
+    status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> RateLimitHint | NoUpdate:
+    """A non-200 check answer of a dialect without Capgo's error bodies: 429 is a rate limit
+    (with the server's hint), anything else a failed check named `http_<status>` (with a JSON
+    `message`, or `error.message`, when the body has one)."""
+    data = _load_lenient(body)
+    if status == 429:
+        return RateLimitHint("too_many_requests", retry_hint(headers, data, now))
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if message is None and isinstance(data, dict):
+        message = data.get("message")
+    return NoUpdate("failed", f"http_{status}", str(message or ""), status=status)
+
+
 def stats_outcome(
     status: int, headers: Mapping[str, str], body: bytes, now: float
 ) -> tuple[StatsOutcome, float | None]:
@@ -162,7 +179,7 @@ def stats_outcome(
     return StatsOutcome.DROP, None
 
 
-class CapgoDialect:
+class CapgoDialect(WithoutListing):
     """Builders and parsers for the Capgo plugin protocol. Pure; see `Dialect`."""
 
     name = "capgo"

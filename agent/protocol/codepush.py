@@ -43,6 +43,7 @@ from agent.protocol.base import (
     StatEvent,
     StatsOutcome,
     UpdateOffer,
+    WithoutListing,
 )
 from agent.protocol.bounds import check_label, load_json, load_json_lenient, url_problem
 from agent.protocol.capgo import retry_hint, stats_outcome
@@ -64,7 +65,7 @@ _CAMEL: Final = {
 }
 
 
-class CodePushDialect(NoChannelApi):
+class CodePushDialect(NoChannelApi, WithoutListing):
     """Builders and parsers for the CodePush update protocol. Pure; see `Dialect`."""
 
     name = "codepush"

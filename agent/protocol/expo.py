@@ -47,6 +47,7 @@ from agent.protocol.base import (
     StatEvent,
     StatsOutcome,
     UpdateOffer,
+    WithoutListing,
 )
 from agent.protocol.bounds import MAX_ANSWER_BYTES, label_problem, load_json, url_problem
 from agent.protocol.capgo import retry_hint, stats_outcome
@@ -79,7 +80,7 @@ class _Signed:
     signature: str | None
 
 
-class ExpoDialect(NoChannelApi):
+class ExpoDialect(NoChannelApi, WithoutListing):
     """Builders and parsers for Expo Updates protocol v1. Pure; see `Dialect`."""
 
     name = "expo"

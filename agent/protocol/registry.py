@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.protocol.appflow import AppflowDialect
+from agent.protocol.capawesome import CapawesomeDialect
 from agent.protocol.capgo import CapgoDialect
 from agent.protocol.codepush import CodePushDialect
 from agent.protocol.expo import ExpoDialect
@@ -39,6 +41,7 @@ class DialectSpec:
     make: Callable[[AgentConfig], Dialect]
     paths: tuple[str, str, str]
     reports: frozenset[str] | None = None  # the stats actions its devices send (None: all)
+    uses_key: bool = True  # the app's (Capgo) public key means something to it
 
     def urls(self, base: str) -> tuple[str, str, str]:
         """The update, stats and channel URLs of a server at `base`."""
@@ -50,6 +53,14 @@ class DialectSpec:
 
 def _capgo(config: AgentConfig) -> Dialect:
     return CapgoDialect(get_profile(config.plugin))
+
+
+def _capawesome(config: AgentConfig) -> Dialect:
+    return CapawesomeDialect()
+
+
+def _appflow(config: AgentConfig) -> Dialect:
+    return AppflowDialect()
 
 
 _SPECS = (
@@ -67,6 +78,10 @@ _SPECS = (
         CodePushDialect.from_config,
         ("v0.1/public/codepush/update_check", "v0.1/public/codepush/report_status", ""),
         CodePushDialect.reported_actions,
+    ),
+    DialectSpec("capawesome", "Capawesome Live Update", _capawesome, (".", "", ""), frozenset()),
+    DialectSpec(
+        "appflow", "Ionic Appflow Deploy", _appflow, (".", "", ""), frozenset(), uses_key=False
     ),
 )
 DIALECTS: dict[str, DialectSpec] = {spec.name: spec for spec in _SPECS}

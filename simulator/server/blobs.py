@@ -63,8 +63,12 @@ class BlobStore:
 
 async def serve_file(request: Request) -> Response:
     """GET/HEAD /files/{file_id}: Range (206/416), strong ETag, immutable caching."""
+    return serve_blob(request, request.path_params["file_id"])
+
+
+def serve_blob(request: Request, file_id: str) -> Response:
+    """Answer `request` with blob `file_id` (Range, ETag, caching as `serve_file`), or 404."""
     store: BlobStore = request.app.state.server.blobs
-    file_id = request.path_params["file_id"]
     try:
         path = store.path(file_id)
     except ValueError:

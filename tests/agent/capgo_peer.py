@@ -128,6 +128,20 @@ class CapgoPeer:
             )
         return JSONResponse(self.offer())
 
+    async def dialect_check(self, request: Request) -> Response:
+        """Another dialect's check (Capawesome's `GET .../bundles/latest`, Appflow's `POST
+        .../check-device`): the canned answers, else 404. Lets a test play a server variation
+        the reference server has not."""
+        self.requests.append((request.method, request.url.path, dict(request.query_params)))
+        return _reply(self.canned.pop(0)) if self.canned else Response(status_code=404)
+
+    async def redirect(self, request: Request) -> Response:
+        """`/go/{name}` answers 302 to `/files/{name}` (a backend that redirects)."""
+        self.requests.append((request.method, request.url.path, {}))
+        return Response(
+            status_code=302, headers={"location": f"/files/{request.path_params['name']}"}
+        )
+
     async def stats_route(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append((request.method, "/stats", body))
@@ -184,6 +198,9 @@ class CapgoPeer:
         return Starlette(
             routes=[
                 Route("/updates", self.updates, methods=["POST"]),
+                Route("/v1/apps/{app}/bundles/latest", self.dialect_check, methods=["GET"]),
+                Route("/apps/{app}/channels/check-device", self.dialect_check, methods=["POST"]),
+                Route("/go/{name}", self.redirect, methods=["GET"]),
                 Route("/stats", self.stats_route, methods=["POST"]),
                 Route("/channel_self", self.channel_self, methods=["POST", "PUT", "GET"]),
                 Route("/bundles/{name}", self.bundle, methods=["GET"]),

@@ -1,4 +1,5 @@
-"""Fixtures for the agent tests: a loopback Capgo peer and both drivers behind one interface."""
+"""Fixtures for the agent tests: a loopback Capgo peer, both drivers behind one interface, the
+real reference server and a key pair."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from capgo_peer import CapgoPeer, serve_peer
 from device_harness import Driven, Recorder
 
 from agent.config import AgentConfig, DeviceIdentity
+from simulator.release import create_keys
+from simulator.server.embedded import RunningServer, run_server
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +57,16 @@ def make_device(
     yield make
     for driven in made:
         driven.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    """The real reference server over loopback, one per test module."""
+    with run_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[bytes, bytes]:
+    """A fresh (private PEM, public PEM) pair, one per test module."""
+    return create_keys()

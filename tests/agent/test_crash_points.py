@@ -20,6 +20,7 @@ from device_harness import NoWaitClock
 from agent import store as store_module
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.base import Ledger
+from agent.drivers.api import DeviceStatus
 from agent.drivers.backends import make_sync_port
 from agent.drivers.sync import SyncDevice
 from agent.store import DeviceStore, atomic_write, fsync_dir
@@ -151,6 +152,12 @@ def test_only_a_durable_device_fsyncs(
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    assert _first_update(peer, tmp_path / "device", durable).next is not None
+    assert bool(synced) == durable
+
+
+def _first_update(peer: CapgoPeer, folder: Path, durable: bool) -> DeviceStatus:
+    """A new device in `folder` launched once against `peer`: checks, downloads, installs."""
     config = AgentConfig(
         update_url=f"{peer.url}/updates",
         stats_url=f"{peer.url}/stats",
@@ -160,10 +167,28 @@ def test_only_a_durable_device_fsyncs(
     port = make_sync_port()
     try:
         device = SyncDevice.open(
-            tmp_path / "device", config, identity, port, clock=NoWaitClock(), durable=durable
+            folder, config, identity, port, clock=NoWaitClock(), durable=durable
         )
         device.launch()
-        assert device.status().next is not None  # downloaded, unpacked and installed
+        return device.status()
     finally:
         port.close()
-    assert bool(synced) == durable
+
+
+def test_a_device_that_is_not_durable_writes_each_file_once_per_call(
+    peer: CapgoPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's devices hold their commits until the lifecycle call ends (the simulator
+    kills between calls): a launch that checks, downloads and installs writes state.json and
+    stats.json once each, and what it leaves on disk is what the device holds."""
+    peer.publish("1.0.1")
+    written: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: written.append(Path(dst).name) or real_replace(src, dst)
+    )
+    status = _first_update(peer, tmp_path / "device", durable=False)
+    assert status.next is not None  # downloaded, unpacked and installed
+    assert sorted(n for n in written if n.endswith(".json")) == ["state.json", "stats.json"]
+    _, state, stats = DeviceStore.open(tmp_path / "device", durable=False)
+    assert state.next == status.next.id and len(stats) == status.pending_stats > 0

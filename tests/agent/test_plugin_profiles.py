@@ -189,7 +189,10 @@ def test_retries_are_bounded_within_the_window_then_start_again() -> None:
 
 def test_a_version_that_failed_to_boot_stays_refused() -> None:
     h = Harness(config=config(artefact_retry_window_s=10.0))
-    h.disk_state = DeviceState(failed_versions=frozenset({"1.0.1"}))
+    # failed with no content identity recorded: the label alone is refused
+    h.disk_state = DeviceState(
+        failed_versions=frozenset({"1.0.1"}), failed_unidentified=frozenset({"1.0.1"})
+    )
     h.restart()
     h.now += 10 * 86_400
     h.updates.append(offer("1.0.1"))

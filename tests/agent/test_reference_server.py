@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,10 @@ from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.backends import make_async_port
 from simulator.publish import publish
-from simulator.release import create_keys
 from simulator.server.client import AdminClient
-from simulator.server.embedded import RunningServer, run_server
+from simulator.server.embedded import RunningServer
 
 APP = "com.example.app"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with run_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return create_keys()
 
 
 def release(server: RunningServer, private_pem: bytes, version: str, tmp: Path, app: str) -> None:

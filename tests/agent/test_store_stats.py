@@ -1,13 +1,16 @@
-"""The persisted stats queue: each commit writes exactly the queue, whatever was cached."""
+"""The persisted state and stats queue: each write holds exactly the queue, whatever was cached;
+every state field round-trips; a store that is not durable holds its commits until `flush`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from agent.core.lifecycle import Boot, BundleInfo, DeviceState
+from agent.core.retry import ArtefactFailures
 from agent.protocol.base import StatEvent
-from agent.store import STATS_FILE, DeviceStore
+from agent.store import STATE_FILE, STATS_FILE, DeviceStore
 
 
 def _event(seq: int, action: str = "set", **meta: str) -> StatEvent:
@@ -19,10 +22,13 @@ def test_commits_follow_appends_and_sent_batches(tmp_path: Path) -> None:
     assert loaded == []
     queue = [_event(0), _event(1, "download_10", note="a")]
     store.commit_stats(queue)
+    store.flush()
     queue.append(_event(2, "app_moved_to_background"))
     store.commit_stats(queue)
+    store.flush()
     queue = [*queue[2:], _event(3)]  # the first batch was sent, one more queued
     store.commit_stats(queue)
+    store.flush()
     raw = json.loads((tmp_path / STATS_FILE).read_bytes())
     assert raw == [asdict(e) for e in queue]
     _, _, reloaded = DeviceStore.open(tmp_path, durable=False)
@@ -32,7 +38,9 @@ def test_commits_follow_appends_and_sent_batches(tmp_path: Path) -> None:
 def test_a_new_event_with_a_reused_seq_is_written_as_itself(tmp_path: Path) -> None:
     store, _, _ = DeviceStore.open(tmp_path, durable=False)
     store.commit_stats([_event(0, "set")])
+    store.flush()
     store.commit_stats([_event(0, "update_fail")])  # not the cached event, though same seq
+    store.flush()
     _, _, reloaded = DeviceStore.open(tmp_path, durable=False)
     assert [e.action for e in reloaded] == ["update_fail"]
 
@@ -42,5 +50,67 @@ def test_a_full_queue_round_trips(tmp_path: Path) -> None:
     queue = [_event(i, f"download_{i % 10}0", n=str(i)) for i in range(200)]
     for end in range(1, 201):
         store.commit_stats(queue[max(0, end - 150) : end])
+        store.flush()
     _, _, reloaded = DeviceStore.open(tmp_path, durable=False)
     assert reloaded == queue[50:]
+
+
+def test_a_store_that_is_not_durable_holds_commits_until_flush(tmp_path: Path) -> None:
+    store, state, _ = DeviceStore.open(tmp_path, durable=False)
+    store.commit_stats([_event(0)])
+    store.commit_state(replace(state, channel="beta"))
+    store.commit_stats([_event(0), _event(1)])
+    assert not (tmp_path / STATS_FILE).exists() and not (tmp_path / STATE_FILE).exists()
+    store.flush()
+    _, reopened, reloaded = DeviceStore.open(tmp_path, durable=False)
+    assert reopened.channel == "beta" and reloaded == [_event(0), _event(1)]
+
+
+def test_a_durable_store_writes_each_commit_at_once(tmp_path: Path) -> None:
+    store, state, _ = DeviceStore.open(tmp_path)
+    store.commit_stats([_event(0)])
+    store.commit_state(replace(state, channel="beta"))
+    _, reopened, reloaded = DeviceStore.open(tmp_path)
+    assert reopened.channel == "beta" and reloaded == [_event(0)]
+
+
+def test_every_state_field_round_trips(tmp_path: Path) -> None:
+    """A state with no field left at its default: `to_json` must carry every one of them."""
+    state = DeviceState(
+        bundles={
+            "a": BundleInfo("a", "1.0.1", "success", "abc", 1.5, "c1"),
+            "b": BundleInfo("b", "1.0.2", "pending"),
+        },
+        current="a",
+        next="b",
+        fallback="b",
+        boot=Boot(3, "a", 2.5, True),
+        failed_versions=frozenset({"1.0.3", "0.9.0"}),
+        rejected_artefacts={"1.0.4:ff": ArtefactFailures(2, 1.0, 3.0)},
+        native_build="10",
+        native_code="11",
+        os_version="14",
+        channel="beta",
+        blocked_until=9.0,
+        rate_limit_reported=True,
+        install_check_pending=False,
+        highest_confirmed="1.0.1",
+        confirmed_content={"c1": "1.0.1"},
+        failed_content={"c2": "1.0.3"},
+        failed_unidentified=frozenset({"1.0.5"}),
+        rejected_content={"c3": ArtefactFailures(1, 2.0, 2.0)},
+        release_counter=5,
+        release_expires=7,
+    )
+    default = DeviceState()
+    assert all(getattr(state, f.name) != getattr(default, f.name) for f in fields(DeviceState))
+    store, _, _ = DeviceStore.open(tmp_path)
+    for bundle in state.bundles:
+        store.bundle_dir(bundle).mkdir()  # reopening forgets bundles whose folder is missing
+    store.commit_state(state)
+    _, reopened, _ = DeviceStore.open(tmp_path)
+    assert reopened == state
+    assert set(json.loads((tmp_path / STATE_FILE).read_bytes())) == {
+        *(f.name for f in fields(DeviceState)),
+        "format",
+    }

@@ -14,6 +14,8 @@ memory is its own. Phases, each printed as it ends:
   per second end to end (fleet + server sharing the cores);
 - memory: peak RSS of the fleet process for two fleet sizes; the slope is what one more device
   costs, plus the bytes its folder holds on tmpfs (state, stats; bundles are pooled);
+- idle: Python memory live (tracemalloc) when every device is idle at the end of the day, for
+  the same two sizes: the slope is what one more idle device holds;
 - contention: the same steady-rollout run with two CPU-burning processes beside it: its
   devices.csv and timeline.csv must be byte-identical to the quiet run's;
 - big (only with --big N): steady-rollout with N devices x 24 h in one run.
@@ -61,6 +63,26 @@ report, _ = simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progres
                                 workdir=Path(args.pop("workdir")), **args))
 print(json.dumps({"report": report,
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+IDLE_CHILD = """
+import json, sys, tempfile, tracemalloc
+from pathlib import Path
+from simulator import device
+from simulator.runner import RunOptions, simulate
+tracemalloc.start()
+seen = []
+finish = device.VirtualDevice.finish
+async def first_finish(self, *args, **kwargs):
+    if not seen:  # every device has lived its day and waits, idle: the run's end
+        seen.append(tracemalloc.get_traced_memory()[0])
+    return await finish(self, *args, **kwargs)
+device.VirtualDevice.finish = first_finish
+args = json.loads(sys.argv[1])
+simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progress=False,
+                    workdir=Path(args.pop("workdir")), **args))
+print(json.dumps({"traced_bytes": seen[0]}))
 """
 
 
@@ -142,6 +164,26 @@ def memory(small: int, large: int) -> None:
           f"folder on tmpfs = {per_rss + per_disk:.1f} KB per device", flush=True)  # fmt: skip
 
 
+def idle(small: int, large: int) -> None:
+    """Python memory live when every device is idle (tracemalloc, at the first device's final
+    flush), for two fleet sizes: the slope is what one more idle device holds in Python objects
+    (not C allocations such as OpenSSL's, nor the allocator's slack, which RSS adds)."""
+    traced = {}
+    for devices in (small, large):
+        with scratch() as tmp:
+            args = {"report_dir": f"{tmp}/report", "workdir": f"{tmp}/work", "devices": devices}
+            done = subprocess.run(
+                [sys.executable, "-c", IDLE_CHILD, json.dumps(args)], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            traced[devices] = json.loads(done.stdout.strip().splitlines()[-1])["traced_bytes"]
+    per_device = (traced[large] - traced[small]) / (large - small) / 1024
+    print(f"idle: Python memory live at the end of the day {traced[small] / 2**20:,.0f} MB at "
+          f"{small:,} devices, {traced[large] / 2**20:,.0f} MB at {large:,}: {per_device:.1f} KB "
+          f"per idle device (tracemalloc)", flush=True)  # fmt: skip
+
+
 def _burn(until: float) -> None:
     while time.monotonic() < until:
         sum(i * i for i in range(10_000))
@@ -200,6 +242,7 @@ def main() -> None:
         ),
         "checks": lambda: checks(args.check_devices),
         "memory": lambda: memory(small, large),
+        "idle": lambda: idle(small, large),
         "contention": lambda: contention(args.contention_devices),
         "big": lambda: big(args.big) if args.big else None,
     }

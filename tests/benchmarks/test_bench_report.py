@@ -26,9 +26,9 @@ def fleet_day(seed: int = 1) -> tuple[Metrics, RunInfo]:
         for version in ("1.0.1", "1.0.2"):
             t = rng.uniform(0, scenario.duration_s)
             metrics.stat(device, "download_zip_start", version, t)
-            metrics.request("bundle", 200, rng.uniform(0.05, 2.0), 1 << 20, False)
+            metrics.request(device, "bundle", 200, rng.uniform(0.05, 2.0), 1 << 20, False)
             for _ in range(4):
-                metrics.request("/updates", 200, rng.uniform(0.005, 0.2), 400, False)
+                metrics.request(device, "/updates", 200, rng.uniform(0.005, 0.2), 400, False)
             if rng.random() < 0.05:
                 metrics.stat(device, "download_fail", version, t)
                 continue

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import brotli  # type: ignore[import-untyped]
@@ -180,6 +181,12 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.active = 0
         self.peak = 0
+        self.connections = 0  # accepted so far
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
     def handle_error(self, request: object, client_address: object) -> None:
         if not isinstance(sys.exc_info()[1], OSError):  # clients hanging up is routine here

@@ -29,7 +29,7 @@ from agent.drivers.http import (
 )
 
 pytestmark = pytest.mark.anyio
-BACKENDS = ["aiohttp", "httpx"]
+BACKENDS = ["streams", "aiohttp", "httpx"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -186,6 +186,16 @@ async def test_https_to_http_redirect_is_refused(
 async def test_not_http_url(port: AsyncHttpPort) -> None:
     with pytest.raises(InvalidUrl):
         await port.send(HttpRequest("GET", "ftp://127.0.0.1/bundle.zip"))
+
+
+async def test_a_kept_alive_connection_serves_the_next_requests(
+    port: AsyncHttpPort, loopback: Loopback
+) -> None:
+    before = loopback.server.connections
+    for n in range(5):
+        request = HttpRequest("POST", f"{loopback.url}/echo", body=b"%d" % n)
+        assert json.loads((await port.send(request)).body)["body"] == str(n)
+    assert loopback.server.connections - before == 1
 
 
 async def test_pool_bounds_concurrent_connections(port: AsyncHttpPort, loopback: Loopback) -> None:

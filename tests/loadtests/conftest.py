@@ -26,7 +26,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     with run_server(work / "server") as server:
         with AdminClient(server.url, server.admin_key) as admin:
             publish(admin, app_id=APP_ID, version=VERSION, channel="production", source=dist,
-                    private_pem=private_pem)  # fmt: skip
+                    private_pem=private_pem, dialects=("capawesome", "appflow"))  # fmt: skip
             _publish_tampered(admin, work)
             broken = make_dist(Release(VERSION, size_kb=8, boots=False), work / "broken", seed=9)
             publish(admin, app_id=BROKEN_APP_ID, version=VERSION, channel="production",

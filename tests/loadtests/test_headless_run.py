@@ -139,3 +139,22 @@ def test_a_retried_then_completed_request_is_one_success(tmp_path: Path) -> None
     assert checks["Failure Count"] == "0" and int(checks["Request Count"]) >= 4
     retries = outcomes[("retry", "POST /updates")]
     assert retries == dropped and abs(retries - int(checks["Request Count"])) <= 4
+
+
+def test_device_users_speak_the_dialect_given(target: Target, tmp_path: Path) -> None:
+    """`--dialect appflow`: every user checks and downloads as an Appflow device (its check
+    and file-list requests, per-file downloads, no stats) and installs the release."""
+    devices = tmp_path / "devices"
+    args = [
+        "--config", str(LOCUST_CONF), "--dialect", "appflow",
+        "--headless", "-u", "20", "-r", "20", "-t", "12s", "--csv", str(tmp_path / "run"),
+        *target.locust_args(devices),
+    ]  # fmt: skip
+    done = locust(args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = stats_rows(tmp_path / "run")
+    assert ("GET", "delta file") in rows and ("POST", "/updates") in rows
+    assert ("GET", "/updates") in rows  # the file list: the check's second exchange
+    assert not any(name == "/stats" for _, name in rows)
+    ids, versions, _ = device_versions(devices)
+    assert len(ids) == 20 and versions.count(VERSION) >= 16, versions

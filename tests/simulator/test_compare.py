@@ -25,7 +25,7 @@ def baseline_report() -> dict[str, Any]:
         metrics.devices.append(d)
         t = 600.0 + i * 60
         metrics.stat(d, "download_0", "1.0.1", t)
-        metrics.request("/updates", 200, 0.020, 300, False)
+        metrics.request(d, "/updates", 200, 0.020, 300, False)
         if i % 10 == 0:
             metrics.stat(d, "checksum_fail", "1.0.1", t + 5)
         else:

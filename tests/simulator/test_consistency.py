@@ -163,7 +163,7 @@ def fleets(draw: st.DrawFn) -> Metrics:
                 metrics.ran(d, version, t, confirmed=kind == "ok")
                 if kind == "crash":
                     metrics.crashed(d, t)
-        metrics.request("/updates", draw(st.sampled_from([200, None])), 0.01, 10, False)
+        metrics.request(d, "/updates", draw(st.sampled_from([200, None])), 0.01, 10, False)
     return metrics
 
 

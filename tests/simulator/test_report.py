@@ -32,8 +32,8 @@ def synthetic_metrics(n: int = 40) -> Metrics:
         metrics.devices.append(d)
         t = rng.uniform(600, 20 * 3600)
         metrics.stat(d, "download_0", "1.0.1", t)
-        metrics.request("/updates", 200, rng.uniform(0.01, 0.08), 300, False)
-        metrics.request("bundle", 200, rng.uniform(0.05, 0.4), 300_000, False)
+        metrics.request(d, "/updates", 200, rng.uniform(0.01, 0.08), 300, False)
+        metrics.request(d, "bundle", 200, rng.uniform(0.05, 0.4), 300_000, False)
         if i % 10 == 0:
             metrics.stat(d, "checksum_fail", "1.0.1", t + 5)
             continue
@@ -42,7 +42,7 @@ def synthetic_metrics(n: int = 40) -> Metrics:
         if i % 7 == 0:
             metrics.stat(d, "update_fail", "1.0.1", t + 70)
             metrics.ran(d, "builtin", t + 70, confirmed=True)
-    metrics.request("/stats", None, 0.02, 0, True)
+    metrics.request(metrics.devices[0], "/stats", None, 0.02, 0, True)
     metrics.steps.append({"at_h": 0.0, "label": "publish 1.0.1", "action": "publish"})
     return metrics
 
@@ -140,7 +140,7 @@ def test_fidelity_notes_and_where_the_wall_time_went_are_on_the_page() -> None:
 def test_refusals_are_findings_about_external_servers_only() -> None:
     metrics = synthetic_metrics()
     for _ in range(200):
-        metrics.request("/updates", 501, 0.001, 0, True)
+        metrics.request(metrics.devices[0], "/updates", 501, 0.001, 0, True)
     embedded = build_report(metrics, info(server_received=0))
     assert embedded["findings"] == []  # our own server's outages are the scenario's
     external = dataclasses.replace(info(server_received=None), embedded=False)
@@ -151,9 +151,9 @@ def test_refusals_are_findings_about_external_servers_only() -> None:
     metrics.faults["reset"] += 7
     (noted,) = build_report(metrics, external)["findings"]
     assert noted["text"].endswith("; the scenario's network injected 7 faults, counted in these")
-    metrics.request("/updates", 200, 0.001, 0, False)  # below half: no finding
+    metrics.request(metrics.devices[0], "/updates", 200, 0.001, 0, False)  # below half: no finding
     for _ in range(200):
-        metrics.request("/updates", 200, 0.001, 0, False)
+        metrics.request(metrics.devices[0], "/updates", 200, 0.001, 0, False)
     assert build_report(metrics, external)["findings"] == []
 
 

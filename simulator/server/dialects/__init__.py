@@ -18,7 +18,7 @@ from typing import Any
 from starlette.routing import Route
 
 from simulator.server import channel_self, device_api
-from simulator.server.dialects import codepush, expo
+from simulator.server.dialects import appflow, capawesome, codepush, expo
 
 Artefacts = Callable[[Any], tuple[dict[str, Any], list[str]]]
 """Validate what a publish step stored for a dialect: (the clean data, the blob ids it names).
@@ -54,5 +54,7 @@ SERVER_DIALECTS: dict[str, ServerDialect] = {
         ServerDialect("capgo", _capgo_routes),
         ServerDialect("expo", expo.routes, expo.artefacts, expo.signing_key),
         ServerDialect("codepush", codepush.routes, codepush.artefacts),
+        ServerDialect(capawesome.NAME, capawesome.routes, capawesome.artefacts),
+        ServerDialect(appflow.NAME, appflow.routes, appflow.artefacts),
     )
 }
