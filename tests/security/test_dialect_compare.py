@@ -1,7 +1,7 @@
 """`otasim prove --dialects`: the comparison table, measured through a real mitmproxy for a
-Capgo and an Expo app, signed and unsigned (and Capgo strict), over plain HTTP, TLS through the
-attacker's CA trusted by the device, and TLS. Every cell is pinned: a dialect whose signature
-stops less (or more) than it does today flips a cell and fails here."""
+Capgo, an Expo and a Capawesome app, signed and unsigned (and Capgo strict), over plain HTTP,
+TLS through the attacker's CA trusted by the device, and TLS. Every cell is pinned: a dialect
+whose signature stops less (or more) than it does today flips a cell and fails here."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ EXPECTED = {
         "confidentiality": "read",  # Expo assets are not encrypted
     },
     ("expo", "no", "http"): UNSIGNED,
+    ("capawesome", "yes", "http"): {
+        "tamper": "refused (checksum_fail)",  # SHA256withRSA over the file, attacker's key
+        "replay": "accepted",
+        "downgrade": "accepted",
+        "confidentiality": "read",
+    },
+    ("capawesome", "no", "http"): UNSIGNED,
 }
 # TLS whose CA the device trusts (a corporate or mis-issued certificate) stops nothing more
 EXPECTED |= {(d, s, "tls-trusted"): cells for (d, s, _), cells in EXPECTED.items()}
@@ -55,7 +62,7 @@ def mitmdump() -> str:
 
 
 def test_each_cell_is_what_the_man_in_the_middle_achieved(mitmdump: str) -> None:
-    rows = compare_dialects(mitmdump, ["capgo", "expo"])
+    rows = compare_dialects(mitmdump, ["capgo", "expo", "capawesome"])
     got = {(r.dialect, r.signed, r.transport): r.cells for r in rows}
     assert got == EXPECTED
     printed = table(rows).splitlines()
@@ -87,3 +94,9 @@ def test_an_attack_that_did_not_happen_is_unknown_and_fails_the_command(
 def test_an_unknown_dialect_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prove", "--dialect", "hawkbit"]) == 2
     assert "unknown dialect 'hawkbit'" in capsys.readouterr().err
+
+
+def test_a_dialect_without_signatures_has_unsigned_rows_only(mitmdump: str) -> None:
+    """Appflow verifies no signature (`uses_key=False`): a "signed" row would only show the
+    key ignored, so there is none."""
+    assert compare_dialects(mitmdump, ["appflow"], signings=("yes", "strict")) == []
