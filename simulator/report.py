@@ -46,6 +46,7 @@ class RunInfo:
     expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
     server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
     wall: dict[str, object] | None = None  # where the wall time went (fleet, server CPU)
+    device_logs: Path | None = None  # --workdir's devices/ (absolute): every event log there
 
 
 def _dialects_line(run: dict[str, Any]) -> str:
@@ -205,7 +206,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
                     "last_version": r.last_booted,
                     "state": r.state,
                     "why": r.stuck,
-                    "log": f"devices/{r.device.index:06d}.log",
+                    "log": _log_path(info, r.device.index),
                 }
                 for r in stuck[:STUCK_ROWS]
             ],
@@ -299,7 +300,7 @@ def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: P
     curve = metrics.curve(info.scenario.duration_s)
     _write_csv(out / "timeline.csv", curve)
     _write_csv(out / "devices.csv", [r.csv_row() for r in device_records(metrics, info)])
-    listed = {row["index"] for row in report["stuck"]["listed"]}
+    listed = set() if info.device_logs else {row["index"] for row in report["stuck"]["listed"]}
     if listed:
         (out / "devices").mkdir(exist_ok=True)
     for d in metrics.devices:
@@ -342,6 +343,20 @@ def write_junit(report: dict[str, Any], path: Path) -> None:
     tree.getroot().append(suite)
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _log_path(info: RunInfo, index: int) -> str:
+    """Where a listed stuck device's log is: its event log in --workdir (an absolute path),
+    else the run's summary of it, written into the report folder (relative to it)."""
+    if info.device_logs is not None:
+        return str(info.device_logs / f"{index:06d}.log")
+    return f"devices/{index:06d}.log"
+
+
+def _href(log: str) -> str:
+    """A link to a log: relative to the report folder, or a file: URI for --workdir's."""
+    path = Path(log)
+    return path.as_uri() if path.is_absolute() else log
 
 
 def _device_log(d: Any) -> str:
@@ -550,7 +565,7 @@ def _stuck_html(report: dict[str, Any]) -> str:
     why = _table(["why", "devices"], list(stuck["why"].items()))
     rows = [
         [r["index"], r["device_id"], r["last_version"], r["state"], r["why"],
-         Markup(f'<a href="{html.escape(r["log"])}">log</a>')]
+         Markup(f'<a href="{html.escape(_href(r["log"]))}">log</a>')]
         for r in stuck["listed"]
     ]  # fmt: skip
     more = stuck["devices"] - len(rows)

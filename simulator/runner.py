@@ -207,6 +207,7 @@ def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
                 "clock_steps": done.steps,
             },
             server_findings=(flags,) if flags else (),
+            device_logs=(workdir / "devices").resolve() if options.workdir else None,
         )
         report = build_report(done.fleet.metrics, info)
         if options.baseline is not None:
@@ -388,7 +389,8 @@ async def _run(
     n = options.processes
     shards = [
         Shard(scenario, specs[i::n], configs, workdir, setup.published,
-              options.http_backend, options.flush_wait_s, cap, options.window_s)
+              options.http_backend, options.flush_wait_s, cap, options.window_s,
+              event_logs=options.workdir is not None)
         for i in range(n)
     ]  # fmt: skip
     dialects = tuple(sorted({d for _, d in configs}))
