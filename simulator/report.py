@@ -314,6 +314,8 @@ def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: P
 def write_junit(report: dict[str, Any], path: Path) -> None:
     """The expectations as a JUnit XML file for CI: one test case each, a `failure` for a
     missed one, `skipped` for one this run could not measure (unknown: neither pass nor miss).
+    With a baseline (`--baseline`), a second suite: one test case per compared figure, a
+    `failure` for a regression, `skipped` when unknown.
 
     Raises:
         OSError: `path` cannot be written.
@@ -321,26 +323,37 @@ def write_junit(report: dict[str, Any], path: Path) -> None:
     import xml.etree.ElementTree as ET
 
     name = f"otasim.{report['scenario']['name']}"
-    results = report["expectations"]
-    suite = ET.Element(
-        "testsuite", name=name, tests=str(len(results)),
-        failures=str(sum(r["ok"] is False for r in results)),
-        skipped=str(sum(r["ok"] is None for r in results)), errors="0",
-        time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
-    )  # fmt: skip
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname=name, name=r["expect"], time="0")
-        measured = f"measured {_shown(r['value'])} ({r['unit']})"
-        if r["ok"] is False:
-            ET.SubElement(
-                case, "failure", message=measured, type="expectation"
-            ).text = f"{r['expect']}: {measured}"
-        elif r["ok"] is None:
-            ET.SubElement(case, "skipped", message=f"unknown: {r['reason']}")
-        else:
-            ET.SubElement(case, "system-out").text = measured
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
+    suites = [(name, "expectation", [
+        (r["expect"], r["ok"], f"measured {_shown(r['value'])} ({r['unit']})", r.get("reason"))
+        for r in report["expectations"]
+    ])]  # fmt: skip
+    comparison = report.get("comparison")
+    if comparison is not None:
+        suites.append((f"{name}.baseline", "regression", [
+            (r["figure"], {"ok": True, "REGRESSED": False}.get(r["verdict"]),
+             f"baseline {_shown(r['baseline'])}, run {_shown(r['run'])}; a regression when "
+             f"it {r['limit']}", "not measured in one of the runs")
+            for r in comparison["rows"]
+        ]))  # fmt: skip
+    root = ET.Element("testsuites")
+    for suite_name, kind, cases in suites:
+        suite = ET.SubElement(
+            root, "testsuite", name=suite_name, tests=str(len(cases)),
+            failures=str(sum(ok is False for _, ok, _, _ in cases)),
+            skipped=str(sum(ok is None for _, ok, _, _ in cases)), errors="0",
+            time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
+        )  # fmt: skip
+        for case_name, ok, measured, unknown in cases:
+            case = ET.SubElement(suite, "testcase", classname=suite_name, name=case_name, time="0")
+            if ok is False:
+                ET.SubElement(
+                    case, "failure", message=measured, type=kind
+                ).text = f"{case_name}: {measured}"
+            elif ok is None:
+                ET.SubElement(case, "skipped", message=f"unknown: {unknown}")
+            else:
+                ET.SubElement(case, "system-out").text = measured
+    tree = ET.ElementTree(root)
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)
 

@@ -77,7 +77,8 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--junit", metavar="FILE",
-        help="also write the expectations as a JUnit XML file (one test case each) for CI",
+        help="also write the expectations as a JUnit XML file (one test case each) for CI; "
+             "with --baseline, also one test case per compared figure (a regression fails)",
     )  # fmt: skip
     parser.add_argument(
         "--workdir",
