@@ -36,6 +36,7 @@ from simulator.compare import comparison
 from simulator.device import ConfigKey, file_digests
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, plan_fleet
+from simulator.leftovers import remove_dead
 from simulator.metrics import Metrics
 from simulator.preflight import (
     Endpoints,
@@ -246,6 +247,8 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         # after the process, so that a leftover says whose it was.
         shm = Path("/dev/shm")
         where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        # a run killed outright (SIGKILL, OOM) left its folder: removed by the next run
+        remove_dead(Path(where or tempfile.gettempdir()), "otasim-run")
         prefix = f"otasim-run-{os.getpid()}-"
         with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as tmp:
             yield Path(tmp)

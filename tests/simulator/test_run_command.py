@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -182,3 +187,27 @@ def test_an_event_log_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         "event 2",
         "... and 97 more, not logged",
     ]
+
+
+def test_a_run_removes_the_folders_of_runs_killed_outright(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed outright (SIGKILL) leaves `otasim-run-PID-*`; the next run removes it
+    when that PID no longer runs, and keeps a live process's folder and other names."""
+    where = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = where / f"otasim-run-{gone.pid}-test"
+    live = where / f"otasim-run-{os.getpid()}-test"
+    other = where / "otasim-run-notapid-test"
+    try:
+        for folder in (dead, live, other):
+            (folder / "devices").mkdir(parents=True)
+        argv = ["run", "--scenario", scenario(tmp_path, 0.0), "--devices", "2", "--seed", "1",
+                "--no-progress", "--report", str(tmp_path / "out")]  # fmt: skip
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert not dead.exists() and live.is_dir() and other.is_dir()
+    finally:
+        for folder in (dead, live, other):
+            shutil.rmtree(folder, ignore_errors=True)
