@@ -64,11 +64,47 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="mitmproxy's mitmdump, installed in a venv of its own (default: $OTASIM_MITMDUMP, "
         "the source tree's .venv-mitm from `make mitm`, or PATH)",
     )
+    p.add_argument(
+        "--dialects",
+        action="store_true",
+        help="only the dialect comparison: what a man in the middle can do to each dialect, "
+        "signed and unsigned, over plain HTTP and TLS (docs/security.md)",
+    )
+    p.add_argument(
+        "--dialect",
+        action="append",
+        metavar="NAME",
+        help="the dialect comparison for dialect NAME only (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run, extra="prove")
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """`--dialects` / `--dialect`: the comparison table; exit 1 when a cell is unmeasured."""
+    from agent.protocol.registry import DIALECTS
+
+    from simulator.prove.dialects import compare_dialects, table
+    from simulator.prove.mitm import MitmUnavailable, find_mitmdump
+
+    unknown = [d for d in args.dialect or () if d not in DIALECTS]
+    if unknown:
+        raise CommandError(f"unknown dialect {unknown[0]!r} (known: {', '.join(DIALECTS)})")
+    try:
+        mitmdump = find_mitmdump(args.mitmdump)
+    except MitmUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    rows = compare_dialects(mitmdump, args.dialect or tuple(DIALECTS))
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(table(rows))
+    return 1 if any("unknown" in row.cells.values() for row in rows) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dialects or args.dialect:
+        return _compare(args)
     from simulator.prove.attacks import ATTACKS, Figures, proving_ground, run_attack
     from simulator.prove.mitm import (
         MITM_ATTACKS,

@@ -104,16 +104,21 @@ class Mitm:
 
 
 @contextmanager
-def mitm_proxy(mitmdump: str, upstream: str, *, tls_max: str | None = None) -> Iterator[Mitm]:
+def mitm_proxy(
+    mitmdump: str, upstream: str, *, tls_max: str | None = None, keep_host: bool = False
+) -> Iterator[Mitm]:
     """mitmdump as a reverse proxy to `upstream` on a free loopback port, with the attacker's
-    script; `tls_max` (e.g. "TLS1_1") caps the TLS it offers clients. Stopped and its folder
-    (CA included) removed on exit."""
+    script; `tls_max` (e.g. "TLS1_1") caps the TLS it offers clients; `keep_host` passes the
+    devices' Host header on (a server that builds its URLs from it points them at the proxy).
+    Stopped and its folder (CA included) removed on exit."""
     with tempfile.TemporaryDirectory(prefix="otasim-mitm-") as tmp:
         confdir = Path(tmp)
         port = _free_port()
         argv = [mitmdump, "--mode", f"reverse:{upstream}", "--listen-host", HOST]
         argv += ["--listen-port", str(port), "-s", str(ADDON), "--set", f"confdir={confdir}"]
         argv += ["--set", "termlog_verbosity=warn", "--set", "flow_detail=0"]
+        if keep_host:
+            argv += ["--set", "keep_host_header=true"]
         if tls_max:
             argv += ["--set", "tls_version_client_min=TLS1"]
             argv += ["--set", f"tls_version_client_max={tls_max}"]

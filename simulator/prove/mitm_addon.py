@@ -21,13 +21,27 @@ on the path keeps), whatever the mode. Modes:
   when given: a downgrade dressed up as an upgrade), the genuine server never asked;
 - `to-http`: answer `/updates` with a redirect to `target` (an http:// URL);
 - `http-url`: rewrite an offer's bundle URL to http://.
+
+Whatever the dialect (`otasim prove --dialects`, simulator/prove/dialects.py): a device's first
+request of an app start is its update check, and files are served under `bundle_prefixes`:
+
+- `record`: keep the first answer to a request for no file whole (path, status, headers, body)
+  as `name`;
+- `replay-as`: answer requests to that path with the answer kept as `name`, the genuine server
+  never asked;
+- `reroute`: send every request to the attacker's own server on 127.0.0.1:`port`.
+
+With `secret`, every body passed on (raw, or the files of a zip) is searched for it: the report's
+`plaintext` counts the bodies where the attacker read it, `bodies` the bodies passed on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
+import zipfile
 from typing import Any
 
 from mitmproxy import http
@@ -44,6 +58,7 @@ class Attacker:
     def __init__(self) -> None:
         self._reset({"mode": "pass"})
         self.recorded: dict[str, bytes] = {}
+        self.answers: dict[str, tuple[str, int, list[tuple[bytes, bytes]], bytes]] = {}
 
     def _reset(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -51,13 +66,16 @@ class Attacker:
         self.rng = random.Random(params.get("seed", 0))
         self.changes: list[dict[str, Any]] = []
         self.seen = {"http": 0, "https": 0}
+        self.read = {"bodies": 0, "plaintext": 0}
 
     def _report(self) -> bytes:
         report = {
             "mode": self.mode,
             "changes": self.changes,
             "seen": self.seen,
+            "read": self.read,
             "recorded": sorted(self.recorded),
+            "recorded_answers": sorted(self.answers),
         }
         return json.dumps(report).encode()
 
@@ -77,6 +95,22 @@ class Attacker:
             flow.metadata["forged"] = True
             return
         self.seen["https" if flow.client_conn.tls_established else "http"] += 1
+        if flow.client_conn.tls_established:  # the server's URLs keep the device's scheme
+            flow.request.headers["X-Forwarded-Proto"] = "https"
+        if self.mode == "reroute":
+            host = flow.request.host_header  # kept: the server's URLs name the proxy
+            flow.request.scheme = "http"
+            flow.request.host, flow.request.port = "127.0.0.1", int(self.params["port"])
+            flow.request.host_header = host
+            self._changed(flow, "rerouted", b"", str(self.params["port"]).encode())
+            return
+        kept = self.answers.get(str(self.params.get("name")))
+        if self.mode == "replay-as" and kept is not None and path == kept[0]:
+            _, status, headers, body = kept
+            flow.response = http.Response.make(status, body, headers)
+            flow.metadata["forged"] = True
+            self._changed(flow, "replayed " + str(self.params["name"]), b"", body)
+            return
         if path != "/updates":
             return
         if self.mode == "to-http":
@@ -100,9 +134,15 @@ class Attacker:
         if flow.metadata.get("forged") or flow.response is None:
             return
         body = flow.response.content or b""
+        if self.params.get("secret"):
+            self._read(body, str(self.params["secret"]).encode())
+        prefixes = tuple(self.params.get("bundle_prefixes", BUNDLE_PREFIXES))
+        if self.mode == "record" and not path.startswith(prefixes):
+            kept = (path, flow.response.status_code, list(flow.response.headers.fields), body)
+            self.answers.setdefault(str(self.params["name"]), kept)
         if path == "/updates":
             self._answer(flow, body)
-        elif path.startswith(tuple(self.params.get("bundle_prefixes", BUNDLE_PREFIXES))):
+        elif path.startswith(prefixes):
             self._bundle(flow, body)
 
     def _answer(self, flow: http.HTTPFlow, body: bytes) -> None:
@@ -123,6 +163,17 @@ class Attacker:
         if served != answer:
             flow.response.content = json.dumps(served).encode()
             self._changed(flow, self.mode, body, flow.response.content)
+
+    def _read(self, body: bytes, secret: bytes) -> None:
+        """What a passive attacker reads: the body as it passed, or the files of a zip."""
+        self.read["bodies"] += 1
+        texts = [body]
+        try:
+            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+                texts += [archive.read(name) for name in archive.namelist()]
+        except (zipfile.BadZipFile, ValueError, OSError, RuntimeError):
+            pass
+        self.read["plaintext"] += any(secret in text for text in texts)
 
     def _bundle(self, flow: http.HTTPFlow, body: bytes) -> None:
         if not body or self.mode not in ("flip", "truncate"):
