@@ -22,6 +22,7 @@ from agent.protocol.profiles import DEFAULT_PROFILE
 from agent.protocol.registry import DEFAULT_DIALECT, dialect_for
 from agent.security.keys import load_public_key
 from simulator.commands.run import add_endpoint_options
+from simulator.leftovers import remove_dead
 from simulator.scenario import Scenario, load_scenario, with_dialect
 
 APPLY_MODES = ("atBackground", "atInstall", "onLaunch", "always", "onlyDownload", "off")
@@ -135,25 +136,12 @@ def _process_device_root() -> str:
     remove its own, so the folders of processes that no longer exist are removed here; the
     folder is named on stderr, once per process."""
     where = _memory_tmp() or tempfile.gettempdir()
-    for old in Path(where).glob("otasim-locust-*-*"):
-        pid = old.name.split("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_dead(Path(where), "otasim-locust")
     root = tempfile.mkdtemp(prefix=f"otasim-locust-{os.getpid()}-", dir=where)
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     print(f"otasim: this process's devices are in {root} (removed when it exits; "
           "--device-root to keep them)", file=sys.stderr, flush=True)  # fmt: skip
     return root
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's: alive
-    return True
 
 
 @dataclass(frozen=True)

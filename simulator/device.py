@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,39 @@ class BundlePool:
                 return  # the agent deleted the bundle meanwhile: nothing to share
 
 
+LOG_LINES = 20_000  # per device: a device in a retry loop does not fill the disk
+LOG_BUFFER = 64  # lines a device holds before appending them to its log
+
+
+class EventLog:
+    """One device's event log (`otasim run --workdir`): what its agent reported (requests,
+    plugin events, stats, retries) and what happened to the app, each at its simulated time.
+    Appended a few lines at a time; at most `LOG_LINES` lines, then how many were left out."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self.count = 0
+
+    def add(self, t: float, text: str) -> None:
+        self.count += 1
+        if self.count <= LOG_LINES:
+            self.lines.append(f"{t:12.3f} s  {text}\n")
+            if len(self.lines) >= LOG_BUFFER:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.writelines(self.lines)
+            self.lines.clear()
+
+    def close(self) -> None:
+        if self.count > LOG_LINES:
+            self.lines.append(f"... and {self.count - LOG_LINES:,} more, not logged\n")
+        self.flush()
+
+
 ConfigKey = tuple[str, str]
 """(channel, dialect): the devices sharing one app config."""
 
@@ -125,8 +159,10 @@ class VirtualDevice(AgentObserver):
         seed: int,
         *,
         disk_full: DiskFull | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.ctx, self.identity, self.outcome = ctx, identity, outcome
+        self.log = log  # None: no event log kept (the run has no --workdir)
         self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
@@ -158,8 +194,21 @@ class VirtualDevice(AgentObserver):
         )
         if isinstance(error, TransportTimeout):
             self.ctx.metrics.timeouts += 1
+        if self.log is not None:
+            answer = f"HTTP {status}" if status is not None else "no answer"
+            self.log.add(
+                self.sim_now(),
+                f"request {name} {method} {url}: {answer}, {response_bytes:,} bytes"
+                + (f", {type(error).__name__}: {error}" if error is not None else ""),
+            )
+
+    def on_retry(self, error: AgentError, delay_s: float) -> None:
+        if self.log is not None:
+            self.log.add(self.sim_now(), f"retry in {delay_s:.1f} s after {type(error).__name__}")
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        if self.log is not None:
+            self.log.add(self.sim_now(), f"event {name} {json.dumps(payload, default=str)}")
         if name == "appReloaded":
             self.app.reloaded(payload["boot_id"], payload["bundle"], self.sim_now())
         elif name == "updateCheckResult":
@@ -167,6 +216,11 @@ class VirtualDevice(AgentObserver):
 
     def on_stat(self, action: str, version_name: str) -> None:
         self.ctx.metrics.stat(self.outcome, action, version_name, self.sim_now())
+        self._note(f"stat {action} {version_name}")
+
+    def _note(self, text: str) -> None:
+        if self.log is not None:
+            self.log.add(self.sim_now(), text)
 
     def sim_now(self) -> float:
         return self.clock.t
@@ -215,6 +269,7 @@ class VirtualDevice(AgentObserver):
     async def open_app(self) -> None:
         """The user brings the app to the foreground (a cold start when it is not running)."""
         if self.device is None:
+            self._note("the user opens the app (cold start)")
             self.device = await self._start_process()
             await self._call(self.device.launch)
         elif not self.foreground:
@@ -256,6 +311,7 @@ class VirtualDevice(AgentObserver):
     def _die(self) -> None:
         """The app process ends (killed, crashed, phone rebooted)."""
         if self.device is not None:
+            self._note("the app process ends")
             self.device.kill()
         self.device, self.foreground = None, False
         self.app.died()
@@ -265,6 +321,7 @@ class VirtualDevice(AgentObserver):
             await action()
         except AgentError as exc:  # a local failure the agent could not absorb
             self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
+            self._note(f"failure {_action(exc)}: {exc}")
         await self._settle_boots()
 
     # -- the app: what a boot of a bundle does ------------------------------------------------
@@ -286,6 +343,7 @@ class VirtualDevice(AgentObserver):
             await self._app_ready(boot_id, version, now)
             return
         self.ctx.metrics.ran(self.outcome, version, now, confirmed=False)
+        self._note(f"boot of {version}: {boot.kind}")
         if boot.kind == "crashed":
             self.ctx.metrics.crashed(self.outcome, now)
             self._die()
@@ -299,6 +357,7 @@ class VirtualDevice(AgentObserver):
         status = self.device.status()
         if status.boot_id == boot_id and status.boot_confirmed:
             self.ctx.metrics.ran(self.outcome, version, at, confirmed=True)
+            self._note(f"notifyAppReady: {version} confirmed")
 
     def _traits(self, bundle_id: str, version: str, path: Path | None) -> BundleTraits:
         """How this bundle behaves (read once per bundle); checks it and shares its files."""
@@ -329,6 +388,13 @@ class VirtualDevice(AgentObserver):
     async def finish(self, flush_wait_s: float) -> None:
         """Record the final state: deliver queued stats (bounded), check the device can boot."""
         try:
+            await self._finish(flush_wait_s)
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    async def _finish(self, flush_wait_s: float) -> None:
+        try:
             if self.device is None:
                 self.device = await self._start_process()
             await self.device.flush_stats(flush_wait_s)
@@ -336,6 +402,7 @@ class VirtualDevice(AgentObserver):
         except AgentError as exc:
             self.ctx.metrics.local_failure(self.outcome, _action(exc), self.sim_now())
             self.ctx.metrics.finished(self.outcome, unbootable=True, stats_pending=0)
+            self._note(f"end of the run: cannot open the device ({exc})")
             return
         finally:
             if self.device is not None:
@@ -345,6 +412,11 @@ class VirtualDevice(AgentObserver):
         unbootable = not (_loads(status.next or status.current) or _loads(status.fallback))
         self.ctx.metrics.finished(
             self.outcome, unbootable=unbootable, stats_pending=status.pending_stats
+        )
+        self._note(
+            f"end of the run: current {status.current.version}, "
+            + ("unbootable" if unbootable else "bootable")
+            + f", {status.pending_stats} stats pending"
         )
 
 

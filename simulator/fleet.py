@@ -24,7 +24,7 @@ from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.app import draw_device, pick
 from simulator.clock import DeviceClock, VirtualTime
-from simulator.device import BundlePool, ConfigKey, DeviceContext, VirtualDevice
+from simulator.device import BundlePool, ConfigKey, DeviceContext, EventLog, VirtualDevice
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.scenario import Scenario
@@ -114,8 +114,10 @@ class Fleet:
         time: VirtualTime,
         workdir: Path,
         published: Mapping[str, Mapping[str, str]],
+        event_logs: bool = False,
     ) -> None:
         self.scenario = scenario
+        self.event_logs = event_logs  # each device's event log, next to its folder
         self.time = time
         self.metrics = Metrics()
         self.finished = 0  # devices done with the run's end (stats delivered, state read)
@@ -131,6 +133,8 @@ class Fleet:
             published=published,
             profile=get_profile(next(iter(configs.values())).plugin) if configs else get_profile(),
         )
+        if event_logs:
+            (workdir / "devices").mkdir(parents=True, exist_ok=True)
         self.devices = [self._device(ctx, spec, workdir) for spec in specs]
 
     def _port_factory(
@@ -167,6 +171,7 @@ class Fleet:
         device = VirtualDevice(
             ctx, identity, sc.behaviours[spec.behaviour], outcome, folder, spec.seed,
             disk_full=sc.disk_full if spec.disk_full else None,
+            log=EventLog(folder.with_suffix(".log")) if self.event_logs else None,
         )  # fmt: skip
         return device
 

@@ -46,6 +46,7 @@ class RunInfo:
     expected_versions: tuple[str, ...] = ()  # releases given with --expect-release
     server_findings: tuple[str, ...] = ()  # found before the run (pre-flight)
     wall: dict[str, object] | None = None  # where the wall time went (fleet, server CPU)
+    device_logs: Path | None = None  # --workdir's devices/ (absolute): every event log there
 
 
 def _dialects_line(run: dict[str, Any]) -> str:
@@ -205,7 +206,7 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
                     "last_version": r.last_booted,
                     "state": r.state,
                     "why": r.stuck,
-                    "log": f"devices/{r.device.index:06d}.log",
+                    "log": _log_path(info, r.device.index),
                 }
                 for r in stuck[:STUCK_ROWS]
             ],
@@ -299,7 +300,7 @@ def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: P
     curve = metrics.curve(info.scenario.duration_s)
     _write_csv(out / "timeline.csv", curve)
     _write_csv(out / "devices.csv", [r.csv_row() for r in device_records(metrics, info)])
-    listed = {row["index"] for row in report["stuck"]["listed"]}
+    listed = set() if info.device_logs else {row["index"] for row in report["stuck"]["listed"]}
     if listed:
         (out / "devices").mkdir(exist_ok=True)
     for d in metrics.devices:
@@ -313,6 +314,8 @@ def write_report(report: dict[str, Any], metrics: Metrics, info: RunInfo, out: P
 def write_junit(report: dict[str, Any], path: Path) -> None:
     """The expectations as a JUnit XML file for CI: one test case each, a `failure` for a
     missed one, `skipped` for one this run could not measure (unknown: neither pass nor miss).
+    With a baseline (`--baseline`), a second suite: one test case per compared figure, a
+    `failure` for a regression, `skipped` when unknown.
 
     Raises:
         OSError: `path` cannot be written.
@@ -320,28 +323,53 @@ def write_junit(report: dict[str, Any], path: Path) -> None:
     import xml.etree.ElementTree as ET
 
     name = f"otasim.{report['scenario']['name']}"
-    results = report["expectations"]
-    suite = ET.Element(
-        "testsuite", name=name, tests=str(len(results)),
-        failures=str(sum(r["ok"] is False for r in results)),
-        skipped=str(sum(r["ok"] is None for r in results)), errors="0",
-        time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
-    )  # fmt: skip
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname=name, name=r["expect"], time="0")
-        measured = f"measured {_shown(r['value'])} ({r['unit']})"
-        if r["ok"] is False:
-            ET.SubElement(
-                case, "failure", message=measured, type="expectation"
-            ).text = f"{r['expect']}: {measured}"
-        elif r["ok"] is None:
-            ET.SubElement(case, "skipped", message=f"unknown: {r['reason']}")
-        else:
-            ET.SubElement(case, "system-out").text = measured
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
+    suites = [(name, "expectation", [
+        (r["expect"], r["ok"], f"measured {_shown(r['value'])} ({r['unit']})", r.get("reason"))
+        for r in report["expectations"]
+    ])]  # fmt: skip
+    comparison = report.get("comparison")
+    if comparison is not None:
+        suites.append((f"{name}.baseline", "regression", [
+            (r["figure"], {"ok": True, "REGRESSED": False}.get(r["verdict"]),
+             f"baseline {_shown(r['baseline'])}, run {_shown(r['run'])}; a regression when "
+             f"it {r['limit']}", "not measured in one of the runs")
+            for r in comparison["rows"]
+        ]))  # fmt: skip
+    root = ET.Element("testsuites")
+    for suite_name, kind, cases in suites:
+        suite = ET.SubElement(
+            root, "testsuite", name=suite_name, tests=str(len(cases)),
+            failures=str(sum(ok is False for _, ok, _, _ in cases)),
+            skipped=str(sum(ok is None for _, ok, _, _ in cases)), errors="0",
+            time=str(report["run"]["wall_s"]), timestamp=report["run"]["started_at"],
+        )  # fmt: skip
+        for case_name, ok, measured, unknown in cases:
+            case = ET.SubElement(suite, "testcase", classname=suite_name, name=case_name, time="0")
+            if ok is False:
+                ET.SubElement(
+                    case, "failure", message=measured, type=kind
+                ).text = f"{case_name}: {measured}"
+            elif ok is None:
+                ET.SubElement(case, "skipped", message=f"unknown: {unknown}")
+            else:
+                ET.SubElement(case, "system-out").text = measured
+    tree = ET.ElementTree(root)
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _log_path(info: RunInfo, index: int) -> str:
+    """Where a listed stuck device's log is: its event log in --workdir (an absolute path),
+    else the run's summary of it, written into the report folder (relative to it)."""
+    if info.device_logs is not None:
+        return str(info.device_logs / f"{index:06d}.log")
+    return f"devices/{index:06d}.log"
+
+
+def _href(log: str) -> str:
+    """A link to a log: relative to the report folder, or a file: URI for --workdir's."""
+    path = Path(log)
+    return path.as_uri() if path.is_absolute() else log
 
 
 def _device_log(d: Any) -> str:
@@ -550,7 +578,7 @@ def _stuck_html(report: dict[str, Any]) -> str:
     why = _table(["why", "devices"], list(stuck["why"].items()))
     rows = [
         [r["index"], r["device_id"], r["last_version"], r["state"], r["why"],
-         Markup(f'<a href="{html.escape(r["log"])}">log</a>')]
+         Markup(f'<a href="{html.escape(_href(r["log"]))}">log</a>')]
         for r in stuck["listed"]
     ]  # fmt: skip
     more = stuck["devices"] - len(rows)

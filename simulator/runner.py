@@ -36,6 +36,7 @@ from simulator.compare import comparison
 from simulator.device import ConfigKey, file_digests
 from simulator.errors import RunError
 from simulator.fleet import DeviceSpec, plan_fleet
+from simulator.leftovers import remove_dead
 from simulator.metrics import Metrics
 from simulator.preflight import (
     Endpoints,
@@ -207,6 +208,7 @@ def _simulate(options: RunOptions) -> tuple[dict[str, Any], Path]:
                 "clock_steps": done.steps,
             },
             server_findings=(flags,) if flags else (),
+            device_logs=(workdir / "devices").resolve() if options.workdir else None,
         )
         report = build_report(done.fleet.metrics, info)
         if options.baseline is not None:
@@ -245,6 +247,8 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         # after the process, so that a leftover says whose it was.
         shm = Path("/dev/shm")
         where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        # a run killed outright (SIGKILL, OOM) left its folder: removed by the next run
+        remove_dead(Path(where or tempfile.gettempdir()), "otasim-run")
         prefix = f"otasim-run-{os.getpid()}-"
         with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as tmp:
             yield Path(tmp)
@@ -388,7 +392,8 @@ async def _run(
     n = options.processes
     shards = [
         Shard(scenario, specs[i::n], configs, workdir, setup.published,
-              options.http_backend, options.flush_wait_s, cap, options.window_s)
+              options.http_backend, options.flush_wait_s, cap, options.window_s,
+              event_logs=options.workdir is not None)
         for i in range(n)
     ]  # fmt: skip
     dialects = tuple(sorted({d for _, d in configs}))

@@ -99,6 +99,7 @@ class Shard:
     flush_wait_s: float
     time_scale: float | None = None  # a cap on simulated seconds per real second
     window_s: float = WINDOW_S
+    event_logs: bool = False  # each device's event log next to its folder (--workdir)
 
 
 def _shard_fleet(shard: Shard) -> tuple[Fleet, AsyncHttpPort]:
@@ -106,7 +107,7 @@ def _shard_fleet(shard: Shard) -> tuple[Fleet, AsyncHttpPort]:
     fleet = Fleet(
         shard.scenario, shard.specs, configs=shard.configs, http=http,
         time=VirtualTime(shard.window_s, cap=shard.time_scale), workdir=shard.workdir,
-        published=shard.published,
+        published=shard.published, event_logs=shard.event_logs,
     )  # fmt: skip
     return fleet, http
 

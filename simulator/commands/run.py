@@ -77,12 +77,16 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--junit", metavar="FILE",
-        help="also write the expectations as a JUnit XML file (one test case each) for CI",
+        help="also write the expectations as a JUnit XML file (one test case each) for CI; "
+             "with --baseline, also one test case per compared figure (a regression fails)",
     )  # fmt: skip
     parser.add_argument(
         "--workdir",
         metavar="DIR",
-        help="keep device folders and server data here (default: a temp folder)",
+        help="keep device folders, server data and each device's event log (DIR/devices/"
+        "NNNNNN.log: its agent's requests, events and stats in simulated time, at most "
+        "20,000 lines) here; report.html's stuck devices link to those logs (default: "
+        "a temp folder, removed)",
     )
     parser.add_argument(
         "--server",

@@ -8,6 +8,7 @@ import copy
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -131,7 +132,8 @@ def test_run_with_a_baseline_compares_in_the_report_and_exits_1_on_a_regression(
     base = folder(tmp_path, "base", baseline_report())
     out = tmp_path / "out"
     argv = ["run", "--scenario", str(tmp_path / "crash.toml"), "--devices", "10", "--seed", "3",
-            "--no-progress", "--report", str(out), "--baseline", str(base)]  # fmt: skip
+            "--no-progress", "--report", str(out), "--baseline", str(base),
+            "--junit", str(tmp_path / "junit.xml")]  # fmt: skip
     assert main(argv) == 1
     report = json.loads((out / "report.json").read_text())
     assert report["passed"]  # no expectation: the regression alone fails the run
@@ -140,3 +142,14 @@ def test_run_with_a_baseline_compares_in_the_report_and_exits_1_on_a_regression(
     assert "against the baseline: " in capsys.readouterr().out
     page = (out / "report.html").read_text()
     assert "Compared with the baseline: " in page and "REGRESSED" in page
+    # the JUnit file carries the comparison too: one test case per figure, a regression
+    # a failure, an unknown figure skipped
+    suites = ElementTree.parse(tmp_path / "junit.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["otasim.crash", "otasim.crash.baseline"]
+    cases = {c.get("name"): c for c in suites[1].iter("testcase")}
+    assert set(cases) == {r["figure"] for r in report["comparison"]["rows"]}
+    failed = {n for n, c in cases.items() if c.find("failure") is not None}
+    assert failed == set(regressions) and suites[1].get("failures") == str(len(failed))
+    skipped = {n for n, c in cases.items() if c.find("skipped") is not None}
+    unknown = {r["figure"] for r in report["comparison"]["rows"] if r["verdict"] == "unknown"}
+    assert skipped == unknown

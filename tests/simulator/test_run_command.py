@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
 from agent.config import AgentConfig
+from simulator import device
 from simulator.cli import main
 from simulator.preflight import Endpoints
 from simulator.runner import RunOptions, _config
@@ -131,3 +138,76 @@ def test_fleet_devices_run_without_the_real_time_rate_check() -> None:
     config = _config(urls, {"public_key": None}, "production", "capgo", RunOptions())
     assert config.stall_window_s == 0
     assert AgentConfig(update_url=urls.updates).stall_window_s > 0
+
+
+def test_a_workdir_keeps_every_device_and_its_event_log_linked_from_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --workdir, every device's folder and event log stay there (what its agent did,
+    in simulated time) and the stuck devices' rows link to those logs, not to the report
+    folder's summaries."""
+    crashing = TINY.format(min=0.0, at="").replace(
+        "size_kb = 20\n", "size_kb = 20\ncrash_on_boot = { android = 1.0, ios = 1.0 }\n"
+    )
+    (tmp_path / "crash.toml").write_text(crashing)
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["run", "--scenario", str(tmp_path / "crash.toml"), "--devices", "10", "--seed", "3",
+            "--no-progress", "--report", str(out), "--workdir", str(work)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    devices = work / "devices"
+    folders = sorted(p.name for p in devices.iterdir() if p.is_dir())
+    assert folders == [f"{i:06d}" for i in range(10)]
+    logs = {p.name: p.read_text() for p in devices.glob("*.log")}
+    assert sorted(logs) == [f"{i:06d}.log" for i in range(10)]
+    assert any("boot of 1.0.1: crashed" in text for text in logs.values())
+    for text in logs.values():
+        assert "request /updates POST" in text
+        assert text.splitlines()[-1].split("s  ", 1)[1].startswith("end of the run: current ")
+    report = json.loads((out / "report.json").read_text())
+    listed = report["stuck"]["listed"]
+    assert listed and all(Path(r["log"]) == devices.resolve() / f"{r['index']:06d}.log"
+                          for r in listed)  # fmt: skip
+    page = (out / "report.html").read_text()
+    first = devices.resolve() / f"{listed[0]['index']:06d}.log"
+    assert f'href="{first.as_uri()}"' in page
+    assert not (out / "devices").exists()  # the logs are the workdir's
+
+
+def test_an_event_log_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "LOG_LINES", 3)
+    log = device.EventLog(tmp_path / "000000.log")
+    for i in range(100):
+        log.add(float(i), f"event {i}")
+    log.close()
+    lines = (tmp_path / "000000.log").read_text().splitlines()
+    assert [line.split("s  ")[-1] for line in lines] == [
+        "event 0",
+        "event 1",
+        "event 2",
+        "... and 97 more, not logged",
+    ]
+
+
+def test_a_run_removes_the_folders_of_runs_killed_outright(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed outright (SIGKILL) leaves `otasim-run-PID-*`; the next run removes it
+    when that PID no longer runs, and keeps a live process's folder and other names."""
+    where = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = where / f"otasim-run-{gone.pid}-test"
+    live = where / f"otasim-run-{os.getpid()}-test"
+    other = where / "otasim-run-notapid-test"
+    try:
+        for folder in (dead, live, other):
+            (folder / "devices").mkdir(parents=True)
+        argv = ["run", "--scenario", scenario(tmp_path, 0.0), "--devices", "2", "--seed", "1",
+                "--no-progress", "--report", str(tmp_path / "out")]  # fmt: skip
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert not dead.exists() and live.is_dir() and other.is_dir()
+    finally:
+        for folder in (dead, live, other):
+            shutil.rmtree(folder, ignore_errors=True)
