@@ -308,6 +308,12 @@ class _Reader:
         values = {k: self.number(t, k, where, getattr(base, k)) for k in t}
         if values.get("kill_share", 0) > 1:
             raise self.fail(f"{where}.kill_share", "a share must be within [0, 1]")
+        if values.get("sessions_per_day", 1) <= 0:
+            raise self.fail(
+                f"{where}.sessions_per_day",
+                "must be above 0 (the app must open to run; for no devices, give the group"
+                " share 0)",
+            )
         return Behaviour(**values)
 
     def release(self, raw: object, where: str) -> Release:

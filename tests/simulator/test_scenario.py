@@ -61,6 +61,7 @@ def test_a_file_path_loads_with_defaults(tmp_path: Path) -> None:
         ("[[fleet]]\nbehaviour = 'nightly'", "fleet[1].behaviour", "unknown value"),
         ("[[fleet]]\nmitm = true", "mitm.mode", "required"),
         ("[behaviours.x]\nkill_share = 2", "behaviours.x.kill_share", "within [0, 1]"),
+        ("[behaviours.x]\nsessions_per_day = 0", "behaviours.x.sessions_per_day", "above 0"),
         ("[disk_full]\nshare = 1.5", "disk_full.share", "out of range"),
         ("[disk_full]\nfrom_h = 1", "disk_full.share", "required"),
         ("[disk_full]\nshare = 0.1\nfrom_h = 6\nuntil_h = 2", "disk_full.until_h", "after"),
