@@ -12,6 +12,7 @@ line for a usage error), never as a traceback.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import asyncio
 import importlib
@@ -129,15 +130,32 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """While a command runs, SIGTERM unwinds it like Ctrl-C (main thread only)."""
+    """While a command runs, SIGTERM unwinds it like Ctrl-C, and neither is lost where
+    Python can only print an exception (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _TERMINATED.clear()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous, previous_hook = signal.signal(signal.SIGTERM, _terminate), sys.unraisablehook
+
+    def redeliver(unraisable: sys.UnraisableHookArgs) -> None:
+        # Raised in a gc callback (hypothesis has one), a `__del__` or a weakref callback,
+        # the interruption would be printed and forgotten: its signal trips anew a moment
+        # later (from another thread: tripped here, it would raise here again), and the
+        # handler raises at the next point where an exception can unwind the command.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sig = signal.SIGTERM if _TERMINATED.is_set() else signal.SIGINT
+            again = threading.Timer(0.01, _thread.interrupt_main, (sig,))
+            again.daemon = True
+            again.start()
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 

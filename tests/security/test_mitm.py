@@ -260,7 +260,7 @@ def test_a_terminated_prove_stops_its_mitmdump_and_removes_its_folders(mitmdump:
     finally:
         if prove.poll() is None:
             prove.kill()
-            prove.wait(10)
+            prove.communicate(timeout=10)  # and its pipes closed
     assert prove.returncode == 143, err[-2000:]  # SIGTERM unwinds it as every command (cli)
     assert err.endswith("otasim: terminated (SIGTERM); what it started is cleaned up\n")
     assert not any(Path(f"/proc/{pid}").exists() for pid in proxies)
