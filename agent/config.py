@@ -31,6 +31,18 @@ _APP_ID = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE)
 _STRICT_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
 
+# Capgo keys apps by a reverse-domain id; the other families by an opaque id that goes into
+# URL paths (Capawesome Cloud's are UUIDs, Appflow's short hex strings).
+_PATH_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def valid_app_id(app_id: str, dialect: str | None = None) -> bool:
+    """Whether `app_id` is an app id of `dialect` (Capgo: com.example.app), or, with no dialect,
+    of some dialect: letters, digits, `.`, `_` and `-`, safe in a URL path."""
+    pattern = _APP_ID if dialect == "capgo" else _PATH_SAFE_ID
+    return pattern.match(app_id) is not None
+
+
 def _check_url(name: str, url: str, *, may_be_empty: bool) -> None:
     if url == "" and may_be_empty:
         return
@@ -212,8 +224,11 @@ class DeviceIdentity:
         except ValueError:
             raise ValueError(f"device_id must be a UUID, got {self.device_id!r}") from None
         object.__setattr__(self, "device_id", str(parsed))
-        if not _APP_ID.match(self.app_id):
-            raise ValueError(f"app_id must look like com.example.app, got {self.app_id!r}")
+        if not valid_app_id(self.app_id):
+            raise ValueError(
+                f"app_id must be letters, digits, '.', '_' or '-' (e.g. com.example.app), "
+                f"got {self.app_id!r}"
+            )
         if self.platform not in get_args(Platform):
             raise ValueError(f"platform must be ios or android, got {self.platform!r}")
         if not self.version_build:

@@ -21,6 +21,9 @@ from simulator.cli import build_parser
 OTASIM = str(Path(sys.executable).with_name("otasim"))
 REFUSED = "http://127.0.0.1:9"
 DEVICE = ["--app-id", "com.example.app", "--platform", "ios"]
+APP = ["--app-id"]  # followed by a bad one
+IOS = ["--platform", "ios", "--version-build", "1.0.0"]
+RELEASE = ["--version", "1.0.1", "--channel", "production"]
 
 BAD_ARGUMENTS: list[list[str]] = [
     ["nope"],
@@ -59,12 +62,16 @@ BAD_ARGUMENTS: list[list[str]] = [
     ["device"],
     ["device", "init", "dev", "--server", REFUSED, *DEVICE, "--version-build", "banana"],
     ["device", "init", "dev", "--server", "127.0.0.1:9", *DEVICE, "--version-build", "1.0.0"],
+    ["device", "init", "dev", "--server", REFUSED, *APP, "myapp", *IOS],
+    ["device", "init", "dev", "--server", REFUSED, "--dialect", "capawesome", *APP, "a/b", *IOS],
     ["device", "status", "absent"],
     ["keys", "create"],
     ["bundle", "verify", "absent.zip"],
     ["check", "--devices", "abc"],
     ["check", "--expect-rollout", "150", "--server", REFUSED, "--app-id", "com.example.app"],
     ["check", "--server", "127.0.0.1:9", "--app-id", "com.example.app"],
+    ["check", "--server", REFUSED, "--app-id", "myapp"],
+    ["publish", "{aside}", "--server", REFUSED, "--api-key", "k", *APP, "my app", *RELEASE],
     ["compare", "absent"],
     ["compare", "absent", "also-absent"],
     ["compare", "absent", "also-absent", "--max-adoption-drop", "-1"],

@@ -89,6 +89,15 @@ def version(text: str) -> str:
     return text
 
 
+def app_id(text: str) -> str:
+    """A Capgo app id (reverse-domain), as the reference server and Capgo servers key apps."""
+    from agent.config import valid_app_id
+
+    if not valid_app_id(text, "capgo"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an app id (e.g. com.example.app)")
+    return text
+
+
 _TIMESPAN = re.compile(r"\d+|(?=\d)(\d+h)?(\d+m)?(\d+s)?")
 
 

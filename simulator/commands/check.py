@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.protocol.profiles import DEFAULT_PROFILE, PLUGIN_PROFILES
 
-from simulator.commands import EXIT_SERVER, SERVER_ROW, exit_codes, percent, positive_int
+from simulator.commands import EXIT_SERVER, SERVER_ROW, app_id, exit_codes, percent, positive_int
 from simulator.errors import CommandError
 
 EPILOG = """\
@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--server", metavar="URL", help="the server's base URL")
-    p.add_argument("--app-id", metavar="ID", help="the app id devices send")
+    p.add_argument("--app-id", type=app_id, metavar="ID", help="the app id devices send")
     p.add_argument("--public-key", type=Path, metavar="PEM",
                    help="the app's public key (PEM or capacitor.config.json): verify bundles "
                         "as devices do")  # fmt: skip

@@ -150,7 +150,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from agent.config import AgentConfig, DeviceIdentity
+    from agent.config import AgentConfig, DeviceIdentity, valid_app_id
     from agent.protocol.profiles import get_profile
     from agent.protocol.registry import DEFAULT_DIALECT, dialect_for
     from agent.security.keys import load_public_key
@@ -198,6 +198,8 @@ def run_init(args: argparse.Namespace) -> int:
             version_os=args.os_version,
             plugin_version=profile.plugin_version,
         )
+        if not valid_app_id(args.app_id, dialect):
+            raise ValueError(f"--app-id {args.app_id!r} is not a Capgo app id (com.example.app)")
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     args.dir.mkdir(parents=True, exist_ok=True)

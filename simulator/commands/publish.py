@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, exit_codes
+from simulator.commands import EXIT_SERVER, SERVER_ROW, HelpFormatter, app_id, exit_codes
 from simulator.errors import CommandError
 
 
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("source", metavar="DIST_OR_ZIP", type=Path)
     server_options(p, "upload+write")
-    p.add_argument("--app-id", required=True, help="e.g. com.example.app")
+    p.add_argument("--app-id", type=app_id, required=True, help="e.g. com.example.app")
     p.add_argument("--version", required=True, help="bundle version, X.Y.Z")
     p.add_argument("--channel", required=True, help="channel name, e.g. production")
     p.add_argument("--key", type=Path, help="RSA private key PEM (encrypt and sign)")

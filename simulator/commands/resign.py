@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from simulator.commands import HelpFormatter, exit_codes, positive_float
+from simulator.commands import HelpFormatter, app_id, exit_codes, positive_float
 from simulator.commands.publish import need_server, private_pem_of, server_options
 from simulator.errors import CommandError
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     server_options(p, "upload")
-    p.add_argument("--app-id", required=True, help="e.g. com.example.app")
+    p.add_argument("--app-id", type=app_id, required=True, help="e.g. com.example.app")
     p.add_argument("--version", required=True, help="the published version, X.Y.Z")
     p.add_argument("--key", type=Path, required=True, help="the app's RSA private key PEM")
     p.add_argument(

@@ -248,3 +248,13 @@ def test_a_checksum_in_the_downloads_header_verifies_the_bundle_end_to_end(
             assert "checksum_fail" in failed or "checksum_required" in failed, failed
     finally:
         device.close()
+
+
+def test_an_opaque_app_id_goes_into_the_path_and_an_unsafe_one_is_refused() -> None:
+    app = "6e9f2c1a-4b1d-4c36-9f0e-2b7f3c9d8a11"  # Capawesome Cloud app ids are UUIDs
+    identity = replace(IDENTITY, app_id=app)
+    request = DIALECT.check_request(DeviceInfo(identity, CONFIG, "2.1.0", None, None))
+    assert urlsplit(request.url).path == f"/base/v1/apps/{app}/bundles/latest"
+    for unsafe in ("a/b", "../etc", "a b", "", "a?x=1", "é"):
+        with pytest.raises(ValueError, match="app_id must be"):
+            replace(IDENTITY, app_id=unsafe)
