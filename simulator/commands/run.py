@@ -246,7 +246,7 @@ def _summary(report: dict[str, Any], page: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console()
+    console = Console(soft_wrap=True)  # no newline inside a line: paths stay whole for copy-paste
     run, upd = report["run"], report["updates"]
     final = ", ".join(f"{v} {share:.1%}" for v, share in report["adoption"]["final"].items())
     console.print(

@@ -52,7 +52,7 @@ def scenario(tmp_path: Path, adoption_min: float, at_h: float | None = None) -> 
 def test_exit_status_follows_the_expectations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], adoption_min: float, status: int
 ) -> None:
-    report = tmp_path / "out"
+    report = tmp_path / ("a-report-folder-whose-path-is-longer-than-a-terminal-line" * 2)
     argv = ["run", "--scenario", scenario(tmp_path, adoption_min, 0), "--devices", "10"]
     argv += ["--report", str(report), "--seed", "5", "--junit", str(tmp_path / "ci" / "j.xml")]
     assert main(argv) == status
