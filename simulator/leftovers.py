@@ -1,12 +1,30 @@
-"""Folders named after the process that made them (`PREFIX-PID-*`), and the sweep of those
-whose process no longer runs: a process killed outright (SIGKILL, OOM) cannot remove its own.
-Used by `otasim run` (`otasim-run-PID-*`) and the Locust processes (`otasim-locust-PID-*`)."""
+"""What a command must not leave behind. Folders named after the process that made them
+(`PREFIX-PID-*`), and the sweep of those whose process no longer runs: a process killed
+outright (SIGKILL, OOM) cannot remove its own; used by `otasim run` (`otasim-run-PID-*`) and
+the Locust processes (`otasim-locust-PID-*`). And `stop`, for the child processes a command
+starts (the embedded server, mitmdump)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
+
+
+def stop(process: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Stop a child: SIGTERM, then SIGKILL after `timeout_s`; always reaped, also when an
+    interruption (Ctrl-C, or a SIGTERM of our own unwinding the command) lands in the wait."""
+    try:
+        process.terminate()
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def remove_dead(where: Path, prefix: str) -> list[Path]:

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 from agent.drivers.backends import make_sync_port
 
+from simulator.leftovers import stop
 from simulator.prove.attacks import STRICT, Case, Figures, Kit, Victim, generated
 from simulator.prove.hostile import HostileServer, Reply
 
@@ -133,12 +134,7 @@ def mitm_proxy(
             yield mitm
         finally:
             mitm.close()
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop(process, 10)
 
 
 def _wait_ready(mitm: Mitm, process: subprocess.Popen[bytes], log: Path) -> None:

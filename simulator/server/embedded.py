@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from simulator.leftovers import stop
 from simulator.server.auth import bootstrap_admin_key
 from simulator.server.db import connect
 from simulator.server.runner import bind, make_server, url_of
@@ -108,14 +109,11 @@ def _in_subprocess(config: ServerConfig, host: str, port: int) -> Iterator[tuple
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
     try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+        stop(proc, STOP_TIMEOUT_S)
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _read_url(proc: subprocess.Popen[str], errors: IO[str]) -> str:
