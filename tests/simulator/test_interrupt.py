@@ -75,6 +75,8 @@ def in_gc(phase, info):  # hypothesis keeps such a callback; Python prints what 
         sum(range(1000))  # the handler runs here, in the callback
 
 sent = []
+# as in a terminal: a job started in the background by a shell inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with cli._sigterm_unwinds():
     gc.callbacks.append(in_gc)
     try:

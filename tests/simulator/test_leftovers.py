@@ -4,9 +4,11 @@ in the wait."""
 from __future__ import annotations
 
 import _thread
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,16 @@ def test_a_child_that_ignores_sigterm_is_killed_and_reaped() -> None:
     assert child.returncode == -9 and not Path(f"/proc/{child.pid}").exists()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal: pytest started in the background by a
+    shell inherits SIGINT ignored, and `interrupt_main` then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_an_interruption_in_the_wait_still_kills_and_reaps_the_child() -> None:
     child = _stubborn()
     threading.Timer(0.2, _thread.interrupt_main).start()  # Ctrl-C while stop() waits
