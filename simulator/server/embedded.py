@@ -15,12 +15,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from simulator.leftovers import stop
+from simulator.leftovers import remove_dead, stop
 from simulator.server.auth import bootstrap_admin_key
 from simulator.server.db import connect
 from simulator.server.runner import bind, make_server, url_of
@@ -60,8 +60,12 @@ def run_server(
         RuntimeError: the server did not start within 30 s.
         OSError: the address is not available.
     """
-    with tempfile.TemporaryDirectory(prefix="otasim-server-") as tmp:
-        folder = data_dir if data_dir is not None else Path(tmp)
+    folder_of_run: AbstractContextManager[str] = nullcontext(str(data_dir))
+    if data_dir is None:  # named after this process: a killed one's is swept by the next
+        remove_dead(Path(tempfile.gettempdir()), "otasim-server")
+        folder_of_run = tempfile.TemporaryDirectory(prefix=f"otasim-server-{os.getpid()}-")
+    with folder_of_run as where:
+        folder = Path(where)
         conn = connect(folder)
         try:
             admin_key = bootstrap_admin_key(conn, always=True)

@@ -1,10 +1,13 @@
 import asyncio
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from simulator.server.auth import bootstrap_admin_key
 from simulator.server.client import AdminClient
@@ -62,3 +65,18 @@ def test_buffered_writes_are_flushed_at_shutdown(tmp_path: Path) -> None:
     sock.close()
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         assert db.execute("SELECT device_id FROM devices").fetchall() == [(body["device_id"],)]
+
+
+def test_a_given_data_folder_makes_no_temp_folder_and_a_dead_runs_folder_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    left = tmp_path / "tmp" / "otasim-server-999999999-x"  # a killed run's folder
+    left.mkdir()
+    with run_server(tmp_path / "data"):
+        assert list((tmp_path / "tmp").iterdir()) == [left]  # nothing made, nothing swept
+    with run_server() as server:
+        assert server.data_dir.name.startswith(f"otasim-server-{os.getpid()}-")
+        assert list((tmp_path / "tmp").iterdir()) == [server.data_dir]  # the dead one swept
+    assert list((tmp_path / "tmp").iterdir()) == []
