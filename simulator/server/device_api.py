@@ -239,6 +239,6 @@ def record_event(state: ServerState, info: DeviceInfo) -> dict[str, object] | No
 
 
 def after_stats(state: ServerState, app_id: str) -> None:
-    """Write the counts now and pause any rollout whose failure ratio passed its threshold."""
-    state.recorder.flush()
+    """Pause any rollout whose failure ratio passed its threshold (writing the counts first
+    when the app has such a rollout; otherwise they are written behind)."""
     channel_store.auto_pause(state, app_id)
