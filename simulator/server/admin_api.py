@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.server import admin_store as store
@@ -25,7 +25,7 @@ from simulator.server.model import BUILTIN, DISABLE_AUTO_UPDATE
 from simulator.server.state import ServerState
 from simulator.server.stats_query import app_stats
 from simulator.server.validation import APP_ID, DEVICE_ID
-from simulator.server.web import ApiError, read_json, refuse_declared_excess
+from simulator.server.web import ApiError, JSONResponse, read_json, refuse_declared_excess
 
 ADMIN_BODY_LIMIT = 4 << 20
 Handler = Callable[[Request, ServerState, ApiKey], Awaitable[Any]]

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.server import admin_api, device_api
 from simulator.server.blobs import serve_file
 from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.state import ServerConfig, ServerState
-from simulator.server.web import ApiError
+from simulator.server.web import ApiError, JSONResponse
 
 log = logging.getLogger(__name__)
 

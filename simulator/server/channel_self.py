@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from simulator.server import semver
 from simulator.server.db import transaction
@@ -18,7 +18,7 @@ from simulator.server.device_api import OK, ON_PREM, bad_request
 from simulator.server.model import Channel
 from simulator.server.state import ServerState
 from simulator.server.validation import APP_ID, PLATFORMS, BadRequest, parse_channel_self_request
-from simulator.server.web import read_json
+from simulator.server.web import JSONResponse, read_json
 
 LOCAL_CHANNEL_MIN = {5: "5.34.0", 6: "6.34.0", 7: "7.34.0", 8: "8.0.0"}
 _QUERY_FIELDS = [

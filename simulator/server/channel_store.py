@@ -165,11 +165,23 @@ def set_override(
 
 
 def auto_pause(state: ServerState, app_id: str) -> None:
-    """Pause every rollout of the app whose failure ratio passed its channel's threshold."""
-    for channel in state.catalog.channels(app_id):
-        if channel.auto_pause_fail_ratio is None or channel.rollout_version is None:
-            continue
-        totals = version_totals(state.conn, app_id, channel.rollout_version)
+    """Pause every rollout of the app whose failure ratio passed its channel's threshold.
+
+    Only when the app has a running rollout with a threshold are the buffered stats written
+    first (the ratio is read from the database, so it counts every event received so far);
+    otherwise they stay write-behind."""
+    watched = [
+        (channel, channel.rollout_version)
+        for channel in state.catalog.channels(app_id)
+        if channel.auto_pause_fail_ratio is not None
+        and channel.rollout_version is not None
+        and not channel.rollout_paused
+    ]
+    if not watched:
+        return
+    state.recorder.flush()
+    for channel, version in watched:
+        totals = version_totals(state.conn, app_id, version)
         if rollout.should_auto_pause(channel, totals["installs"], totals["fails"]):
             with transaction(state.conn) as conn:
                 conn.execute("UPDATE channels SET rollout_paused = 1 WHERE id = ?", (channel.id,))

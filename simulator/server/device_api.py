@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from simulator.server import channel_store, rollout, semver
 from simulator.server.decide import decide
@@ -19,7 +19,7 @@ from simulator.server.validation import (
     parse_stats_event,
     parse_update_request,
 )
-from simulator.server.web import read_json
+from simulator.server.web import JSONResponse, read_json
 
 OK = {"status": "ok"}
 ON_PREM = {"error": "on_premise_app", "message": "On-premise app detected"}
@@ -239,6 +239,6 @@ def record_event(state: ServerState, info: DeviceInfo) -> dict[str, object] | No
 
 
 def after_stats(state: ServerState, app_id: str) -> None:
-    """Write the counts now and pause any rollout whose failure ratio passed its threshold."""
-    state.recorder.flush()
+    """Pause any rollout whose failure ratio passed its threshold (writing the counts first
+    when the app has such a rollout; otherwise they are written behind)."""
     channel_store.auto_pause(state, app_id)

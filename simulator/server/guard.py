@@ -67,22 +67,35 @@ class ConnectionLimits:
 
 
 class _GuardedProtocol(HttpToolsProtocol):
+    """One timer per connection, not one per request phase: `_arm` moves the deadline and
+    starts a timer only when none is due by then; the timer, when it fires, closes the
+    connection past the deadline, waits for a later one, or ends when there is none (idle
+    keep-alive connections are uvicorn's to time out)."""
+
     limits: ConnectionLimits = ConnectionLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        self._deadline = self.loop.time() + seconds
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._expire)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None
 
-    def _too_slow(self) -> None:
+    def _expire(self) -> None:
+        self._timer = None
+        if self._deadline is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+            return
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
@@ -97,6 +110,9 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:  # None: refused in connection_made
             super().connection_lost(exc)
 

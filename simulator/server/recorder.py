@@ -1,6 +1,6 @@
 """Write-behind for the hot path: device rows and per-version action counters are buffered
 in memory and written in one transaction per flush (every half second, before any read of
-them, and at shutdown)."""
+them: admin stats, an auto-pause check; and at shutdown)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette import responses
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 DEVICE_BODY_LIMIT = 1 << 20  # 1 MiB: a stats batch of 200 events is ~100 KiB
 
@@ -27,6 +27,19 @@ class ApiError(Exception):
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+# One encoder and one decoder for every request: `json.dumps`/`json.loads` with options build
+# a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSON answer (same bytes), rendered by the shared encoder."""
+
+    def render(self, content: Any) -> bytes:
+        return _ENCODER.encode(content).encode("utf-8")
 
 
 def refuse_declared_excess(request: Request, limit: int) -> None:
@@ -64,7 +77,7 @@ def parse_json(raw: bytes) -> Any:
         ApiError: 400 `invalid_json_parse_body`.
     """
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json_parse_body", "Invalid JSON body") from exc
 

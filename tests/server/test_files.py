@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.server.blobs import BlobResponse
 from simulator.server.client import AdminClient
 from simulator.server.embedded import RunningServer
 
-SIZE = 300_000
+SIZE = (5 << 19) + 7  # 2.5 MiB and a bit: several read chunks
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,22 @@ def test_upload_over_the_cap_is_refused_and_leaves_nothing(server: RunningServer
     assert answer.startswith("HTTP/1.1 413")
     assert '"error":"body_too_large"' in answer
     assert list((server.data_dir / "files").glob(".upload-*")) == []
+
+
+def test_a_bundle_is_sent_in_one_mebibyte_chunks(tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    (tmp_path / "bundle.zip").write_bytes(data)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client never leaves
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "headers": []}
+    asyncio.run(BlobResponse(tmp_path / "bundle.zip")(scope, receive, send))
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert b"".join(bodies) == data
+    assert [len(b) for b in bodies] == [1 << 20, 1 << 20, SIZE - (2 << 20)]

@@ -3,6 +3,7 @@ than descriptors, log floods, a forged Host header, its database's file modes.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import resource
@@ -11,8 +12,9 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ import pytest
 from simulator.server.client import AdminClient
 from simulator.server.db import DB_NAME
 from simulator.server.embedded import RunningServer, _in_thread
-from simulator.server.guard import BUSY, RateLimitedLog
+from simulator.server.guard import BUSY, ConnectionLimits, RateLimitedLog, guarded_protocol
 from simulator.server.state import ServerConfig
 
 from .conftest import add_bundle, device
@@ -145,3 +147,86 @@ def test_database_files_are_the_owners_only(server: RunningServer) -> None:
     files = [server.data_dir / (DB_NAME + suffix) for suffix in ("", "-wal", "-shm")]
     assert all(path.exists() for path in files)
     assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {0o600}
+
+
+class _Clock:
+    """Enough of an event loop for the guard's timers: time, call_at, call_later."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.scheduled: list[asyncio.TimerHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def get_debug(self) -> bool:
+        return False
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        self.scheduled.remove(handle)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, (), self)  # type: ignore[arg-type]
+        self.scheduled.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.call_at(self.now + delay, callback)
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while due := sorted(
+            (h for h in self.scheduled if not h.cancelled() and h.when() <= end),
+            key=lambda h: h.when(),
+        ):
+            self.scheduled.remove(due[0])
+            self.now = due[0].when()
+            due[0]._run()
+        self.now = end
+
+
+class _Transport:
+    closed = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _guarded(clock: _Clock) -> Any:
+    limits = ConnectionLimits(head_timeout_s=10.0, body_timeout_s=120.0)
+    protocol = object.__new__(guarded_protocol(limits))
+    protocol.loop, protocol.transport = clock, _Transport()
+    protocol._deadline, protocol._timer = None, None
+    return protocol
+
+
+def test_the_slow_client_guard_keeps_one_timer_per_connection() -> None:
+    clock = _Clock()
+    protocol = _guarded(clock)
+    protocol._arm(10.0)  # connection made
+    for _ in range(200):  # keep-alive requests: head begun, head complete, answered
+        protocol._arm(10.0)
+        protocol._arm(120.0)
+        protocol._disarm()
+        clock.advance(0.01)
+    assert len(clock.scheduled) == 1
+    clock.advance(60)  # idle: uvicorn's keep-alive timeout, not the guard
+    assert not protocol.transport.closed and not clock.scheduled
+
+
+def test_the_slow_client_guard_closes_at_each_phases_deadline() -> None:
+    clock = _Clock()
+    protocol = _guarded(clock)
+    protocol._arm(10.0)
+    protocol._arm(120.0)  # head complete: the timer due at 10 s waits on for the body
+    clock.advance(100)
+    assert not protocol.transport.closed
+    protocol._disarm()
+    protocol._arm(10.0)  # a second request's head, due before the body timer: its own timer
+    clock.advance(9.9)
+    assert not protocol.transport.closed
+    clock.advance(0.2)
+    assert protocol.transport.closed

@@ -129,6 +129,22 @@ def test_auto_pause_from_device_failure_stats(
     assert offered(http, device(rolling)) == "1.0.1"
 
 
+def test_auto_pause_at_the_stats_event_that_passes_the_threshold(
+    http: httpx.Client, admin: AdminClient, rolling: str
+) -> None:
+    # Stats are written behind, except for an app with a rollout that can pause itself:
+    # the event that makes the ratio pass pauses the rollout before its answer.
+    admin.set_rollout(rolling, "production", "1.0.2", 100, auto_pause_fail_ratio=0.25,
+                      auto_pause_min_samples=8)  # fmt: skip
+    events = [device(rolling, version_name="1.0.2", action="set") for _ in range(5)]
+    events += [device(rolling, version_name="1.0.2", action="update_fail") for _ in range(3)]
+    for event in events[:-1]:
+        assert http.post("/stats", json=event).json() == {"status": "ok"}
+        assert admin.app(rolling)["channels"][0]["rollout_paused"] is False
+    assert http.post("/stats", json=events[-1]).json() == {"status": "ok"}
+    assert admin.app(rolling)["channels"][0]["rollout_paused"] is True
+
+
 def test_rollback_to_an_earlier_bundle_and_to_builtin(
     http: httpx.Client, admin: AdminClient, rolling: str
 ) -> None:

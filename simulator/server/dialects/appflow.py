@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.server.blobs import serve_blob
 from simulator.server.dialects.common import decide_for, offered
 from simulator.server.state import ServerState
-from simulator.server.web import ApiError, read_json
+from simulator.server.web import ApiError, JSONResponse, read_json
 
 NAME = "appflow"
 META = {"status": 200, "version": "2.0.0-otasim"}

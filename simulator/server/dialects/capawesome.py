@@ -12,10 +12,11 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.server.dialects.common import decide_for, offered
+from simulator.server.web import JSONResponse
 
 NAME = "capawesome"
 PLATFORMS = {"0": "android", "1": "ios"}

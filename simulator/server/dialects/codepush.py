@@ -21,7 +21,7 @@ import uuid
 from typing import Any, Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.server.device_api import after_stats, bad_request, base_url, check, unknown_app
@@ -29,7 +29,7 @@ from simulator.server.dialects.decision import offered, to_builtin
 from simulator.server.model import BUILTIN
 from simulator.server.state import ServerState
 from simulator.server.validation import DEVICE_ID, BadRequest, parse_update_request
-from simulator.server.web import read_json
+from simulator.server.web import JSONResponse, read_json
 
 PREFIX: Final = "/v0.1/public/codepush"
 HEX64: Final = re.compile(r"[0-9a-f]{64}")

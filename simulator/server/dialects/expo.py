@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.expo_release import sign_manifest
@@ -44,6 +44,7 @@ from simulator.server.dialects.decision import offered, to_builtin
 from simulator.server.model import BUILTIN
 from simulator.server.state import ServerState
 from simulator.server.validation import BadRequest, parse_update_request
+from simulator.server.web import JSONResponse
 
 APP_HEADER: Final = "otasim-app-id"
 PROTOCOL_HEADERS: Final = {
