@@ -2,7 +2,7 @@
 
 ```
 <folder>/state.json          DeviceState (lifecycle.to_json)
-<folder>/stats.json          pending stats events
+<folder>/stats.json          pending stats events (no file: none pending)
 <folder>/bundles/<id>/       unpacked bundles, moved in whole by one rename
 <folder>/downloads/<id>.part raw bytes received so far (resumed with HTTP Range)
 <folder>/staging/<id>/       a bundle being unpacked; never survives a reopen
@@ -245,7 +245,8 @@ class DeviceStore:
         atomic_write(self.folder / STATE_FILE, data, durable=self.durable)
 
     def _write_stats(self, events: Sequence[StatEvent]) -> None:
-        """Write the whole pending queue (up to 200 events) with `atomic_write`.
+        """Write the whole pending queue (up to 200 events) with `atomic_write`; an empty
+        queue removes the file (a missing file reads as an empty queue).
 
         The queue changes by one appended event or one sent batch between commits, so each
         event is encoded to JSON once and its bytes are reused while it stays queued
@@ -254,6 +255,10 @@ class DeviceStore:
         Raises:
             LocalError: the disk refused the write (`disk_write_fail`).
         """
+        if not events:  # an empty queue is no file: one inode and one page less per device
+            self._encoded = {}
+            _unlink(self.folder / STATS_FILE, durable=self.durable)
+            return
         encoded: dict[int, tuple[StatEvent, bytes]] = {}
         parts: list[bytes] = []
         for event in events:
@@ -329,6 +334,22 @@ class DeviceStore:
 def _encode_event(event: StatEvent) -> bytes:
     """A stats event as JSON (the fields of `dataclasses.asdict`, without its deep copy)."""
     return json.dumps(vars(event) | {"metadata": dict(event.metadata)}).encode()
+
+
+def _unlink(path: Path, *, durable: bool) -> None:
+    """Remove a file `atomic_write` wrote (a kill leaves it or not: both read the same).
+
+    Raises:
+        LocalError: the file exists and cannot be removed (action `disk_write_fail`).
+    """
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LocalError("disk_write_fail", f"cannot remove {path}: {exc}") from exc
+    if durable:
+        fsync_dir(path.parent)
 
 
 def _remove(path: Path) -> None:
