@@ -158,6 +158,20 @@ class Agent:
         ]
         return min((d for d in deadlines if d is not None), default=None)
 
+    def resumable(self, at: float) -> bool:
+        """True when an agent built again from the device's disk at `at` behaves as this one
+        from then on: in the background, nothing in progress (no check or download, no cold
+        start awaiting its first check), nothing scheduled (no app-ready timeout, no stats to
+        send), the stats spacing over by `at`, no refusal reported once this run, the last
+        commit on disk. A driver may then drop this agent between lifecycle calls and open the
+        folder again when it needs it (the simulator's idle devices, whose memory it frees)."""
+        return (
+            not self._foreground
+            and self.next_deadline() is None
+            and self._updates.resumable()
+            and self._ledger.resumable(at)
+        )
+
     # -- what drivers and observers read -------------------------------------------------
 
     @property
