@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -437,3 +439,16 @@ def test_an_agent_with_anything_pending_is_not_resumable() -> None:
     assert h.agent.pending_stats == ()
     assert not h.agent.resumable(h.now)  # one second between two batches
     assert h.agent.resumable(h.now + 1)
+
+
+def test_a_dropped_agent_is_freed_at_once_no_cycle_waits_for_the_collector() -> None:
+    """The fleet drops idle devices' agents: their memory must come back without a gc pass."""
+    h = updated_device()
+    h.run(MovedToBackground())
+    alive = weakref.ref(h.agent)
+    gc.disable()
+    try:
+        h.rebuild()
+        assert alive() is None
+    finally:
+        gc.enable()
