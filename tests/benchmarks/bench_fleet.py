@@ -74,20 +74,22 @@ sys.path.insert(0, sys.argv[2])
 from bench_fleet import device_folders, resident_bytes
 from simulator import device
 from simulator.runner import RunOptions, simulate
-tracemalloc.start()
+args = json.loads(sys.argv[1])
+traced = args.pop("traced")  # else untraced: its resident memory is the process's own
+if traced:
+    tracemalloc.start()
 seen = {}
 finish = device.VirtualDevice.finish
 async def first_finish(self, *args, **kwargs):
-    if not seen:  # every device has lived its day and waits, idle: the run's end
+    if not seen and traced:  # every device has lived its day and waits, idle: the run's end
         seen["traced_bytes"] = tracemalloc.get_traced_memory()[0]
-        # the process's resident memory, without what tracemalloc itself holds
-        seen["rss_bytes"] = resident_bytes() - tracemalloc.get_tracemalloc_memory()
-        seen.update(device_folders(self.folder.parent))
         gc.collect()
         seen["traced_after_gc"] = tracemalloc.get_traced_memory()[0]
+    elif not seen:
+        seen["rss_bytes"] = resident_bytes()
+        seen.update(device_folders(self.folder.parent))
     return await finish(self, *args, **kwargs)
 device.VirtualDevice.finish = first_finish
-args = json.loads(sys.argv[1])
 simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progress=False, **args))
 print(json.dumps(seen))
 """
@@ -222,22 +224,25 @@ def memory(small: int, large: int) -> None:
 def idle(small: int, large: int) -> None:
     """What one more idle device costs, counting everything it holds, when every device has
     lived its day (at the first device's final flush), from two fleet sizes: its Python
-    objects (tracemalloc slope), the process's resident memory (RSS slope, tracemalloc's own
-    memory taken out: adds C allocations and the allocator's slack), its folder on tmpfs (whole
-    pages) and the kernel's inode and dentry for each of its files. Runs as `otasim run` does
-    by default: device folders in a temporary folder on /dev/shm, no event logs."""
-    seen = {}
+    objects (tracemalloc slope), the process's resident memory (RSS slope, in a run without
+    tracemalloc: adds C allocations, the allocator's slack and what the busiest step left
+    behind), its folder on tmpfs (whole pages) and the kernel's inode and dentry for each of
+    its files. Runs as `otasim run` does by default: device folders in a temporary folder on
+    /dev/shm, no event logs."""
+    seen: dict[int, dict[str, float]] = {small: {}, large: {}}
     for devices in (small, large):
-        with scratch() as tmp:
-            args = {"report_dir": f"{tmp}/report", "devices": devices}
-            done = subprocess.run(
-                [sys.executable, "-c", IDLE_CHILD, json.dumps(args), str(Path(__file__).parent)],
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr[-2000:])
-            seen[devices] = json.loads(done.stdout.strip().splitlines()[-1])
+        for traced in (True, False):  # tracemalloc's own tables would swell the RSS
+            with scratch() as tmp:
+                args = {"report_dir": f"{tmp}/report", "devices": devices, "traced": traced}
+                here = str(Path(__file__).parent)
+                done = subprocess.run(
+                    [sys.executable, "-c", IDLE_CHILD, json.dumps(args), here],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(done.stderr[-2000:])
+                seen[devices].update(json.loads(done.stdout.strip().splitlines()[-1]))
 
     def slope(key: str) -> float:
         return (seen[large][key] - seen[small][key]) / (large - small) / 1024
