@@ -8,6 +8,10 @@
 <folder>/staging/<id>/       a bundle being unpacked; never survives a reopen
 ```
 
+`downloads/` and `staging/` exist only while a download needs them: `open` removes
+`staging/`, and `downloads/` when it holds no resumable download (one inode and one dentry
+less each for the kernel to hold per idle device).
+
 Every file is written by `atomic_write` (temp file in the same folder, fsync, `os.replace`,
 fsync the folder), and every bundle enters `bundles/` by one directory rename once its whole
 tree is fsynced (`sync_tree`), so a kill or a power cut at any instant leaves either the old
@@ -158,7 +162,7 @@ class DeviceStore:
         """
         store = cls(Path(folder), durable=durable, free_space=free_space)
         try:
-            for sub in (store.folder, store.bundles, store.downloads, store.staging):
+            for sub in (store.folder, store.bundles):  # downloads/, staging/: when needed
                 sub.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError("disk_write_fail", f"cannot create {folder}: {exc}") from exc
@@ -186,16 +190,18 @@ class DeviceStore:
         """Remove what an interrupted run left: temp files, staging, unnamed bundles, partials."""
         for tmp in self.folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        for leftover in self.staging.iterdir():
-            _remove(leftover)
+        _remove(self.staging)
         installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
         for folder in self.bundles.iterdir():
             if folder.name not in installed:
                 _remove(folder)
         resumable = {k for k, v in state.bundles.items() if v.status == "downloading"}
-        for part in self.downloads.iterdir():
-            if part.name.split(".")[0] not in resumable:
-                _remove(part)
+        if self.downloads.is_dir():
+            for part in self.downloads.iterdir():
+                if part.name.split(".")[0] not in resumable:
+                    _remove(part)
+            with contextlib.suppress(OSError):  # kept while it holds a resumable download
+                self.downloads.rmdir()
 
     def commit_state(self, state: DeviceState) -> None:
         """Write `state` with `atomic_write` (not durable: held until `flush`).
@@ -293,7 +299,7 @@ class DeviceStore:
         path = self.staging / bundle_id
         _remove(path)
         try:
-            path.mkdir()
+            path.mkdir(parents=True)
         except OSError as exc:
             raise LocalError.from_os_error(exc, "unzip_fail", "creating staging") from exc
         return path

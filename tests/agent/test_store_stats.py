@@ -132,3 +132,19 @@ def test_an_empty_queue_is_no_file(tmp_path: Path) -> None:
         store.flush()
         _, _, reloaded = DeviceStore.open(folder, durable=durable)
         assert reloaded == []
+
+
+def test_downloads_and_staging_exist_only_while_a_download_needs_them(tmp_path: Path) -> None:
+    store, state, _ = DeviceStore.open(tmp_path, durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles"]
+    store.fresh_staging("b1")  # an unpacking, killed
+    store.downloads.mkdir()
+    store.part_path("b1").write_bytes(b"partial")
+    store.commit_state(replace(state, bundles={"b1": BundleInfo("b1", "1.0.1", "downloading")}))
+    store.flush()
+    DeviceStore.open(tmp_path, durable=False)  # the download resumes: its partial stays
+    assert not store.staging.exists() and store.part_path("b1").exists()
+    store.commit_state(state)  # the bundle forgotten
+    store.flush()
+    DeviceStore.open(tmp_path, durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles", "state.json"]
