@@ -2,11 +2,15 @@
 
 ```
 <folder>/state.json          DeviceState (lifecycle.to_json)
-<folder>/stats.json          pending stats events
+<folder>/stats.json          pending stats events (no file: none pending)
 <folder>/bundles/<id>/       unpacked bundles, moved in whole by one rename
 <folder>/downloads/<id>.part raw bytes received so far (resumed with HTTP Range)
 <folder>/staging/<id>/       a bundle being unpacked; never survives a reopen
 ```
+
+`downloads/` and `staging/` exist only while a download needs them: `open` removes
+`staging/`, and `downloads/` when it holds no resumable download (one inode and one dentry
+less each for the kernel to hold per idle device).
 
 Every file is written by `atomic_write` (temp file in the same folder, fsync, `os.replace`,
 fsync the folder), and every bundle enters `bundles/` by one directory rename once its whole
@@ -158,7 +162,7 @@ class DeviceStore:
         """
         store = cls(Path(folder), durable=durable, free_space=free_space)
         try:
-            for sub in (store.folder, store.bundles, store.downloads, store.staging):
+            for sub in (store.folder, store.bundles):  # downloads/, staging/: when needed
                 sub.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError("disk_write_fail", f"cannot create {folder}: {exc}") from exc
@@ -186,16 +190,18 @@ class DeviceStore:
         """Remove what an interrupted run left: temp files, staging, unnamed bundles, partials."""
         for tmp in self.folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        for leftover in self.staging.iterdir():
-            _remove(leftover)
+        _remove(self.staging)
         installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
         for folder in self.bundles.iterdir():
             if folder.name not in installed:
                 _remove(folder)
         resumable = {k for k, v in state.bundles.items() if v.status == "downloading"}
-        for part in self.downloads.iterdir():
-            if part.name.split(".")[0] not in resumable:
-                _remove(part)
+        if self.downloads.is_dir():
+            for part in self.downloads.iterdir():
+                if part.name.split(".")[0] not in resumable:
+                    _remove(part)
+            with contextlib.suppress(OSError):  # kept while it holds a resumable download
+                self.downloads.rmdir()
 
     def commit_state(self, state: DeviceState) -> None:
         """Write `state` with `atomic_write` (not durable: held until `flush`).
@@ -245,7 +251,8 @@ class DeviceStore:
         atomic_write(self.folder / STATE_FILE, data, durable=self.durable)
 
     def _write_stats(self, events: Sequence[StatEvent]) -> None:
-        """Write the whole pending queue (up to 200 events) with `atomic_write`.
+        """Write the whole pending queue (up to 200 events) with `atomic_write`; an empty
+        queue removes the file (a missing file reads as an empty queue).
 
         The queue changes by one appended event or one sent batch between commits, so each
         event is encoded to JSON once and its bytes are reused while it stays queued
@@ -254,6 +261,10 @@ class DeviceStore:
         Raises:
             LocalError: the disk refused the write (`disk_write_fail`).
         """
+        if not events:  # an empty queue is no file: one inode and one page less per device
+            self._encoded = {}
+            _unlink(self.folder / STATS_FILE, durable=self.durable)
+            return
         encoded: dict[int, tuple[StatEvent, bytes]] = {}
         parts: list[bytes] = []
         for event in events:
@@ -288,7 +299,7 @@ class DeviceStore:
         path = self.staging / bundle_id
         _remove(path)
         try:
-            path.mkdir()
+            path.mkdir(parents=True)
         except OSError as exc:
             raise LocalError.from_os_error(exc, "unzip_fail", "creating staging") from exc
         return path
@@ -329,6 +340,22 @@ class DeviceStore:
 def _encode_event(event: StatEvent) -> bytes:
     """A stats event as JSON (the fields of `dataclasses.asdict`, without its deep copy)."""
     return json.dumps(vars(event) | {"metadata": dict(event.metadata)}).encode()
+
+
+def _unlink(path: Path, *, durable: bool) -> None:
+    """Remove a file `atomic_write` wrote (a kill leaves it or not: both read the same).
+
+    Raises:
+        LocalError: the file exists and cannot be removed (action `disk_write_fail`).
+    """
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LocalError("disk_write_fail", f"cannot remove {path}: {exc}") from exc
+    if durable:
+        fsync_dir(path.parent)
 
 
 def _remove(path: Path) -> None:

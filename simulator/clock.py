@@ -26,11 +26,12 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 SIM_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: what device clocks read at t = 0
 WINDOW_S = 600.0  # default lookahead of a step, simulated seconds (measured: docs/simulator.md)
+HOUSEKEEPING_S = 3600.0  # simulated seconds between two `housekeeping` calls
 
 T = TypeVar("T")
 
@@ -43,8 +44,14 @@ class VirtualTime:
     """
 
     def __init__(
-        self, window_s: float = WINDOW_S, epoch: float = SIM_EPOCH, cap: float | None = None
+        self,
+        window_s: float = WINDOW_S,
+        epoch: float = SIM_EPOCH,
+        cap: float | None = None,
+        housekeeping: Callable[[], object] | None = None,
     ) -> None:
+        """`housekeeping`: called between two steps, while nothing runs, at most once every
+        `HOUSEKEEPING_S` simulated seconds (the fleet gives free memory back to the kernel)."""
         if window_s <= 0:
             raise ValueError("window_s must be > 0")
         self.window_s = window_s
@@ -58,6 +65,8 @@ class VirtualTime:
         self._seq = itertools.count()
         self._running = 0
         self._idle: asyncio.Event | None = None
+        self._housekeeping = housekeeping
+        self._next_housekeeping = HOUSEKEEPING_S
 
     def now(self) -> float:
         return self.epoch + self.t
@@ -111,6 +120,9 @@ class VirtualTime:
                 await self._idle.wait()
             if not self._devices and not self._barriers:
                 return
+            if self._housekeeping is not None and self.t >= self._next_housekeeping:
+                self._housekeeping()
+                self._next_housekeeping = self.t + HOUSEKEEPING_S
             barrier = self._barriers[0][0] if self._barriers else float("inf")
             first = self._devices[0][0] if self._devices else float("inf")
             if barrier <= first:

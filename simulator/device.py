@@ -147,7 +147,15 @@ class StatsWatch:
 
 
 class VirtualDevice(AgentObserver):
-    """One phone: identity, behaviour, an agent in `folder` while the app process lives."""
+    """One phone: identity, behaviour, an agent in `folder` while the app process lives.
+
+    Between sessions most app processes sit in the background with nothing to do until the
+    user comes back. Such a device lets its agent go while it sleeps (`asleep`: the process
+    lives, its agent is not in memory) and opens its folder again when it wakes, when the
+    agent says one rebuilt from disk then behaves as the live one (`AsyncDevice.resumable`):
+    a fleet's idle devices then hold no agent, no store, no caches."""
+
+    sleep_drops_agent = True  # False: keep every live agent (tests compare both fleet lives)
 
     def __init__(
         self,
@@ -173,6 +181,7 @@ class VirtualDevice(AgentObserver):
         shaped = ctx.http(outcome, DeviceRandom(seed, 2), self.clock)
         self.http = StatsWatch(shaped, stats_url, ctx.metrics)
         self.device: AsyncDevice | None = None
+        self.asleep = False  # the app process lives, its agent dropped until the next wake
         self.foreground = False
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
@@ -242,10 +251,12 @@ class VirtualDevice(AgentObserver):
             timers = self._timer_due()
             wake = min(self.next_open, next_reboot, session_end, timers, app.ready_at(), end_s)
             if wake > now:
+                await self._fall_asleep(wake)
                 await self.clock.sleep_until(wake)
                 now = wake
             if now >= end_s:
                 return
+            await self._wake()
             pending = app.ready
             if self.device is not None and timers <= now:
                 await self._call(self.device.run_timers)  # a timeout due now comes first
@@ -261,6 +272,23 @@ class VirtualDevice(AgentObserver):
                 await self.open_app()
                 session_end = app.session_end(self.sim_now())
                 self.next_open = session_end + app.gap()
+
+    async def _fall_asleep(self, wake: float) -> None:
+        """Drop the agent of an app in the background that needs nothing before `wake`."""
+        device = self.device
+        if (
+            self.sleep_drops_agent
+            and device is not None
+            and not self.foreground
+            and device.resumable(wake + self.ctx.time.epoch)
+        ):
+            await device.aclose()
+            self.device, self.asleep = None, True
+
+    async def _wake(self) -> None:
+        """The sleeping app's agent again, opened from its folder as it left it."""
+        if self.asleep:
+            self.device, self.asleep = await self._start_process(), False
 
     def _timer_due(self) -> float:
         deadline = self.device.next_deadline() if self.device is not None else None
@@ -395,8 +423,8 @@ class VirtualDevice(AgentObserver):
 
     async def _finish(self, flush_wait_s: float) -> None:
         try:
-            if self.device is None:
-                self.device = await self._start_process()
+            if self.device is None:  # a process that ended, or one asleep
+                self.device, self.asleep = await self._start_process(), False
             await self.device.flush_stats(flush_wait_s)
             status = self.device.status()
         except AgentError as exc:

@@ -126,26 +126,11 @@ class Agent:
         )
         self._foreground = False
         self._next_periodic: float | None = None
-        updates = self._updates
-        self._handlers: Mapping[type, Callable[[Any, float], None]] = {
-            ev.AppStarted: self._on_started,
-            ev.MovedToForeground: self._on_foreground,
-            ev.MovedToBackground: self._on_background,
-            ev.AppReady: self._on_ready,
-            ev.TimerFired: self._on_timer,
-            ev.CheckRequested: lambda _, now: updates.start_check(now),
-            ev.ResponseReceived: updates.on_response,
-            ev.TransportFailed: updates.on_transport_failed,
-            ev.DownloadProgressed: updates.on_progress,
-            ev.DownloadFinished: updates.on_downloaded,
-            ev.DownloadFailed: updates.on_download_failed,
-            ev.ChannelStored: self._on_channel,
-        }
 
     def handle(self, event: ev.Event, now: float) -> list[Effect]:
         """Take one event at time `now` (seconds) and return the effects to perform, in order."""
         self._ledger.begin()
-        self._handlers[type(event)](event, now)
+        _HANDLERS[type(event)](self, event, now)
         self._updates.flush_stats(now)
         return self._ledger.finish()
 
@@ -157,6 +142,20 @@ class Agent:
             self.stats_deadline(),
         ]
         return min((d for d in deadlines if d is not None), default=None)
+
+    def resumable(self, at: float) -> bool:
+        """True when an agent built again from the device's disk at `at` behaves as this one
+        from then on: in the background, nothing in progress (no check or download, no cold
+        start awaiting its first check), nothing scheduled (no app-ready timeout, no stats to
+        send), the stats spacing over by `at`, no refusal reported once this run, the last
+        commit on disk. A driver may then drop this agent between lifecycle calls and open the
+        folder again when it needs it (the simulator's idle devices, whose memory it frees)."""
+        return (
+            not self._foreground
+            and self.next_deadline() is None
+            and self._updates.resumable()
+            and self._ledger.resumable(at)
+        )
 
     # -- what drivers and observers read -------------------------------------------------
 
@@ -291,3 +290,27 @@ class Agent:
     def _on_channel(self, event: ev.ChannelStored, now: float) -> None:
         self._ledger.state = replace(self._ledger.state, channel=event.channel)
         self._ledger.commit()
+
+
+def _on_updates(
+    handler: Callable[[Updates, Any, float], None],
+) -> Callable[[Agent, Any, float], None]:
+    return lambda agent, event, now: handler(agent._updates, event, now)
+
+
+# By event type. At class level, not bound methods in each agent: an agent then holds no
+# reference cycle and its memory goes back as soon as its driver drops it (idle devices).
+_HANDLERS: Mapping[type, Callable[[Agent, Any, float], None]] = {
+    ev.AppStarted: Agent._on_started,
+    ev.MovedToForeground: Agent._on_foreground,
+    ev.MovedToBackground: Agent._on_background,
+    ev.AppReady: Agent._on_ready,
+    ev.TimerFired: Agent._on_timer,
+    ev.CheckRequested: lambda agent, _, now: agent._updates.start_check(now),
+    ev.ResponseReceived: _on_updates(Updates.on_response),
+    ev.TransportFailed: _on_updates(Updates.on_transport_failed),
+    ev.DownloadProgressed: _on_updates(Updates.on_progress),
+    ev.DownloadFinished: _on_updates(Updates.on_downloaded),
+    ev.DownloadFailed: _on_updates(Updates.on_download_failed),
+    ev.ChannelStored: Agent._on_channel,
+}

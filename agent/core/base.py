@@ -67,6 +67,17 @@ class Ledger:
             self.out.append(CommitStats(tuple(self.stats.events)))
         return self.out
 
+    def resumable(self, at: float) -> bool:
+        """The state and the stats queue are on disk as they are here (see `Agent.resumable`)."""
+        committed = self._committed
+        return (
+            committed is not None
+            and (committed is self.state or committed == self.state)
+            and not self._deletes
+            and not self.stats_changed
+            and self.stats.settled_by(at)
+        )
+
     def stats_deadline(self) -> float | None:
         """When the next stats batch may be sent (None: nothing to send, or stats are off)."""
         deadline = self.stats.deadline() if self.config.stats_url else None

@@ -47,6 +47,12 @@ class StatsQueue:
     def in_flight(self) -> bool:
         return self._in_flight is not None
 
+    def settled_by(self, at: float) -> bool:
+        """True when a queue loaded from disk at `at` behaves as this one: no batch in flight,
+        no backoff running, the spacing after the last batch over by `at` (the sequence
+        numbers, local to the device, may start again)."""
+        return self._in_flight is None and self._backoff is None and self._not_before <= at
+
     def deadline(self) -> float | None:
         """When the next batch may go, or None when there is nothing to send."""
         if not self.events or self._in_flight is not None:

@@ -83,6 +83,14 @@ class Updates:
     def checking(self) -> bool:
         return self.activity in (Activity.CHECKING, Activity.LAUNCH_CHECKING)
 
+    def resumable(self) -> bool:
+        """Nothing in progress and nothing remembered for this run only (see `Agent.resumable`)."""
+        return (
+            self.activity is Activity.IDLE
+            and self._listing_for is None
+            and not self._downgrades_reported
+        )
+
     def start_check(self, now: float) -> None:
         if (
             Move.CHECK_SENT not in ACTIVITY_TRANSITIONS[self.activity]

@@ -244,6 +244,7 @@ class BundleFetch(MachineTransfer):
         self.close()
         part_path = self.store.part_path(self.bundle_id)
         with disk_writes("replaying the partial download"):
+            part_path.parent.mkdir(exist_ok=True)
             self._part = open(part_path, "ab")  # noqa: SIM115 - closed in close()
             self._plain = open(self.store.zip_path(self.bundle_id), "wb")  # noqa: SIM115
             self._pipeline = ZipPipeline(self._plan, self._plain)

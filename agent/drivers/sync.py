@@ -143,6 +143,11 @@ class SyncDevice:
     def next_deadline(self) -> float | None:
         return self._rt.agent.next_deadline()
 
+    def resumable(self, at: float) -> bool:
+        """True when this device, closed now and opened again from its folder at `at`, behaves
+        as if it had stayed open (see `agent.core.agent.Agent.resumable`): no call running."""
+        return not self._lock.locked() and self._rt.agent.resumable(at)
+
     def flush_stats(self, max_wait_s: float = 5.0) -> bool:
         """Send the pending stats now (waiting for the 1 s spacing); True when none are left.
 

@@ -96,6 +96,7 @@ class Harness:
     restarts: int = 0
     violations: list[str] = field(default_factory=list)  # effects the committed state forbids
     agent: Agent = field(init=False)
+    rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.restart()
@@ -104,13 +105,17 @@ class Harness:
         """A new process: the agent starts from what was committed."""
         state = reconcile(self.disk_state, self.disk_bundles)
         self.restarts += 1  # each process draws its own random bundle ids
-        rng = random.Random(self.restarts)
+        self.rng = random.Random(self.restarts)
+        self.rebuild(state)
+
+    def rebuild(self, state: DeviceState | None = None) -> None:
+        """The agent again from what was committed, in the same process (same random stream)."""
         self.agent = Agent(
             self.config,
             self.identity,
-            state,
+            self.disk_state if state is None else state,
             self.disk_stats,
-            rng=rng,
+            rng=self.rng,
             dialect=CapgoDialect(get_profile(self.config.plugin)),
         )
 

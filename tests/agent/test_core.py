@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -11,7 +13,7 @@ from core_harness import Harness, answer, config, offer
 
 from agent.config import AgentConfig
 from agent.core.agent import Agent
-from agent.core.effects import CommitState, DownloadBundle, ReloadApp
+from agent.core.effects import CommitState, CommitStats, DownloadBundle, ReloadApp
 from agent.core.events import (
     AppReady,
     AppStarted,
@@ -387,3 +389,66 @@ def test_a_dialect_plugs_in_without_touching_the_core() -> None:
     h.run(AppStarted())
     assert h.sent[0].url == "https://other.test/latest"
     assert any(isinstance(e, DownloadBundle) and e.offer.version == "1.0.1" for e in h.effects)
+
+
+def _life(h: Harness) -> list[object]:
+    """What a device did, its stats sequence numbers (local to the device) left out."""
+    return [
+        replace(e, events=tuple(replace(s, seq=0) for s in e.events))
+        if isinstance(e, CommitStats)
+        else e
+        for e in h.effects
+    ] + [h.emitted, h.reported, h.posted_stats, h.agent.state]
+
+
+def test_an_idle_agent_rebuilt_from_its_disk_lives_as_the_live_one() -> None:
+    """Two devices live the same day; one drops its agent whenever it says it may
+    (`Agent.resumable`) and rebuilds it from what it committed: the two do the same."""
+    lives = []
+    for rebuild in (False, True):
+        h = Harness()
+        h.updates.append(offer("1.0.1"))
+        h.run(AppStarted())
+        h.run(AppReady())
+        for session in range(3):
+            h.run(MovedToBackground())  # boots the queued bundle: the app confirms it
+            h.run(AppReady(h.agent.state.boot.id if h.agent.state.boot else None))
+            h.tick(5)
+            assert h.agent.resumable(h.now + 600)
+            h.now += 600
+            if rebuild:
+                h.rebuild()
+            h.updates.append(offer(f"1.0.{session + 2}"))
+            h.run(MovedToForeground())
+            h.run(AppReady(h.agent.state.boot.id if h.agent.state.boot else None))
+            h.tick(30)
+        lives.append(_life(h))
+    assert lives[0] == lives[1]
+
+
+def test_an_agent_with_anything_pending_is_not_resumable() -> None:
+    h = updated_device()
+    assert not h.agent.resumable(h.now + 3600)  # in the foreground: a periodic check to come
+    h.run(MovedToBackground())  # boots 1.0.1, unconfirmed: its app-ready timeout runs
+    assert not h.agent.resumable(h.now + 3600)
+    h.run(AppReady(h.reloads[-1].boot_id))
+    assert not h.agent.resumable(h.now + 3600)  # stats to send
+    while (deadline := h.agent.next_deadline()) is not None:  # each batch at its time
+        h.now = max(h.now, deadline)
+        h.run(TimerFired())
+    assert h.agent.pending_stats == ()
+    assert not h.agent.resumable(h.now)  # one second between two batches
+    assert h.agent.resumable(h.now + 1)
+
+
+def test_a_dropped_agent_is_freed_at_once_no_cycle_waits_for_the_collector() -> None:
+    """The fleet drops idle devices' agents: their memory must come back without a gc pass."""
+    h = updated_device()
+    h.run(MovedToBackground())
+    alive = weakref.ref(h.agent)
+    gc.disable()
+    try:
+        h.rebuild()
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -114,3 +114,37 @@ def test_every_state_field_round_trips(tmp_path: Path) -> None:
         *(f.name for f in fields(DeviceState)),
         "format",
     }
+
+
+def test_an_empty_queue_is_no_file(tmp_path: Path) -> None:
+    """The queue a device holds most of the time costs no file (an inode and a page less);
+    a missing file reads as an empty queue, so a kill on either side of the removal is safe."""
+    for durable in (True, False):
+        folder = tmp_path / str(durable)
+        store, _, _ = DeviceStore.open(folder, durable=durable)
+        store.commit_stats([_event(0)])
+        store.flush()
+        assert (folder / STATS_FILE).exists()
+        store.commit_stats([])
+        store.flush()
+        assert not (folder / STATS_FILE).exists()
+        store.commit_stats([])  # nothing to remove: still fine
+        store.flush()
+        _, _, reloaded = DeviceStore.open(folder, durable=durable)
+        assert reloaded == []
+
+
+def test_downloads_and_staging_exist_only_while_a_download_needs_them(tmp_path: Path) -> None:
+    store, state, _ = DeviceStore.open(tmp_path, durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles"]
+    store.fresh_staging("b1")  # an unpacking, killed
+    store.downloads.mkdir()
+    store.part_path("b1").write_bytes(b"partial")
+    store.commit_state(replace(state, bundles={"b1": BundleInfo("b1", "1.0.1", "downloading")}))
+    store.flush()
+    DeviceStore.open(tmp_path, durable=False)  # the download resumes: its partial stays
+    assert not store.staging.exists() and store.part_path("b1").exists()
+    store.commit_state(state)  # the bundle forgotten
+    store.flush()
+    DeviceStore.open(tmp_path, durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles", "state.json"]

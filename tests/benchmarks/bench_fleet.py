@@ -14,8 +14,9 @@ memory is its own. Phases, each printed as it ends:
   per second end to end (fleet + server sharing the cores);
 - memory: peak RSS of the fleet process for two fleet sizes; the slope is what one more device
   costs, plus the bytes its folder holds on tmpfs (state, stats; bundles are pooled);
-- idle: Python memory live (tracemalloc) when every device is idle at the end of the day, for
-  the same two sizes: the slope is what one more idle device holds;
+- idle: what one more idle device holds at the end of the day, counting everything: Python
+  objects (tracemalloc slope), resident memory (RSS slope), its folder on tmpfs (pages) and
+  the kernel's inodes and dentries of its files (/proc/slabinfo), for the same two sizes;
 - contention: the same steady-rollout run with two CPU-burning processes beside it: its
   devices.csv and timeline.csv must be byte-identical to the quiet run's;
 - big (only with --big N): steady-rollout with N devices x 24 h in one run.
@@ -67,23 +68,79 @@ print(json.dumps({"report": report,
 
 
 IDLE_CHILD = """
-import json, sys, tempfile, tracemalloc
+import gc, json, sys, tracemalloc
 from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from bench_fleet import device_folders, resident_bytes
 from simulator import device
 from simulator.runner import RunOptions, simulate
-tracemalloc.start()
-seen = []
+args = json.loads(sys.argv[1])
+traced = args.pop("traced")  # else untraced: its resident memory is the process's own
+if traced:
+    tracemalloc.start()
+seen = {}
 finish = device.VirtualDevice.finish
 async def first_finish(self, *args, **kwargs):
-    if not seen:  # every device has lived its day and waits, idle: the run's end
-        seen.append(tracemalloc.get_traced_memory()[0])
+    if not seen and traced:  # every device has lived its day and waits, idle: the run's end
+        seen["traced_bytes"] = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        seen["traced_after_gc"] = tracemalloc.get_traced_memory()[0]
+    elif not seen:
+        seen["rss_bytes"] = resident_bytes()
+        seen.update(device_folders(self.folder.parent))
     return await finish(self, *args, **kwargs)
 device.VirtualDevice.finish = first_finish
-args = json.loads(sys.argv[1])
-simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progress=False,
-                    workdir=Path(args.pop("workdir")), **args))
-print(json.dumps({"traced_bytes": seen[0]}))
+simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progress=False, **args))
+print(json.dumps(seen))
 """
+
+# What the kernel holds per file on tmpfs when /proc/slabinfo cannot be read: this host's
+# shmem_inode_cache (752 B objects, 21 per 4-page slab) and dentry (192 B, 21 per page).
+INODE_BYTES, DENTRY_BYTES = 780, 195
+
+
+def slab_bytes() -> tuple[int, int, str]:
+    """(bytes per tmpfs inode, bytes per dentry, where from): each object's share of its slab
+    (pages per slab x page size / objects per slab), from /proc/slabinfo when readable."""
+    sizes: dict[str, int] = {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name in ("shmem_inode_cache", "dentry"):  # objsize, per slab, pages per slab
+                    per_slab, pages = int(fields[3]), int(fields[4])
+                    sizes[name] = pages * os.sysconf("SC_PAGE_SIZE") // per_slab
+    except (OSError, ValueError, IndexError):
+        pass
+    if len(sizes) == 2:
+        return sizes["shmem_inode_cache"], sizes["dentry"], "/proc/slabinfo"
+    return INODE_BYTES, DENTRY_BYTES, "estimate"
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (RSS) now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_folders(devices: Path) -> dict[str, float]:
+    """Per device folder, on average: the bytes tmpfs charges for it (whole pages, each file
+    once: a bundle file hard-linked from the pool is the pool's), its directory entries (each a
+    kernel dentry, a pooled file's link too) and its own inodes (each a kernel inode)."""
+    folders = [p for p in devices.iterdir() if p.is_dir()]
+    pages = entries = inodes = 0
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            entries += 1 if root == str(folder) else 0
+            for name in [*dirs, *files]:
+                entries += 1
+                st = os.lstat(os.path.join(root, name))
+                if st.st_nlink == 1 or name in dirs:  # else shared with the pool
+                    inodes += 1
+                    pages += st.st_blocks * 512
+        inodes += 1  # the folder itself
+    n = max(1, len(folders))
+    return {"disk_bytes": pages / n, "entries": entries / n, "inodes": inodes / n}
 
 
 def run(out: Path, **options: Any) -> dict[str, Any]:
@@ -165,23 +222,42 @@ def memory(small: int, large: int) -> None:
 
 
 def idle(small: int, large: int) -> None:
-    """Python memory live when every device is idle (tracemalloc, at the first device's final
-    flush), for two fleet sizes: the slope is what one more idle device holds in Python objects
-    (not C allocations such as OpenSSL's, nor the allocator's slack, which RSS adds)."""
-    traced = {}
+    """What one more idle device costs, counting everything it holds, when every device has
+    lived its day (at the first device's final flush), from two fleet sizes: its Python
+    objects (tracemalloc slope), the process's resident memory (RSS slope, in a run without
+    tracemalloc: adds C allocations, the allocator's slack and what the busiest step left
+    behind), its folder on tmpfs (whole pages) and the kernel's inode and dentry for each of
+    its files. Runs as `otasim run` does by default: device folders in a temporary folder on
+    /dev/shm, no event logs."""
+    seen: dict[int, dict[str, float]] = {small: {}, large: {}}
     for devices in (small, large):
-        with scratch() as tmp:
-            args = {"report_dir": f"{tmp}/report", "workdir": f"{tmp}/work", "devices": devices}
-            done = subprocess.run(
-                [sys.executable, "-c", IDLE_CHILD, json.dumps(args)], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr[-2000:])
-            traced[devices] = json.loads(done.stdout.strip().splitlines()[-1])["traced_bytes"]
-    per_device = (traced[large] - traced[small]) / (large - small) / 1024
-    print(f"idle: Python memory live at the end of the day {traced[small] / 2**20:,.0f} MB at "
-          f"{small:,} devices, {traced[large] / 2**20:,.0f} MB at {large:,}: {per_device:.1f} KB "
-          f"per idle device (tracemalloc)", flush=True)  # fmt: skip
+        for traced in (True, False):  # tracemalloc's own tables would swell the RSS
+            with scratch() as tmp:
+                args = {"report_dir": f"{tmp}/report", "devices": devices, "traced": traced}
+                here = str(Path(__file__).parent)
+                done = subprocess.run(
+                    [sys.executable, "-c", IDLE_CHILD, json.dumps(args), here],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(done.stderr[-2000:])
+                seen[devices].update(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def slope(key: str) -> float:
+        return (seen[large][key] - seen[small][key]) / (large - small) / 1024
+
+    inode_b, dentry_b, source = slab_bytes()
+    big = seen[large]
+    disk = big["disk_bytes"] / 1024
+    kernel = (big["inodes"] * inode_b + big["entries"] * dentry_b) / 1024
+    python, rss = slope("traced_bytes"), slope("rss_bytes")
+    print(f"idle: {small:,} -> {large:,} devices, per idle device: Python objects "
+          f"{python:.1f} KB (tracemalloc; {slope('traced_after_gc'):.1f} KB after a gc), "
+          f"resident {rss:.1f} KB (RSS slope), its folder {disk:.1f} KB on tmpfs, kernel "
+          f"{kernel:.1f} KB ({big['inodes']:.1f} inodes x {inode_b} B + {big['entries']:.1f} "
+          f"dentries x {dentry_b} B, {source}): {max(python, rss) + disk + kernel:.1f} KB "
+          f"counting everything", flush=True)  # fmt: skip
 
 
 def _burn(until: float) -> None:

@@ -92,3 +92,22 @@ def test_a_cancelled_participant_does_not_stall_the_clock() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="window_s"):
         VirtualTime(window_s=0)
+
+
+def test_housekeeping_runs_between_steps_once_a_simulated_hour() -> None:
+    busy = 0
+    calls: list[tuple[float, int]] = []  # (step clock, participants running)
+    vt = VirtualTime(window_s=60.0, housekeeping=lambda: calls.append((vt.t, busy)))
+
+    async def device(every_s: float, until_s: float) -> None:
+        nonlocal busy
+        clock = vt.clock()
+        while clock.t < until_s:
+            await clock.sleep(every_s)
+            busy += 1
+            await asyncio.sleep(0)  # work in the step: housekeeping must not run meanwhile
+            busy -= 1
+
+    run(vt, device(600.0, 4 * 3600), device(900.0, 4 * 3600))
+    assert [t for t, _ in calls] == [3600.0, 7200.0, 10800.0]  # then nobody waits any more
+    assert all(running == 0 for _, running in calls)

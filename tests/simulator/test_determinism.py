@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from simulator.device import VirtualDevice
 from simulator.runner import RunOptions, simulate
 
 # report.json "run" fields that describe the machine, not the fleet (docs/simulator.md)
@@ -90,3 +93,25 @@ def test_the_clock_step_changes_how_much_runs_at_once_never_what_happens(tmp_pat
     wide = outputs(tmp_path, "wide", "staged-rollout", window_s=3600.0)
     narrow = outputs(tmp_path, "narrow", "staged-rollout", window_s=1.0)
     assert_same(wide, narrow)
+
+
+@pytest.mark.parametrize("scenario", ["flaky-network", "bad-release-rollback"])
+def test_idle_devices_that_drop_their_agent_live_as_those_that_keep_it(
+    tmp_path: Path, scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sleeping app's agent is rebuilt from its folder at the next wake: no output shows it."""
+    woken: list[bool] = []
+    wake = VirtualDevice._wake
+
+    async def counted(self: VirtualDevice) -> None:
+        woken.append(self.asleep)
+        await wake(self)
+
+    monkeypatch.setattr(VirtualDevice, "_wake", counted)
+    monkeypatch.setattr(VirtualDevice, "sleep_drops_agent", False)
+    kept = outputs(tmp_path, "kept", scenario)
+    assert not any(woken)
+    monkeypatch.setattr(VirtualDevice, "sleep_drops_agent", True)
+    dropped = outputs(tmp_path, "dropped", scenario)
+    assert sum(woken) > DEVICES  # the devices really slept without their agent, and woke
+    assert_same(kept, dropped)
