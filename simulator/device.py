@@ -156,6 +156,9 @@ class VirtualDevice(AgentObserver):
     a fleet's idle devices then hold no agent, no store, no caches."""
 
     sleep_drops_agent = True  # False: keep every live agent (tests compare both fleet lives)
+    # Only a sleep this long (simulated seconds) drops the agent: reopening the folder costs
+    # 0.5-1 ms of CPU, which an app opened every few minutes would pay at every wake.
+    drop_agent_after_s = 3600.0
 
     def __init__(
         self,
@@ -274,10 +277,12 @@ class VirtualDevice(AgentObserver):
                 self.next_open = session_end + app.gap()
 
     async def _fall_asleep(self, wake: float) -> None:
-        """Drop the agent of an app in the background that needs nothing before `wake`."""
+        """Drop the agent of an app in the background that needs nothing before `wake`, at
+        least `drop_agent_after_s` away."""
         device = self.device
         if (
             self.sleep_drops_agent
+            and wake - self.sim_now() >= self.drop_agent_after_s
             and device is not None
             and not self.foreground
             and device.resumable(wake + self.ctx.time.epoch)

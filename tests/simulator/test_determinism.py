@@ -112,6 +112,7 @@ def test_idle_devices_that_drop_their_agent_live_as_those_that_keep_it(
     kept = outputs(tmp_path, "kept", scenario)
     assert not any(woken)
     monkeypatch.setattr(VirtualDevice, "sleep_drops_agent", True)
+    monkeypatch.setattr(VirtualDevice, "drop_agent_after_s", 0.0)  # at every sleep it can
     dropped = outputs(tmp_path, "dropped", scenario)
     assert sum(woken) > DEVICES  # the devices really slept without their agent, and woke
     assert_same(kept, dropped)
