@@ -115,13 +115,19 @@ def test_rollout_actions_need_a_rollout_and_known_versions(
     assert bad.value.status == 400
 
 
+def _pausing_rollout(admin: AdminClient, app: str) -> list[dict[str, Any]]:
+    """A full rollout of 1.0.2 that pauses at a 25 % failure ratio over 8 events, and 8 events
+    of which the last makes the ratio pass (5 set, 3 update_fail)."""
+    admin.set_rollout(app, "production", "1.0.2", 100, auto_pause_fail_ratio=0.25,
+                      auto_pause_min_samples=8)  # fmt: skip
+    events = [device(app, version_name="1.0.2", action="set") for _ in range(5)]
+    return events + [device(app, version_name="1.0.2", action="update_fail") for _ in range(3)]
+
+
 def test_auto_pause_from_device_failure_stats(
     http: httpx.Client, admin: AdminClient, rolling: str
 ) -> None:
-    admin.set_rollout(rolling, "production", "1.0.2", 100, auto_pause_fail_ratio=0.25,
-                      auto_pause_min_samples=8)  # fmt: skip
-    events = [device(rolling, version_name="1.0.2", action="set") for _ in range(5)]
-    events += [device(rolling, version_name="1.0.2", action="update_fail") for _ in range(3)]
+    events = _pausing_rollout(admin, rolling)
     assert http.post("/stats", json=events).json()["status"] == "ok"
     channel = admin.app(rolling)["channels"][0]
     assert channel["rollout_paused"] is True
@@ -134,10 +140,7 @@ def test_auto_pause_at_the_stats_event_that_passes_the_threshold(
 ) -> None:
     # Stats are written behind, except for an app with a rollout that can pause itself:
     # the event that makes the ratio pass pauses the rollout before its answer.
-    admin.set_rollout(rolling, "production", "1.0.2", 100, auto_pause_fail_ratio=0.25,
-                      auto_pause_min_samples=8)  # fmt: skip
-    events = [device(rolling, version_name="1.0.2", action="set") for _ in range(5)]
-    events += [device(rolling, version_name="1.0.2", action="update_fail") for _ in range(3)]
+    events = _pausing_rollout(admin, rolling)
     for event in events[:-1]:
         assert http.post("/stats", json=event).json() == {"status": "ok"}
         assert admin.app(rolling)["channels"][0]["rollout_paused"] is False
