@@ -5,13 +5,14 @@ loaded machine gives the same fleet life as a quiet one.
     .venv/bin/python tests/benchmarks/bench_fleet.py [--steady-devices 10000] [--big 100000]
 
 Every run is a real `otasim run` (embedded server in its own process, real agents, real HTTP
-over loopback, device folders on /dev/shm), each in a fresh Python process so that its peak
-memory is its own. Phases, each printed as it ends:
+over loopback, device folders on /dev/shm, no event logs, as a default run), each in a fresh
+Python process so that its peak memory is its own. Phases, each printed as it ends:
 
 - steady: steady-rollout, --steady-devices x 24 h, with 1 and 2 fleet processes: wall time,
   simulated time per real second, where the wall time went (fleet and server CPU), verdict;
-- checks: a fleet that opens the app very often (2 h, --check-devices devices): update checks
-  per second end to end (fleet + server sharing the cores);
+- checks: a fleet that opens the app very often (2 h, --check-devices devices on
+  --check-processes fleet processes): update checks per second end to end (fleet + server
+  sharing the cores);
 - memory: peak RSS of the fleet process for two fleet sizes; the slope is what one more device
   costs, plus the bytes its folder holds on tmpfs (state, stats; bundles are pooled);
 - idle: what one more idle device holds at the end of the day, counting everything: Python
@@ -19,7 +20,8 @@ memory is its own. Phases, each printed as it ends:
   the kernel's inodes and dentries of its files (/proc/slabinfo), for the same two sizes;
 - contention: the same steady-rollout run with two CPU-burning processes beside it: its
   devices.csv and timeline.csv must be byte-identical to the quiet run's;
-- big (only with --big N): steady-rollout with N devices x 24 h in one run.
+- big (only with --big N): steady-rollout with N devices x 24 h in one run, on --big-processes
+  fleet processes.
 """
 
 from __future__ import annotations
