@@ -127,6 +127,13 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     pending = sum(r.device.stats_pending for r in rows)
     lost = None if info.server_received is None else queued - pending - info.server_received
     unknown = unknowns(metrics, info)
+    if lost is not None and lost < 0:  # repeats: a loss would hide among them
+        unknown["stats_lost"] = (
+            f"the server recorded {-lost:,} more stats events than the devices sent: a batch "
+            "sent again because its answer came too late is recorded twice, so lost events "
+            "cannot be told from repeated ones"
+        )
+        lost = None
     results = []
     for e in sc.expectations:
         value = metrics.evaluate(e, sc.duration_s, lost)

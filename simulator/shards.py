@@ -122,10 +122,11 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+CONNECTIONS = 256  # HTTP connections a fleet process keeps open at most (its devices share them)
 
 
 def _shard_fleet(shard: Shard) -> tuple[Fleet, AsyncHttpPort]:
-    http = make_async_port(shard.http_backend, max_connections=256)  # type: ignore[arg-type]
+    http = make_async_port(shard.http_backend, max_connections=CONNECTIONS)  # type: ignore[arg-type]
     fleet = Fleet(
         shard.scenario, shard.specs, configs=shard.configs, http=http,
         time=VirtualTime(shard.window_s, cap=shard.time_scale, housekeeping=release_free_memory),

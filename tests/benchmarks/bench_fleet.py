@@ -5,13 +5,14 @@ loaded machine gives the same fleet life as a quiet one.
     .venv/bin/python tests/benchmarks/bench_fleet.py [--steady-devices 10000] [--big 100000]
 
 Every run is a real `otasim run` (embedded server in its own process, real agents, real HTTP
-over loopback, device folders on /dev/shm), each in a fresh Python process so that its peak
-memory is its own. Phases, each printed as it ends:
+over loopback, device folders on /dev/shm, no event logs, as a default run), each in a fresh
+Python process so that its peak memory is its own. Phases, each printed as it ends:
 
 - steady: steady-rollout, --steady-devices x 24 h, with 1 and 2 fleet processes: wall time,
   simulated time per real second, where the wall time went (fleet and server CPU), verdict;
-- checks: a fleet that opens the app very often (2 h, --check-devices devices): update checks
-  per second end to end (fleet + server sharing the cores);
+- checks: a fleet that opens the app very often (2 h, --check-devices devices on
+  --check-processes fleet processes): update checks per second end to end (fleet + server
+  sharing the cores);
 - memory: peak RSS of the fleet process for two fleet sizes; the slope is what one more device
   costs, plus the bytes its folder holds on tmpfs (state, stats; bundles are pooled);
 - idle: what one more idle device holds at the end of the day, counting everything: Python
@@ -19,7 +20,8 @@ memory is its own. Phases, each printed as it ends:
   the kernel's inodes and dentries of its files (/proc/slabinfo), for the same two sizes;
 - contention: the same steady-rollout run with two CPU-burning processes beside it: its
   devices.csv and timeline.csv must be byte-identical to the quiet run's;
-- big (only with --big N): steady-rollout with N devices x 24 h in one run.
+- big (only with --big N): steady-rollout with N devices x 24 h in one run, on --big-processes
+  fleet processes.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ import json, resource, sys
 from pathlib import Path
 from simulator.runner import RunOptions, simulate
 args = json.loads(sys.argv[1])
+workdir = args.pop("workdir", None)
 report, _ = simulate(RunOptions(report_dir=Path(args.pop("report_dir")), progress=False,
-                                workdir=Path(args.pop("workdir")), **args))
+                                workdir=workdir and Path(workdir), **args))
 print(json.dumps({"report": report,
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -143,18 +146,23 @@ def device_folders(devices: Path) -> dict[str, float]:
     return {"disk_bytes": pages / n, "entries": entries / n, "inodes": inodes / n}
 
 
-def run(out: Path, **options: Any) -> dict[str, Any]:
-    """One `otasim run` in a fresh process; its report and peak RSS, and the tmpfs bytes its
-    device folders hold at the end (kept in `out/work` until `out` is removed)."""
+def run(out: Path, folders: bool = False, **options: Any) -> dict[str, Any]:
+    """One `otasim run` in a fresh process; its report and peak RSS. Like a default `otasim
+    run` (no `--workdir`: device folders in a temporary folder, no event logs), unless
+    `folders`: then with `--workdir out/work`, and the tmpfs bytes its device folders hold at
+    the end (kept until `out` is removed)."""
     work = out / "work"
-    args = {"report_dir": str(out / "report"), "workdir": str(work), **options}
+    args = {"report_dir": str(out / "report"), **options}
+    if folders:
+        args["workdir"] = str(work)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["device_disk_bytes"] = _tmpfs_bytes(work / "devices")
+    if folders:
+        result["device_disk_bytes"] = _tmpfs_bytes(work / "devices")
     return result
 
 
@@ -196,22 +204,23 @@ def steady(devices: int, processes_list: list[int]) -> None:
               f"{describe(result['report'])}", flush=True)  # fmt: skip
 
 
-def checks(devices: int) -> None:
+def checks(devices: int, processes: int) -> None:
     with scratch() as tmp:
         path = Path(tmp) / "busy.toml"
         path.write_text(CHECKS_SCENARIO)
-        report = run(Path(tmp), scenario=str(path), devices=devices)["report"]
+        report = run(Path(tmp), scenario=str(path), devices=devices, processes=processes)["report"]
     count = report["requests"]["/updates"]["count"]
     wall = report["run"]["wall_s"]
-    print(f"checks: {devices:,} devices, {count:,} update checks in {wall:.1f} s wall = "
-          f"{count / wall:,.0f} checks/s end to end ({describe(report)})", flush=True)  # fmt: skip
+    print(f"checks: {devices:,} devices, {processes} process(es), {count:,} update checks in "
+          f"{wall:.1f} s wall = {count / wall:,.0f} checks/s end to end "
+          f"({describe(report)})", flush=True)  # fmt: skip
 
 
 def memory(small: int, large: int) -> None:
     sizes = {}
     for devices in (small, large):
         with scratch() as tmp:
-            result = run(Path(tmp), devices=devices)
+            result = run(Path(tmp), folders=True, devices=devices)
         sizes[devices] = (result["maxrss_kb"], result["device_disk_bytes"])
     (rss_s, _), (rss_l, disk_l) = sizes[small], sizes[large]
     per_rss = (rss_l - rss_s) / (large - small)
@@ -293,12 +302,12 @@ def contention(devices: int) -> None:
           f"timeline.csv {'identical' if tl_q == tl_l else 'DIFFERENT'}", flush=True)  # fmt: skip
 
 
-def big(devices: int) -> None:
+def big(devices: int, processes: int) -> None:
     with scratch() as tmp:
-        result = run(Path(tmp), devices=devices)
-    print(f"big: {devices:,} devices x 24 h: {describe(result['report'])}; peak RSS "
-          f"{result['maxrss_kb'] / 1024:,.0f} MB, device folders "
-          f"{result['device_disk_bytes'] / 2**20:,.0f} MB on tmpfs", flush=True)  # fmt: skip
+        result = run(Path(tmp), devices=devices, processes=processes)
+    print(f"big: {devices:,} devices x 24 h, {processes} process(es): "
+          f"{describe(result['report'])}; peak RSS of the parent process "
+          f"{result['maxrss_kb'] / 1024:,.0f} MB", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -306,9 +315,11 @@ def main() -> None:
     parser.add_argument("--steady-devices", type=int, default=10_000)
     parser.add_argument("--steady-processes", default="1,2", help="fleet processes to try")
     parser.add_argument("--check-devices", type=int, default=2_000)
+    parser.add_argument("--check-processes", type=int, default=2, help="fleet processes")
     parser.add_argument("--memory-devices", default="2000,20000", help="two fleet sizes")
     parser.add_argument("--contention-devices", type=int, default=2_000)
     parser.add_argument("--big", type=int, default=0, help="also run N devices x 24 h")
+    parser.add_argument("--big-processes", type=int, default=2, help="fleet processes")
     parser.add_argument("--only", help="comma-separated phases to run")
     args = parser.parse_args()
     small, large = (int(n) for n in args.memory_devices.split(","))
@@ -316,11 +327,11 @@ def main() -> None:
         "steady": lambda: steady(
             args.steady_devices, [int(n) for n in args.steady_processes.split(",")]
         ),
-        "checks": lambda: checks(args.check_devices),
+        "checks": lambda: checks(args.check_devices, args.check_processes),
         "memory": lambda: memory(small, large),
         "idle": lambda: idle(small, large),
         "contention": lambda: contention(args.contention_devices),
-        "big": lambda: big(args.big) if args.big else None,
+        "big": lambda: big(args.big, args.big_processes) if args.big else None,
     }
     chosen = args.only.split(",") if args.only else list(phases)
     for name in chosen:

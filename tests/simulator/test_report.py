@@ -84,6 +84,15 @@ def test_unknown_server_stats_leave_loss_and_its_verdict_unknown() -> None:
     assert report["stats"]["lost"] is None and lost["value"] is None and lost["ok"] is None
 
 
+def test_more_stats_recorded_than_sent_leaves_loss_unknown_never_a_pass() -> None:
+    metrics = synthetic_metrics()
+    queued = sum(d.stats_queued for d in metrics.devices)
+    report = build_report(metrics, info(server_received=queued + 111))
+    lost = next(r for r in report["expectations"] if r["expect"].startswith("stats_lost"))
+    assert report["stats"]["lost"] is None and lost["value"] is None and lost["ok"] is None
+    assert report["unknown"]["stats_lost"].startswith("the server recorded 111 more")
+
+
 def test_files_are_written_and_the_page_is_self_contained(tmp_path: Path) -> None:
     metrics = synthetic_metrics()
     report = build_report(metrics, info(server_received=0))
