@@ -57,8 +57,9 @@ def _dialects_line(run: dict[str, Any]) -> str:
     return " + ".join(f"{n} {name}" for name, n in dialects.items())
 
 
-def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
-    """Figures this run cannot measure against this server: {figure: why}."""
+def unknowns(metrics: Metrics, info: RunInfo, stats_missing: int | None) -> dict[str, str]:
+    """Figures this run cannot measure against this server: {figure: why}. `stats_missing`:
+    events sent minus events the server recorded (None: its records are not readable)."""
     out = {}
     unchecked = metrics.unchecked_versions()
     if unchecked:
@@ -67,9 +68,15 @@ def unknowns(metrics: Metrics, info: RunInfo) -> dict[str, str]:
             f"{'that release' if len(unchecked) == 1 else 'those releases'} are not known here: "
             "give --expect-release VERSION=DIR_OR_ZIP"
         )
-    if info.server_received is None:
+    if stats_missing is None:
         out["stats_lost"] = (
             "the server's own records cannot be read from here (only the embedded server's can)"
+        )
+    elif stats_missing < 0:  # repeats: a loss would hide among them
+        out["stats_lost"] = (
+            f"the server recorded {-stats_missing:,} more stats events than the devices sent: a "
+            "batch sent again because its answer came too late is recorded twice, so lost "
+            "events cannot be told from repeated ones"
         )
     return out
 
@@ -125,15 +132,9 @@ def build_report(metrics: Metrics, info: RunInfo) -> dict[str, Any]:
     sc, rows = info.scenario, device_records(metrics, info)
     queued = sum(r.device.stats_queued for r in rows)
     pending = sum(r.device.stats_pending for r in rows)
-    lost = None if info.server_received is None else queued - pending - info.server_received
-    unknown = unknowns(metrics, info)
-    if lost is not None and lost < 0:  # repeats: a loss would hide among them
-        unknown["stats_lost"] = (
-            f"the server recorded {-lost:,} more stats events than the devices sent: a batch "
-            "sent again because its answer came too late is recorded twice, so lost events "
-            "cannot be told from repeated ones"
-        )
-        lost = None
+    missing = None if info.server_received is None else queued - pending - info.server_received
+    unknown = unknowns(metrics, info, missing)
+    lost = None if "stats_lost" in unknown else missing
     results = []
     for e in sc.expectations:
         value = metrics.evaluate(e, sc.duration_s, lost)
