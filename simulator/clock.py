@@ -15,6 +15,11 @@ depends on its own state, its own random streams and the barriers, never on the 
 speed or on how many devices happened to share a step: the window only sets how much work
 runs concurrently (`window_s` is the lookahead, not the time resolution, which is exact).
 
+A step's devices do not all run at once: at most `concurrency` participants run together, the
+others start in deadline order as running ones park again. This bounds what the fleet holds
+in real time (HTTP connections, open device folders) without changing what any device sees,
+since none depends on when, in real time, another one ran.
+
 Real time never enters simulated time: real HTTP and disk work cost nothing but what the
 network model says (`simulator.network`), and a `time_scale` cap only slows the steps down
 to watch a run live or to pace an external server.
@@ -23,6 +28,7 @@ to watch a run live or to pace an external server.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import time
@@ -49,11 +55,15 @@ class VirtualTime:
         epoch: float = SIM_EPOCH,
         cap: float | None = None,
         housekeeping: Callable[[], object] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """`housekeeping`: called between two steps, while nothing runs, at most once every
-        `HOUSEKEEPING_S` simulated seconds (the fleet gives free memory back to the kernel)."""
+        `HOUSEKEEPING_S` simulated seconds (the fleet gives free memory back to the kernel).
+        `concurrency`: at most this many released participants run at once (None: all)."""
         if window_s <= 0:
             raise ValueError("window_s must be > 0")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self.window_s = window_s
         self.epoch = epoch
         self.cap = cap  # at most `cap` simulated seconds per real second (None: uncapped)
@@ -64,6 +74,8 @@ class VirtualTime:
         self._barriers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._running = 0
+        self._concurrency = concurrency
+        self._ready: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle: asyncio.Event | None = None
         self._housekeeping = housekeeping
         self._next_housekeeping = HOUSEKEEPING_S
@@ -107,8 +119,17 @@ class VirtualTime:
 
     def _park(self) -> None:
         self._running -= 1
+        self._admit()
         if self._running == 0 and self._idle is not None:
             self._idle.set()
+
+    def _admit(self) -> None:
+        """Start released participants, in deadline order, while fewer than `concurrency` run."""
+        while self._ready and (self._concurrency is None or self._running < self._concurrency):
+            future = self._ready.popleft()
+            if not future.cancelled():
+                self._running += 1
+                future.set_result(None)
 
     async def run(self) -> None:
         """Advance the clock step by step until nobody waits on it any more."""
@@ -136,10 +157,8 @@ class VirtualTime:
             self.steps += 1
             if self.cap:
                 await asyncio.sleep(started + self.t / self.cap - time.monotonic())
-            for future in released:
-                if not future.cancelled():
-                    self._running += 1
-                    future.set_result(None)
+            self._ready.extend(released)
+            self._admit()
 
 
 class DeviceClock:
@@ -156,6 +175,10 @@ class DeviceClock:
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self.t + max(0.0, seconds))
+
+    def parks(self, seconds: float) -> bool:
+        """Whether sleeping `seconds` now waits for a later step (rather than returning at once)."""
+        return self.t + max(0.0, seconds) >= self._time.horizon
 
     async def sleep_until(self, due: float) -> None:
         """Wait until simulated time `due` (seconds since t = 0), exactly."""

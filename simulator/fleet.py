@@ -204,7 +204,6 @@ class Fleet:
         """Live until the scenario's end, then let every device deliver its stats (bounded by
         `flush_wait_s` simulated seconds); `sync(at_s)` runs alone at each sync point."""
         vt, end = self.time, self.scenario.duration_s
-        limit = asyncio.Semaphore(256)  # devices reopening their folders at the end at once
 
         async def syncs() -> None:
             for at in self.sync_points():
@@ -213,8 +212,7 @@ class Fleet:
 
         async def device(d: VirtualDevice) -> None:
             await d.live(end)
-            async with limit:
-                await d.finish(flush_wait_s)
+            await d.finish(flush_wait_s)
             self.finished += 1
 
         work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]

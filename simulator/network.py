@@ -24,9 +24,11 @@ on which device's bytes arrived first, nor on how the fleet is split into proces
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Literal, Protocol
@@ -40,6 +42,7 @@ from agent.drivers.http import (
     HttpResponse,
     TransportTimeout,
 )
+from agent.errors import TransportError
 
 from simulator.streams import DeviceRandom
 
@@ -252,6 +255,8 @@ class SimClock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def parks(self, seconds: float) -> bool: ...
+
 
 def _json_object(raw: bytes) -> dict[str, object]:
     try:
@@ -376,16 +381,17 @@ class ShapedPort:
         decoy = None
         if mitm is not None and self._rng.random() < mitm.rate:
             decoy = mitm.decoy_for(request.url)
-        async with self._inner.stream(request) as inner:
+        async with contextlib.AsyncExitStack() as held:  # the inner response: closed at the end,
+            inner = await held.enter_async_context(self._inner.stream(request))  # or before a park
             if decoy is not None and inner.status in (200, 206) and mitm is not None:
                 mitm.tampered["swap"] += 1
                 headers = {k: v for k, v in inner.headers.items() if k != "content-range"}
                 headers["content-length"] = str(len(decoy))
-                yield _Response(200, headers, self._shape_body(_one(decoy), len(decoy)))
+                yield _Response(200, headers, self._shape_body(_one(decoy), len(decoy), held))
                 return
             length = int(inner.headers.get("content-length") or 0) or None
             record = mitm.wants_recording(request.url) if mitm and inner.status == 200 else None
-            body = self._shape_body(inner.aiter_bytes(), length, record)
+            body = self._shape_body(inner.aiter_bytes(), length, held, record)
             yield _Response(inner.status, inner.headers, body)
 
     async def aclose(self) -> None:
@@ -436,10 +442,51 @@ class ShapedPort:
         return {self._rng.randrange(length or 4096) for _ in range(3)}
 
     async def _shape_body(
-        self, source: AsyncIterator[bytes], length: int | None, record: str | None = None
+        self,
+        source: AsyncIterator[bytes],
+        length: int | None,
+        held: contextlib.AsyncExitStack,
+        record: str | None = None,
     ) -> AsyncIterator[bytes]:
+        """The body, paced on the device's clock. Before a piece's pacing would park the
+        device until a later step, the rest of the body is read at once and `held` (the inner
+        response) is closed: a device never waits on the simulated clock holding one of the
+        fleet's connections, which the devices still working in the step may need (a pool
+        wait would then last until a real-time timeout). What was read ahead, and an error
+        met while reading it, reach the agent at their simulated times as before."""
         rate, cut, kind = self._body_faults(length)
-        flips = self._flips(length)
+        pieces = self._pieces(source, cut, kind, self._flips(length), record)
+        ahead: collections.deque[bytes] | None = None  # the rest of the body, once read ahead
+        failure: TransportError | None = None
+        try:
+            while True:
+                if ahead is None:
+                    piece = await anext(pieces, None)
+                else:
+                    piece = ahead.popleft() if ahead else None
+                if piece is None:
+                    break
+                if rate:
+                    delay = len(piece) / rate
+                    if ahead is None and self._clock.parks(delay):
+                        ahead, failure = await _read_rest(pieces)
+                        await held.aclose()
+                    await self._clock.sleep(delay)
+                yield piece
+        finally:
+            await pieces.aclose()
+        if failure is not None:
+            raise failure
+
+    async def _pieces(
+        self,
+        source: AsyncIterator[bytes],
+        cut: int | None,
+        kind: str | None,
+        flips: set[int],
+        record: str | None,
+    ) -> AsyncGenerator[bytes, None]:
+        """The body re-chunked to `PIECE_BYTES`, with its flips and its cut (a reset raises)."""
         recorded = bytearray() if record is not None else None
         sent = 0
         async for chunk in source:
@@ -452,8 +499,6 @@ class ShapedPort:
                 if recorded is not None:
                     recorded += piece
                 sent += len(piece)
-                if rate:
-                    await self._clock.sleep(len(piece) / rate)
                 if piece:
                     yield piece
                 if cut is not None and sent >= cut:
@@ -465,6 +510,19 @@ class ShapedPort:
 
     def _stamp(self) -> Stamp:
         return (self._clock.t, self._index)
+
+
+async def _read_rest(
+    pieces: AsyncIterator[bytes],
+) -> tuple[collections.deque[bytes], TransportError | None]:
+    """What is left of a body, and the transport error that ended it early, if one did."""
+    rest: collections.deque[bytes] = collections.deque()
+    try:
+        async for piece in pieces:
+            rest.append(piece)
+    except TransportError as exc:
+        return rest, exc
+    return rest, None
 
 
 def _flip(piece: bytes, offset: int, positions: set[int]) -> bytes:

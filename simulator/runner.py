@@ -52,7 +52,7 @@ from simulator.scenario import Scenario, load_scenario, with_dialect
 from simulator.server.client import AdminClient, AdminError
 from simulator.server.dialects import SERVER_DIALECTS
 from simulator.server.embedded import RunningServer, run_server
-from simulator.shards import CONNECTIONS, FleetRun, Shard, run_fleet
+from simulator.shards import FleetRun, Shard, run_fleet
 from simulator.timeline import Publication, Timeline
 
 PRODUCTION = "production"
@@ -427,9 +427,8 @@ def _notes(
     if timeouts:
         notes.append(
             f"{timeouts:,} requests got no answer within their timeout in real time (the "
-            "server hung, the machine was overloaded, or more devices sent at once than a fleet "
-            f"process has connections, {CONNECTIONS}: see docs/simulator.md, Performance): each "
-            "counted as the modelled timeout, so those devices' results depend on the machine"
+            "server hung or the machine was overloaded): each counted as the modelled timeout, "
+            "so those devices' results depend on the machine"
         )
     if cap:
         notes.append(f"time capped at {cap:g} simulated seconds per real second (--time-scale)")

@@ -123,13 +123,20 @@ def _libc() -> ctypes.CDLL | None:
 
 _LIBC = _libc()
 CONNECTIONS = 256  # HTTP connections a fleet process keeps open at most (its devices share them)
+# Devices a fleet process runs at once in real time. Each holds at most one connection while it
+# runs and none while it waits on its clock (`simulator.network.ShapedPort`), so no device
+# waits for a connection; the margin covers connections a backend closes lazily.
+DEVICES_AT_ONCE = CONNECTIONS // 2
 
 
 def _shard_fleet(shard: Shard) -> tuple[Fleet, AsyncHttpPort]:
     http = make_async_port(shard.http_backend, max_connections=CONNECTIONS)  # type: ignore[arg-type]
     fleet = Fleet(
         shard.scenario, shard.specs, configs=shard.configs, http=http,
-        time=VirtualTime(shard.window_s, cap=shard.time_scale, housekeeping=release_free_memory),
+        time=VirtualTime(
+            shard.window_s, cap=shard.time_scale, housekeeping=release_free_memory,
+            concurrency=DEVICES_AT_ONCE,
+        ),
         workdir=shard.workdir,
         published=shard.published, event_logs=shard.event_logs,
     )  # fmt: skip

@@ -89,9 +89,35 @@ def test_a_cancelled_participant_does_not_stall_the_clock() -> None:
     assert asyncio.run(main()) == 100.0
 
 
-def test_window_must_be_positive() -> None:
+@pytest.mark.parametrize(("concurrency", "most"), [(None, 6), (2, 2)])
+def test_concurrency_bounds_the_devices_working_at_once_not_their_times(
+    concurrency: int | None, most: int
+) -> None:
+    vt = VirtualTime(window_s=10.0, concurrency=concurrency)
+    working = seen = 0
+
+    async def device(wake: float) -> float:
+        nonlocal working, seen
+        clock = vt.clock()
+        await clock.sleep_until(wake)
+        working += 1
+        seen = max(seen, working)
+        await asyncio.sleep(0.01)  # real work: the others of the step may start meanwhile
+        await clock.sleep(0.5)  # inside the step: goes on at once
+        working -= 1
+        await clock.sleep(100.0)  # parks: another one may start
+        return clock.t
+
+    wakes = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert run(vt, *(device(w) for w in wakes)) == [w + 100.5 for w in wakes]
+    assert seen == most
+
+
+def test_window_and_concurrency_must_be_positive() -> None:
     with pytest.raises(ValueError, match="window_s"):
         VirtualTime(window_s=0)
+    with pytest.raises(ValueError, match="concurrency"):
+        VirtualTime(concurrency=0)
 
 
 def test_housekeeping_runs_between_steps_once_a_simulated_hour() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from simulator import shards
 from simulator.device import VirtualDevice
 from simulator.runner import RunOptions, simulate
 
@@ -116,3 +117,17 @@ def test_idle_devices_that_drop_their_agent_live_as_those_that_keep_it(
     dropped = outputs(tmp_path, "dropped", scenario)
     assert sum(woken) > DEVICES  # the devices really slept without their agent, and woke
     assert_same(kept, dropped)
+
+
+def test_a_fleet_process_with_few_connections_waits_for_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many more devices in a step than connections, and slow bodies paced past their step:
+    devices start as others park and never wait on the clock holding a connection, so none
+    waits for one until a real-time timeout, and the outputs are those of a roomy pool."""
+    roomy = outputs(tmp_path, "roomy", SCENARIO, window_s=0.01)
+    monkeypatch.setattr(shards, "CONNECTIONS", 1)  # without the release: 6 timeouts, 124 s
+    monkeypatch.setattr(shards, "DEVICES_AT_ONCE", 1)
+    tight = outputs(tmp_path, "tight", SCENARIO, window_s=0.01)
+    assert not [n for n in tight["report.json"]["run"]["notes"] if "timeout" in n]
+    assert_same(roomy, tight)

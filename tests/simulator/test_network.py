@@ -126,9 +126,10 @@ def test_truncation_ends_the_body_early_without_error() -> None:
     run(case)
 
 
-def test_reset_cuts_the_body_with_a_transport_error() -> None:
-    async def case(peer: Peer, inner: AsyncHttpPort) -> None:
-        port = shaped(inner, reset=1.0)
+@pytest.mark.parametrize("bandwidth_kbps", [None, 800])  # 800: read ahead before parking
+def test_reset_cuts_the_body_with_a_transport_error(bandwidth_kbps: float | None) -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> tuple[int, float]:
+        port = shaped(inner, reset=1.0, bandwidth_kbps=bandwidth_kbps)  # type: ignore[arg-type]
         received = b""
         with pytest.raises(TransportError, match="reset"):
             async with port.stream(HttpRequest("GET", f"{peer.url}/blob/200000")) as response:
@@ -136,8 +137,11 @@ def test_reset_cuts_the_body_with_a_transport_error() -> None:
                     received += chunk
         assert 0 < len(received) < 200_000
         assert received == blob(200_000)[: len(received)]
+        return len(received), CLOCK.get().t
 
-    run(case)
+    received, t = run(case, window_s=0.01)
+    # the reset reaches the device after the bytes before it, at their simulated time
+    assert t == (pytest.approx(received / 100_000, abs=1e-9) if bandwidth_kbps else 0.0)
 
 
 def test_loss_fails_before_the_server_sees_anything() -> None:
@@ -259,3 +263,49 @@ def test_profile_validation_rejects_nonsense(bad: dict[str, float]) -> None:
 def test_unknown_profile_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="wifi"):
         profile("5g")
+
+
+@pytest.mark.parametrize("backend", ["streams", "aiohttp", "httpx"])
+def test_a_body_paced_past_its_step_gives_the_connection_back_before_the_device_parks(
+    backend: str,
+) -> None:
+    """Two devices share one connection in one step; the first one's body is paced past the
+    step's end. Had it kept the connection while it waited on its clock, the second device's
+    check would wait for it until its real-time timeout (the step cannot end while it waits)."""
+
+    async def main() -> tuple[float, bytes, int]:
+        async with loopback_peer() as peer:
+            inner = make_async_port(backend, max_connections=1)  # type: ignore[arg-type]
+            vt = VirtualTime(window_s=1.0)
+            slow_clock, quick_clock = vt.clock(), vt.clock()
+            slow = ShapedPort(
+                inner, NetworkProfile("slow", bandwidth_kbps=80), rng=random.Random(1),
+                clock=slow_clock,
+            )  # fmt: skip
+            quick = ShapedPort(
+                inner, NetworkProfile("lan"), rng=random.Random(2), clock=quick_clock
+            )
+            answered = asyncio.Event()
+
+            async def download() -> bytes:
+                async with slow.stream(HttpRequest("GET", f"{peer.url}/blob/1000000")) as response:
+                    answered.set()  # the connection is in use from here on
+                    return b"".join([chunk async for chunk in response.aiter_bytes()])
+
+            async def check() -> int:
+                await answered.wait()
+                request = HttpRequest("POST", f"{peer.url}/updates", body=b"{}", timeout_s=2.0)
+                return (await quick.send(request)).status
+
+            try:
+                _, body, status = await asyncio.gather(
+                    vt.run(), vt.participate(download()), vt.participate(check())
+                )
+            finally:
+                await inner.aclose()
+            return slow_clock.t, body, status
+
+    t, body, status = asyncio.run(main())
+    assert status == 200  # not a timeout
+    assert body == blob(1_000_000)  # larger than what a backend buffers by itself
+    assert t == pytest.approx(100.0, abs=1e-9)  # 1 000 000 bytes at 10 000 bytes/s, exactly
