@@ -455,7 +455,8 @@ class ShapedPort:
         wait would then last until a real-time timeout). What was read ahead, and an error
         met while reading it, reach the agent at their simulated times as before."""
         rate, cut, kind = self._body_faults(length)
-        pieces = self._pieces(source, cut, kind, self._flips(length), record)
+        pieces = self._pieces(source, cut, kind, self._flips(length))
+        recorded = bytearray() if record is not None else None
         ahead: collections.deque[bytes] | None = None  # the rest of the body, once read ahead
         failure: TransportError | None = None
         try:
@@ -472,22 +473,20 @@ class ShapedPort:
                         ahead, failure = await _read_rest(pieces)
                         await held.aclose()
                     await self._clock.sleep(delay)
+                if recorded is not None:
+                    recorded += piece
                 yield piece
         finally:
             await pieces.aclose()
         if failure is not None:
             raise failure
+        if record is not None and recorded is not None and cut is None and self._mitm is not None:
+            self._mitm.remember(record, bytes(recorded), self._stamp())  # when the body ended
 
     async def _pieces(
-        self,
-        source: AsyncIterator[bytes],
-        cut: int | None,
-        kind: str | None,
-        flips: set[int],
-        record: str | None,
+        self, source: AsyncIterator[bytes], cut: int | None, kind: str | None, flips: set[int]
     ) -> AsyncGenerator[bytes, None]:
         """The body re-chunked to `PIECE_BYTES`, with its flips and its cut (a reset raises)."""
-        recorded = bytearray() if record is not None else None
         sent = 0
         async for chunk in source:
             for start in range(0, len(chunk), PIECE_BYTES):
@@ -496,8 +495,6 @@ class ShapedPort:
                     piece = piece[: cut - sent]
                 if flips:
                     piece = _flip(piece, sent, flips)
-                if recorded is not None:
-                    recorded += piece
                 sent += len(piece)
                 if piece:
                     yield piece
@@ -505,8 +502,6 @@ class ShapedPort:
                     if kind == "reset":
                         raise ConnectionLost("connection reset mid-body (simulated)")
                     return
-        if record is not None and recorded is not None and cut is None and self._mitm is not None:
-            self._mitm.remember(record, bytes(recorded), self._stamp())
 
     def _stamp(self) -> Stamp:
         return (self._clock.t, self._index)

@@ -228,6 +228,23 @@ def test_mitm_swap_serves_another_versions_bundle() -> None:
     run(case)
 
 
+@pytest.mark.parametrize("window_s", [0.01, 3600.0])  # 0.01: the body is read ahead
+def test_mitm_records_a_bundle_when_its_paced_body_ends(window_s: float) -> None:
+    async def case(peer: Peer, inner: AsyncHttpPort) -> float:
+        mitm = Mitm("swap")
+        port = shaped(inner, mitm=mitm, bandwidth_kbps=800)  # 100 000 bytes/s
+        peer.offer = {"version": "1.0.1", "url": f"{peer.url}/blob/300000"}
+        await port.send(HttpRequest("POST", f"{peer.url}/updates", body=b"{}"))
+        learn(mitm)
+        await fetch(port, f"{peer.url}/blob/300000")
+        (stamp, bundle) = mitm.learned[("bundles", "1.0.1")]
+        assert bundle == blob(300_000)
+        return stamp[0]
+
+    # the offer's few bytes, then 300 000 bytes at 100 000 bytes/s: never when it was read
+    assert run(case, window_s) == pytest.approx(3.0, abs=1e-3)
+
+
 def test_mitm_replay_answers_the_older_signed_offer() -> None:
     def check(url: str, running: str) -> HttpRequest:
         return HttpRequest(
