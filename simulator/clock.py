@@ -108,14 +108,24 @@ class VirtualTime:
 
     def participate(self, work: Awaitable[T]) -> Awaitable[T]:
         """`work` as a participant: from now on, the clock waits for it at every step."""
-        self._running += 1
+        self.join()
         return self._participant(work)
+
+    def join(self) -> None:
+        """One more participant from now on, which calls `leave()` once when it ends (as its
+        last step, in a `finally`): `participate` without its wrapper coroutine, which a
+        parked fleet device would hold all day (about 200 bytes each)."""
+        self._running += 1
+
+    def leave(self) -> None:
+        """A participant that `join`ed ends."""
+        self._park()
 
     async def _participant(self, work: Awaitable[T]) -> T:
         try:
             return await work
         finally:
-            self._park()
+            self.leave()
 
     def _park(self) -> None:
         self._running -= 1

@@ -219,11 +219,16 @@ class Fleet:
                 await sync(at)
 
         async def device(d: VirtualDevice) -> None:
-            await d.live(end)
-            await d.finish(flush_wait_s)
-            self.finished += 1
+            try:
+                await d.live(end)
+                await d.finish(flush_wait_s)
+                self.finished += 1
+            finally:
+                vt.leave()
 
-        work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]
+        for _ in self.devices:
+            vt.join()  # each device parks itself: no `participate` wrapper to hold all day
+        work = [vt.participate(syncs()), *(device(d) for d in self.devices)]
         await asyncio.gather(vt.run(), *work)
         for mitm in self.mitms.values():
             self.metrics.mitm.update(mitm.tampered)
