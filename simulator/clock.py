@@ -108,24 +108,14 @@ class VirtualTime:
 
     def participate(self, work: Awaitable[T]) -> Awaitable[T]:
         """`work` as a participant: from now on, the clock waits for it at every step."""
-        self.join()
-        return self._participant(work)
-
-    def join(self) -> None:
-        """One more participant from now on, which calls `leave()` once when it ends (as its
-        last step, in a `finally`): `participate` without its wrapper coroutine, which a
-        parked fleet device would hold all day (about 200 bytes each)."""
         self._running += 1
-
-    def leave(self) -> None:
-        """A participant that `join`ed ends."""
-        self._park()
+        return self._participant(work)
 
     async def _participant(self, work: Awaitable[T]) -> T:
         try:
             return await work
         finally:
-            self.leave()
+            self._park()
 
     def _park(self) -> None:
         self._running -= 1

@@ -219,16 +219,11 @@ class Fleet:
                 await sync(at)
 
         async def device(d: VirtualDevice) -> None:
-            try:
-                await d.live(end)
-                await d.finish(flush_wait_s)
-                self.finished += 1
-            finally:
-                vt.leave()
+            await d.live(end)
+            await d.finish(flush_wait_s)
+            self.finished += 1
 
-        for _ in self.devices:
-            vt.join()  # each device parks itself: no `participate` wrapper to hold all day
-        work = [vt.participate(syncs()), *(device(d) for d in self.devices)]
+        work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]
         await asyncio.gather(vt.run(), *work)
         for mitm in self.mitms.values():
             self.metrics.mitm.update(mitm.tampered)

@@ -137,32 +137,3 @@ def test_housekeeping_runs_between_steps_once_a_simulated_hour() -> None:
     run(vt, device(600.0, 4 * 3600), device(900.0, 4 * 3600))
     assert [t for t, _ in calls] == [3600.0, 7200.0, 10800.0]  # then nobody waits any more
     assert all(running == 0 for _, running in calls)
-
-
-def test_a_participant_may_join_and_leave_itself() -> None:
-    """`join` + `leave` in its own `finally` does what `participate` does (without its wrapper
-    coroutine): the clock waits for it at every step, and stops once it left."""
-    vt = VirtualTime(window_s=1.0)
-    seen: list[tuple[str, float]] = []
-
-    async def joined() -> None:
-        clock = vt.clock()
-        try:
-            for _ in range(3):
-                await clock.sleep(10.0)
-                seen.append(("joined", clock.t))
-        finally:
-            vt.leave()
-
-    async def wrapped() -> None:
-        clock = vt.clock()
-        await clock.sleep(25.0)
-        seen.append(("wrapped", clock.t))
-
-    async def main() -> None:
-        vt.join()
-        await asyncio.gather(vt.run(), joined(), vt.participate(wrapped()))
-
-    asyncio.run(main())
-    assert seen == [("joined", 10.0), ("joined", 20.0), ("wrapped", 25.0), ("joined", 30.0)]
-    assert vt.steps == 4 and vt.t == 30.0
