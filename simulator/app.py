@@ -145,6 +145,8 @@ class AppUser:
     agent's `appReadyTimeout` is measured against.
     """
 
+    __slots__ = ("behaviour", "ready", "reloads", "rng", "scale")  # one per fleet device
+
     def __init__(
         self, behaviour: Behaviour, rng: random.Random | DeviceRandom, scale: float = 1.0
     ) -> None:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ from typing import Any
 from agent.config import AgentConfig, DeviceIdentity
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.api import AgentObserver, BundleView
-from agent.drivers.http import AsyncHttpPort, HttpRequest, HttpResponse, TransportTimeout
+from agent.drivers.http import (
+    AsyncHttpPort,
+    AsyncStreamedResponse,
+    HttpRequest,
+    HttpResponse,
+    TransportTimeout,
+)
 from agent.errors import AgentError
 from agent.protocol.profiles import PluginProfile
 from agent.security import codepush
@@ -125,6 +132,12 @@ class DeviceContext:
     pool: BundlePool
     published: Mapping[str, Mapping[str, str]]  # version -> file digests, when we published it
     profile: PluginProfile  # the plugin generation the devices reproduce
+    devices: Path  # the device folders' folder: device i's is `folder_name(i)` in it
+
+
+def folder_name(index: int) -> str:
+    """The name of device `index`'s folder."""
+    return f"{index:06d}"
 
 
 class StatsWatch:
@@ -134,10 +147,16 @@ class StatsWatch:
     device, faithful to its plugin, counts the batch as sent). Those events are counted in
     `Metrics.stats_unconfirmed`."""
 
+    __slots__ = ("_inner", "_metrics", "_stats_url")  # one per device
+
     def __init__(self, inner: AsyncHttpPort, stats_url: str, metrics: Metrics) -> None:
         self._inner, self._stats_url, self._metrics = inner, stats_url, metrics
-        self.stream = inner.stream
-        self.aclose = inner.aclose
+
+    def stream(self, request: HttpRequest) -> AbstractAsyncContextManager[AsyncStreamedResponse]:
+        return self._inner.stream(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         response = await self._inner.send(request)
@@ -153,7 +172,26 @@ class VirtualDevice(AgentObserver):
     user comes back. Such a device lets its agent go while it sleeps (`asleep`: the process
     lives, its agent is not in memory) and opens its folder again when it wakes, when the
     agent says one rebuilt from disk then behaves as the live one (`AsyncDevice.resumable`):
-    a fleet's idle devices then hold no agent, no store, no caches."""
+    a fleet's idle devices then hold no agent, no store, no caches, and each holds only its
+    own attributes (slots: no instance dict), its folder named from its index when needed."""
+
+    __slots__ = (
+        "agent_rng",
+        "app",
+        "asleep",
+        "clock",
+        "config_key",
+        "ctx",
+        "device",
+        "disk_full",
+        "foreground",
+        "http",
+        "identity",
+        "log",
+        "next_open",
+        "outcome",
+        "traits",
+    )
 
     sleep_drops_agent = True  # False: keep every live agent (tests compare both fleet lives)
     # Only a sleep this long (simulated seconds) drops the agent: reopening the folder costs
@@ -166,7 +204,6 @@ class VirtualDevice(AgentObserver):
         identity: DeviceIdentity,
         behaviour: Behaviour,
         outcome: DeviceOutcome,
-        folder: Path,
         seed: int,
         *,
         disk_full: DiskFull | None = None,
@@ -174,7 +211,6 @@ class VirtualDevice(AgentObserver):
     ) -> None:
         self.ctx, self.identity, self.outcome = ctx, identity, outcome
         self.log = log  # None: no event log kept (the run has no --workdir)
-        self.folder = folder
         self.disk_full = disk_full  # this phone's disk is full for that period
         self.clock = ctx.time.clock()  # this device's simulated time, exact
         self.app = AppUser(behaviour, DeviceRandom(seed, 0))  # the user's and the app's decisions
@@ -188,6 +224,12 @@ class VirtualDevice(AgentObserver):
         self.foreground = False
         self.traits: dict[str, BundleTraits] = {}  # bundle id -> how it boots (read once)
         self.next_open = 0.0
+
+    @property
+    def folder(self) -> Path:
+        """The device's folder, where its agent keeps its state and bundles (made when asked:
+        a `Path` per device would cost a few hundred bytes in every idle device)."""
+        return self.ctx.devices / folder_name(self.outcome.index)
 
     # -- observer: the agent reports; metrics record ---------------------------------------
 

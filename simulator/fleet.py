@@ -24,7 +24,14 @@ from agent.protocol.registry import DEFAULT_DIALECT
 
 from simulator.app import draw_device, pick
 from simulator.clock import DeviceClock, VirtualTime
-from simulator.device import BundlePool, ConfigKey, DeviceContext, EventLog, VirtualDevice
+from simulator.device import (
+    BundlePool,
+    ConfigKey,
+    DeviceContext,
+    EventLog,
+    VirtualDevice,
+    folder_name,
+)
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.scenario import Scenario
@@ -132,10 +139,11 @@ class Fleet:
             pool=BundlePool(workdir / "pool"),
             published=published,
             profile=get_profile(next(iter(configs.values())).plugin) if configs else get_profile(),
+            devices=workdir / "devices",
         )
         if event_logs:
-            (workdir / "devices").mkdir(parents=True, exist_ok=True)
-        self.devices = [self._device(ctx, spec, workdir) for spec in specs]
+            ctx.devices.mkdir(parents=True, exist_ok=True)
+        self.devices = [self._device(ctx, spec) for spec in specs]
 
     def _port_factory(
         self, inner: AsyncHttpPort
@@ -153,7 +161,7 @@ class Fleet:
 
         return make
 
-    def _device(self, ctx: DeviceContext, spec: DeviceSpec, workdir: Path) -> VirtualDevice:
+    def _device(self, ctx: DeviceContext, spec: DeviceSpec) -> VirtualDevice:
         sc = self.scenario
         outcome = self.metrics.add_device(DeviceOutcome(
             spec.index, spec.device_id, spec.platform, spec.os, spec.network,
@@ -167,11 +175,11 @@ class Fleet:
             version_os=spec.os,
             plugin_version=ctx.profile.plugin_version,
         )
-        folder = workdir / "devices" / f"{spec.index:06d}"
+        log = ctx.devices / f"{folder_name(spec.index)}.log"
         device = VirtualDevice(
-            ctx, identity, sc.behaviours[spec.behaviour], outcome, folder, spec.seed,
+            ctx, identity, sc.behaviours[spec.behaviour], outcome, spec.seed,
             disk_full=sc.disk_full if spec.disk_full else None,
-            log=EventLog(folder.with_suffix(".log")) if self.event_logs else None,
+            log=EventLog(log) if self.event_logs else None,
         )  # fmt: skip
         return device
 

@@ -14,6 +14,7 @@ import statistics
 from array import array
 from collections import Counter
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +27,9 @@ BUILTIN = "builtin"
 CRASHED = "crashed"  # in DeviceOutcome.running: the app crashed on boot, not started again yet
 DOWNLOAD_STARTS = frozenset({"download_0", "download_zip_start", "download_manifest_start"})
 FAILURE_EXTRA = frozenset({"insufficient_disk_space", "checksum_required", "app_launch_timeout"})
+# A device's version sets start as this one shared empty set (an empty set is 216 bytes, four
+# per device); `Metrics` replaces one by a new set when it adds a version.
+NO_VERSIONS: frozenset[str] = frozenset()
 
 
 def is_failure(action: str) -> bool:
@@ -50,23 +54,23 @@ class DeviceOutcome:
     channel: str
     mitm: str = ""
     disk_full: bool = False  # in the scenario's disk-full share
-    # (since, version): what the app runs (CRASHED from a crash on boot to the next start)
     dialect: str = "capgo"  # the server protocol the device speaks
+    # (since, version): what the app runs (CRASHED from a crash on boot to the next start)
     running: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, BUILTIN)])
     download_starts: Counter[str] = field(default_factory=Counter)
     downloads: Counter[str] = field(default_factory=Counter)
     failure_log: list[tuple[float, str, str]] = field(default_factory=list)  # (t, action, ver)
     rollbacks: list[tuple[float, str]] = field(default_factory=list)  # (t, version rolled back)
-    booted: set[str] = field(default_factory=set)
-    confirmed: set[str] = field(default_factory=set)
-    redownloaded: set[str] = field(default_factory=set)
+    booted: AbstractSet[str] = NO_VERSIONS
+    confirmed: AbstractSet[str] = NO_VERSIONS
+    redownloaded: AbstractSet[str] = NO_VERSIONS
     crashes: int = 0
     tampered: int = 0
     unbootable: bool = False
     stats_queued: int = 0
     stats_pending: int = 0
     phantom: int = 0  # download_fail reports still to come for answers that were no failure
-    unchecked: set[str] = field(default_factory=set)  # booted with no published files to compare
+    unchecked: AbstractSet[str] = NO_VERSIONS  # booted with no published files to compare
     requests: int = 0  # HTTP exchanges the device made
     unanswered: int = 0  # of which got no answer (offline, lost, reset, timeout)
 
@@ -191,7 +195,7 @@ class Metrics:
             if version not in self.first_offered or t < self.first_offered[version]:
                 self.first_offered[version] = t
             if any(v == version for _, v in device.rollbacks):
-                device.redownloaded.add(version)
+                device.redownloaded = device.redownloaded | {version}
             device.download_starts[version] += 1
         elif action == "download_complete":
             device.downloads[version] += 1
@@ -205,9 +209,10 @@ class Metrics:
         if device.running[-1][1] != version:
             device.running.append((t, version))
         if version != BUILTIN:
-            device.booted.add(version)
-            if confirmed:
-                device.confirmed.add(version)
+            if version not in device.booted:
+                device.booted = device.booted | {version}
+            if confirmed and version not in device.confirmed:
+                device.confirmed = device.confirmed | {version}
 
     def crashed(self, device: DeviceOutcome, t: float) -> None:
         """The app crashed as it booted (its `ran` was recorded just before): it runs nothing
@@ -223,7 +228,7 @@ class Metrics:
         """The files of a booted `version` compared with what was published: `matched` False
         is a tampered activation; None: nothing published to compare with."""
         if matched is None:
-            device.unchecked.add(version)
+            device.unchecked = device.unchecked | {version}
         elif not matched:
             device.tampered += 1
 

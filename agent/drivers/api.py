@@ -54,6 +54,8 @@ class AgentObserver:
     "/channel_self", "bundle" (a full-zip download), "delta file".
     """
 
+    __slots__ = ()  # a subclass may keep its instances small (a fleet holds one per device)
+
     def on_request(
         self,
         name: str,

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 from simulator.app import make_dist, read_traits
+from simulator.clock import VirtualTime
 from simulator.device import BundlePool, file_digests
-from simulator.fleet import apportion, plan_fleet
+from simulator.fleet import Fleet, apportion, plan_fleet
+from simulator.metrics import NO_VERSIONS
 from simulator.scenario import Release, load_scenario
 
 
@@ -29,6 +31,23 @@ def test_mitm_modes_go_only_to_the_groups_behind_it() -> None:
     specs = plan_fleet(load_scenario("mitm-tamper"), 100, 4)
     behind = [s for s in specs if s.mitm]
     assert len(behind) == 50 and {s.mitm for s in behind} == {"flip", "swap", "replay"}
+
+
+def test_a_fleet_device_holds_no_instance_dicts_nor_empty_sets_of_its_own(tmp_path: Path) -> None:
+    scenario = load_scenario("steady-rollout")
+    fleet = Fleet(
+        scenario, plan_fleet(scenario, 12, 1), configs={}, http=None,  # type: ignore[arg-type]
+        time=VirtualTime(), workdir=tmp_path, published={},
+    )  # fmt: skip
+    device = fleet.devices[11]
+    assert device.folder == tmp_path / "devices" / "000011"  # named from its index
+    for held in (device, device.app, device.http):  # one of each per device, idle or not
+        assert not hasattr(held, "__dict__"), type(held).__name__
+    outcome, other = device.outcome, fleet.devices[0].outcome
+    assert outcome.booted is outcome.confirmed is outcome.unchecked is NO_VERSIONS
+    fleet.metrics.ran(outcome, "1.0.1", 5.0, confirmed=True)
+    assert outcome.booted == outcome.confirmed == {"1.0.1"}
+    assert other.booted is other.confirmed is NO_VERSIONS and not NO_VERSIONS  # still empty
 
 
 def test_pool_hard_links_identical_files_only(tmp_path: Path) -> None:
