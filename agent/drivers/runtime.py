@@ -110,11 +110,16 @@ def _retryable(error: BaseException) -> bool:
     return hint is None or hint <= MAX_IN_PROCESS_WAIT_S
 
 
+class _Borrowed(AgentObserver):
+    """An observer whose hooks may be set one by one (no `__slots__`: its instances have a
+    dict, unlike `AgentObserver`'s)."""
+
+
 def _complete(observer: object | None) -> AgentObserver:
     """An observer with every hook: the caller's where it has one, no-ops elsewhere."""
     if isinstance(observer, AgentObserver):
         return observer
-    full = AgentObserver()
+    full = _Borrowed()
     for hook in ("on_request", "on_event", "on_stat", "on_retry"):
         if callable(getattr(observer, hook, None)):
             setattr(full, hook, getattr(observer, hook))
