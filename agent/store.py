@@ -126,6 +126,7 @@ class DeviceStore:
         "_encoded",
         "_held_state",
         "_held_stats",
+        "_stats_on_disk",
         "bundles",
         "downloads",
         "durable",
@@ -147,6 +148,10 @@ class DeviceStore:
         # Not durable: the last commit of each file since `flush` (None: nothing held).
         self._held_state: DeviceState | None = None
         self._held_stats: Sequence[StatEvent] | None = None
+        # False: no stats file (the store is its folder's one writer), so an empty queue
+        # has nothing to remove: a queue filled and sent in one lifecycle call is never
+        # written, and asking the disk to remove a file that is not there costs an error.
+        self._stats_on_disk = True
 
     @classmethod
     def open(
@@ -179,7 +184,8 @@ class DeviceStore:
             state = DeviceState() if raw is None else from_json(raw)
         except ValueError as exc:
             raise LocalError("state_corrupt", f"{folder / STATE_FILE}: {exc}") from exc
-        stats = store._load_stats() if STATS_FILE in names else []
+        store._stats_on_disk = STATS_FILE in names
+        stats = store._load_stats() if store._stats_on_disk else []
         present = store._sweep(state, names, bundles or set())
         repaired = reconcile(state, present)
         if repaired != state:
@@ -278,7 +284,9 @@ class DeviceStore:
         """
         if not events:  # an empty queue is no file: one inode and one page less per device
             self._encoded = {}
-            _unlink(self.folder / STATS_FILE, durable=self.durable)
+            if self._stats_on_disk:
+                _unlink(self.folder / STATS_FILE, durable=self.durable)
+                self._stats_on_disk = False
             return
         encoded: dict[int, tuple[StatEvent, bytes]] = {}
         parts: list[bytes] = []
@@ -291,6 +299,7 @@ class DeviceStore:
         self._encoded = encoded
         data = b"[" + b",".join(parts) + b"]"
         atomic_write(self.folder / STATS_FILE, data, durable=self.durable)
+        self._stats_on_disk = True
 
     def free_bytes(self) -> int:
         """Bytes free on the device's disk, as `free_space` answers."""

@@ -178,3 +178,16 @@ def test_a_folder_that_cannot_hold_bundles_is_a_typed_error(tmp_path: Path) -> N
         DeviceStore.open(tmp_path, durable=False)
     assert caught.value.action == "disk_write_fail"
     assert (tmp_path / "bundles").read_bytes() == b"not a folder"
+
+
+def test_a_reopened_store_removes_the_stats_file_it_found_once_the_queue_empties(
+    tmp_path: Path,
+) -> None:
+    store, _, _ = DeviceStore.open(tmp_path, durable=False)
+    store.commit_stats([_event(0)])
+    store.flush()
+    reopened, _, queued = DeviceStore.open(tmp_path, durable=False)
+    assert queued == [_event(0)]
+    reopened.commit_stats([])
+    reopened.flush()
+    assert not (tmp_path / STATS_FILE).exists()
