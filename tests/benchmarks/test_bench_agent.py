@@ -113,6 +113,7 @@ def test_stats_commit_full_queue(benchmark, folder: Path) -> None:
         i = next(counter)
         queue = [*queue[1:], StatEvent(i, "download_10", "1.0.2", i, "1.0.1")]
         store.commit_stats(queue)
+        store.flush()  # a store that is not durable writes when its lifecycle call ends
 
     benchmark(commit)
     assert DeviceStore.open(folder, durable=False)[2][-1] == queue[-1]
