@@ -126,6 +126,7 @@ class DeviceStore:
         "_encoded",
         "_held_state",
         "_held_stats",
+        "_stats_on_disk",
         "bundles",
         "downloads",
         "durable",
@@ -147,6 +148,10 @@ class DeviceStore:
         # Not durable: the last commit of each file since `flush` (None: nothing held).
         self._held_state: DeviceState | None = None
         self._held_stats: Sequence[StatEvent] | None = None
+        # False: no stats file (the store is its folder's one writer), so an empty queue
+        # has nothing to remove: a queue filled and sent in one lifecycle call is never
+        # written, and asking the disk to remove a file that is not there costs an error.
+        self._stats_on_disk = True
 
     @classmethod
     def open(
@@ -162,18 +167,27 @@ class DeviceStore:
         """
         store = cls(Path(folder), durable=durable, free_space=free_space)
         try:
-            for sub in (store.folder, store.bundles):  # downloads/, staging/: when needed
-                sub.mkdir(parents=True, exist_ok=True)
+            # One listing of the folder answers what a reopen asks of it: which files and
+            # folders exist (a missing stats file is the common case: no failed open per
+            # reopen), what a kill left behind.
+            names = _listing(store.folder)
+            if names is None:
+                store.folder.mkdir(parents=True, exist_ok=True)
+                names = set()
+            bundles = _listing(store.bundles) if "bundles" in names else None
+            if bundles is None:  # downloads/, staging/: when needed
+                store.bundles.mkdir(exist_ok=True)
         except OSError as exc:
             raise LocalError("disk_write_fail", f"cannot create {folder}: {exc}") from exc
-        raw = read_json(store.folder / STATE_FILE)
+        raw = read_json(store.folder / STATE_FILE) if STATE_FILE in names else None
         try:
             state = DeviceState() if raw is None else from_json(raw)
         except ValueError as exc:
             raise LocalError("state_corrupt", f"{folder / STATE_FILE}: {exc}") from exc
-        stats = store._load_stats()
-        store._sweep(state)
-        repaired = reconcile(state, (p.name for p in store.bundles.iterdir()))
+        store._stats_on_disk = STATS_FILE in names
+        stats = store._load_stats() if store._stats_on_disk else []
+        present = store._sweep(state, names, bundles or set())
+        repaired = reconcile(state, present)
         if repaired != state:
             store.commit_state(repaired)
             store.flush()
@@ -186,22 +200,29 @@ class DeviceStore:
         except TypeError as exc:
             raise LocalError("state_corrupt", f"{self.folder / STATS_FILE}: {exc}") from exc
 
-    def _sweep(self, state: DeviceState) -> None:
-        """Remove what an interrupted run left: temp files, staging, unnamed bundles, partials."""
-        for tmp in self.folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        _remove(self.staging)
+    def _sweep(self, state: DeviceState, names: set[str], bundles: set[str]) -> list[str]:
+        """Remove what an interrupted run left (temp files, staging, unnamed bundles, partials)
+        given the names in the device folder and in `bundles/`; the bundle folders kept."""
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                (self.folder / name).unlink(missing_ok=True)
+        if "staging" in names:
+            _remove(self.staging)
         installed = {k for k, v in state.bundles.items() if v.status != "downloading"}
-        for folder in self.bundles.iterdir():
-            if folder.name not in installed:
-                _remove(folder)
+        present = []
+        for name in sorted(bundles):
+            if name in installed:
+                present.append(name)
+            else:
+                _remove(self.bundles / name)
         resumable = {k for k, v in state.bundles.items() if v.status == "downloading"}
-        if self.downloads.is_dir():
+        if "downloads" in names and self.downloads.is_dir():
             for part in self.downloads.iterdir():
                 if part.name.split(".")[0] not in resumable:
                     _remove(part)
             with contextlib.suppress(OSError):  # kept while it holds a resumable download
                 self.downloads.rmdir()
+        return present
 
     def commit_state(self, state: DeviceState) -> None:
         """Write `state` with `atomic_write` (not durable: held until `flush`).
@@ -263,7 +284,9 @@ class DeviceStore:
         """
         if not events:  # an empty queue is no file: one inode and one page less per device
             self._encoded = {}
-            _unlink(self.folder / STATS_FILE, durable=self.durable)
+            if self._stats_on_disk:
+                _unlink(self.folder / STATS_FILE, durable=self.durable)
+                self._stats_on_disk = False
             return
         encoded: dict[int, tuple[StatEvent, bytes]] = {}
         parts: list[bytes] = []
@@ -276,6 +299,7 @@ class DeviceStore:
         self._encoded = encoded
         data = b"[" + b",".join(parts) + b"]"
         atomic_write(self.folder / STATS_FILE, data, durable=self.durable)
+        self._stats_on_disk = True
 
     def free_bytes(self) -> int:
         """Bytes free on the device's disk, as `free_space` answers."""
@@ -356,6 +380,14 @@ def _unlink(path: Path, *, durable: bool) -> None:
         raise LocalError("disk_write_fail", f"cannot remove {path}: {exc}") from exc
     if durable:
         fsync_dir(path.parent)
+
+
+def _listing(folder: Path) -> set[str] | None:
+    """The names in `folder`; None when it does not exist."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return None
 
 
 def _remove(path: Path) -> None:

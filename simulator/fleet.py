@@ -32,6 +32,7 @@ from simulator.device import (
     VirtualDevice,
     folder_name,
 )
+from simulator.gctune import batched_collection
 from simulator.metrics import DeviceOutcome, Metrics
 from simulator.network import Learned, Mitm, MitmMode, ShapedPort, merge_learned, profile
 from simulator.scenario import Scenario
@@ -224,7 +225,8 @@ class Fleet:
             self.finished += 1
 
         work = [vt.participate(syncs()), *(vt.participate(device(d)) for d in self.devices)]
-        await asyncio.gather(vt.run(), *work)
+        with batched_collection():
+            await asyncio.gather(vt.run(), *work)
         for mitm in self.mitms.values():
             self.metrics.mitm.update(mitm.tampered)
         return self.metrics

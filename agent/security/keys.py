@@ -12,6 +12,7 @@ key been configured in its PKCS#1 form.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Final
@@ -51,8 +52,12 @@ def key_id(public_pem: str) -> str:
     return cleaned[:KEY_ID_CHARS]
 
 
+@functools.lru_cache(maxsize=16)
 def load_public_key(text: str) -> PublicKey:
     """Load an app public key from PEM text or from capacitor.config JSON text.
+
+    Cached (a `PublicKey` is immutable): a fleet's devices share their app's key, and each
+    reopens its agent many times a day.
 
     Accepts a PKCS#1 (`RSA PUBLIC KEY`) or SPKI (`PUBLIC KEY`) PEM, or the JSON of a
     `capacitor.config.json` whose `plugins.CapacitorUpdater.publicKey` holds such a PEM.

@@ -59,6 +59,7 @@ def _check_tls(cert: Path, key: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.gctune import batched_collection
     from simulator.server.auth import bootstrap_admin_key
     from simulator.server.db import connect
     from simulator.server.embedded import URL_PREFIX
@@ -87,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         data_dir=args.data, public_url=args.public_url, enumeration_misses=args.enumeration_limit
     )
-    make_server(config, args.tls_cert, args.tls_key).run(sockets=[sock])
+    with batched_collection():
+        make_server(config, args.tls_cert, args.tls_key).run(sockets=[sock])
     return 0

@@ -77,7 +77,7 @@ def base_url(request: Request, state: ServerState) -> str:
     if not _HOST.fullmatch(host):
         address, port = request.scope.get("server") or ("127.0.0.1", 80)
         host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    return f"{request.url.scheme}://{host}"
+    return f"{request.scope.get('scheme', 'http')}://{host}"  # `request.url` parses it all
 
 
 async def health(request: Request) -> Response:

@@ -4,11 +4,15 @@ every state field round-trips; a store that is not durable holds its commits unt
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+import pytest
+
 from agent.core.lifecycle import Boot, BundleInfo, DeviceState
 from agent.core.retry import ArtefactFailures
+from agent.errors import LocalError
 from agent.protocol.base import StatEvent
 from agent.store import STATE_FILE, STATS_FILE, DeviceStore
 
@@ -148,3 +152,42 @@ def test_downloads_and_staging_exist_only_while_a_download_needs_them(tmp_path: 
     store.flush()
     DeviceStore.open(tmp_path, durable=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles", "state.json"]
+
+
+def test_a_reopen_sweeps_what_a_kill_left_and_keeps_the_named_bundles(tmp_path: Path) -> None:
+    store, state, _ = DeviceStore.open(tmp_path, durable=False)
+    for bundle_id in ("kept", "stray"):
+        (store.bundle_dir(bundle_id) / "index.html").parent.mkdir()
+        (store.bundle_dir(bundle_id) / "index.html").write_text("x")
+    (tmp_path / f".{STATS_FILE}.tmp").write_bytes(b"[half")  # a commit, killed
+    store.fresh_staging("b2")
+    store.commit_state(replace(state, bundles={"kept": BundleInfo("kept", "1.0.1", "success")}))
+    store.flush()
+    _, reopened, stats = DeviceStore.open(tmp_path, durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles", "state.json"]
+    assert [p.name for p in store.bundles.iterdir()] == ["kept"]
+    assert list(reopened.bundles) == ["kept"] and stats == []
+    shutil.rmtree(store.bundles)  # a wiped bundle: forgotten, the folder made again
+    _, reopened, _ = DeviceStore.open(tmp_path, durable=False)
+    assert reopened.bundles == {} and store.bundles.is_dir()
+
+
+def test_a_folder_that_cannot_hold_bundles_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "bundles").write_bytes(b"not a folder")
+    with pytest.raises(LocalError) as caught:
+        DeviceStore.open(tmp_path, durable=False)
+    assert caught.value.action == "disk_write_fail"
+    assert (tmp_path / "bundles").read_bytes() == b"not a folder"
+
+
+def test_a_reopened_store_removes_the_stats_file_it_found_once_the_queue_empties(
+    tmp_path: Path,
+) -> None:
+    store, _, _ = DeviceStore.open(tmp_path, durable=False)
+    store.commit_stats([_event(0)])
+    store.flush()
+    reopened, _, queued = DeviceStore.open(tmp_path, durable=False)
+    assert queued == [_event(0)]
+    reopened.commit_stats([])
+    reopened.flush()
+    assert not (tmp_path / STATS_FILE).exists()

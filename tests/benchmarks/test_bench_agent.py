@@ -5,6 +5,8 @@
   over an in-memory port (the whole per-check cost: core, dialect, runtime, tenacity);
 - group `store commit`: `atomic_write` with and without fsync on the real disk, and
   `DeviceStore.commit_stats` of a full stats queue (200 events, one in, the oldest out);
+- group `device reopen`: `AsyncDevice.open` of a fleet device's folder (a state naming one
+  installed bundle, no stats pending), as a sleeping simulated app does at every wake;
 - group `download`: a `SyncDevice` downloading, verifying and installing a 32 MiB bundle
   from a loopback peer; its Python heap peak (tracemalloc, one extra run) is saved as
   `extra_info.heap_peak_kib` in the benchmark JSON: it must not grow with the bundle.
@@ -20,6 +22,7 @@ import random
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ from capgo_peer import make_zip, serve_peer
 from agent.config import AgentConfig, DeviceIdentity
 from agent.core.agent import Agent
 from agent.core.events import MovedToBackground, MovedToForeground, ResponseReceived
-from agent.core.lifecycle import DeviceState
+from agent.core.lifecycle import BundleInfo, DeviceState
 from agent.drivers.aio import AsyncDevice
 from agent.drivers.backends import make_sync_port
 from agent.drivers.http import HttpRequest, HttpResponse
@@ -110,9 +113,33 @@ def test_stats_commit_full_queue(benchmark, folder: Path) -> None:
         i = next(counter)
         queue = [*queue[1:], StatEvent(i, "download_10", "1.0.2", i, "1.0.1")]
         store.commit_stats(queue)
+        store.flush()  # a store that is not durable writes when its lifecycle call ends
 
     benchmark(commit)
     assert DeviceStore.open(folder, durable=False)[2][-1] == queue[-1]
+
+
+@pytest.mark.benchmark(group="device reopen")
+def test_async_device_reopen(benchmark, folder: Path) -> None:
+    store, state, _ = DeviceStore.open(folder, durable=False)
+    (store.bundle_dir("b1") / "index.html").parent.mkdir()
+    (store.bundle_dir("b1") / "index.html").write_text("<html></html>")
+    installed = BundleInfo("b1", "1.0.1", "success")
+    store.commit_state(replace(state, bundles={"b1": installed}, current="b1"))
+    store.flush()
+    loop = asyncio.new_event_loop()
+    port = AsyncMemoryPort()
+
+    def reopen() -> AsyncDevice:
+        return loop.run_until_complete(
+            AsyncDevice.open(folder, CONFIG, IDENTITY, port, durable=False)  # type: ignore[arg-type]
+        )
+
+    try:
+        benchmark(reopen)
+        assert reopen().status().current.id == "b1"
+    finally:
+        loop.close()
 
 
 @pytest.fixture(scope="module")
