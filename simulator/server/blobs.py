@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -80,7 +81,11 @@ def serve_blob(request: Request, file_id: str) -> Response:
         path = store.path(file_id)
     except ValueError:
         return ApiError(404, "not_found", "Not found").response()
-    if not path.is_file():
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        found = None
+    if found is None or not stat.S_ISREG(found.st_mode):
         return ApiError(404, "not_found", "Not found").response()
     etag = f'"{file_id}"'
     if request.headers.get("if-none-match") == etag:
@@ -89,4 +94,5 @@ def serve_blob(request: Request, file_id: str) -> Response:
         path,
         media_type="application/octet-stream",
         headers={"etag": etag, "cache-control": IMMUTABLE},
+        stat_result=found,  # known: Starlette would ask a worker thread again
     )

@@ -84,6 +84,12 @@ def test_unknown_or_invalid_names_are_404(files: httpx.Client, name: str) -> Non
     assert files.get(name).status_code == 404
 
 
+def test_a_folder_under_a_file_name_is_404(files: httpx.Client, server: RunningServer) -> None:
+    name = "1" * 64
+    (server.data_dir / "files" / name).mkdir()
+    assert files.get(name).status_code == 404
+
+
 def test_upload_over_the_cap_is_refused_and_leaves_nothing(server: RunningServer) -> None:
     host, port = server.url.removeprefix("http://").split(":")
     request = (
