@@ -195,7 +195,8 @@ class VirtualDevice(AgentObserver):
 
     sleep_drops_agent = True  # False: keep every live agent (tests compare both fleet lives)
     # Only a sleep this long (simulated seconds) drops the agent: reopening the folder costs
-    # 0.5-1 ms of CPU, which an app opened every few minutes would pay at every wake.
+    # CPU (about 0.1 ms, tests/benchmarks/test_bench_agent.py -k reopen), which an app opened
+    # every few minutes would pay at every wake.
     drop_agent_after_s = 3600.0
 
     def __init__(
